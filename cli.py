@@ -1,0 +1,288 @@
+"""`cxr`: a thin Typer layer over stage 1 (extract) and stage 2 (classify).
+
+Each command parses its options, calls one function, and turns the tool's own errors (CxrError)
+into a one-line message and exit status 2. TensorFlow is imported only inside the functions that
+run a model, so `cxr --help`, `cxr info` and `cxr evaluate` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from store import CxrError, describe, find_stores
+
+app = typer.Typer(
+    help="Chest X-ray transfer learning: cache frozen-CNN embeddings in HDF5, then cross-validate "
+    "scikit-learn heads on them. For research, not diagnosis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(exc: Exception, code: int = 2) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def features(
+    data: Path | None = typer.Argument(
+        None, help="Folder of class folders (covid/, normal/, ...), or the root that manifest paths are relative to."
+    ),
+    backbone: list[str] = typer.Option(
+        ["mobilenet_v2"], "-b", "--backbone", help="Backbone name (repeatable). See `cxr backbones`."
+    ),
+    weights: list[str] = typer.Option(
+        [], "--weights",
+        help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
+    ),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", help="CSV with path,label[,patient_id,source,...]. Default: DATA/manifest.csv if present."
+    ),
+    out: Path = typer.Option(Path("features"), "--out", help="Folder for the <backbone>.h5 stores."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass (and per commit)."),
+    resize: str = typer.Option("squash", "--resize", help="squash (the paper: stretch to the input size) or pad (keep aspect ratio)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --weights random."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
+) -> None:
+    """Embed every image once per backbone into features/<backbone>.h5 (incremental and resumable)."""
+    from extract.run import extract_features  # lazy: the extraction stack imports TensorFlow
+
+    try:
+        summaries = extract_features(
+            data=data, manifest=manifest, backbones=backbone, weights=weights, out=out,
+            batch_size=batch_size, resize=resize, seed=seed, console=console,
+        )
+    except CxrError as exc:
+        raise fail(exc) from None
+    if not any(s.stored for s in summaries):
+        raise fail(CxrError("no image could be used; see the rejected files above"), code=1)
+    if strict and any(s.rejected for s in summaries):
+        raise fail(CxrError("--strict: some files were rejected (listed above)"), code=1)
+
+
+@app.command()
+def backbones() -> None:
+    """List the registered backbones (input size, embedding dimension, weight file name)."""
+    from extract.registry import REGISTRY
+
+    table = Table(title="Backbones")
+    for col in ("name", "input", "dim", "keras constructor", "ImageNet weight file"):
+        table.add_column(col)
+    for spec in REGISTRY.values():
+        table.add_row(spec.name, str(spec.input_size), str(spec.dim), spec.constructor_label, spec.weights_file)
+    console.print(table)
+
+
+@app.command()
+def info(
+    features_dir: Path = typer.Option(Path("features"), "--features", help="Folder holding the stores."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the feature stores: rows, dimension, weights, classes, rejected files."""
+    try:
+        stores = [describe(p) for p in find_stores(features_dir)]
+    except CxrError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({"stores": stores}, indent=2))
+        return
+    if not stores:
+        console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
+        return
+    table = Table(title=f"Feature stores in {features_dir}")
+    for col in ("backbone", "rows", "dim", "weights", "classes", "rejected"):
+        table.add_column(col)
+    for s in stores:
+        classes = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
+        table.add_row(s["backbone"], str(s["rows"]), str(s["dim"]), s["weights"], classes, str(s["rejected"]))
+    console.print(table)
+    for s in stores:
+        if s["pending_shards"]:
+            console.print(
+                f"[yellow]{s['path']}: {s['pending_shards']} batch(es) from an interrupted run are not "
+                f"visible yet; run `cxr features` again to resume.[/]"
+            )
+
+
+# ---- stage 2 commands (evaluate, train, predict) below this line ----
+# classify/ is imported inside each command: `cxr --help` and stage 1 never pay for scikit-learn.
+
+FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
+CLASSES = typer.Option(
+    None,
+    "--classes",
+    help="Keep these classes (comma-separated, after --merge): covid,bacterial,normal.",
+)
+MERGE = typer.Option(
+    [], "--merge", help="Merge classes, NEW=a,b (repeatable): pneumonia=bacterial,viral."
+)
+BINARY = typer.Option(
+    None, "--binary", help="One-vs-rest: this class against all other selected classes."
+)
+WHERE = typer.Option(
+    [],
+    "--where",
+    help="Keep rows whose column (e.g. dataset, view) is one of COLUMN=v1,v2 (repeatable).",
+)
+EXCLUDE = typer.Option(
+    None,
+    "--exclude",
+    help='Drop images: text file of ids/paths, or JSON {"exclude": [...], "groups": {id: group}}.',
+)
+HEAD_PARAMS = typer.Option(
+    [],
+    "--set",
+    help="Hyper-parameter HEAD.PARAM=VALUE (repeatable), e.g. mlp.alpha=1e-3.",
+)
+CONFIG = typer.Option(
+    None, "--config", help="TOML file of hyper-parameters, one [head] table each."
+)
+SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
+
+
+@app.command()
+def evaluate(
+    features_dir: Path = FEATURES_DIR,
+    backbone: list[str] = typer.Option(
+        [], "-b", "--backbone", help="Store to use (repeatable). Default: all."
+    ),
+    head: list[str] = typer.Option(
+        [], "--head", help="mlp, logreg, svm, knn or forest (repeatable). Default: all."
+    ),
+    classes: str | None = CLASSES,
+    merge: list[str] = MERGE,
+    binary: str | None = BINARY,
+    where: list[str] = WHERE,
+    exclude: Path | None = EXCLUDE,
+    folds: int = typer.Option(10, "--folds", help="K of stratified K-fold (the paper: 10)."),
+    repeats: int = typer.Option(1, "--repeats", help="Repeat K-fold with reshuffled folds."),
+    seed: int = SEED,
+    group_by: str = typer.Option(
+        "auto",
+        "--group-by",
+        help="patient, none, or auto (patient whenever every row has a patient id).",
+    ),
+    jobs: int = typer.Option(
+        -1, "--jobs", help="Parallel folds (-1: all cores); results do not depend on it."
+    ),
+    search: bool = typer.Option(
+        False, "--search", help="Tune each head's small grid by nested CV."
+    ),
+    head_params: list[str] = HEAD_PARAMS,
+    config: Path | None = CONFIG,
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap replicates for the 95% CI."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the full report as JSON here."
+    ),
+    plots: Path | None = typer.Option(
+        None, "--plots", help="Write confusion-matrix and ROC PNGs here."
+    ),
+) -> None:
+    """Cross-validate scikit-learn heads on cached embeddings (default: every store, every head)."""
+    from classify.evaluate import evaluate as run_evaluate
+    from classify.heads import parse_params
+    from classify.report import render, write_json
+    from classify.tasks import TaskSpec
+
+    try:
+        report = run_evaluate(
+            features_dir,
+            backbone,
+            head,
+            TaskSpec.from_options(classes, merge, binary, where, exclude),
+            parse_params(head_params, config),
+            group_by=group_by,
+            folds=folds,
+            repeats=repeats,
+            seed=seed,
+            jobs=jobs,
+            search=search,
+            n_boot=bootstrap,
+            plots=plots,
+        )
+    except CxrError as exc:
+        raise fail(exc) from None
+    render(report, console)
+    if json_out is not None:
+        write_json(report, json_out)
+        console.print(f"Wrote {json_out}", highlight=False)
+
+
+@app.command()
+def train(
+    features_dir: Path = FEATURES_DIR,
+    backbone: str | None = typer.Option(
+        None, "-b", "--backbone", help="Store to use (needed if several)."
+    ),
+    head: str = typer.Option("mlp", "--head", help="mlp, logreg, svm, knn or forest."),
+    classes: str | None = CLASSES,
+    merge: list[str] = MERGE,
+    binary: str | None = BINARY,
+    where: list[str] = WHERE,
+    exclude: Path | None = EXCLUDE,
+    head_params: list[str] = HEAD_PARAMS,
+    config: Path | None = CONFIG,
+    seed: int = SEED,
+    out: Path | None = typer.Option(
+        None, "--out", help="Model file. Default: models/<backbone>-<head>.joblib."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Fit one head on all selected rows; save it with its backbone, weights and task (joblib)."""
+    from classify.heads import parse_params
+    from classify.model import train as run_train
+    from classify.report import render_training
+    from classify.tasks import TaskSpec
+
+    try:
+        summary = run_train(
+            features_dir,
+            backbone,
+            head,
+            TaskSpec.from_options(classes, merge, binary, where, exclude),
+            parse_params(head_params, config),
+            seed=seed,
+            out=out,
+        )
+    except CxrError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        render_training(summary, console)
+
+
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    model: Path = typer.Option(
+        ..., "--model", help="A model file from `cxr train` (a pickle: trusted files only)."
+    ),
+    weights: list[str] = typer.Option(
+        [],
+        "--weights",
+        help="As for `cxr features`; default: the weights the model was trained with.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Class probabilities for new images, embedded with the model's backbone and weights."""
+    from classify.model import predict as run_predict
+    from classify.report import render_predictions
+
+    try:
+        result = run_predict(model, inputs, weights)
+    except CxrError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        render_predictions(result, console)

@@ -1,0 +1,135 @@
+"""Discover a data set (class folders or a manifest) and fingerprint every file by its bytes.
+
+User errors that make the whole run pointless (missing path, empty folder, manifest without the
+required columns) raise CxrError before any model is loaded; a single bad file only becomes a
+reject with a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from extract.hashing import sha256_file
+from store.errors import CxrError
+
+MANIFEST_NAME = "manifest.csv"
+REQUIRED_COLUMNS = ("path", "label")
+KNOWN_COLUMNS = ("path", "label", "patient_id", "source")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image file of the data set, with everything the store keeps about it."""
+
+    path: str  # as shown to the user and stored: relative to the data root
+    file: Path
+    label: str
+    patient_id: str = ""
+    source: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+    sha256: str = ""
+
+    def record(self) -> dict[str, str]:
+        return {"id": self.sha256, "path": self.path, "label": self.label,
+                "patient_id": self.patient_id, "source": self.source}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Discovery:
+    root: Path
+    entries: list[Entry]  # hashed and readable
+    rejects: list[tuple[Entry, str]]  # could not even be read
+    manifest: Path | None
+    meta_columns: tuple[str, ...]
+
+
+def discover(data: Path | None, manifest: Path | None) -> Discovery:
+    """List the data set, then hash every file (threads: hashing releases the GIL)."""
+    if manifest is None and data is not None and (data / MANIFEST_NAME).is_file():
+        manifest = data / MANIFEST_NAME
+    if manifest is not None:
+        root = data if data is not None else manifest.parent
+        listed, rejects, meta_columns = _from_manifest(manifest, root)
+    elif data is None:
+        raise CxrError("give a data folder (class folders) or --manifest CSV")
+    else:
+        root, listed, rejects, meta_columns = data, _from_folders(data), [], ()
+    entries = []
+    for entry, digest, error in _hash_all(listed):
+        if error:
+            rejects.append((entry, error))
+        else:
+            entries.append(replace(entry, sha256=digest))
+    return Discovery(root, entries, rejects, manifest, meta_columns)
+
+
+def _from_folders(data: Path) -> list[Entry]:
+    if not data.exists():
+        raise CxrError(f"{data}: data folder does not exist")
+    if not data.is_dir():
+        raise CxrError(f"{data}: not a folder (expected one sub-folder per class, or use --manifest)")
+    entries = [
+        Entry(path=file.relative_to(data).as_posix(), file=file, label=class_dir.name)
+        for class_dir in sorted(d for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for file in sorted(class_dir.rglob("*"))
+        if file.is_file() and not any(p.startswith(".") for p in file.relative_to(data).parts)
+    ]
+    if not entries:
+        raise CxrError(f"{data}: no images found (expected one sub-folder per class, e.g. covid/, normal/)")
+    return entries
+
+
+def _from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
+    if not manifest.is_file():
+        raise CxrError(f"{manifest}: manifest does not exist")
+    if not root.is_dir():
+        raise CxrError(f"{root}: data folder does not exist")
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = tuple(reader.fieldnames or ())
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CxrError(f"{manifest}: cannot read manifest ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise CxrError(f"{manifest}: missing required column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})")
+    if not rows:
+        raise CxrError(f"{manifest}: manifest lists no images")
+    meta_columns = tuple(c for c in columns if c not in KNOWN_COLUMNS)
+    entries, rejects, seen = [], [], set()
+    for row in rows:
+        rel = (row["path"] or "").strip()
+        file = Path(rel) if Path(rel).is_absolute() else root / rel
+        entry = Entry(
+            path=rel, file=file, label=(row["label"] or "").strip(),
+            patient_id=(row.get("patient_id") or "").strip(), source=(row.get("source") or "").strip(),
+            meta={c: row.get(c) or "" for c in meta_columns},
+        )  # fmt: skip
+        if rel in seen:
+            rejects.append((entry, "listed twice in the manifest"))
+        elif not entry.label:
+            rejects.append((entry, "no label in the manifest"))
+        else:
+            seen.add(rel)
+            entries.append(entry)
+    return entries, rejects, meta_columns
+
+
+def _hash_all(entries: list[Entry]) -> Iterator[tuple[Entry, str, str]]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield from pool.map(_hash_one, entries)
+
+
+def _hash_one(entry: Entry) -> tuple[Entry, str, str]:
+    try:
+        digest = sha256_file(entry.file)
+    except FileNotFoundError:
+        return entry, "", "file not found"
+    except OSError as exc:
+        return entry, "", f"unreadable ({exc.strerror or exc})"
+    return entry, digest, ""

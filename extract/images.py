@@ -1,0 +1,141 @@
+"""Decode any chest X-ray file to 8-bit RGB once, and resize it for a backbone.
+
+Pure functions over bytes and arrays. A file that cannot be used raises ``Rejected`` with a short
+reason; the caller records it and goes on. pydicom is imported only when a DICOM shows up.
+
+Policies (documented in the README):
+- JPEG EXIF orientation is applied.
+- More than 8 bits (16-bit PNG/TIFF, DICOM) -> linear rescale of the image's own min..max to 0..255.
+- Alpha (RGBA, LA, palette with transparency) is composited onto black, the X-ray background.
+- DICOM: modality LUT (rescale slope/intercept), then VOI LUT or window, then MONOCHROME1 inverted.
+- Resize: ``squash`` stretches to the square input (the paper); ``pad`` keeps the aspect ratio and
+  pads with black. Bilinear (antialiased) in both cases.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MIN_SIDE = 32  # smaller is a thumbnail or an icon, not a radiograph
+MAX_PIXELS = 80_000_000  # decompression-bomb guard: above any real radiograph (e.g. 4k x 5k = 20 MP)
+RESIZE_POLICIES = ("squash", "pad")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+class Rejected(Exception):
+    """This file cannot be used; the message is the reason shown to the user."""
+
+
+def decode(data: bytes, name: str = "") -> np.ndarray:
+    """Bytes of PNG/JPEG/BMP/TIFF/DICOM -> (H, W, 3) uint8."""
+    if not data:
+        raise Rejected("empty file")
+    if _is_dicom(data, name):
+        rgb = _decode_dicom(data)
+    else:
+        rgb = _decode_pil(data)
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise Rejected(f"too small ({width}x{height} px; minimum side {MIN_SIDE} px)")
+    return rgb
+
+
+def _is_dicom(data: bytes, name: str) -> bool:
+    return data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise Rejected(
+            f"too large ({width}x{height} = {width * height:,} px; limit {MAX_PIXELS:,}): "
+            "possible decompression bomb"
+        )
+
+
+def _decode_pil(data: bytes) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(*image.size)
+            image = ImageOps.exif_transpose(image)
+            image.load()
+    except Image.DecompressionBombError:
+        raise Rejected(f"too large: possible decompression bomb (limit {MAX_PIXELS:,} px)") from None
+    except UnidentifiedImageError:
+        raise Rejected("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise Rejected(f"cannot decode ({exc})") from None
+    return _pil_to_rgb8(image)
+
+
+def _pil_to_rgb8(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _gray_to_rgb8(np.asarray(image, dtype=np.float64))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _gray_to_rgb8(values: np.ndarray) -> np.ndarray:
+    """Linear min..max window to 8 bits; a constant image becomes black."""
+    values = np.nan_to_num(values.astype(np.float64))
+    lo, hi = float(values.min()), float(values.max())
+    scaled = np.zeros_like(values) if hi <= lo else (values - lo) * (255.0 / (hi - lo))
+    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _decode_dicom(data: bytes) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:  # pydicom raises many types for garbage input
+        raise Rejected(f"cannot read DICOM ({exc})") from None
+    if "PixelData" not in ds:
+        raise Rejected("DICOM has no pixel data")
+    _check_pixels(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # missing codec, truncated pixel data, bad transfer syntax
+        raise Rejected(f"cannot decode DICOM pixel data ({exc})") from None
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if str(ds.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR")):
+        return _gray_or_color_to_rgb8(pixels)
+    values = apply_modality_lut(pixels, ds)
+    values = apply_voi_lut(values, ds) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else values
+    rgb = _gray_to_rgb8(np.asarray(values, dtype=np.float64))
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        rgb = 255 - rgb
+    return rgb
+
+
+def _gray_or_color_to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels[..., :3])
+    return np.stack([_gray_to_rgb8(pixels[..., c])[..., 0] for c in range(3)], axis=-1)
+
+
+def resize(rgb: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8 under the given policy."""
+    image = Image.fromarray(rgb)
+    if policy == "squash":
+        return np.asarray(image.resize((size, size), Image.BILINEAR))
+    if policy == "pad":
+        scale = size / max(image.size)
+        inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        canvas = Image.new("RGB", (size, size))
+        canvas.paste(image.resize(inner, Image.BILINEAR), ((size - inner[0]) // 2, (size - inner[1]) // 2))
+        return np.asarray(canvas)
+    raise ValueError(f"unknown resize policy {policy!r}")

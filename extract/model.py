@@ -1,0 +1,71 @@
+"""Build a frozen backbone from the registry and run it on batches of uint8 images.
+
+The forward pass is one traced ``tf.function`` calling ``model(x, training=False)`` on a fixed
+batch shape: a short last batch is padded, so every image goes through the same kernels whatever
+batch it lands in (a resumed run gives the same vectors as an uninterrupted one) and the function
+is traced once. ``predict`` in a Python loop is avoided: it is known to grow memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from extract.registry import BackboneSpec  # noqa: E402
+from extract.weights import ResolvedWeights  # noqa: E402
+from store.errors import CxrError  # noqa: E402
+
+
+class Embedder:
+    """Callable: (n, s, s, 3) uint8 -> (n, dim) float32 embeddings, n <= batch_size."""
+
+    def __init__(self, spec: BackboneSpec, weights: ResolvedWeights, batch_size: int):
+        self.spec = spec
+        self.batch_size = batch_size
+        self.model = build_model(spec, weights)
+        module = importlib.import_module(f"keras.applications.{spec.module}")
+        self._preprocess = module.preprocess_input
+        size = spec.input_size
+        signature = [tf.TensorSpec((batch_size, size, size, 3), tf.float32)]
+        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=signature)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        n = len(images)
+        batch = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
+        batch[:n] = images
+        out = self._forward(tf.constant(self._preprocess(batch)))
+        return np.asarray(out, dtype=np.float32)[:n]
+
+
+def build_model(spec: BackboneSpec, weights: ResolvedWeights):
+    import keras
+
+    module = importlib.import_module(f"keras.applications.{spec.module}")
+    constructor = getattr(module, spec.constructor)
+    if weights.kind == "random":
+        keras.utils.set_random_seed(weights.seed)
+    size = spec.input_size
+    model = constructor(
+        include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg", **spec.kwargs
+    )
+    if weights.path is not None:
+        try:
+            model.load_weights(str(weights.path))
+        except Exception as exc:  # Keras raises ValueError/KeyError/OSError for mismatched files
+            raise CxrError(
+                f"{weights.path}: does not fit {spec.name} = {spec.constructor_label} without top "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+            ) from None
+    model.trainable = False
+    return model
+
+
+def versions() -> dict[str, str]:
+    from store.provenance import library_versions
+
+    return library_versions("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")

@@ -1,0 +1,104 @@
+"""Which weights each backbone gets, and where the file comes from (offline first).
+
+Order for ``imagenet``: ``$CXR_WEIGHTS_DIR/<keras file name>``, then Keras' own cache
+(``$KERAS_HOME/models`` or ``~/.keras/models``), then Keras' download. A local file given as
+``NAME=PATH`` is used as is. The file's sha256 goes into every store so embeddings made with
+different weights can never mix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from extract.hashing import sha256_file
+from extract.registry import BackboneSpec, get_spec
+from store.errors import CxrError
+
+KINDS = ("imagenet", "random")
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    kind: str  # imagenet | file | random
+    path: Path | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    kind: str
+    path: Path | None
+    sha256: str
+    seed: int
+
+    def attrs(self) -> dict:
+        return {
+            "weights": self.kind,
+            "weights_file": self.path.name if self.path else "",
+            "weights_sha256": self.sha256,
+            "weights_seed": self.seed if self.kind == "random" else -1,
+        }
+
+
+def parse_weights(values: list[str], backbones: list[str], seed: int) -> dict[str, WeightsChoice]:
+    """``["random", "mobilenet_v2=/w.h5"]`` -> one choice per backbone; bare words set the default."""
+    default = WeightsChoice("imagenet")
+    per_backbone: dict[str, WeightsChoice] = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep:
+            default = _choice(value, seed, value)
+            continue
+        get_spec(name)
+        if name not in backbones:
+            raise CxrError(f"--weights {value}: backbone {name!r} is not selected (add -b {name})")
+        per_backbone[name] = _choice(target, seed, value)
+    return {b: per_backbone.get(b, default) for b in backbones}
+
+
+def _choice(target: str, seed: int, raw: str) -> WeightsChoice:
+    if target in KINDS:
+        return WeightsChoice(target, seed=seed)
+    path = Path(target).expanduser()
+    if "=" not in raw:
+        raise CxrError(f"--weights {raw}: expected imagenet, random or NAME=PATH")
+    if not path.is_file():
+        raise CxrError(f"--weights {raw}: weight file {path} does not exist")
+    return WeightsChoice("file", path=path)
+
+
+def resolve(spec: BackboneSpec, choice: WeightsChoice) -> ResolvedWeights:
+    """Find (or download) the weight file and hash it; random weights have no file."""
+    if choice.kind == "random":
+        return ResolvedWeights("random", None, "", choice.seed)
+    path = choice.path if choice.kind == "file" else _imagenet_file(spec)
+    return ResolvedWeights(choice.kind, path, sha256_file(path), -1)
+
+
+def _imagenet_file(spec: BackboneSpec) -> Path:
+    for folder in _local_folders():
+        candidate = folder / spec.weights_file
+        if candidate.is_file():
+            return candidate
+    try:
+        from keras.utils import get_file
+
+        return Path(get_file(spec.weights_file, spec.weights_url, cache_subdir="models"))
+    except Exception as exc:  # any download failure: offline, proxy, HTTP error
+        raise CxrError(
+            f"ImageNet weights for {spec.name} are not available: downloading {spec.weights_url} "
+            f"failed ({type(exc).__name__}). Offline: put {spec.weights_file} in $CXR_WEIGHTS_DIR "
+            f"or ~/.keras/models, or pass --weights {spec.name}=PATH"
+        ) from None
+
+
+def _local_folders() -> list[Path]:
+    folders = []
+    if os.environ.get("CXR_WEIGHTS_DIR"):
+        folders.append(Path(os.environ["CXR_WEIGHTS_DIR"]).expanduser())
+    keras_home = os.environ.get("KERAS_HOME", str(Path("~/.keras").expanduser()))
+    folders.append(Path(keras_home) / "models")
+    return folders
+

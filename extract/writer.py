@@ -1,0 +1,182 @@
+"""The store writer: one per store, crash-safe, resumable, incremental.
+
+- A lock file (``flock``, released by the kernel even on SIGKILL) admits one writer per store.
+- Each finished batch is committed as its own shard file (written, fsynced, renamed), so a crash
+  loses at most the batch in flight and never exposes half of one.
+- At the end of a run the published store is rebuilt from the current data set listing: rows in
+  listing order, embeddings gathered by content hash from the old store and the shards, then
+  swapped in atomically and the shards removed. Rows of files that left the data set disappear;
+  a file whose bytes changed has a new hash and was recomputed.
+- If nothing changed, the published file is left untouched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from extract.dataset import Discovery
+from store.errors import CxrError
+from store.schema import (
+    REJECT_COLUMNS,
+    ROW_COLUMNS,
+    StoreContent,
+    StoreError,
+    Table,
+    fingerprint,
+    lock_path,
+    parts_dir,
+    read_content,
+    read_shard,
+    store_path,
+    write_atomic,
+    write_shard,
+)
+
+
+@dataclass
+class _Cache:
+    """Embeddings already computed for this store, by content hash."""
+
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    def add(self, ids, X, rejected: Table) -> None:
+        self.vectors.update(zip(ids, X))
+        self.rejected.update(zip(rejected["id"], rejected["reason"]))
+
+    def __contains__(self, sha: str) -> bool:
+        return sha in self.vectors or sha in self.rejected
+
+
+class StoreWriter:
+    """Use as a context manager: ``with StoreWriter(out, attrs) as w: w.commit(...); w.publish(...)``."""
+
+    def __init__(self, directory: Path, attrs: dict):
+        self.directory = Path(directory)
+        self.attrs = attrs
+        self.backbone = str(attrs["backbone"])
+        self.path = store_path(self.directory, self.backbone)
+        self.parts = parts_dir(self.directory, self.backbone)
+        self._lock_fd: int | None = None
+        self._old: StoreContent | None = None
+        self.cache = _Cache()
+        self.resumed_batches = 0
+        self._run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self._seq = 0
+
+    def __enter__(self) -> StoreWriter:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        try:
+            self._load_existing()
+        except BaseException:
+            self._release_lock()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release_lock()
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(lock_path(self.directory, self.backbone), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise CxrError(
+                f"{self.path}: another `cxr features` is writing this store (pid {holder}); "
+                "wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def _load_existing(self) -> None:
+        # We hold the lock, so temporary files left here are from a run that died mid-write.
+        for stale in self.directory.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink()
+        if self.path.exists():
+            self._old = read_content(self.path)
+            self._check_compatible(self.path, self._old.attrs)
+            self.cache.add(self._old.rows["id"], self._old.X, self._old.rejected)
+        for shard in sorted(self.parts.glob("*.h5")) if self.parts.is_dir() else []:
+            try:
+                attrs, ids, X, rejected = read_shard(shard)
+            except (OSError, KeyError) as exc:
+                raise StoreError(f"{shard}: unreadable shard of an interrupted run ({exc}); delete it and re-run") from None
+            self._check_compatible(shard, attrs)
+            self.cache.add(ids, X, rejected)
+            self.resumed_batches += 1
+
+    def _check_compatible(self, path: Path, attrs: dict) -> None:
+        theirs, ours = fingerprint(attrs), fingerprint(self.attrs)
+        if theirs != ours:
+            diff = ", ".join(f"{k}: stored {theirs[k]!r} vs now {ours[k]!r}" for k in ours if theirs[k] != ours[k])
+            raise StoreError(
+                f"{path}: was built with other settings ({diff}); embeddings must not mix. "
+                "Use another --out folder, or delete the store to rebuild it"
+            )
+
+    def commit(self, ids: list[str], X: np.ndarray, rejected: list[tuple[str, str, str, str]]) -> None:
+        """Make one finished batch durable. ``rejected`` rows are (id, path, label, reason)."""
+        table = Table.from_records([dict(zip(REJECT_COLUMNS, r)) for r in rejected], REJECT_COLUMNS)
+        self.parts.mkdir(exist_ok=True)
+        self._seq += 1
+        write_shard(self.parts / f"{self._run_id}-{self._seq:07d}.h5", self.attrs, ids, X, table)
+        self.cache.add(ids, X, table)
+
+    def publish(self, discovery: Discovery) -> bool:
+        """Rebuild the store for the current data set; returns False when nothing changed."""
+        entries = [e for e in discovery.entries if e.sha256 in self.cache.vectors]
+        rows = Table.from_records([e.record() for e in entries], ROW_COLUMNS)
+        meta = Table.from_records([e.meta for e in entries], discovery.meta_columns)
+        rejected_records = [
+            {**e.record(), "reason": self.cache.rejected[e.sha256]}
+            for e in discovery.entries if e.sha256 in self.cache.rejected
+        ] + [{**e.record(), "reason": reason} for e, reason in discovery.rejects]  # fmt: skip
+        rejected = Table.from_records(rejected_records, REJECT_COLUMNS)
+        dim = int(self.attrs["dim"])
+        X = np.stack([self.cache.vectors[e.sha256] for e in entries]) if entries else np.empty((0, dim), np.float32)
+        attrs = {**self.attrs, "data_root": str(discovery.root), "manifest": str(discovery.manifest or "")}
+        if self._unchanged(rows, meta, rejected, attrs):
+            self._remove_shards()
+            return False
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        attrs["created"] = self._old.attrs.get("created", now) if self._old else now
+        attrs["updated"] = now
+        write_atomic(self.path, StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected))
+        self._remove_shards()
+        return True
+
+    def _unchanged(self, rows: Table, meta: Table, rejected: Table, attrs: dict) -> bool:
+        old = self._old
+        if old is None or self.resumed_batches or self._seq:
+            return False
+        same_attrs = all(old.attrs.get(k) == v for k, v in attrs.items() if k not in ("created", "updated"))
+        return same_attrs and all(
+            _tables_equal(a, b) for a, b in ((old.rows, rows), (old.meta, meta), (old.rejected, rejected))
+        )
+
+    def _remove_shards(self) -> None:
+        if self.parts.is_dir():
+            for leftover in self.parts.iterdir():  # shards and any half-written shard of a crash
+                leftover.unlink()
+            self.parts.rmdir()
+
+
+def _tables_equal(a: Table, b: Table) -> bool:
+    return a.columns.keys() == b.columns.keys() and all(
+        np.array_equal(a[k], b[k]) for k in a.columns
+    )

@@ -1,0 +1,5 @@
+"""The one exception type for user-facing errors; `cli.py` turns it into a one-line message and exit 2."""
+
+
+class CxrError(Exception):
+    """Bad input or an impossible request, explained in one line that names the file and the reason."""

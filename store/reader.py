@@ -1,0 +1,129 @@
+"""Reading API for stage 2: one backbone's embeddings with their labels, groups and metadata."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from store.schema import SUFFIX, StoreError, Table, parts_dir, read_content, store_path
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Rows of one store, aligned: ``X[i]`` belongs to ``rows[...][i]`` and ``meta[...][i]``."""
+
+    path: Path
+    attrs: dict
+    X: np.ndarray
+    rows: Table
+    meta: Table
+    rejected: Table
+
+    @property
+    def backbone(self) -> str:
+        return str(self.attrs["backbone"])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.rows["label"]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.rows["id"]
+
+    @property
+    def patient_ids(self) -> np.ndarray:
+        return self.rows["patient_id"]
+
+    @property
+    def sources(self) -> np.ndarray:
+        return self.rows["source"]
+
+    @property
+    def has_patient_ids(self) -> bool:
+        return len(self) > 0 and bool(np.all(self.patient_ids != ""))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self) -> list[str]:
+        return [*self.rows.columns, *self.meta.columns]
+
+    def column(self, name: str) -> np.ndarray:
+        if name in self.rows.columns:
+            return self.rows[name]
+        if name in self.meta.columns:
+            return self.meta[name]
+        raise StoreError(
+            f"{self.path}: no column {name!r}; available: {', '.join(self.columns())}"
+        )
+
+    def take(self, index: np.ndarray) -> FeatureSet:
+        return FeatureSet(
+            self.path, self.attrs, self.X[index], self.rows.take(index), self.meta.take(index),
+            self.rejected,
+        )
+
+    def where(self, conditions: Mapping[str, Collection[str]]) -> FeatureSet:
+        """Keep rows whose column value is one of the allowed values, for every condition."""
+        mask = np.ones(len(self), dtype=bool)
+        for name, allowed in conditions.items():
+            mask &= np.isin(self.column(name), list(allowed))
+        return self.take(np.flatnonzero(mask))
+
+
+def load(
+    location: Path | str,
+    backbone: str | None = None,
+    *,
+    where: Mapping[str, Collection[str]] | None = None,
+) -> FeatureSet:
+    """Load a store by file path, or by folder and backbone name."""
+    path = store_path(location, backbone) if backbone else Path(location)
+    if not path.is_file():
+        raise StoreError(f"{path}: no feature store here (run `cxr features` first)")
+    content = read_content(path)
+    fs = FeatureSet(path, content.attrs, content.X, content.rows, content.meta, content.rejected)
+    return fs.where(where) if where else fs
+
+
+def find_stores(directory: Path | str) -> list[Path]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StoreError(f"{directory}: features folder does not exist (run `cxr features` first)")
+    return sorted(p for p in directory.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+
+
+def describe(path: Path) -> dict:
+    """Summary of one store for `cxr info`, without loading the embeddings."""
+    content = read_content(path, load_X=False)
+    attrs = content.attrs
+    backbone = str(attrs["backbone"])
+    pending = parts_dir(path.parent, backbone)
+    return {
+        "backbone": backbone,
+        "path": str(path),
+        "rows": len(content.rows),
+        "dim": int(attrs["dim"]),
+        "weights": weights_label(attrs),
+        "weights_sha256": attrs.get("weights_sha256", ""),
+        "input_size": int(attrs["input_size"]),
+        "resize": attrs.get("resize", ""),
+        "classes": dict(sorted(Counter(content.rows["label"].tolist()).items())),
+        "rejected": len(content.rejected),
+        "pending_shards": len(list(pending.glob("*.h5"))) if pending.is_dir() else 0,
+        "created": attrs.get("created", ""),
+        "updated": attrs.get("updated", ""),
+    }
+
+
+def weights_label(attrs: Mapping) -> str:
+    """Short human name of the weights a store was built with."""
+    if attrs.get("weights") == "random":
+        return f"random (seed {attrs.get('weights_seed')})"
+    sha = str(attrs.get("weights_sha256", ""))[:12]
+    return f"{attrs.get('weights')}: {attrs.get('weights_file', '')} sha256 {sha}"

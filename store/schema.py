@@ -1,0 +1,224 @@
+"""The on-disk contract between stage 1 (extract) and stage 2 (classify).
+
+This is the only module that knows how a feature store is laid out in HDF5, in both directions.
+It imports numpy and h5py only, never TensorFlow, so stage 2 and `cxr --help` stay fast.
+
+A store is one file per backbone, ``<dir>/<backbone>.h5``::
+
+    /X                 float32 (N, D), chunked, gzip + shuffle, maxshape (None, D)
+    /rows/id           sha256 of the image file's bytes (hex); not unique if the data set holds copies
+    /rows/path         path relative to the data root (folder) or as written in the manifest
+    /rows/label        class label
+    /rows/patient_id   "" when unknown
+    /rows/source       "" when unknown
+    /rows/meta/<col>   any other manifest column, one string dataset per column
+    /rejected/{id,path,label,reason}   files that could not be used, with the reason
+    attrs              schema_version, backbone, dim, input_size, preprocessing, resize, weights,
+                       weights_file, weights_sha256, weights_seed, versions, data_root, created, updated
+
+A published store file is immutable: the writer builds a new file beside it and swaps it in with an
+atomic rename, so any number of readers can hold it open while a run goes on. Work in progress lives
+in shard files under ``<dir>/.<backbone>.parts/`` (same layout minus the row metadata); each shard
+is itself written then renamed, so a crash never exposes half a batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from store.errors import CxrError
+
+SCHEMA_VERSION = 1
+SUFFIX = ".h5"
+ROW_COLUMNS = ("id", "path", "label", "patient_id", "source")
+REJECT_COLUMNS = ("id", "path", "label", "reason")
+# Attributes that must agree before two pieces of work may share one store.
+FINGERPRINT = ("backbone", "input_size", "resize", "weights_sha256", "weights_seed")
+STR = h5py.string_dtype(encoding="utf-8")
+ROW_CHUNK = 256
+
+
+class StoreError(CxrError):
+    """A store is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """Columns of equal length, all strings; the unit the store reads and writes."""
+
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def take(self, index: np.ndarray) -> Table:
+        return Table({k: v[index] for k, v in self.columns.items()})
+
+    @classmethod
+    def from_records(cls, records: list[Mapping[str, str]], names: tuple[str, ...]) -> Table:
+        return cls({n: _strings([r.get(n, "") for r in records]) for n in names})
+
+
+@dataclass(frozen=True)
+class StoreContent:
+    """Everything one store file holds, in memory."""
+
+    attrs: dict
+    rows: Table
+    meta: Table
+    X: np.ndarray
+    rejected: Table = field(default_factory=lambda: Table({c: _strings([]) for c in REJECT_COLUMNS}))
+
+
+def store_path(directory: Path | str, backbone: str) -> Path:
+    return Path(directory) / f"{backbone}{SUFFIX}"
+
+
+def parts_dir(directory: Path | str, backbone: str) -> Path:
+    return Path(directory) / f".{backbone}.parts"
+
+
+def lock_path(directory: Path | str, backbone: str) -> Path:
+    return Path(directory) / f".{backbone}.lock"
+
+
+def fingerprint(attrs: Mapping) -> dict:
+    return {k: _plain(attrs.get(k)) for k in FINGERPRINT}
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def _strings(values) -> np.ndarray:
+    return np.asarray(list(values), dtype=object).astype(str).astype(object)
+
+
+def _write_strings(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    group.create_dataset(
+        name,
+        data=np.asarray(values, dtype=object),
+        dtype=STR,
+        maxshape=(None,),
+        chunks=(ROW_CHUNK,) if len(values) else (1,),
+        compression="gzip",
+    )
+
+
+def _write_matrix(f: h5py.File, X: np.ndarray, dim: int) -> None:
+    X = np.asarray(X, dtype=np.float32).reshape(-1, dim)
+    f.create_dataset(
+        "X",
+        data=X,
+        maxshape=(None, dim),
+        chunks=(max(1, min(ROW_CHUNK, len(X))), dim),
+        compression="gzip",
+        compression_opts=4,
+        shuffle=True,
+    )
+
+
+def _read_table(group: h5py.Group | None, names) -> Table:
+    if group is None:
+        return Table({n: _strings([]) for n in names})
+    return Table({n: _strings(group[n].asstr()[()]) for n in names})
+
+
+def write_atomic(path: Path, content: StoreContent) -> None:
+    """Write a complete store file beside ``path`` and rename it into place (crash-safe)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in content.attrs.items():
+                f.attrs[key] = value
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            _write_matrix(f, content.X, int(content.attrs["dim"]))
+            rows = f.create_group("rows")
+            for name in ROW_COLUMNS:
+                _write_strings(rows, name, content.rows[name])
+            meta = rows.create_group("meta")
+            for name, values in content.meta.columns.items():
+                _write_strings(meta, name, values)
+            rejected = f.create_group("rejected")
+            for name in REJECT_COLUMNS:
+                _write_strings(rejected, name, content.rejected[name])
+        _fsync_and_rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
+    """Read a whole store file; raises StoreError naming the file if it is not a store."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            if attrs.get("schema_version") is None or "X" not in f or "rows" not in f:
+                raise StoreError(f"{path}: not a cxr feature store (missing schema_version, X or rows)")
+            if int(attrs["schema_version"]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: store schema {attrs['schema_version']} is newer than this tool "
+                    f"understands ({SCHEMA_VERSION}); upgrade cxr"
+                )
+            rows = _read_table(f["rows"], ROW_COLUMNS)
+            meta_group = f["rows"].get("meta")
+            meta = _read_table(meta_group, tuple(meta_group) if meta_group is not None else ())
+            rejected = _read_table(f.get("rejected"), REJECT_COLUMNS)
+            X = f["X"][()] if load_X else np.empty((0, int(attrs["dim"])), np.float32)
+    except StoreError:
+        raise
+    except (OSError, KeyError) as exc:
+        raise StoreError(f"{path}: cannot read feature store ({exc})") from exc
+    return StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
+
+
+def write_shard(path: Path, attrs: Mapping, ids: list[str], X: np.ndarray, rejected: Table) -> None:
+    """One batch of work in progress: embeddings by content hash plus the batch's rejects."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key in FINGERPRINT:
+                f.attrs[key] = attrs[key]
+            f.attrs["dim"] = attrs["dim"]
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            _write_strings(f, "id", _strings(ids))
+            _write_matrix(f, X, int(attrs["dim"]))
+            group = f.create_group("rejected")
+            for name in REJECT_COLUMNS:
+                _write_strings(group, name, rejected[name])
+        _fsync_and_rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_shard(path: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:
+    with h5py.File(path, "r", locking=False) as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        ids = _strings(f["id"].asstr()[()])
+        return attrs, ids, f["X"][()], _read_table(f["rejected"], REJECT_COLUMNS)
+
+
+def _fsync_and_rename(tmp: Path, path: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

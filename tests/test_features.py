@@ -1,0 +1,277 @@
+"""Stage 1 end to end: the store round trip, incremental runs, bad input, locking, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import store
+from cli import app
+from extract.run import embed_images, extract_features
+from store.schema import parts_dir, store_path
+from tests.conftest import CXR_DATA, make_class_folders, real_weights, save_png, small_weights
+
+BACKBONE = "mobilenet_025"
+runner = CliRunner()
+
+
+def run(data: Path, out: Path, weights=None, **kw):
+    return extract_features(
+        data=data, manifest=kw.pop("manifest", None), backbones=kw.pop("backbones", [BACKBONE]),
+        weights=weights if weights is not None else small_weights(), out=out,
+        batch_size=kw.pop("batch_size", 4), console=Console(file=open(os.devnull, "w")), **kw,
+    )  # fmt: skip
+
+
+def test_store_round_trip(class_folders, tmp_path):
+    out = tmp_path / "features"
+    [summary] = run(class_folders, out)
+    assert (summary.new, summary.cached, summary.rejected) == (8, 0, 0)
+    fs = store.load(out, BACKBONE)
+    assert fs.X.shape == (8, 256) and fs.X.dtype == np.float32
+    assert sorted(fs.rows["path"]) == sorted(p.relative_to(class_folders).as_posix() for p in class_folders.rglob("*.png"))
+    assert dict(zip(*np.unique(fs.labels, return_counts=True))) == {"covid": 4, "normal": 4}
+    assert all(len(i) == 64 for i in fs.ids)
+    for key in ("backbone", "input_size", "preprocessing", "weights", "weights_sha256", "versions", "created"):
+        assert key in fs.attrs
+    assert "tensorflow" in json.loads(fs.attrs["versions"])
+    with store.schema.h5py.File(store_path(out, BACKBONE)) as f:
+        assert f["X"].chunks is not None and f["X"].compression == "gzip"
+
+
+def test_unchanged_rerun_computes_nothing(class_folders, tmp_path):
+    out = tmp_path / "features"
+    run(class_folders, out)
+    before = store_path(out, BACKBONE).stat().st_mtime_ns
+    [summary] = run(class_folders, out)
+    assert (summary.new, summary.cached, summary.published) == (0, 8, False)
+    assert store_path(out, BACKBONE).stat().st_mtime_ns == before
+
+
+def test_changed_added_and_removed_files(class_folders, tmp_path):
+    out = tmp_path / "features"
+    run(class_folders, out)
+    old = store.load(out, BACKBONE)
+    save_png(class_folders / "covid" / "img000.png", seed=100)  # changed bytes
+    save_png(class_folders / "normal" / "new.png", seed=101)  # added
+    (class_folders / "covid" / "img001.png").unlink()  # removed
+    [summary] = run(class_folders, out)
+    assert (summary.new, summary.cached) == (2, 6)
+    fs = store.load(out, BACKBONE)
+    paths = list(fs.rows["path"])
+    assert "covid/img001.png" not in paths and "normal/new.png" in paths and len(fs) == 8
+    old_id = dict(zip(old.rows["path"], old.ids))
+    new_id = dict(zip(fs.rows["path"], fs.ids))
+    assert new_id["covid/img000.png"] != old_id["covid/img000.png"]
+    for path in ("covid/img002.png", "normal/img000.png"):  # untouched rows keep their vectors
+        np.testing.assert_array_equal(fs.X[paths.index(path)], old.X[list(old.rows["path"]).index(path)])
+
+
+def test_other_weights_are_refused(class_folders, tmp_path):
+    out = tmp_path / "features"
+    run(class_folders, out, weights=["random"], seed=1)
+    with pytest.raises(store.CxrError, match="other settings.*weights_seed"):
+        run(class_folders, out, weights=["random"], seed=2)
+    with pytest.raises(store.CxrError, match="resize"):
+        run(class_folders, out, weights=["random"], seed=1, resize="pad")
+
+
+def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path):
+    bad = {
+        "covid/empty.png": b"",
+        "covid/notes.txt": b"not an image at all\n",
+        "normal/truncated.png": (class_folders / "normal" / "img000.png").read_bytes()[:200],
+    }
+    for rel, data in bad.items():
+        (class_folders / rel).write_bytes(data)
+    save_png(class_folders / "normal" / "tiny.png", seed=7, size=(10, 10))
+    out = tmp_path / "features"
+    result = runner.invoke(app, ["features", str(class_folders), "-b", BACKBONE, "--out", str(out),
+                                 "--batch-size", "3", *sum((["--weights", w] for w in small_weights()), [])])
+    assert result.exit_code == 0, result.output
+    for rel in [*bad, "normal/tiny.png"]:
+        assert f"rejected {rel}:" in result.output
+    fs = store.load(out, BACKBONE)
+    assert len(fs) == 8
+    reasons = dict(zip(fs.rejected["path"], fs.rejected["reason"]))
+    assert reasons["covid/empty.png"] == "empty file"
+    assert "not an image" in reasons["covid/notes.txt"]
+    assert "cannot decode" in reasons["normal/truncated.png"]
+    assert "too small" in reasons["normal/tiny.png"]
+    strict = runner.invoke(app, ["features", str(class_folders), "-b", BACKBONE, "--out", str(out),
+                                 "--strict", *sum((["--weights", w] for w in small_weights()), [])])
+    assert strict.exit_code == 1 and "--strict" in strict.output  # cached rejects still count
+
+
+def test_all_rejected_exits_nonzero(tmp_path):
+    (tmp_path / "d" / "covid").mkdir(parents=True)
+    (tmp_path / "d" / "covid" / "a.png").write_bytes(b"junk")
+    result = runner.invoke(app, ["features", str(tmp_path / "d"), "-b", BACKBONE, "--weights", "random",
+                                 "--out", str(tmp_path / "f")])
+    assert result.exit_code == 1 and "no image could be used" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/missing"], "does not exist"),
+        (["{tmp}/empty"], "no images found"),
+        (["{tmp}/empty", "--manifest", "{tmp}/bad.csv"], "missing required column(s) label"),
+        (["{tmp}/empty", "-b", "nope"], "unknown backbone 'nope'"),
+        (["{tmp}/empty", "--weights", "mobilenet_025={tmp}/nope.h5", "-b", "mobilenet_025"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_before_any_model(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.csv").write_text("path,diagnosis\na.png,covid\n")
+    result = runner.invoke(app, ["features", *[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "f").exists()
+
+
+def test_manifest_columns_become_rows_and_metadata(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=2)
+    (data / "list.csv").write_text(
+        "path,label,patient_id,source,dataset\n"
+        "covid/img000.png,covid,p1,ieee8023,ieee8023\n"
+        "covid/img001.png,covid,p1,ieee8023,ieee8023\n"
+        "normal/img000.png,normal,p2,kermany,kermany\n"
+        "normal/gone.png,normal,p3,kermany,kermany\n"
+    )
+    [summary] = run(data, tmp_path / "f", manifest=data / "list.csv")
+    assert (summary.new, summary.rejected) == (3, 1)
+    fs = store.load(tmp_path / "f", BACKBONE, where={"dataset": ["ieee8023"]})
+    assert list(fs.patient_ids) == ["p1", "p1"] and list(fs.sources) == ["ieee8023"] * 2
+    assert dict(zip(fs.rejected["path"], fs.rejected["reason"])) == {"normal/gone.png": "file not found"}
+
+
+def test_missing_imagenet_weights_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    import keras.utils
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    data = make_class_folders(tmp_path / "d", per_class=1)
+    result = runner.invoke(app, ["features", str(data), "-b", "mobilenet_v2", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in result.output
+    assert "CXR_WEIGHTS_DIR" in result.output
+
+
+def test_weights_dir_is_used_before_any_download(tmp_path, monkeypatch):
+    path = real_weights("mobilenet_025")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "mobilenet_2_5_224_tf_no_top.h5").symlink_to(path)
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "w"))
+    data = make_class_folders(tmp_path / "d", per_class=1)
+    run(data, tmp_path / "f", weights=["imagenet"])
+    fs = store.load(tmp_path / "f", BACKBONE)
+    assert fs.attrs["weights"] == "imagenet"
+    assert fs.attrs["weights_sha256"] == "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"
+
+
+@pytest.mark.realweights
+@pytest.mark.parametrize("name", ["mobilenet_025", "mobilenet_v2_035", "mobilenet_v2", "xception"])
+def test_real_weights_are_deterministic_and_informative(tmp_path, name):
+    weights = [f"{name}={real_weights(name)}"]
+    a, b = save_png(tmp_path / "a.png", 1), save_png(tmp_path / "b.png", 2)
+    first = embed_images([a, b, a], name, weights, batch_size=2)  # a lands in two different batches
+    again = embed_images([a], name, weights, batch_size=2)
+    np.testing.assert_array_equal(first.X[0], first.X[2])
+    np.testing.assert_array_equal(first.X[0], again.X[0])
+    assert np.linalg.norm(first.X[0] - first.X[1]) > 1e-3 * np.linalg.norm(first.X[0])
+    assert first.attrs["weights_sha256"] and first.attrs["weights"] == "file"
+
+
+# ---- processes: one writer at a time, and SIGKILL at any moment -------------------------
+
+
+def _slow_run(data: Path, out: Path) -> subprocess.Popen:
+    """A real `cxr features` in its own process, one image per batch so it runs for a while."""
+    code = "import sys; from cli import app; sys.argv = ['cxr', *sys.argv[1:]]; app()"
+    args = ["features", str(data), "-b", BACKBONE, "--out", str(out), "--batch-size", "1"]
+    args += sum((["--weights", w] for w in small_weights()), [])
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=Path(__file__).parents[1],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def _wait_for_shards(out: Path, proc: subprocess.Popen, count: int = 3) -> None:
+    deadline = time.monotonic() + 120
+    parts = parts_dir(out, BACKBONE)
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and len(list(parts.glob("*.h5"))) >= count:
+            return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"run did not commit {count} batches in time:\n{proc.stdout.read().decode()}")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=150)
+    out = tmp_path / "killed"
+    proc = _slow_run(data, out)
+    _wait_for_shards(out, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    committed = len(list(parts_dir(out, BACKBONE).glob("*.h5")))
+    assert 0 < committed < 300 and not store_path(out, BACKBONE).exists()
+    info = runner.invoke(app, ["info", "--features", str(out)])
+    assert info.exit_code == 0  # a store folder mid-crash is still readable
+
+    [resumed] = run(data, out, batch_size=7)
+    assert resumed.new == 300 - committed and resumed.cached == committed
+    [clean] = run(data, tmp_path / "clean", batch_size=7)
+    a, b = store.load(out, BACKBONE), store.load(tmp_path / "clean", BACKBONE)
+    assert list(a.rows["path"]) == list(b.rows["path"]) and list(a.ids) == list(b.ids)
+    np.testing.assert_array_equal(a.X, b.X)
+    assert not parts_dir(out, BACKBONE).exists()
+
+
+@pytest.mark.slow
+def test_second_writer_is_refused_while_one_runs(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=150)
+    out = tmp_path / "f"
+    proc = _slow_run(data, out)
+    try:
+        _wait_for_shards(out, proc, count=1)
+        result = runner.invoke(app, ["features", str(data), "-b", BACKBONE, "--out", str(out),
+                                     *sum((["--weights", w] for w in small_weights()), [])])
+        assert result.exit_code == 2
+        assert "another `cxr features` is writing this store" in result.output
+        assert f"pid {proc.pid}" in result.output
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.realweights
+def test_real_chest_xrays_embed(tmp_path):
+    """A handful of the shared real images through real weights: a plumbing check on real files."""
+    if not CXR_DATA.is_dir():
+        pytest.skip("../shared/data/cxr not available")
+    data = tmp_path / "d"
+    for label in ("covid", "normal"):
+        (data / label).mkdir(parents=True)
+        for path in sorted((CXR_DATA / label).iterdir())[:3]:
+            shutil.copy(path, data / label / path.name)
+    [summary] = run(data, tmp_path / "f", weights=[f"{BACKBONE}={real_weights(BACKBONE)}"])
+    assert summary.stored == 6 and summary.rejected == 0
+    X = store.load(tmp_path / "f", BACKBONE).X
+    assert np.isfinite(X).all() and X.std(axis=0).mean() > 1e-3

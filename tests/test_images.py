@@ -1,0 +1,148 @@
+"""Decoding every supported format to 8-bit RGB, and rejecting what cannot be used."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from extract import images
+from extract.images import Rejected, decode, resize
+from tests.conftest import xray_like
+
+
+def encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+GRAY = xray_like(1)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF"])
+def test_common_formats_decode_to_rgb8(fmt):
+    rgb = decode(encode(Image.fromarray(GRAY), fmt))
+    assert rgb.dtype == np.uint8 and rgb.shape == (*GRAY.shape, 3)
+    assert np.abs(rgb[..., 0].astype(int) - GRAY).mean() < 3  # JPEG is lossy, the rest exact
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_16bit_grayscale_is_rescaled_to_full_8bit_range():
+    values = (GRAY.astype(np.uint16) * 16 + 1000).astype(np.uint16)  # 12-bit data in 16-bit
+    rgb = decode(encode(Image.fromarray(values), "PNG"))
+    assert rgb.min() == 0 and rgb.max() == 255
+    assert np.corrcoef(rgb[..., 0].ravel(), GRAY.ravel())[0, 1] > 0.999
+
+
+def test_rgba_is_composited_on_black():
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:, :20, 3] = 255  # left half opaque, right half transparent
+    rgb = decode(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert (rgb[:, :20] == 200).all() and (rgb[:, 20:] == 0).all()
+
+
+def test_palette_and_cmyk_become_rgb():
+    palette = Image.fromarray(GRAY).convert("P")
+    assert decode(encode(palette, "PNG")).shape == (*GRAY.shape, 3)
+    cmyk = Image.fromarray(np.stack([GRAY] * 3, -1)).convert("CMYK")
+    rgb = decode(encode(cmyk, "JPEG"))
+    assert rgb.shape == (*GRAY.shape, 3)
+
+
+def test_jpeg_exif_orientation_is_applied():
+    wide = Image.fromarray(np.zeros((40, 100), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    rgb = decode(encode(wide, "JPEG", exif=exif))
+    assert rgb.shape[:2] == (100, 40)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"this is a text file, not a radiograph\n" * 10, "not an image"),
+        (encode(Image.fromarray(GRAY), "PNG")[:300], "cannot decode"),
+        (encode(Image.fromarray(np.zeros((16, 200), np.uint8)), "PNG"), "too small"),
+    ],
+    ids=["empty", "non-image", "truncated", "tiny"],
+)
+def test_bad_files_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(Rejected, match=reason):
+        decode(data, "x.png")
+
+
+def test_decompression_bomb_is_rejected_before_decoding(monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 50 * 50)
+    with pytest.raises(Rejected, match="decompression bomb"):
+        decode(encode(Image.fromarray(np.zeros((60, 60), np.uint8)), "PNG"))
+
+
+def _dicom(pixels: np.ndarray, photometric="MONOCHROME2", with_pixels=True, **extra) -> bytes:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_dicom_monochrome2_with_rescale():
+    pixels = GRAY.astype(np.uint16) * 16
+    rgb = decode(_dicom(pixels, RescaleSlope=2, RescaleIntercept=-1024), "scan.dcm")
+    assert rgb.shape == (*GRAY.shape, 3) and rgb.min() == 0 and rgb.max() == 255
+    assert np.corrcoef(rgb[..., 0].ravel(), GRAY.ravel())[0, 1] > 0.999
+
+
+def test_dicom_monochrome1_is_inverted():
+    pixels = GRAY.astype(np.uint16) * 16
+    mono2 = decode(_dicom(pixels, "MONOCHROME2"))
+    mono1 = decode(_dicom(pixels, "MONOCHROME1"))
+    assert np.array_equal(mono1, 255 - mono2)
+
+
+def test_dicom_window_is_applied():
+    pixels = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (40, 1))
+    rgb = decode(_dicom(pixels, WindowCenter=2000, WindowWidth=1000))
+    row = rgb[0, :, 0]
+    assert row[:10].max() == 0 and row[-10:].min() == 255  # clipped outside the window
+    assert 0 < row[50] < 255
+
+
+def test_dicom_without_pixel_data_is_rejected():
+    with pytest.raises(Rejected, match="no pixel data"):
+        decode(_dicom(GRAY.astype(np.uint16), with_pixels=False), "empty.dcm")
+
+
+@settings(max_examples=30, deadline=None)
+@given(w=st.integers(32, 300), h=st.integers(32, 300), size=st.sampled_from([224, 299]))
+def test_resize_policies_give_the_input_size(w, h, size):
+    rgb = np.full((h, w, 3), 255, np.uint8)
+    for policy in images.RESIZE_POLICIES:
+        out = resize(rgb, size, policy)
+        assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    padded = resize(rgb, size, "pad")
+    if abs(w - h) > max(w, h) * 0.1:  # clearly not square: black bars on two sides
+        assert padded.min() == 0
+    assert resize(rgb, size, "squash").min() == 255
