@@ -35,31 +35,53 @@ def fail(exc: Exception, code: int = 2) -> typer.Exit:
 @app.command()
 def features(
     data: Path | None = typer.Argument(
-        None, help="Folder of class folders (covid/, normal/, ...), or the root that manifest paths are relative to."
+        None,
+        help="Folder of class folders (covid/, normal/, ...), or the root of the manifest's paths.",
     ),
     backbone: list[str] = typer.Option(
-        ["mobilenet_v2"], "-b", "--backbone", help="Backbone name (repeatable). See `cxr backbones`."
+        ["mobilenet_v2"],
+        "-b",
+        "--backbone",
+        help="Backbone name (repeatable). See `cxr backbones`.",
     ),
     weights: list[str] = typer.Option(
-        [], "--weights",
+        [],
+        "--weights",
         help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
     ),
     manifest: Path | None = typer.Option(
-        None, "--manifest", help="CSV with path,label[,patient_id,source,...]. Default: DATA/manifest.csv if present."
+        None,
+        "--manifest",
+        help="CSV with path,label[,patient_id,source,...]. Default: DATA/manifest.csv if present.",
     ),
-    out: Path = typer.Option(Path("features"), "--out", help="Folder for the <backbone>.h5 stores."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass (and per commit)."),
-    resize: str = typer.Option("squash", "--resize", help="squash (the paper: stretch to the input size) or pad (keep aspect ratio)."),
+    out: Path = typer.Option(
+        Path("features"), "--out", help="Folder for the <backbone>.h5 stores."
+    ),
+    batch_size: int = typer.Option(
+        32, "--batch-size", min=1, help="Images per forward pass (and per commit)."
+    ),
+    resize: str = typer.Option(
+        "squash",
+        "--resize",
+        help="squash (the paper: stretch to the input size) or pad (keep aspect ratio).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for --weights random."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
 ) -> None:
-    """Embed every image once per backbone into features/<backbone>.h5 (incremental and resumable)."""
+    """Embed every image once per backbone into features/<backbone>.h5 (incremental, resumable)."""
     from extract.run import extract_features  # lazy: the extraction stack imports TensorFlow
 
     try:
         summaries = extract_features(
-            data=data, manifest=manifest, backbones=backbone, weights=weights, out=out,
-            batch_size=batch_size, resize=resize, seed=seed, console=console,
+            data=data,
+            manifest=manifest,
+            backbones=backbone,
+            weights=weights,
+            out=out,
+            batch_size=batch_size,
+            resize=resize,
+            seed=seed,
+            console=console,
         )
     except CxrError as exc:
         raise fail(exc) from None
@@ -78,13 +100,21 @@ def backbones() -> None:
     for col in ("name", "input", "dim", "keras constructor", "ImageNet weight file"):
         table.add_column(col)
     for spec in REGISTRY.values():
-        table.add_row(spec.name, str(spec.input_size), str(spec.dim), spec.constructor_label, spec.weights_file)
+        table.add_row(
+            spec.name,
+            str(spec.input_size),
+            str(spec.dim),
+            spec.constructor_label,
+            spec.weights_file,
+        )
     console.print(table)
 
 
 @app.command()
 def info(
-    features_dir: Path = typer.Option(Path("features"), "--features", help="Folder holding the stores."),
+    features_dir: Path = typer.Option(
+        Path("features"), "--features", help="Folder holding the stores."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the feature stores: rows, dimension, weights, classes, rejected files."""
@@ -103,12 +133,15 @@ def info(
         table.add_column(col)
     for s in stores:
         classes = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
-        table.add_row(s["backbone"], str(s["rows"]), str(s["dim"]), s["weights"], classes, str(s["rejected"]))
+        table.add_row(
+            s["backbone"], str(s["rows"]), str(s["dim"]), s["weights"], classes, str(s["rejected"])
+        )
     console.print(table)
     for s in stores:
         if s["pending_shards"]:
             console.print(
-                f"[yellow]{s['path']}: {s['pending_shards']} batch(es) from an interrupted run are not "
+                f"[yellow]{s['path']}: {s['pending_shards']} batch(es) of an interrupted run "
+                f"are not "
                 f"visible yet; run `cxr features` again to resume.[/]"
             )
 
@@ -144,7 +177,7 @@ HEAD_PARAMS = typer.Option(
     help="Hyper-parameter HEAD.PARAM=VALUE (repeatable), e.g. mlp.alpha=1e-3.",
 )
 CONFIG = typer.Option(
-    None, "--config", help="TOML file of hyper-parameters, one [head] table each."
+    None, "--config", help="TOML file of hyper-parameters: one table per head, named like the head."
 )
 SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
 
@@ -286,3 +319,6 @@ def predict(
         typer.echo(json.dumps(result, indent=2))
     else:
         render_predictions(result, console)
+
+
+# ---- audit command below this line ----

@@ -34,8 +34,13 @@ class Entry:
     sha256: str = ""
 
     def record(self) -> dict[str, str]:
-        return {"id": self.sha256, "path": self.path, "label": self.label,
-                "patient_id": self.patient_id, "source": self.source}  # fmt: skip
+        return {
+            "id": self.sha256,
+            "path": self.path,
+            "label": self.label,
+            "patient_id": self.patient_id,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True)
@@ -71,19 +76,27 @@ def _from_folders(data: Path) -> list[Entry]:
     if not data.exists():
         raise CxrError(f"{data}: data folder does not exist")
     if not data.is_dir():
-        raise CxrError(f"{data}: not a folder (expected one sub-folder per class, or use --manifest)")
+        raise CxrError(
+            f"{data}: not a folder (expected one sub-folder per class, or use --manifest)"
+        )
     entries = [
         Entry(path=file.relative_to(data).as_posix(), file=file, label=class_dir.name)
-        for class_dir in sorted(d for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for class_dir in sorted(
+            d for d in data.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )
         for file in sorted(class_dir.rglob("*"))
         if file.is_file() and not any(p.startswith(".") for p in file.relative_to(data).parts)
     ]
     if not entries:
-        raise CxrError(f"{data}: no images found (expected one sub-folder per class, e.g. covid/, normal/)")
+        raise CxrError(
+            f"{data}: no images found (expected one sub-folder per class, e.g. covid/, normal/)"
+        )
     return entries
 
 
-def _from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
+def _from_manifest(
+    manifest: Path, root: Path
+) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
     if not manifest.is_file():
         raise CxrError(f"{manifest}: manifest does not exist")
     if not root.is_dir():
@@ -97,7 +110,10 @@ def _from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[
         raise CxrError(f"{manifest}: cannot read manifest ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise CxrError(f"{manifest}: missing required column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})")
+        raise CxrError(
+            f"{manifest}: missing required column(s) {', '.join(missing)} "
+            f"(has: {', '.join(columns) or 'none'})"
+        )
     if not rows:
         raise CxrError(f"{manifest}: manifest lists no images")
     meta_columns = tuple(c for c in columns if c not in KNOWN_COLUMNS)
@@ -106,10 +122,13 @@ def _from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[
         rel = (row["path"] or "").strip()
         file = Path(rel) if Path(rel).is_absolute() else root / rel
         entry = Entry(
-            path=rel, file=file, label=(row["label"] or "").strip(),
-            patient_id=(row.get("patient_id") or "").strip(), source=(row.get("source") or "").strip(),
+            path=rel,
+            file=file,
+            label=(row["label"] or "").strip(),
+            patient_id=(row.get("patient_id") or "").strip(),
+            source=(row.get("source") or "").strip(),
             meta={c: row.get(c) or "" for c in meta_columns},
-        )  # fmt: skip
+        )
         if rel in seen:
             rejects.append((entry, "listed twice in the manifest"))
         elif not entry.label:

@@ -21,7 +21,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 32  # smaller is a thumbnail or an icon, not a radiograph
-MAX_PIXELS = 80_000_000  # decompression-bomb guard: above any real radiograph (e.g. 4k x 5k = 20 MP)
+MAX_PIXELS = (
+    80_000_000  # decompression-bomb guard: above any real radiograph (e.g. 4k x 5k = 20 MP)
+)
 RESIZE_POLICIES = ("squash", "pad")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -34,10 +36,7 @@ def decode(data: bytes, name: str = "") -> np.ndarray:
     """Bytes of PNG/JPEG/BMP/TIFF/DICOM -> (H, W, 3) uint8."""
     if not data:
         raise Rejected("empty file")
-    if _is_dicom(data, name):
-        rgb = _decode_dicom(data)
-    else:
-        rgb = _decode_pil(data)
+    rgb = _decode_dicom(data) if _is_dicom(data, name) else _decode_pil(data)
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise Rejected(f"too small ({width}x{height} px; minimum side {MIN_SIDE} px)")
@@ -65,7 +64,9 @@ def _decode_pil(data: bytes) -> np.ndarray:
             image = ImageOps.exif_transpose(image)
             image.load()
     except Image.DecompressionBombError:
-        raise Rejected(f"too large: possible decompression bomb (limit {MAX_PIXELS:,} px)") from None
+        raise Rejected(
+            f"too large: possible decompression bomb (limit {MAX_PIXELS:,} px)"
+        ) from None
     except UnidentifiedImageError:
         raise Rejected("not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -114,7 +115,9 @@ def _decode_dicom(data: bytes) -> np.ndarray:
     if str(ds.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR")):
         return _gray_or_color_to_rgb8(pixels)
     values = apply_modality_lut(pixels, ds)
-    values = apply_voi_lut(values, ds) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else values
+    values = (
+        apply_voi_lut(values, ds) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else values
+    )
     rgb = _gray_to_rgb8(np.asarray(values, dtype=np.float64))
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         rgb = 255 - rgb
@@ -136,6 +139,8 @@ def resize(rgb: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
         scale = size / max(image.size)
         inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         canvas = Image.new("RGB", (size, size))
-        canvas.paste(image.resize(inner, Image.BILINEAR), ((size - inner[0]) // 2, (size - inner[1]) // 2))
+        canvas.paste(
+            image.resize(inner, Image.BILINEAR), ((size - inner[0]) // 2, (size - inner[1]) // 2)
+        )
         return np.asarray(canvas)
     raise ValueError(f"unknown resize policy {policy!r}")

@@ -13,12 +13,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from extract.registry import BackboneSpec  # noqa: E402
-from extract.weights import ResolvedWeights  # noqa: E402
-from store.errors import CxrError  # noqa: E402
+from extract.registry import BackboneSpec
+from extract.weights import ResolvedWeights
+from store.errors import CxrError
 
 
 class Embedder:
@@ -32,7 +32,9 @@ class Embedder:
         self._preprocess = module.preprocess_input
         size = spec.input_size
         signature = [tf.TensorSpec((batch_size, size, size, 3), tf.float32)]
-        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=signature)
+        self._forward = tf.function(
+            lambda x: self.model(x, training=False), input_signature=signature
+        )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         n = len(images)

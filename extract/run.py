@@ -144,15 +144,21 @@ def extract_features(
         for spec in specs:
             resolved = resolve(spec, choices[spec.name])
             writer = stack.enter_context(StoreWriter(out, store_attrs(spec, resolved, resize)))
-            todo = list({e.sha256: e for e in discovery.entries if e.sha256 not in writer.cache}.values())
+            todo = list(
+                {e.sha256: e for e in discovery.entries if e.sha256 not in writer.cache}.values()
+            )
             if writer.resumed_batches:
-                console.print(f"{spec.name}: resuming after {writer.resumed_batches} committed batch(es)")
+                console.print(
+                    f"{spec.name}: resuming after {writer.resumed_batches} committed batch(es)"
+                )
             jobs.append(_Job(spec, resolved, writer, todo, batch_size))
         started = time.perf_counter()
         if any(job.todo for job in jobs):
             _compute(jobs, resize, console)
         else:
-            console.print(f"Nothing to compute: all {len(discovery.entries)} files are already in the store(s).")
+            console.print(
+                f"Nothing to compute: all {len(discovery.entries)} files are already stored."
+            )
         summaries = [_publish(job, discovery, time.perf_counter() - started) for job in jobs]
     _print_summaries(console, summaries)
     return summaries
@@ -189,7 +195,7 @@ def _compute(jobs: list[_Job], resize_policy: str, console: Console) -> None:
 def decode_stream(
     entries: Iterable[Entry], sizes: Callable[[Entry], set[int]], policy: str, window: int
 ) -> Iterator[tuple[Entry, dict[int, np.ndarray] | str]]:
-    """Decoded and resized images in input order, ``window`` files ahead; a string is a reject reason."""
+    """Decoded, resized images in input order, ``window`` files ahead; a str is a reject reason."""
     entries = iter(entries)
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
         pending = deque(pool.submit(_prepare, e, sizes(e), policy) for e in islice(entries, window))
@@ -201,7 +207,9 @@ def decode_stream(
             yield entry, result
 
 
-def _prepare(entry: Entry, sizes: set[int], policy: str) -> tuple[Entry, dict[int, np.ndarray] | str]:
+def _prepare(
+    entry: Entry, sizes: set[int], policy: str
+) -> tuple[Entry, dict[int, np.ndarray] | str]:
     try:
         data = entry.file.read_bytes()
     except OSError as exc:
@@ -218,16 +226,28 @@ def _prepare(entry: Entry, sizes: set[int], policy: str) -> tuple[Entry, dict[in
 def _publish(job: _Job, discovery, seconds: float) -> Summary:
     published = job.writer.publish(discovery)
     stored = sum(e.sha256 in job.writer.cache.vectors for e in discovery.entries)
-    rejected = len(discovery.rejects) + sum(e.sha256 in job.writer.cache.rejected for e in discovery.entries)
+    rejected = len(discovery.rejects) + sum(
+        e.sha256 in job.writer.cache.rejected for e in discovery.entries
+    )
     return Summary(
-        backbone=job.spec.name, path=job.writer.path, dim=job.spec.dim, new=job.new,
-        cached=stored - job.new, rejected=rejected, stored=stored,
-        seconds=seconds, published=published,
-    )  # fmt: skip
+        backbone=job.spec.name,
+        path=job.writer.path,
+        dim=job.spec.dim,
+        new=job.new,
+        cached=stored - job.new,
+        rejected=rejected,
+        stored=stored,
+        seconds=seconds,
+        published=published,
+    )
 
 
 def embed_images(
-    paths: list[Path], backbone: str, weights: list[str], resize: str = "squash", seed: int = 0,
+    paths: list[Path],
+    backbone: str,
+    weights: list[str],
+    resize: str = "squash",
+    seed: int = 0,
     batch_size: int = 16,
 ) -> EmbedResult:
     """Embeddings of loose image files (for `cxr predict`), with the attrs a store would record."""
@@ -239,13 +259,17 @@ def embed_images(
     embed = Embedder(spec, resolved, batch_size)
     entries = [Entry(path=str(p), file=Path(p), label="") for p in paths]
     kept, images, rejected = [], [], []
-    for entry, result in decode_stream(entries, lambda e: {spec.input_size}, resize, 2 * batch_size):
+    for entry, result in decode_stream(
+        entries, lambda e: {spec.input_size}, resize, 2 * batch_size
+    ):
         if isinstance(result, str):
             rejected.append((entry.path, result))
         else:
             kept.append(entry.path)
             images.append(result[spec.input_size])
-    chunks = [embed(np.stack(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    chunks = [
+        embed(np.stack(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+    ]
     X = np.concatenate(chunks) if chunks else np.empty((0, spec.dim), np.float32)
     return EmbedResult(X=X, paths=kept, rejected=rejected, attrs=attrs)
 
@@ -257,9 +281,14 @@ class _RateColumn(ProgressColumn):
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
-    )  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _say_rejected(console: Console, path: str, reason: str) -> None:
@@ -272,7 +301,12 @@ def _print_summaries(console: Console, summaries: list[Summary]) -> None:
         table.add_column(column, justify="left" if column in ("backbone", "store") else "right")
     for s in summaries:
         table.add_row(
-            s.backbone, str(s.new), str(s.cached), str(s.rejected), str(s.dim), f"{s.seconds:.1f}",
+            s.backbone,
+            str(s.new),
+            str(s.cached),
+            str(s.rejected),
+            str(s.dim),
+            f"{s.seconds:.1f}",
             f"{s.path}" + ("" if s.published else " (unchanged)"),
-        )  # fmt: skip
+        )
     console.print(table)

@@ -43,7 +43,7 @@ class ResolvedWeights:
 
 
 def parse_weights(values: list[str], backbones: list[str], seed: int) -> dict[str, WeightsChoice]:
-    """``["random", "mobilenet_v2=/w.h5"]`` -> one choice per backbone; bare words set the default."""
+    """``["random", "mobilenet_v2=/w.h5"]`` -> one choice per backbone; bare word: default."""
     default = WeightsChoice("imagenet")
     per_backbone: dict[str, WeightsChoice] = {}
     for value in values:
@@ -101,4 +101,3 @@ def _local_folders() -> list[Path]:
     keras_home = os.environ.get("KERAS_HOME", str(Path("~/.keras").expanduser()))
     folders.append(Path(keras_home) / "models")
     return folders
-

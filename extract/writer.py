@@ -47,15 +47,15 @@ class _Cache:
     rejected: dict[str, str] = field(default_factory=dict)
 
     def add(self, ids, X, rejected: Table) -> None:
-        self.vectors.update(zip(ids, X))
-        self.rejected.update(zip(rejected["id"], rejected["reason"]))
+        self.vectors.update(zip(ids, X, strict=True))
+        self.rejected.update(zip(rejected["id"], rejected["reason"], strict=True))
 
     def __contains__(self, sha: str) -> bool:
         return sha in self.vectors or sha in self.rejected
 
 
 class StoreWriter:
-    """Use as a context manager: ``with StoreWriter(out, attrs) as w: w.commit(...); w.publish(...)``."""
+    """Context manager: ``with StoreWriter(out, attrs) as w: w.commit(...); w.publish(...)``."""
 
     def __init__(self, directory: Path, attrs: dict):
         self.directory = Path(directory)
@@ -115,7 +115,9 @@ class StoreWriter:
             try:
                 attrs, ids, X, rejected = read_shard(shard)
             except (OSError, KeyError) as exc:
-                raise StoreError(f"{shard}: unreadable shard of an interrupted run ({exc}); delete it and re-run") from None
+                raise StoreError(
+                    f"{shard}: unreadable shard of an interrupted run ({exc}); delete it and re-run"
+                ) from None
             self._check_compatible(shard, attrs)
             self.cache.add(ids, X, rejected)
             self.resumed_batches += 1
@@ -123,15 +125,23 @@ class StoreWriter:
     def _check_compatible(self, path: Path, attrs: dict) -> None:
         theirs, ours = fingerprint(attrs), fingerprint(self.attrs)
         if theirs != ours:
-            diff = ", ".join(f"{k}: stored {theirs[k]!r} vs now {ours[k]!r}" for k in ours if theirs[k] != ours[k])
+            diff = ", ".join(
+                f"{k}: stored {theirs[k]!r} vs now {ours[k]!r}"
+                for k in ours
+                if theirs[k] != ours[k]
+            )
             raise StoreError(
                 f"{path}: was built with other settings ({diff}); embeddings must not mix. "
                 "Use another --out folder, or delete the store to rebuild it"
             )
 
-    def commit(self, ids: list[str], X: np.ndarray, rejected: list[tuple[str, str, str, str]]) -> None:
+    def commit(
+        self, ids: list[str], X: np.ndarray, rejected: list[tuple[str, str, str, str]]
+    ) -> None:
         """Make one finished batch durable. ``rejected`` rows are (id, path, label, reason)."""
-        table = Table.from_records([dict(zip(REJECT_COLUMNS, r)) for r in rejected], REJECT_COLUMNS)
+        table = Table.from_records(
+            [dict(zip(REJECT_COLUMNS, r, strict=True)) for r in rejected], REJECT_COLUMNS
+        )
         self.parts.mkdir(exist_ok=True)
         self._seq += 1
         write_shard(self.parts / f"{self._run_id}-{self._seq:07d}.h5", self.attrs, ids, X, table)
@@ -144,19 +154,30 @@ class StoreWriter:
         meta = Table.from_records([e.meta for e in entries], discovery.meta_columns)
         rejected_records = [
             {**e.record(), "reason": self.cache.rejected[e.sha256]}
-            for e in discovery.entries if e.sha256 in self.cache.rejected
-        ] + [{**e.record(), "reason": reason} for e, reason in discovery.rejects]  # fmt: skip
+            for e in discovery.entries
+            if e.sha256 in self.cache.rejected
+        ] + [{**e.record(), "reason": reason} for e, reason in discovery.rejects]
         rejected = Table.from_records(rejected_records, REJECT_COLUMNS)
         dim = int(self.attrs["dim"])
-        X = np.stack([self.cache.vectors[e.sha256] for e in entries]) if entries else np.empty((0, dim), np.float32)
-        attrs = {**self.attrs, "data_root": str(discovery.root), "manifest": str(discovery.manifest or "")}
+        X = (
+            np.stack([self.cache.vectors[e.sha256] for e in entries])
+            if entries
+            else np.empty((0, dim), np.float32)
+        )
+        attrs = {
+            **self.attrs,
+            "data_root": str(discovery.root),
+            "manifest": str(discovery.manifest or ""),
+        }
         if self._unchanged(rows, meta, rejected, attrs):
             self._remove_shards()
             return False
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         attrs["created"] = self._old.attrs.get("created", now) if self._old else now
         attrs["updated"] = now
-        write_atomic(self.path, StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected))
+        write_atomic(
+            self.path, StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
+        )
         self._remove_shards()
         return True
 
@@ -164,9 +185,12 @@ class StoreWriter:
         old = self._old
         if old is None or self.resumed_batches or self._seq:
             return False
-        same_attrs = all(old.attrs.get(k) == v for k, v in attrs.items() if k not in ("created", "updated"))
+        same_attrs = all(
+            old.attrs.get(k) == v for k, v in attrs.items() if k not in ("created", "updated")
+        )
         return same_attrs and all(
-            _tables_equal(a, b) for a, b in ((old.rows, rows), (old.meta, meta), (old.rejected, rejected))
+            _tables_equal(a, b)
+            for a, b in ((old.rows, rows), (old.meta, meta), (old.rejected, rejected))
         )
 
     def _remove_shards(self) -> None:

@@ -1,4 +1,4 @@
-"""The HDF5 feature store: the one contract between extraction and classification (no TensorFlow)."""
+"""The HDF5 feature store: the one contract between extraction and classification (no TF)."""
 
 from store.errors import CxrError
 from store.reader import FeatureSet, describe, find_stores, load

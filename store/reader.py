@@ -58,13 +58,15 @@ class FeatureSet:
             return self.rows[name]
         if name in self.meta.columns:
             return self.meta[name]
-        raise StoreError(
-            f"{self.path}: no column {name!r}; available: {', '.join(self.columns())}"
-        )
+        raise StoreError(f"{self.path}: no column {name!r}; available: {', '.join(self.columns())}")
 
     def take(self, index: np.ndarray) -> FeatureSet:
         return FeatureSet(
-            self.path, self.attrs, self.X[index], self.rows.take(index), self.meta.take(index),
+            self.path,
+            self.attrs,
+            self.X[index],
+            self.rows.take(index),
+            self.meta.take(index),
             self.rejected,
         )
 

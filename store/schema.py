@@ -6,7 +6,7 @@ It imports numpy and h5py only, never TensorFlow, so stage 2 and `cxr --help` st
 A store is one file per backbone, ``<dir>/<backbone>.h5``::
 
     /X                 float32 (N, D), chunked, gzip + shuffle, maxshape (None, D)
-    /rows/id           sha256 of the image file's bytes (hex); not unique if the data set holds copies
+    /rows/id           sha256 of the file's bytes (hex); not unique if the data holds copies
     /rows/path         path relative to the data root (folder) or as written in the manifest
     /rows/label        class label
     /rows/patient_id   "" when unknown
@@ -14,7 +14,8 @@ A store is one file per backbone, ``<dir>/<backbone>.h5``::
     /rows/meta/<col>   any other manifest column, one string dataset per column
     /rejected/{id,path,label,reason}   files that could not be used, with the reason
     attrs              schema_version, backbone, dim, input_size, preprocessing, resize, weights,
-                       weights_file, weights_sha256, weights_seed, versions, data_root, created, updated
+                       weights_file, weights_sha256, weights_seed, versions, data_root,
+                       created, updated
 
 A published store file is immutable: the writer builds a new file beside it and swaps it in with an
 atomic rename, so any number of readers can hold it open while a run goes on. Work in progress lives
@@ -76,7 +77,9 @@ class StoreContent:
     rows: Table
     meta: Table
     X: np.ndarray
-    rejected: Table = field(default_factory=lambda: Table({c: _strings([]) for c in REJECT_COLUMNS}))
+    rejected: Table = field(
+        default_factory=lambda: Table({c: _strings([]) for c in REJECT_COLUMNS})
+    )
 
 
 def store_path(directory: Path | str, backbone: str) -> Path:
@@ -166,7 +169,9 @@ def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
         with h5py.File(path, "r", locking=False) as f:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             if attrs.get("schema_version") is None or "X" not in f or "rows" not in f:
-                raise StoreError(f"{path}: not a cxr feature store (missing schema_version, X or rows)")
+                raise StoreError(
+                    f"{path}: not a cxr feature store (missing schema_version, X or rows)"
+                )
             if int(attrs["schema_version"]) > SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: store schema {attrs['schema_version']} is newer than this tool "

@@ -1,9 +1,8 @@
-"""Stage 1 end to end: the store round trip, incremental runs, bad input, locking, crash and resume."""
+"""Stage 1 end to end: store round trip, incremental runs, bad input, locking, crash, resume."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,14 @@ import store
 from cli import app
 from extract.run import embed_images, extract_features
 from store.schema import parts_dir, store_path
-from tests.conftest import CXR_DATA, make_class_folders, real_weights, save_png, small_weights
+from tests.conftest import (
+    CXR_DATA,
+    make_class_folders,
+    real_weights,
+    save_png,
+    small_weights,
+    weight_flags,
+)
 
 BACKBONE = "mobilenet_025"
 runner = CliRunner()
@@ -28,10 +34,15 @@ runner = CliRunner()
 
 def run(data: Path, out: Path, weights=None, **kw):
     return extract_features(
-        data=data, manifest=kw.pop("manifest", None), backbones=kw.pop("backbones", [BACKBONE]),
-        weights=weights if weights is not None else small_weights(), out=out,
-        batch_size=kw.pop("batch_size", 4), console=Console(file=open(os.devnull, "w")), **kw,
-    )  # fmt: skip
+        data=data,
+        manifest=kw.pop("manifest", None),
+        backbones=kw.pop("backbones", [BACKBONE]),
+        weights=weights if weights is not None else small_weights(),
+        out=out,
+        batch_size=kw.pop("batch_size", 4),
+        console=Console(quiet=True),
+        **kw,
+    )
 
 
 def test_store_round_trip(class_folders, tmp_path):
@@ -40,10 +51,23 @@ def test_store_round_trip(class_folders, tmp_path):
     assert (summary.new, summary.cached, summary.rejected) == (8, 0, 0)
     fs = store.load(out, BACKBONE)
     assert fs.X.shape == (8, 256) and fs.X.dtype == np.float32
-    assert sorted(fs.rows["path"]) == sorted(p.relative_to(class_folders).as_posix() for p in class_folders.rglob("*.png"))
-    assert dict(zip(*np.unique(fs.labels, return_counts=True))) == {"covid": 4, "normal": 4}
+    assert sorted(fs.rows["path"]) == sorted(
+        p.relative_to(class_folders).as_posix() for p in class_folders.rglob("*.png")
+    )
+    assert dict(zip(*np.unique(fs.labels, return_counts=True), strict=True)) == {
+        "covid": 4,
+        "normal": 4,
+    }
     assert all(len(i) == 64 for i in fs.ids)
-    for key in ("backbone", "input_size", "preprocessing", "weights", "weights_sha256", "versions", "created"):
+    for key in (
+        "backbone",
+        "input_size",
+        "preprocessing",
+        "weights",
+        "weights_sha256",
+        "versions",
+        "created",
+    ):
         assert key in fs.attrs
     assert "tensorflow" in json.loads(fs.attrs["versions"])
     with store.schema.h5py.File(store_path(out, BACKBONE)) as f:
@@ -71,17 +95,19 @@ def test_changed_added_and_removed_files(class_folders, tmp_path):
     fs = store.load(out, BACKBONE)
     paths = list(fs.rows["path"])
     assert "covid/img001.png" not in paths and "normal/new.png" in paths and len(fs) == 8
-    old_id = dict(zip(old.rows["path"], old.ids))
-    new_id = dict(zip(fs.rows["path"], fs.ids))
+    old_id = dict(zip(old.rows["path"], old.ids, strict=True))
+    new_id = dict(zip(fs.rows["path"], fs.ids, strict=True))
     assert new_id["covid/img000.png"] != old_id["covid/img000.png"]
     for path in ("covid/img002.png", "normal/img000.png"):  # untouched rows keep their vectors
-        np.testing.assert_array_equal(fs.X[paths.index(path)], old.X[list(old.rows["path"]).index(path)])
+        np.testing.assert_array_equal(
+            fs.X[paths.index(path)], old.X[list(old.rows["path"]).index(path)]
+        )
 
 
 def test_other_weights_are_refused(class_folders, tmp_path):
     out = tmp_path / "features"
     run(class_folders, out, weights=["random"], seed=1)
-    with pytest.raises(store.CxrError, match="other settings.*weights_seed"):
+    with pytest.raises(store.CxrError, match=r"other settings.*weights_seed"):
         run(class_folders, out, weights=["random"], seed=2)
     with pytest.raises(store.CxrError, match="resize"):
         run(class_folders, out, weights=["random"], seed=1, resize="pad")
@@ -97,28 +123,62 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path):
         (class_folders / rel).write_bytes(data)
     save_png(class_folders / "normal" / "tiny.png", seed=7, size=(10, 10))
     out = tmp_path / "features"
-    result = runner.invoke(app, ["features", str(class_folders), "-b", BACKBONE, "--out", str(out),
-                                 "--batch-size", "3", *sum((["--weights", w] for w in small_weights()), [])])
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(class_folders),
+            "-b",
+            BACKBONE,
+            "--out",
+            str(out),
+            "--batch-size",
+            "3",
+            *weight_flags(),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for rel in [*bad, "normal/tiny.png"]:
         assert f"rejected {rel}:" in result.output
     fs = store.load(out, BACKBONE)
     assert len(fs) == 8
-    reasons = dict(zip(fs.rejected["path"], fs.rejected["reason"]))
+    reasons = dict(zip(fs.rejected["path"], fs.rejected["reason"], strict=True))
     assert reasons["covid/empty.png"] == "empty file"
     assert "not an image" in reasons["covid/notes.txt"]
     assert "cannot decode" in reasons["normal/truncated.png"]
     assert "too small" in reasons["normal/tiny.png"]
-    strict = runner.invoke(app, ["features", str(class_folders), "-b", BACKBONE, "--out", str(out),
-                                 "--strict", *sum((["--weights", w] for w in small_weights()), [])])
+    strict = runner.invoke(
+        app,
+        [
+            "features",
+            str(class_folders),
+            "-b",
+            BACKBONE,
+            "--out",
+            str(out),
+            "--strict",
+            *weight_flags(),
+        ],
+    )
     assert strict.exit_code == 1 and "--strict" in strict.output  # cached rejects still count
 
 
 def test_all_rejected_exits_nonzero(tmp_path):
     (tmp_path / "d" / "covid").mkdir(parents=True)
     (tmp_path / "d" / "covid" / "a.png").write_bytes(b"junk")
-    result = runner.invoke(app, ["features", str(tmp_path / "d"), "-b", BACKBONE, "--weights", "random",
-                                 "--out", str(tmp_path / "f")])
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(tmp_path / "d"),
+            "-b",
+            BACKBONE,
+            "--weights",
+            "random",
+            "--out",
+            str(tmp_path / "f"),
+        ],
+    )
     assert result.exit_code == 1 and "no image could be used" in result.output
 
 
@@ -129,13 +189,18 @@ def test_all_rejected_exits_nonzero(tmp_path):
         (["{tmp}/empty"], "no images found"),
         (["{tmp}/empty", "--manifest", "{tmp}/bad.csv"], "missing required column(s) label"),
         (["{tmp}/empty", "-b", "nope"], "unknown backbone 'nope'"),
-        (["{tmp}/empty", "--weights", "mobilenet_025={tmp}/nope.h5", "-b", "mobilenet_025"], "does not exist"),
+        (
+            ["{tmp}/empty", "--weights", "mobilenet_025={tmp}/nope.h5", "-b", "mobilenet_025"],
+            "does not exist",
+        ),
     ],
 )
 def test_user_errors_are_one_line_before_any_model(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.csv").write_text("path,diagnosis\na.png,covid\n")
-    result = runner.invoke(app, ["features", *[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "f")])
+    result = runner.invoke(
+        app, ["features", *[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "f")]
+    )
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "f").exists()
@@ -154,7 +219,9 @@ def test_manifest_columns_become_rows_and_metadata(tmp_path):
     assert (summary.new, summary.rejected) == (3, 1)
     fs = store.load(tmp_path / "f", BACKBONE, where={"dataset": ["ieee8023"]})
     assert list(fs.patient_ids) == ["p1", "p1"] and list(fs.sources) == ["ieee8023"] * 2
-    assert dict(zip(fs.rejected["path"], fs.rejected["reason"])) == {"normal/gone.png": "file not found"}
+    assert dict(zip(fs.rejected["path"], fs.rejected["reason"], strict=True)) == {
+        "normal/gone.png": "file not found"
+    }
 
 
 def test_missing_imagenet_weights_name_the_file(tmp_path, monkeypatch):
@@ -167,7 +234,9 @@ def test_missing_imagenet_weights_name_the_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     data = make_class_folders(tmp_path / "d", per_class=1)
-    result = runner.invoke(app, ["features", str(data), "-b", "mobilenet_v2", "--out", str(tmp_path / "f")])
+    result = runner.invoke(
+        app, ["features", str(data), "-b", "mobilenet_v2", "--out", str(tmp_path / "f")]
+    )
     assert result.exit_code == 2
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in result.output
     assert "CXR_WEIGHTS_DIR" in result.output
@@ -182,7 +251,10 @@ def test_weights_dir_is_used_before_any_download(tmp_path, monkeypatch):
     run(data, tmp_path / "f", weights=["imagenet"])
     fs = store.load(tmp_path / "f", BACKBONE)
     assert fs.attrs["weights"] == "imagenet"
-    assert fs.attrs["weights_sha256"] == "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"
+    assert (
+        fs.attrs["weights_sha256"]
+        == "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"
+    )
 
 
 @pytest.mark.realweights
@@ -205,9 +277,13 @@ def _slow_run(data: Path, out: Path) -> subprocess.Popen:
     """A real `cxr features` in its own process, one image per batch so it runs for a while."""
     code = "import sys; from cli import app; sys.argv = ['cxr', *sys.argv[1:]]; app()"
     args = ["features", str(data), "-b", BACKBONE, "--out", str(out), "--batch-size", "1"]
-    args += sum((["--weights", w] for w in small_weights()), [])
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=Path(__file__).parents[1],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    args += weight_flags()
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_for_shards(out: Path, proc: subprocess.Popen, count: int = 3) -> None:
@@ -237,7 +313,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 
     [resumed] = run(data, out, batch_size=7)
     assert resumed.new == 300 - committed and resumed.cached == committed
-    [clean] = run(data, tmp_path / "clean", batch_size=7)
+    run(data, tmp_path / "clean", batch_size=7)
     a, b = store.load(out, BACKBONE), store.load(tmp_path / "clean", BACKBONE)
     assert list(a.rows["path"]) == list(b.rows["path"]) and list(a.ids) == list(b.ids)
     np.testing.assert_array_equal(a.X, b.X)
@@ -251,8 +327,18 @@ def test_second_writer_is_refused_while_one_runs(tmp_path):
     proc = _slow_run(data, out)
     try:
         _wait_for_shards(out, proc, count=1)
-        result = runner.invoke(app, ["features", str(data), "-b", BACKBONE, "--out", str(out),
-                                     *sum((["--weights", w] for w in small_weights()), [])])
+        result = runner.invoke(
+            app,
+            [
+                "features",
+                str(data),
+                "-b",
+                BACKBONE,
+                "--out",
+                str(out),
+                *weight_flags(),
+            ],
+        )
         assert result.exit_code == 2
         assert "another `cxr features` is writing this store" in result.output
         assert f"pid {proc.pid}" in result.output

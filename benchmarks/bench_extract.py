@@ -1,0 +1,94 @@
+"""Extraction throughput: the full `cxr features` pipeline against the backbone's raw forward rate.
+
+Both are measured side by side in one run on the same images and the same model build:
+- raw: forward passes on images already decoded, resized and held in memory (the ceiling);
+- pipeline: discover + hash + decode + resize + forward + commit shards + publish, from disk.
+The target is pipeline/raw >= 0.9. Uses ../shared/data/cxr and real weights when present, else
+synthetic images and random weights (speed does not depend on the weight values).
+
+    python benchmarks/bench_extract.py [--backbone mobilenet_v2] [--images 256] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from extract.dataset import discover
+from extract.images import decode, resize
+from extract.registry import get_spec
+from extract.run import extract_features
+from extract.weights import parse_weights, resolve
+from tests.conftest import CXR_DATA, REAL_WEIGHTS, make_class_folders
+
+
+def sample_images(workdir: Path, count: int) -> Path:
+    data = workdir / "data"
+    if CXR_DATA.is_dir():
+        files = sorted(p for p in CXR_DATA.glob("*/*") if p.is_file())
+        step = max(1, len(files) // count)
+        for path in files[::step][:count]:
+            (data / path.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, data / path.parent.name / path.name)
+        return data
+    return make_class_folders(data, per_class=count // 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    real = REAL_WEIGHTS.get(args.backbone)
+    weights = [f"{args.backbone}={real}"] if real and real.is_file() else ["random"]
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        data = sample_images(workdir, args.images)
+        spec = get_spec(args.backbone)
+        from extract.model import Embedder
+
+        resolved = resolve(spec, parse_weights(weights, [spec.name], 0)[spec.name])
+        embed = Embedder(spec, resolved, args.batch_size)
+        entries = discover(data, None).entries
+        images = np.stack(
+            [resize(decode(e.file.read_bytes(), e.file.name), spec.input_size) for e in entries]
+        )
+        embed(images[: args.batch_size])  # warm-up: trace once, outside both timings
+        start = time.perf_counter()
+        for i in range(0, len(images), args.batch_size):
+            embed(images[i : i + args.batch_size])
+        raw = len(images) / (time.perf_counter() - start)
+
+        start = time.perf_counter()
+        extract_features(
+            data=data,
+            manifest=None,
+            backbones=[spec.name],
+            weights=weights,
+            out=workdir / "features",
+            batch_size=args.batch_size,
+            console=Console(quiet=True),
+        )
+        pipeline = len(images) / (time.perf_counter() - start)
+    console.print(
+        f"extract {spec.name} ({weights[0].split('=')[0]}), {len(images)} images, "
+        f"batch {args.batch_size}, "
+        f"{os.cpu_count()} CPUs: raw forward {raw:.1f} img/s, pipeline {pipeline:.1f} img/s, "
+        f"ratio {pipeline / raw:.2f} (target >= 0.90; pipeline includes model build)"
+    )
+
+
+if __name__ == "__main__":
+    main()

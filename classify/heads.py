@@ -1,0 +1,195 @@
+"""The one registry of classification heads: name -> scikit-learn Pipeline, defaults, search grid.
+
+Every head is ``StandardScaler -> classifier``; because the scaler lives inside the Pipeline it is
+fitted on the training rows of each fold only. Hyper-parameters come from the registry defaults,
+then a TOML file, then ``--set head.param=value``; names and values are validated here, once, so
+a typo fails before any fold runs.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from store import CxrError
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Head:
+    """One head: its classifier class, documented defaults and a small grid for ``--search``."""
+
+    name: str
+    summary: str
+    classifier: Callable[..., BaseEstimator]
+    defaults: Mapping[str, Any]
+    grid: Mapping[str, Sequence[Any]]
+    # SVC has no native probabilities (scikit-learn 1.9 deprecated probability=True): wrap it in
+    # a sigmoid calibration fitted by 3-fold CV on the training rows of the fold.
+    calibrated: bool = False
+
+    @property
+    def prefix(self) -> str:
+        """Pipeline parameter prefix of the classifier's own parameters."""
+        return "clf__estimator__" if self.calibrated else "clf__"
+
+
+HEADS: dict[str, Head] = {
+    h.name: h
+    for h in (
+        Head(
+            "mlp",
+            "the paper's head: one hidden ReLU layer, Adam, early stopping",
+            MLPClassifier,
+            {
+                "hidden_layer_sizes": (256,),
+                "activation": "relu",
+                "solver": "adam",
+                "alpha": 1e-4,
+                "learning_rate_init": 1e-3,
+                "early_stopping": True,
+                "validation_fraction": 0.1,
+                "n_iter_no_change": 10,
+                "max_iter": 300,
+            },
+            {"hidden_layer_sizes": [(128,), (512,)], "alpha": [1e-4, 1e-2]},
+        ),
+        Head(
+            "logreg",
+            "multinomial logistic regression (L2, lbfgs)",
+            LogisticRegression,
+            {"C": 1.0, "max_iter": 2000},
+            {"C": [0.01, 0.1, 1.0, 10.0]},
+        ),
+        Head(
+            "svm",
+            "RBF support vector machine, sigmoid-calibrated probabilities",
+            SVC,
+            {"kernel": "rbf", "C": 1.0, "gamma": "scale"},
+            {"C": [0.1, 1.0, 10.0], "gamma": ["scale", 1e-4]},
+            calibrated=True,
+        ),
+        Head(
+            "knn",
+            "k nearest neighbours (Euclidean on standardised features, distance-weighted)",
+            KNeighborsClassifier,
+            {"n_neighbors": 10, "weights": "distance"},
+            {"n_neighbors": [5, 10, 20]},
+        ),
+        Head(
+            "forest",
+            "random forest",
+            RandomForestClassifier,
+            {"n_estimators": 300, "max_features": "sqrt", "n_jobs": 1},
+            {"max_features": ["sqrt", 0.1], "min_samples_leaf": [1, 3]},
+        ),
+    )
+}
+
+
+def get_head(name: str) -> Head:
+    if name not in HEADS:
+        raise CxrError(f"unknown head {name!r}; available: {', '.join(HEADS)}")
+    return HEADS[name]
+
+
+def parse_value(text: str) -> Any:
+    """``512`` -> 512, ``1e-3`` -> 0.001, ``512,256`` -> (512, 256), ``true`` -> True, else str."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def parse_params(assignments: Iterable[str] = (), config: Path | None = None) -> dict[str, Params]:
+    """Hyper-parameters per head from a TOML file (``[mlp]`` tables) then ``head.param=value``.
+
+    Command-line assignments override the file. Unknown heads, unknown parameters and invalid
+    values raise CxrError.
+    """
+    params: dict[str, Params] = {}
+    if config is not None:
+        try:
+            import tomllib  # Python >= 3.11
+        except ModuleNotFoundError:
+            raise CxrError(f"{config}: --config needs Python 3.11 or newer (tomllib)") from None
+        try:
+            document = tomllib.loads(Path(config).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise CxrError(f"{config}: cannot read TOML hyper-parameters ({exc})") from None
+        for head, table in document.items():
+            if not isinstance(table, dict):
+                raise CxrError(f"{config}: {head!r} must be a table like [mlp] of parameters")
+            params.setdefault(head, {}).update(
+                {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+            )
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        head, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise CxrError(f"--set {item!r}: expected HEAD.PARAM=VALUE, e.g. mlp.alpha=1e-3")
+        params.setdefault(head, {})[name] = parse_value(value)
+    for head, values in params.items():
+        validate_params(head, values)
+    return params
+
+
+def validate_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise CxrError for an unknown head, an unknown parameter or a value sklearn rejects."""
+    head = get_head(name)
+    known = head.classifier().get_params()
+    for key in params:
+        if key not in known:
+            raise CxrError(
+                f"head {name!r} has no parameter {key!r}; valid: {', '.join(sorted(known))}"
+            )
+    try:
+        # scikit-learn's own parameter constraints, checked now instead of inside a fold.
+        head.classifier(**{**head.defaults, **params})._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise CxrError(f"head {name!r}: {exc}") from None
+
+
+def effective_params(name: str, params: Mapping[str, Any] | None = None) -> Params:
+    """Registry defaults overlaid with the user's parameters (what the report records)."""
+    return {**get_head(name).defaults, **(params or {})}
+
+
+def build_head(
+    name: str, params: Mapping[str, Any] | None = None, random_state: int | None = None
+) -> Pipeline:
+    """A fresh, unfitted ``StandardScaler -> classifier`` Pipeline for one head."""
+    head = get_head(name)
+    settings = effective_params(name, params)
+    if "random_state" in head.classifier().get_params():
+        settings.setdefault("random_state", random_state)
+    clf = head.classifier(**settings)
+    if head.calibrated:
+        clf = CalibratedClassifierCV(clf, method="sigmoid", cv=3, ensemble=False)
+    return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+
+
+def search_grid(name: str, params: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
+    """The head's ``--search`` grid as Pipeline parameter names; user-fixed parameters drop out."""
+    head = get_head(name)
+    fixed = params or {}
+    return {f"{head.prefix}{k}": list(v) for k, v in head.grid.items() if k not in fixed}

@@ -1,0 +1,225 @@
+"""The metrics table: each metric is one vectorised function of confusion matrices or scores.
+
+Confusion matrices have shape ``(..., k, k)`` (rows: true class, columns: predicted class), so the
+same function scores one matrix, a stack of per-fold matrices, or a batch of bootstrap replicates.
+A ratio whose denominator is zero (e.g. precision of a class never predicted) is NaN and is left
+out of means. ROC AUC is computed from ranks (Mann-Whitney U) so that bootstrap replicates, which
+only re-weight rows, cost one cumulative sum instead of one scikit-learn call each.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+BOOTSTRAP_CHUNK = 200
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(values: np.ndarray, axis=None) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slice -> NaN, on purpose
+        return np.nanmean(values, axis=axis)
+
+
+def _counts(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per class true positives, false negatives, false positives, true negatives."""
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    fn = cm.sum(axis=-1) - tp
+    fp = cm.sum(axis=-2) - tp
+    tn = cm.sum(axis=(-2, -1))[..., None] - tp - fn - fp
+    return tp, fn, fp, tn
+
+
+def sensitivity(cm: np.ndarray) -> np.ndarray:
+    """Recall per class: TP / (TP + FN)."""
+    tp, fn, _, _ = _counts(cm)
+    return _ratio(tp, tp + fn)
+
+
+def specificity(cm: np.ndarray) -> np.ndarray:
+    """Per class (one-vs-rest): TN / (TN + FP)."""
+    _, _, fp, tn = _counts(cm)
+    return _ratio(tn, tn + fp)
+
+
+def precision(cm: np.ndarray) -> np.ndarray:
+    """Positive predictive value per class: TP / (TP + FP)."""
+    tp, _, fp, _ = _counts(cm)
+    return _ratio(tp, tp + fp)
+
+
+def f1(cm: np.ndarray) -> np.ndarray:
+    """Per class: 2 TP / (2 TP + FP + FN)."""
+    tp, fn, fp, _ = _counts(cm)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def accuracy(cm: np.ndarray) -> np.ndarray:
+    cm = np.asarray(cm, dtype=float)
+    return _ratio(np.trace(cm, axis1=-2, axis2=-1), cm.sum(axis=(-2, -1)))
+
+
+def balanced_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Mean recall over the classes present (as scikit-learn's balanced_accuracy_score)."""
+    return _nanmean(sensitivity(cm), axis=-1)
+
+
+def macro_f1(cm: np.ndarray) -> np.ndarray:
+    return _nanmean(f1(cm), axis=-1)
+
+
+OVERALL: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "accuracy": accuracy,
+    "balanced_accuracy": balanced_accuracy,
+    "macro_f1": macro_f1,
+}
+PER_CLASS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sensitivity": sensitivity,
+    "specificity": specificity,
+    "precision": precision,
+    "f1": f1,
+}
+
+
+def confusion(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Confusion matrix ``(k, k)``, or ``(B, k, k)`` for a batch of row weights ``(B, n)``."""
+    cell = np.asarray(y_true) * n_classes + np.asarray(y_pred)
+    if weights is None:
+        return np.bincount(cell, minlength=n_classes**2).reshape(n_classes, n_classes)
+    onehot = np.zeros((len(cell), n_classes**2))
+    onehot[np.arange(len(cell)), cell] = 1.0
+    return (weights @ onehot).reshape(-1, n_classes, n_classes)
+
+
+def roc_auc_per_class(
+    y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """One-vs-rest ROC AUC per class ``(k,)``, or ``(B, k)`` for row weights ``(B, n)``.
+
+    AUC = P(score of a positive > score of a negative) + 0.5 P(tie), counted with weights; a class
+    with no positive or no negative rows gets NaN.
+    """
+    y_true = np.asarray(y_true)
+    batch = np.ones((1, len(y_true))) if weights is None else np.asarray(weights, dtype=float)
+    out = np.full((len(batch), scores.shape[1]), np.nan)
+    for c in range(scores.shape[1]):
+        order = np.argsort(scores[:, c], kind="stable")
+        s = scores[order, c]
+        positive = y_true[order] == c
+        w = batch[:, order]
+        w_neg = np.where(positive, 0.0, w)
+        below = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w_neg, axis=1)], axis=1)
+        first = np.r_[True, s[1:] != s[:-1]]  # rows with equal scores form one tie block
+        block = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        start, end = starts[block], np.r_[starts[1:], len(s)][block]
+        pos = np.flatnonzero(positive)
+        wins = below[:, start[pos]] + 0.5 * (below[:, end[pos]] - below[:, start[pos]])
+        numerator = (w[:, pos] * wins).sum(axis=1)
+        out[:, c] = _ratio(numerator, w[:, pos].sum(axis=1) * w_neg.sum(axis=1))
+    return out[0] if weights is None else out
+
+
+def roc_auc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None):
+    """Macro one-vs-rest ROC AUC (as scikit-learn's ``roc_auc_score(multi_class="ovr")``)."""
+    return _nanmean(roc_auc_per_class(y_true, scores, weights), axis=-1)
+
+
+def bootstrap_weights(
+    units: np.ndarray, n_boot: int, seed: int, chunk: int = BOOTSTRAP_CHUNK
+) -> Iterator[np.ndarray]:
+    """Row weights ``(b, n)`` of a bootstrap over units (patients, or images): a unit drawn m
+    times weighs m on all its rows. Yields chunks to bound memory; seeded, so reproducible."""
+    codes, inverse = np.unique(units, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    p = np.full(len(codes), 1.0 / len(codes))
+    for done in range(0, n_boot, chunk):
+        counts = rng.multinomial(len(codes), p, size=min(chunk, n_boot - done))
+        yield counts[:, inverse].astype(float)
+
+
+def _all_metrics(cm: np.ndarray, auc_per_class: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric for a stack of matrices: overall ``(..., )``, per class ``(..., k)``."""
+    values = {name: fn(cm) for name, fn in OVERALL.items()}
+    values["roc_auc"] = _nanmean(auc_per_class, axis=-1)
+    values.update({name: fn(cm) for name, fn in PER_CLASS.items()})
+    values["class_roc_auc"] = auc_per_class
+    return values
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _summary(folds: np.ndarray, pooled: float, boot: np.ndarray, keep_folds: bool) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        std = np.nanstd(folds, ddof=1) if np.sum(np.isfinite(folds)) > 1 else np.nan
+        lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (np.nan,) * 2
+    out = {
+        "mean": _number(_nanmean(folds)),
+        "std": _number(std),
+        "ci95": [_number(lo), _number(hi)],
+        "pooled": _number(pooled),
+    }
+    if keep_folds:
+        out["folds"] = [_number(v) for v in folds]
+    return out
+
+
+def summarize(
+    y: np.ndarray,
+    proba: np.ndarray,
+    fold: np.ndarray,
+    units: np.ndarray,
+    classes: tuple[str, ...],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """All metrics of pooled out-of-fold predictions.
+
+    ``mean``/``std`` (ddof=1) are over folds; ``pooled`` is the metric of all out-of-fold
+    predictions together; ``ci95`` is the 2.5-97.5 percentile interval of the pooled metric over
+    ``n_boot`` bootstrap replicates that resample ``units`` (patients, or images) with replacement.
+    """
+    k = len(classes)
+    pred = np.argmax(proba, axis=1)
+    fold_ids = np.unique(fold)
+    fold_cm = np.stack([confusion(y[fold == f], pred[fold == f], k) for f in fold_ids])
+    fold_auc = np.stack([roc_auc_per_class(y[fold == f], proba[fold == f]) for f in fold_ids])
+    per_fold = _all_metrics(fold_cm, fold_auc)
+    pooled = _all_metrics(confusion(y, pred, k), roc_auc_per_class(y, proba))
+    chunks = [
+        _all_metrics(confusion(y, pred, k, w), roc_auc_per_class(y, proba, w))
+        for w in bootstrap_weights(units, n_boot, seed)
+    ]
+    boot = {name: np.concatenate([c[name] for c in chunks]) for name in per_fold}
+    metrics = {
+        name: _summary(per_fold[name], pooled[name], boot[name], keep_folds=True)
+        for name in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+    }
+    metrics["per_class"] = {
+        cls: {
+            name: _summary(per_fold[key][:, i], pooled[key][i], boot[key][:, i], keep_folds=False)
+            for name, key in [*((n, n) for n in PER_CLASS), ("roc_auc", "class_roc_auc")]
+        }
+        for i, cls in enumerate(classes)
+    }
+    return {
+        "metrics": metrics,
+        "confusion_matrix": fold_cm.sum(axis=0).astype(int).tolist(),
+    }

@@ -1,0 +1,209 @@
+"""`cxr train` and `cxr predict`: one fitted head saved with everything needed to trust it later.
+
+A model file is a joblib bundle (a dict) holding the fitted Pipeline plus the store's fingerprint
+(backbone, input size, resize, weights sha256 and seed), the classes, the task, digests of the
+store's rows and of the training rows, and library versions. ``predict`` embeds new images through
+stage 1 with the recorded backbone and weights and refuses to go on if the fingerprints differ.
+joblib files are pickles: load only model files you trust.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from classify.cv import derive_seed
+from classify.heads import Params, build_head, effective_params
+from classify.provenance import DISCLAIMER, jsonable, library_versions
+from classify.tasks import TaskSpec, rows_digest, select
+from store import CxrError, find_stores, load
+from store.schema import fingerprint, store_path
+
+MODEL_FORMAT = "cxr-head/1"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+BUNDLE_KEYS = ("format", "pipeline", "backbone", "fingerprint", "weights", "classes", "n_features")
+
+
+def _choose_store(features_dir: Path, backbone: str | None) -> Path:
+    if backbone:
+        path = store_path(features_dir, backbone)
+        if not path.is_file():
+            raise CxrError(
+                f"{path}: no feature store for backbone {backbone!r} (run `cxr features`)"
+            )
+        return path
+    paths = find_stores(features_dir)
+    if len(paths) != 1:
+        found = ", ".join(p.stem for p in paths) or "none"
+        raise CxrError(f"{features_dir}: choose one store with --backbone (found: {found})")
+    return paths[0]
+
+
+def train(
+    features_dir: Path = Path("features"),
+    backbone: str | None = None,
+    head: str = "mlp",
+    task: TaskSpec | None = None,
+    params: Mapping[str, Params] | None = None,
+    *,
+    seed: int = 0,
+    out: Path | None = None,
+) -> dict:
+    """Fit one head on all selected rows of one store and save the bundle; returns a summary."""
+    task = task or TaskSpec()
+    chosen = (params or {}).get(head, {})
+    fs = load(_choose_store(features_dir, backbone))
+    data = select(fs, task)
+    pipeline = build_head(head, chosen, random_state=derive_seed(seed))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline.fit(data.X, data.y)
+    out = Path(out or Path("models") / f"{fs.backbone}-{head}.joblib")
+    summary = jsonable(
+        {
+            "model": str(out),
+            "backbone": fs.backbone,
+            "head": head,
+            "params": effective_params(head, chosen),
+            "seed": seed,
+            "task": task.to_dict(),
+            "classes": list(data.classes),
+            "class_counts": data.class_counts,
+            "n": len(data.y),
+            "store": str(fs.path),
+            "store_rows_sha256": rows_digest(fs.ids, fs.labels),
+            "train_rows_sha256": data.rows_sha256(),
+            "fingerprint": fingerprint(fs.attrs),
+            "weights": fs.attrs.get("weights"),
+            "weights_file": fs.attrs.get("weights_file"),
+            "versions": library_versions(),
+            "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        }
+    )
+    bundle = {
+        "format": MODEL_FORMAT,
+        "pipeline": pipeline,
+        "n_features": int(data.X.shape[1]),
+        **{k: v for k, v in summary.items() if k != "warnings"},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        joblib.dump(bundle, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return summary
+
+
+def load_model(path: Path) -> dict:
+    """Load and check a model bundle; CxrError naming the file if it is not one of ours."""
+    if not Path(path).is_file():
+        raise CxrError(f"{path}: model file not found (run `cxr train` first)")
+    try:
+        bundle = joblib.load(path)
+    except Exception as exc:  # a pickle can fail in many ways; all mean "not a model file"
+        raise CxrError(f"{path}: not a readable cxr model file ({type(exc).__name__})") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
+        raise CxrError(f"{path}: not a cxr model file (expected format {MODEL_FORMAT})")
+    missing = [k for k in BUNDLE_KEYS if k not in bundle]
+    if missing:
+        raise CxrError(f"{path}: model file lacks {', '.join(missing)}")
+    return bundle
+
+
+def list_images(inputs: Sequence[Path]) -> list[Path]:
+    """Image files named directly, plus those directly inside named folders (sorted)."""
+    images: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            images.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif item.is_file():
+            images.append(item)
+        else:
+            raise CxrError(f"{item}: no such image file or folder")
+    if not images:
+        raise CxrError(
+            f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}"
+        )
+    return images
+
+
+def predict(model_path: Path, inputs: Sequence[Path], weights: Sequence[str] = ()) -> dict:
+    """Class probabilities for new images, embedded with the model's backbone and weights.
+
+    ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
+    the embedding's fingerprint must equal the model's, else CxrError names both weight hashes.
+    """
+    bundle = load_model(model_path)
+    images = list_images(inputs)
+    from extract.run import embed_images  # lazy: stage 1 imports TensorFlow
+
+    expected = bundle["fingerprint"]
+    if not weights and bundle["weights"] == "file":
+        raise CxrError(
+            f"{model_path}: trained with a local weight file {bundle.get('weights_file')} (sha256 "
+            f"{expected['weights_sha256']}); pass --weights {bundle['backbone']}=PATH to it"
+        )
+    embedded = embed_images(
+        images,
+        bundle["backbone"],
+        list(weights) or [str(bundle["weights"])],
+        resize=str(expected["resize"]),
+        seed=max(int(expected.get("weights_seed") or 0), 0),  # stage 1 records -1 unless random
+    )
+    actual = jsonable(fingerprint(embedded.attrs))
+    if actual != expected:
+        differ = ", ".join(k for k in expected if expected[k] != actual.get(k))
+        raise CxrError(
+            f"{model_path}: model was trained on {expected['backbone']} features with weights "
+            f"sha256 {expected['weights_sha256']}, but these images were embedded with "
+            f"{actual['backbone']} weights sha256 {actual['weights_sha256']} (differs in: {differ})"
+        )
+    rejected = [{"path": str(p), "reason": str(r)} for p, r in embedded.rejected]
+    if len(embedded.paths) == 0:
+        raise CxrError(f"none of the {len(images)} image(s) could be read: {rejected[0]['reason']}")
+    X = np.asarray(embedded.X, dtype=np.float32)
+    if X.shape[1] != bundle["n_features"]:
+        raise CxrError(
+            f"{model_path}: embeddings have {X.shape[1]} features, the model expects "
+            f"{bundle['n_features']}"
+        )
+    if not np.isfinite(X).all():
+        raise CxrError(f"{model_path}: the new images gave NaN or infinite embeddings")
+    pipeline = bundle["pipeline"]
+    proba = np.zeros((len(X), len(bundle["classes"])))
+    proba[:, pipeline.classes_] = pipeline.predict_proba(X)
+    classes = bundle["classes"]
+    notes = []
+    trained_with = bundle.get("versions", {}).get("sklearn")
+    running = library_versions()["sklearn"]
+    if trained_with != running:
+        notes.append(
+            f"{model_path}: trained with scikit-learn {trained_with}, running {running}; "
+            "retrain if predictions look wrong"
+        )
+    return jsonable(
+        {
+            "model": str(model_path),
+            "backbone": bundle["backbone"],
+            "head": bundle.get("head"),
+            "classes": classes,
+            "predictions": [
+                {
+                    "path": path,
+                    "predicted": classes[int(np.argmax(p))],
+                    "probabilities": dict(zip(classes, p.tolist(), strict=True)),
+                }
+                for path, p in zip(embedded.paths, proba, strict=True)
+            ],
+            "rejected": rejected,
+            "warnings": notes,
+            "disclaimer": DISCLAIMER,
+        }
+    )

@@ -1,0 +1,187 @@
+"""Turn a store's rows into one classification task: X, integer y, class names and groups.
+
+The order is fixed and documented: metadata filter (``--where``) -> exclusion file -> merges ->
+class subset -> one-vs-rest. All validation of the task happens here, so later code can trust
+that X is finite and at least two classes are left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from store import CxrError, FeatureSet
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to classify; every field is optional and empty means "all stored labels"."""
+
+    classes: tuple[str, ...] = ()
+    merge: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    binary: str | None = None
+    where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    exclude: Path | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        classes: str | None = None,
+        merge: list[str] | None = None,
+        binary: str | None = None,
+        where: list[str] | None = None,
+        exclude: Path | None = None,
+    ) -> TaskSpec:
+        """Parse the CLI syntax: ``a,b,c``, ``new=a,b`` (repeatable), ``column=v1,v2``."""
+        return cls(
+            classes=_names(classes or "", "--classes"),
+            merge=dict(_assignment(m, "--merge") for m in merge or ()),
+            binary=binary or None,
+            where=dict(_assignment(w, "--where") for w in where or ()),
+            exclude=exclude,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "classes": list(self.classes),
+            "merge": {k: list(v) for k, v in self.merge.items()},
+            "binary": self.binary,
+            "where": {k: list(v) for k, v in self.where.items()},
+            "exclude": str(self.exclude) if self.exclude else None,
+        }
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Rows selected for one task, aligned: ``X[i]``, ``y[i]``, ``groups[i]``, ``ids[i]``."""
+
+    source: Path
+    X: np.ndarray
+    y: np.ndarray  # int index into classes
+    classes: tuple[str, ...]
+    groups: np.ndarray  # patient id per row; "" where unknown
+    ids: np.ndarray
+    paths: np.ndarray
+
+    @property
+    def has_groups(self) -> bool:
+        return bool(np.all(self.groups != ""))
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.y, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+
+    def rows_sha256(self) -> str:
+        """Digest of the selected rows (image id and task label, in order)."""
+        return rows_digest(self.ids, np.asarray(self.classes, dtype=object)[self.y])
+
+
+def rows_digest(ids: np.ndarray, labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for row_id, label in zip(ids, labels, strict=True):
+        digest.update(f"{row_id}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _names(text: str, option: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if text.strip() and not names:
+        raise CxrError(f"{option} {text!r}: expected comma-separated names")
+    return names
+
+
+def _assignment(text: str, option: str) -> tuple[str, tuple[str, ...]]:
+    key, sep, values = text.partition("=")
+    names = _names(values, option)
+    if not sep or not key.strip() or not names:
+        raise CxrError(f"{option} {text!r}: expected NAME=a,b[,...]")
+    return key.strip(), names
+
+
+def read_exclusions(path: Path) -> tuple[set[str], dict[str, str]]:
+    """Read an exclusion file: ids/paths to drop, and optional group overrides by id.
+
+    Two formats are accepted:
+
+    - text: one image id (sha256) or stored path per line; blank lines and ``#`` comments ignored;
+    - JSON: ``{"exclude": [id or path, ...], "groups": {id: group, ...}}`` (both keys optional).
+      ``groups`` replaces the patient id of those rows, e.g. to keep near-duplicate images found
+      by an audit in the same fold.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot read exclusion file ({exc.strerror})") from None
+    if Path(path).suffix.lower() != ".json":
+        lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+        return {line for line in lines if line}, {}
+    try:
+        document = json.loads(text)
+        exclude = {str(v) for v in document.get("exclude", [])}
+        groups = {str(k): str(v) for k, v in document.get("groups", {}).items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise CxrError(
+            f"{path}: expected {{'exclude': [...], 'groups': {{...}}}} ({exc})"
+        ) from None
+    return exclude, groups
+
+
+def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
+    """Apply the task to one store and validate the result (CxrError naming the store)."""
+    name = str(fs.path)
+    if spec.where:
+        fs = fs.where(spec.where)
+        if not len(fs):
+            shown = "; ".join(f"{k}={','.join(v)}" for k, v in spec.where.items())
+            raise CxrError(f"{name}: no rows match --where {shown}")
+    groups = np.asarray(fs.patient_ids, dtype=object).copy()
+    if spec.exclude is not None:
+        excluded, overrides = read_exclusions(spec.exclude)
+        for i, row_id in enumerate(fs.ids):
+            groups[i] = overrides.get(row_id, groups[i])
+        keep = ~(np.isin(fs.ids, list(excluded)) | np.isin(fs.rows["path"], list(excluded)))
+        fs, groups = fs.take(np.flatnonzero(keep)), groups[keep]
+    labels = np.asarray(fs.labels, dtype=object).copy()
+    stored = sorted(set(labels.tolist()))
+    _check_known(name, "--merge", [n for names in spec.merge.values() for n in names], stored)
+    for new, olds in spec.merge.items():
+        labels[np.isin(labels, list(olds))] = new
+    available = sorted(set(labels.tolist()))
+    if spec.classes:
+        _check_known(name, "--classes", spec.classes, available)
+        keep = np.isin(labels, list(spec.classes))
+        fs, groups, labels = fs.take(np.flatnonzero(keep)), groups[keep], labels[keep]
+    classes = tuple(sorted(set(labels.tolist())))
+    if spec.binary:
+        _check_known(name, "--binary", [spec.binary], list(classes))
+        negative = f"non-{spec.binary}"
+        labels = np.where(labels == spec.binary, spec.binary, negative).astype(object)
+        classes = (negative, spec.binary)  # positive class last, as in sklearn's binary AUC
+    if len(classes) < 2:
+        raise CxrError(f"{name}: only {len(classes)} class left after filtering ({classes})")
+    X = fs.X
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise CxrError(
+            f"{name}: {len(bad)} row(s) have NaN or infinite features "
+            f"(first: {fs.rows['path'][bad[0]]}); re-extract or --exclude them"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
+    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"])
+
+
+def _check_known(where: str, option: str, names, available: list[str]) -> None:
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise CxrError(
+            f"{where}: {option}: no class {', '.join(map(repr, unknown))}; "
+            f"available: {', '.join(available)}"
+        )

@@ -1,0 +1,124 @@
+"""Splitting, determinism, and whether the scores mean anything (signal vs shuffled labels)."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from classify.cv import CVPlan, make_splits, plan_cv
+from classify.evaluate import evaluate
+from classify.tasks import TaskSpec, select
+from store import CxrError, load
+
+SMALL_MLP = {
+    "mlp": {
+        "hidden_layer_sizes": (16,),
+        "max_iter": 200,
+        "learning_rate_init": 1e-2,
+        "early_stopping": False,
+    }
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    folds=st.integers(2, 5),
+    n_classes=st.integers(2, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_grouped_folds_never_share_a_patient(data, folds, n_classes, seed):
+    n_groups = data.draw(st.integers(folds * n_classes, 40))
+    group_label = data.draw(
+        st.lists(st.integers(0, n_classes - 1), min_size=n_groups, max_size=n_groups)
+    )
+    sizes = data.draw(st.lists(st.integers(1, 4), min_size=n_groups, max_size=n_groups))
+    assume(all(group_label.count(c) >= folds for c in range(n_classes)))
+    groups = np.repeat([f"p{g}" for g in range(n_groups)], sizes)
+    y = np.repeat(group_label, sizes)
+    splits = make_splits(CVPlan(folds, 2, seed, grouped=True), y, groups)
+    assert len(splits) == 2 * folds
+    for repeat in range(2):
+        tested = np.concatenate([s.test for s in splits if s.repeat == repeat])
+        assert np.array_equal(np.sort(tested), np.arange(len(y)))  # every row tested once
+    for split in splits:
+        assert not set(groups[split.train]) & set(groups[split.test])
+
+
+def test_plan_groups_by_patient_when_ids_exist(make_synthetic_store):
+    data = select(load(make_synthetic_store()), TaskSpec())
+    plan, notes = plan_cv(data, folds=3)
+    assert plan.grouped and plan.scheme == "StratifiedGroupKFold" and not notes
+    plan, notes = plan_cv(data, "none", folds=3)
+    assert not plan.grouped and "optimistic" in notes[0]
+
+
+def test_plan_without_ids_warns_and_refuses_patient_grouping(make_synthetic_store):
+    data = select(load(make_synthetic_store(patient_ids=False)), TaskSpec())
+    plan, notes = plan_cv(data, folds=3)
+    assert plan.scheme == "StratifiedKFold" and "optimistic" in notes[0]
+    with pytest.raises(CxrError, match="no patient id"):
+        plan_cv(data, "patient", folds=3)
+
+
+def test_class_with_fewer_patients_than_folds(make_synthetic_store):
+    path = make_synthetic_store({"covid": 3, "normal": 12})
+    data = select(load(path), TaskSpec())
+    with pytest.raises(CxrError) as info:
+        plan_cv(data, folds=10)
+    assert str(info.value) == f"{path}: class 'covid' has 3 patients, fewer than --folds 10"
+
+
+def test_same_seed_same_json_whatever_the_jobs(make_synthetic_store):
+    path = make_synthetic_store(dim=6, separation=2.0)
+    runs = [
+        evaluate(
+            path.parent,
+            heads=["mlp", "forest"],
+            params={**SMALL_MLP, "forest": {"n_estimators": 20}},
+            folds=3,
+            repeats=2,
+            seed=7,
+            jobs=jobs,
+            n_boot=200,
+        )
+        for jobs in (1, 2)
+    ]
+    assert json.dumps(runs[0], sort_keys=True) == json.dumps(runs[1], sort_keys=True)
+    other = evaluate(
+        path.parent,
+        heads=["forest"],
+        params={"forest": {"n_estimators": 20}},
+        folds=3,
+        repeats=2,
+        seed=8,
+        jobs=1,
+        n_boot=200,
+    )
+    assert other["results"][0]["metrics"] != runs[0]["results"][1]["metrics"]
+
+
+def _balanced_accuracy(report, head):
+    return next(r for r in report["results"] if r["head"] == head)["metrics"]["balanced_accuracy"]
+
+
+def test_separable_features_score_near_one(make_synthetic_store):
+    path = make_synthetic_store({"a": 15, "b": 15, "c": 15}, dim=8, separation=8.0)
+    report = evaluate(
+        path.parent, heads=["logreg", "knn", "mlp"], params=SMALL_MLP, folds=5, n_boot=200
+    )
+    for head in ("logreg", "knn", "mlp"):
+        assert _balanced_accuracy(report, head)["mean"] > 0.95
+
+
+def test_shuffled_labels_score_near_chance(make_synthetic_store):
+    path = make_synthetic_store(
+        {"a": 40, "b": 40, "c": 40}, dim=8, separation=8.0, shuffle_labels=True
+    )
+    report = evaluate(path.parent, heads=["logreg", "knn"], folds=5, n_boot=300)
+    for head in ("logreg", "knn"):
+        score = _balanced_accuracy(report, head)
+        assert abs(score["mean"] - 1 / 3) < 0.12
+        assert score["ci95"][0] < 0.45  # the interval does not claim better than chance

@@ -1,0 +1,202 @@
+"""`cxr evaluate` end to end through Typer: report, JSON shape, plots, bad input, no TensorFlow."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from store import load
+
+runner = CliRunner()
+FAST = ["--head", "logreg", "--head", "knn", "--folds", "3", "--bootstrap", "100", "--jobs", "1"]
+
+
+def run(*args):
+    return runner.invoke(app, ["evaluate", *map(str, args)])
+
+
+def test_report_and_json_shape(make_synthetic_store, tmp_path):
+    path = make_synthetic_store()
+    out = tmp_path / "reports" / "evaluate.json"
+    result = run("--features", path.parent, *FAST, "--json", out)
+    assert result.exit_code == 0, result.output
+    for text in (
+        "StratifiedGroupKFold by patient",
+        "logreg",
+        "Confusion",
+        "Provenance",
+        "clinical",
+    ):
+        assert text in result.output
+    report = json.loads(out.read_text())
+    entry = report["results"][0]
+    assert {"backbone", "head", "task", "cv", "n", "classes", "metrics", "confusion_matrix"} <= set(
+        entry
+    )
+    assert entry["cv"] == {
+        "scheme": "StratifiedGroupKFold",
+        "folds": 3,
+        "repeats": 1,
+        "seed": 0,
+        "grouped": True,
+        "unit": "patient",
+    }
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
+        assert set(entry["metrics"][name]) >= {"mean", "std", "ci95"}
+    per_class = entry["metrics"]["per_class"]["covid"]
+    assert set(per_class) >= {"sensitivity", "specificity", "precision", "f1"}
+    assert np.sum(entry["confusion_matrix"]) == entry["n"] == len(load(path))
+    prov = report["provenance"]
+    assert prov["stores"]["mobilenet_v2"]["weights_sha256"] == "ab" * 32
+    assert "sklearn" in prov["versions"]
+
+
+def test_paper_two_class_task_without_patient_ids(make_synthetic_store, tmp_path):
+    counts = {"bacterial": 10, "covid": 10, "normal": 10, "viral": 10}
+    path = make_synthetic_store(counts, patient_ids=False)
+    out = tmp_path / "r.json"
+    result = run(
+        "--features",
+        path.parent,
+        *FAST,
+        "--merge",
+        "pneumonia=bacterial,viral",
+        "--classes",
+        "covid,pneumonia,normal",
+        "--binary",
+        "covid",
+        "--json",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert "optimistic" in result.output and "StratifiedKFold by image" in result.output
+    entry = json.loads(out.read_text())["results"][0]
+    assert entry["classes"] == ["non-covid", "covid"] and entry["cv"]["grouped"] is False
+
+
+def test_plots(make_synthetic_store, tmp_path):
+    path = make_synthetic_store()
+    result = run("--features", path.parent, *FAST[:2], "--folds", "3", "--plots", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "mobilenet_v2-logreg-confusion.png",
+        "mobilenet_v2-logreg-roc.png",
+    ]
+
+
+def test_search_reports_inner_choices(make_synthetic_store, tmp_path):
+    path = make_synthetic_store({"a": 9, "b": 9})
+    out = tmp_path / "r.json"
+    result = run(
+        "--features",
+        path.parent,
+        "--head",
+        "knn",
+        "--folds",
+        "3",
+        "--search",
+        "--bootstrap",
+        "50",
+        "--json",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    search = json.loads(out.read_text())["results"][0]["search"]
+    assert len(search["best_params"]) == 3 and "n_neighbors" in search["best_params"][0]
+
+
+def nan_store(make_synthetic_store):
+    X = load(make_synthetic_store()).X.copy()
+    X[0, 0] = np.nan
+    return make_synthetic_store(X=X)
+
+
+BAD_INPUTS = {
+    "missing folder": (lambda make, tmp: ["--features", tmp / "nowhere"], "does not exist"),
+    "missing backbone": (
+        lambda make, tmp: ["--features", make().parent, "-b", "resnet50"],
+        "resnet50.h5: no feature store",
+    ),
+    "empty folder": (lambda make, tmp: ["--features", tmp], "no feature stores"),
+    "too few patients": (
+        lambda make, tmp: ["--features", make({"covid": 3, "normal": 12}).parent, "--folds", "10"],
+        "class 'covid' has 3 patients, fewer than --folds 10",
+    ),
+    "single class": (
+        lambda make, tmp: ["--features", make().parent, "--classes", "covid"],
+        "only 1 class",
+    ),
+    "nan features": (lambda make, tmp: ["--features", nan_store(make).parent], "NaN or infinite"),
+    "unknown head": (
+        lambda make, tmp: ["--features", make().parent, "--head", "xgboost"],
+        "unknown head",
+    ),
+    "unknown param": (
+        lambda make, tmp: ["--features", make().parent, "--set", "mlp.depth=3"],
+        "no parameter 'depth'",
+    ),
+    "head cannot fit": (
+        lambda make, tmp: [
+            "--features",
+            make().parent,
+            "--head",
+            "knn",
+            "--set",
+            "knn.n_neighbors=500",
+        ],
+        "head 'knn' failed in fold 1",
+    ),
+    "bad group-by": (
+        lambda make, tmp: ["--features", make().parent, "--group-by", "site"],
+        "--group-by",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2(make_synthetic_store, tmp_path, case):
+    args, message = BAD_INPUTS[case]
+    result = (
+        run(*args(make_synthetic_store, tmp_path), "--folds", "3")
+        if case != "too few patients"
+        else run(*args(make_synthetic_store, tmp_path))
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+NO_TF = textwrap.dedent(
+    """
+    import atexit, sys
+    heavy = {"tensorflow", "extract"}
+    atexit.register(lambda: print("TF-IMPORTED" if heavy & set(sys.modules) else "NO-TF"))
+    sys.argv = ["cxr", *sys.argv[1:]]
+    from cli import app
+    app()
+    """
+)
+
+
+@pytest.mark.parametrize("help_only", [True, False])
+def test_evaluate_never_imports_tensorflow(make_synthetic_store, help_only):
+    args = (
+        ["evaluate", "--help"]
+        if help_only
+        else ["evaluate", "--features", str(make_synthetic_store().parent), *FAST]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TF, *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("NO-TF")

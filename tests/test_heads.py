@@ -1,0 +1,80 @@
+"""The head registry: pipelines, defaults, and validation of --set / TOML hyper-parameters."""
+
+import numpy as np
+import pytest
+from sklearn.preprocessing import StandardScaler
+
+from classify.heads import HEADS, build_head, effective_params, parse_params, search_grid
+from store import CxrError
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_every_head_is_a_scaled_pipeline_with_probabilities(name):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4))
+    y = np.arange(30) % 3
+    params = {"max_iter": 50, "hidden_layer_sizes": (8,)} if name == "mlp" else {}
+    pipeline = build_head(name, params, random_state=0).fit(X, y)
+    assert isinstance(pipeline.steps[0][1], StandardScaler)
+    proba = pipeline.predict_proba(X)
+    assert proba.shape == (30, 3)
+    assert np.allclose(proba.sum(axis=1), 1)
+
+
+def test_mlp_defaults_are_the_documented_single_relu_layer():
+    params = effective_params("mlp")
+    assert len(params["hidden_layer_sizes"]) == 1
+    assert params["activation"] == "relu" and params["solver"] == "adam"
+
+
+def test_set_values_are_parsed():
+    params = parse_params(
+        [
+            "mlp.hidden_layer_sizes=512,256",
+            "mlp.alpha=1e-3",
+            "mlp.early_stopping=false",
+            "svm.gamma=scale",
+        ]
+    )
+    assert params["mlp"] == {
+        "hidden_layer_sizes": (512, 256),
+        "alpha": 1e-3,
+        "early_stopping": False,
+    }
+    assert params["svm"] == {"gamma": "scale"}
+    assert parse_params(["mlp.hidden_layer_sizes=512"])["mlp"]["hidden_layer_sizes"] == 512
+
+
+def test_toml_then_command_line(tmp_path):
+    config = tmp_path / "heads.toml"
+    config.write_text("[mlp]\nhidden_layer_sizes = [64]\nalpha = 0.01\n[knn]\nn_neighbors = 3\n")
+    params = parse_params(["mlp.alpha=0.1"], config)
+    assert params == {"mlp": {"hidden_layer_sizes": (64,), "alpha": 0.1}, "knn": {"n_neighbors": 3}}
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("tree.depth=3", "unknown head 'tree'"),
+        ("mlp.hidden=3", "has no parameter 'hidden'"),
+        ("mlp.alpha=-1", "head 'mlp'"),
+        ("knn.n_neighbors=many", "head 'knn'"),
+        ("mlp.alpha", "expected HEAD.PARAM=VALUE"),
+    ],
+)
+def test_bad_parameters_are_refused(assignment, message):
+    with pytest.raises(CxrError, match=message):
+        parse_params([assignment])
+
+
+def test_bad_toml_is_refused(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("alpha = 1\n")
+    with pytest.raises(CxrError, match="must be a table"):
+        parse_params([], config)
+
+
+def test_search_grid_uses_pipeline_names_and_skips_fixed_params():
+    assert search_grid("logreg") == {"clf__C": [0.01, 0.1, 1.0, 10.0]}
+    assert "clf__estimator__C" in search_grid("svm")
+    assert "clf__alpha" not in search_grid("mlp", {"alpha": 1e-3})

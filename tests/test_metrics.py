@@ -1,0 +1,107 @@
+"""Metrics against hand-computed confusion matrices, scikit-learn, and bootstrap invariants."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+from classify import metrics as m
+
+# rows: true class, columns: predicted class
+CM = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]])
+
+
+def test_confusion_derived_metrics_by_hand():
+    # tp = 5, 3, 4; fn = 1, 3, 0; fp = 2, 1, 1; tn = 16 - tp - fn - fp = 8, 9, 11
+    assert m.sensitivity(CM) == pytest.approx([5 / 6, 3 / 6, 4 / 4])
+    assert m.specificity(CM) == pytest.approx([8 / 10, 9 / 10, 11 / 12])
+    assert m.precision(CM) == pytest.approx([5 / 7, 3 / 4, 4 / 5])
+    assert m.f1(CM) == pytest.approx([10 / 13, 6 / 10, 8 / 9])
+    assert m.accuracy(CM) == pytest.approx(12 / 16)
+    assert m.balanced_accuracy(CM) == pytest.approx((5 / 6 + 1 / 2 + 1) / 3)
+    assert m.macro_f1(CM) == pytest.approx((10 / 13 + 6 / 10 + 8 / 9) / 3)
+
+
+def test_confusion_counts_pairs_and_weights():
+    y_true = np.repeat([0, 0, 1, 1, 1, 2], [5, 1, 2, 3, 1, 4])
+    y_pred = np.array([0] * 5 + [1] + [0] * 2 + [1] * 3 + [2] + [2] * 4)
+    assert m.confusion(y_true, y_pred, 3).tolist() == CM.tolist()
+    # integer weights act like duplicated rows
+    w = np.arange(len(y_true)) % 3
+    dup = np.repeat(np.arange(len(y_true)), w)
+    batch = m.confusion(y_true, y_pred, 3, np.stack([w, np.ones_like(w)]).astype(float))
+    assert batch[0].tolist() == m.confusion(y_true[dup], y_pred[dup], 3).tolist()
+    assert batch[1].tolist() == CM.tolist()
+
+
+def test_undefined_ratios_are_nan_and_skipped():
+    cm = np.array([[3, 0], [2, 0]])  # class 1 never predicted: its precision is undefined
+    assert np.isnan(m.precision(cm)[1])
+    assert m.f1(cm)[1] == 0.0  # but its F1 is 0 (two false negatives)
+    assert m.balanced_accuracy(cm) == pytest.approx(0.5)
+
+
+def test_metrics_vectorise_over_stacks():
+    stack = np.stack([CM, CM.T, 2 * CM])
+    assert m.accuracy(stack) == pytest.approx([float(m.accuracy(c)) for c in stack])
+    assert m.sensitivity(stack).shape == (3, 3)
+
+
+def test_auc_by_hand_and_with_ties():
+    y = np.array([0, 0, 1, 1])
+    scores = np.array([[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]])
+    # positives 0.35 and 0.8 against negatives 0.1 and 0.4: 3 of 4 pairs ordered -> 0.75
+    assert m.roc_auc_per_class(y, scores) == pytest.approx([0.75, 0.75])
+    tied = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.0, 1.0]])
+    assert m.roc_auc_per_class(y, tied)[1] == pytest.approx((0.5 + 0.5 + 1 + 1) / 4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_matches_sklearn_including_weights(seed):
+    rng = np.random.default_rng(seed)
+    y = np.r_[0, 1, 2, rng.integers(0, 3, 60)]
+    proba = np.round(rng.dirichlet(np.ones(3), len(y)), 1)  # rounding makes ties
+
+    def ovr(rows):
+        return [roc_auc_score(y[rows] == c, proba[rows, c]) for c in range(3)]
+
+    assert m.roc_auc_per_class(y, proba) == pytest.approx(ovr(np.arange(len(y))))
+    w = rng.integers(1, 4, len(y))
+    dup = np.repeat(np.arange(len(y)), w)
+    weighted = m.roc_auc_per_class(y, proba, w[None].astype(float))[0]
+    assert weighted == pytest.approx(ovr(dup))
+    exact = rng.dirichlet(np.ones(3), len(y))
+    assert m.roc_auc(y, exact) == pytest.approx(roc_auc_score(y, exact, multi_class="ovr"))
+
+
+def test_bootstrap_resamples_whole_units_and_is_seeded():
+    units = np.array(["a", "a", "b", "c", "c", "c"])
+    first = np.concatenate(list(m.bootstrap_weights(units, 50, seed=1, chunk=7)))
+    again = np.concatenate(list(m.bootstrap_weights(units, 50, seed=1, chunk=7)))
+    assert first.shape == (50, 6) and np.array_equal(first, again)
+    assert np.all(first[:, 0] == first[:, 1]) and np.all(first[:, 3] == first[:, 5])
+    assert np.all(first[:, [0, 2, 3]].sum(axis=1) == 3)  # three units drawn per replicate
+
+
+def test_summarize_against_sklearn_per_fold():
+    rng = np.random.default_rng(3)
+    n, k = 120, 3
+    y = np.arange(n) % k
+    proba = rng.dirichlet(np.ones(k), n)
+    proba[np.arange(n), y] += 0.3  # some signal
+    fold = rng.permutation(np.arange(n) % 4)
+    out = m.summarize(y, proba, fold, np.arange(n) // 2, ("a", "b", "c"), n_boot=300, seed=0)
+    pred = proba.argmax(axis=1)
+    accs = [accuracy_score(y[fold == f], pred[fold == f]) for f in range(4)]
+    assert out["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert out["metrics"]["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    f1s = [f1_score(y[fold == f], pred[fold == f], average="macro") for f in range(4)]
+    assert out["metrics"]["macro_f1"]["mean"] == pytest.approx(np.mean(f1s))
+    lo, hi = out["metrics"]["accuracy"]["ci95"]
+    assert lo < out["metrics"]["accuracy"]["pooled"] < hi
+    assert np.sum(out["confusion_matrix"]) == n
+    assert set(out["metrics"]["per_class"]["b"]) >= {
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+    }

@@ -1,0 +1,93 @@
+"""Task selection: subsets, merges, one-vs-rest, metadata filters, exclusions, validation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from classify.tasks import TaskSpec, select
+from store import CxrError, load
+
+FOUR = {"bacterial": 5, "covid": 5, "normal": 5, "viral": 5}
+
+
+def dataset_of(row):
+    return "ieee8023" if row["label"] == "covid" else "kermany"
+
+
+def test_all_labels_by_default(make_synthetic_store):
+    data = select(load(make_synthetic_store(FOUR)), TaskSpec())
+    assert data.classes == ("bacterial", "covid", "normal", "viral")
+    assert data.has_groups and len(data.y) == len(data.X) == len(data.groups)
+
+
+def test_merge_then_subset(make_synthetic_store):
+    fs = load(make_synthetic_store(FOUR))
+    spec = TaskSpec.from_options("covid,pneumonia,normal", ["pneumonia=bacterial,viral"])
+    data = select(fs, spec)
+    assert data.classes == ("covid", "normal", "pneumonia")
+    pneumonia = np.isin(fs.labels, ["bacterial", "viral"]).sum()
+    assert data.class_counts["pneumonia"] == pneumonia
+    assert len(data.y) == len(fs)
+
+
+def test_binary_puts_the_positive_class_last(make_synthetic_store):
+    fs = load(make_synthetic_store(FOUR))
+    data = select(fs, TaskSpec.from_options("covid,bacterial,normal", binary="covid"))
+    assert data.classes == ("non-covid", "covid")
+    assert data.class_counts["covid"] == np.sum(fs.labels == "covid")
+    assert data.class_counts["non-covid"] == np.isin(fs.labels, ["bacterial", "normal"]).sum()
+
+
+def test_where_filters_on_metadata(make_synthetic_store):
+    path = make_synthetic_store(FOUR, meta={"dataset": dataset_of})
+    data = select(load(path), TaskSpec.from_options(where=["dataset=kermany"]))
+    assert "covid" not in data.classes
+    with pytest.raises(CxrError, match="no column 'hospital'"):
+        select(load(path), TaskSpec.from_options(where=["hospital=x"]))
+    with pytest.raises(CxrError, match="no rows match --where dataset=nih"):
+        select(load(path), TaskSpec.from_options(where=["dataset=nih"]))
+
+
+def test_exclude_text_and_json_with_group_overrides(make_synthetic_store, tmp_path):
+    fs = load(make_synthetic_store(FOUR))
+    text = tmp_path / "exclude.txt"
+    text.write_text(f"# audit\n{fs.ids[0]}\n{fs.rows['path'][1]}\n\n")
+    assert len(select(fs, TaskSpec(exclude=text)).y) == len(fs) - 2
+    doc = tmp_path / "audit.json"
+    doc.write_text(json.dumps({"exclude": [fs.ids[0]], "groups": {fs.ids[5]: "dup-1"}}))
+    data = select(fs, TaskSpec(exclude=doc))
+    assert len(data.y) == len(fs) - 1
+    assert data.groups[list(data.ids).index(fs.ids[5])] == "dup-1"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (TaskSpec.from_options("covid,flu"), "--classes: no class 'flu'"),
+        (TaskSpec.from_options(merge=["pneumonia=bacterial,fungal"]), "--merge: no class 'fungal'"),
+        (TaskSpec.from_options(binary="flu"), "--binary: no class 'flu'"),
+        (TaskSpec.from_options("covid"), "only 1 class left"),
+    ],
+)
+def test_bad_tasks_name_the_store(make_synthetic_store, spec, message):
+    path = make_synthetic_store(FOUR)
+    with pytest.raises(CxrError, match=message) as info:
+        select(load(path), spec)
+    assert str(info.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_features_are_refused(make_synthetic_store, bad):
+    fs = load(make_synthetic_store(FOUR))
+    X = fs.X.copy()
+    X[3, 1] = bad
+    path = make_synthetic_store(FOUR, X=X, backbone="broken")
+    with pytest.raises(CxrError, match="1 row\\(s\\) have NaN or infinite features"):
+        select(load(path), TaskSpec())
+
+
+@pytest.mark.parametrize("option", ["covid,", "=a", "x=", "novalue"])
+def test_malformed_options(option):
+    with pytest.raises(CxrError):
+        TaskSpec.from_options(merge=[option] if option != "covid," else [], where=[option])

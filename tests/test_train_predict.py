@@ -1,0 +1,138 @@
+"""`cxr train` then `cxr predict`; stage 1's embed_images is replaced by a fake (no TensorFlow)."""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from store import load
+from store.schema import fingerprint
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake_extract(monkeypatch):
+    """Install a fake `extract.run.embed_images` that returns stored embeddings by file name."""
+    calls = []
+
+    def install(store_path: Path, attrs_override: dict | None = None):
+        fs = load(store_path)
+        by_name = {Path(p).name: x for p, x in zip(fs.rows["path"], fs.X, strict=True)}
+
+        def embed_images(paths, backbone, weights, resize="squash", seed=0):
+            calls.append({"paths": list(paths), "backbone": backbone, "weights": weights})
+            known = [p for p in paths if Path(p).name in by_name]
+            return types.SimpleNamespace(
+                X=np.stack([by_name[Path(p).name] for p in known]),
+                paths=[str(p) for p in known],
+                rejected=[(str(p), "cannot decode") for p in paths if Path(p).name not in by_name],
+                attrs={**fs.attrs, **(attrs_override or {})},
+            )
+
+        package = types.ModuleType("extract")
+        module = types.ModuleType("extract.run")
+        module.embed_images = embed_images
+        package.run = module
+        monkeypatch.setitem(sys.modules, "extract", package)
+        monkeypatch.setitem(sys.modules, "extract.run", module)
+        return calls
+
+    return install
+
+
+def images_like(store_path: Path, folder: Path, count: int) -> list[Path]:
+    """Empty files named like the store's first rows (the fake embedder looks them up by name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fs = load(store_path)
+    files = []
+    for p in fs.rows["path"][:count]:
+        files.append(folder / Path(p).name)
+        files[-1].write_bytes(b"")
+    return files
+
+
+def train_model(store_path: Path, out: Path, *extra: str):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--features",
+            str(store_path.parent),
+            "--head",
+            "logreg",
+            "--out",
+            str(out),
+            *extra,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_round_trip(make_synthetic_store, fake_extract, tmp_path):
+    store_path = make_synthetic_store(separation=8.0)
+    model = tmp_path / "m.joblib"
+    summary = json.loads(train_model(store_path, model, "--json").output)
+    fs = load(store_path)
+    assert summary["fingerprint"] == fingerprint(fs.attrs) and summary["n"] == len(fs)
+    calls = fake_extract(store_path)
+    folder = tmp_path / "new"
+    images = images_like(store_path, folder, 6)
+    (folder / "notes.txt").write_text("not an image")
+    result = runner.invoke(app, ["predict", str(folder), "--model", str(model), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert calls[0]["paths"] == sorted(images) and calls[0]["weights"] == ["imagenet"]
+    assert out["classes"] == ["bacterial", "covid", "normal"]
+    truth = dict(zip((Path(p).name for p in fs.rows["path"]), fs.labels, strict=True))
+    for p in out["predictions"]:
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+        assert p["predicted"] == truth[Path(p["path"]).name]  # well separated: must be right
+    table = runner.invoke(app, ["predict", str(images[0]), "--model", str(model)])
+    assert table.exit_code == 0 and "predicted" in table.output
+
+
+def test_task_options_are_saved(make_synthetic_store, tmp_path):
+    store_path = make_synthetic_store({"bacterial": 5, "covid": 5, "normal": 5, "viral": 5})
+    summary = json.loads(
+        train_model(store_path, tmp_path / "m.joblib", "--binary", "covid", "--json").output
+    )
+    assert summary["classes"] == ["non-covid", "covid"] and summary["task"]["binary"] == "covid"
+
+
+def test_other_weights_are_refused(make_synthetic_store, fake_extract, tmp_path):
+    store_path = make_synthetic_store()
+    model = tmp_path / "m.joblib"
+    train_model(store_path, model)
+    fake_extract(store_path, {"weights_sha256": "cd" * 32})
+    images = images_like(store_path, tmp_path / "new", 2)
+    result = runner.invoke(app, ["predict", *map(str, images), "--model", str(model)])
+    assert result.exit_code == 2
+    assert str(model) in result.stderr and "ab" * 32 in result.stderr and "cd" * 32 in result.stderr
+
+
+def test_a_file_that_is_not_a_model(tmp_path, fake_extract, make_synthetic_store):
+    fake_extract(make_synthetic_store())
+    junk = tmp_path / "junk.joblib"
+    junk.write_bytes(b"definitely not a pickle")
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    for model in (junk, tmp_path / "missing.joblib"):
+        result = runner.invoke(app, ["predict", str(image), "--model", str(model)])
+        assert result.exit_code == 2 and str(model) in result.stderr
+        assert "Traceback" not in result.output
+
+
+def test_train_needs_a_backbone_when_several_stores(make_synthetic_store, tmp_path):
+    make_synthetic_store(backbone="a")
+    store_path = make_synthetic_store(backbone="b")
+    result = runner.invoke(
+        app, ["train", "--features", str(store_path.parent), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 2 and "--backbone" in result.stderr
