@@ -164,7 +164,8 @@ BINARY = typer.Option(
 WHERE = typer.Option(
     [],
     "--where",
-    help="Keep rows whose column (e.g. dataset, view) is one of COLUMN=v1,v2 (repeatable).",
+    help="Keep rows whose COLUMN (e.g. dataset, view) is one of COLUMN=v1,v2; 'a=x | b=y' keeps "
+    "rows matching either; repeat to require all.",
 )
 EXCLUDE = typer.Option(
     None,

@@ -91,7 +91,7 @@ def evaluate(
 def task_name(classes: Sequence[str], spec: TaskSpec) -> str:
     """Short human name, e.g. ``covid vs non-covid`` or ``bacterial / covid / normal``."""
     name = " vs ".join(reversed(classes)) if spec.binary else " / ".join(classes)
-    where = "; ".join(f"{k}={','.join(v)}" for k, v in spec.where.items())
+    where = "; ".join(map(str, spec.where))
     return f"{name} ({where})" if where else name
 
 

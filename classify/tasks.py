@@ -19,13 +19,37 @@ from store import CxrError, FeatureSet
 
 
 @dataclass(frozen=True)
+class Condition:
+    """One ``--where``: a row passes if ANY alternative ``column=v1,v2`` matches it.
+
+    ``label=covid | dataset=kermany`` keeps every COVID-19 image and the Kermany images of the
+    other classes (the paper's composition). Several ``--where`` options must all pass.
+    """
+
+    alternatives: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        return cls(tuple(_assignment(part, "--where") for part in text.split("|")))
+
+    def mask(self, fs: FeatureSet) -> np.ndarray:
+        keep = np.zeros(len(fs), dtype=bool)
+        for column, values in self.alternatives:
+            keep |= np.isin(fs.column(column), list(values))
+        return keep
+
+    def __str__(self) -> str:
+        return " | ".join(f"{column}={','.join(values)}" for column, values in self.alternatives)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What to classify; every field is optional and empty means "all stored labels"."""
 
     classes: tuple[str, ...] = ()
     merge: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     binary: str | None = None
-    where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    where: tuple[Condition, ...] = ()
     exclude: Path | None = None
 
     @classmethod
@@ -37,12 +61,12 @@ class TaskSpec:
         where: list[str] | None = None,
         exclude: Path | None = None,
     ) -> TaskSpec:
-        """Parse the CLI syntax: ``a,b,c``, ``new=a,b`` (repeatable), ``column=v1,v2``."""
+        """Parse the CLI syntax: ``a,b,c``, ``new=a,b`` (repeatable), ``col=v1,v2 | col2=v3``."""
         return cls(
             classes=_names(classes or "", "--classes"),
             merge=dict(_assignment(m, "--merge") for m in merge or ()),
             binary=binary or None,
-            where=dict(_assignment(w, "--where") for w in where or ()),
+            where=tuple(Condition.parse(w) for w in where or ()),
             exclude=exclude,
         )
 
@@ -51,7 +75,7 @@ class TaskSpec:
             "classes": list(self.classes),
             "merge": {k: list(v) for k, v in self.merge.items()},
             "binary": self.binary,
-            "where": {k: list(v) for k, v in self.where.items()},
+            "where": [str(condition) for condition in self.where],
             "exclude": str(self.exclude) if self.exclude else None,
         }
 
@@ -136,9 +160,9 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
     """Apply the task to one store and validate the result (CxrError naming the store)."""
     name = str(fs.path)
     if spec.where:
-        fs = fs.where(spec.where)
+        fs = fs.take(np.flatnonzero(np.logical_and.reduce([c.mask(fs) for c in spec.where])))
         if not len(fs):
-            shown = "; ".join(f"{k}={','.join(v)}" for k, v in spec.where.items())
+            shown = "; ".join(map(str, spec.where))
             raise CxrError(f"{name}: no rows match --where {shown}")
     groups = np.asarray(fs.patient_ids, dtype=object).copy()
     if spec.exclude is not None:

@@ -150,7 +150,7 @@ BAD_INPUTS = {
             "--set",
             "knn.n_neighbors=500",
         ],
-        "head 'knn' failed in fold 1",
+        "head 'knn' failed in fold",
     ),
     "bad group-by": (
         lambda make, tmp: ["--features", make().parent, "--group-by", "site"],

@@ -91,3 +91,19 @@ def test_non_finite_features_are_refused(make_synthetic_store, bad):
 def test_malformed_options(option):
     with pytest.raises(CxrError):
         TaskSpec.from_options(merge=[option] if option != "covid," else [], where=[option])
+
+
+def test_where_alternatives_keep_either_match(make_synthetic_store):
+    """The paper's composition: every COVID-19 image, but controls from one source only."""
+    path = make_synthetic_store(
+        {"covid": 6, "normal": 6},
+        meta={"dataset": lambda r: "kermany" if r["path"][-5] in "02468" else "ieee8023"},
+    )
+    fs = load(path)
+    spec = TaskSpec.from_options(where=["label=covid | dataset=kermany"])
+    data = select(fs, spec)
+    dataset = fs.column("dataset")
+    expected = (fs.labels == "covid") | (dataset == "kermany")
+    assert 0 < expected.sum() < len(fs)
+    assert sorted(data.ids) == sorted(fs.ids[expected])
+    assert spec.to_dict()["where"] == ["label=covid | dataset=kermany"]
