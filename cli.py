@@ -146,6 +146,34 @@ def info(
             )
 
 
+@app.command()
+def reproduce(
+    data: Path = typer.Argument(
+        Path("../shared/data/cxr"), help="The chest X-ray set (with manifest.csv)."
+    ),
+    weights: list[str] = typer.Option(
+        [], "--weights", help="As for `cxr features`: NAME=PATH for each offline weight file."
+    ),
+    features_dir: Path = typer.Option(
+        Path("features"), "--features", help="Folder for the stores."
+    ),
+    json_path: Path = typer.Option(Path("docs/results.json"), "--json", help="The study's JSON."),
+    doc_path: Path = typer.Option(Path("docs/results.md"), "--doc", help="The generated document."),
+    jobs: int = typer.Option(-1, "--jobs", help="Parallel folds (joblib); -1: all cores."),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Reproduce the paper (protocol A) and the honest protocol B, end to end from the images."""
+    from reproduce.run import reproduce as run_reproduce
+
+    try:
+        run_reproduce(
+            data=data, weights=weights, features_dir=features_dir, json_path=json_path,
+            doc_path=doc_path, jobs=jobs, seed=seed, console=console,
+        )  # fmt: skip
+    except CxrError as exc:
+        raise fail(exc) from None
+
+
 # ---- stage 2 commands (evaluate, train, predict) below this line ----
 # classify/ is imported inside each command: `cxr --help` and stage 1 never pay for scikit-learn.
 
@@ -180,6 +208,12 @@ HEAD_PARAMS = typer.Option(
 CONFIG = typer.Option(
     None, "--config", help="TOML file of hyper-parameters: one table per head, named like the head."
 )
+TARGET = typer.Option(
+    "label",
+    "--target",
+    help="Column to predict: label (default), or any metadata column, e.g. dataset to probe "
+    "how well the embeddings recognise the source.",
+)
 SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
 
 
@@ -197,6 +231,7 @@ def evaluate(
     binary: str | None = BINARY,
     where: list[str] = WHERE,
     exclude: Path | None = EXCLUDE,
+    target: str = TARGET,
     folds: int = typer.Option(10, "--folds", help="K of stratified K-fold (the paper: 10)."),
     repeats: int = typer.Option(1, "--repeats", help="Repeat K-fold with reshuffled folds."),
     seed: int = SEED,
@@ -232,7 +267,7 @@ def evaluate(
             features_dir,
             backbone,
             head,
-            TaskSpec.from_options(classes, merge, binary, where, exclude),
+            TaskSpec.from_options(classes, merge, binary, where, exclude, target),
             parse_params(head_params, config),
             group_by=group_by,
             folds=folds,
@@ -263,6 +298,7 @@ def train(
     binary: str | None = BINARY,
     where: list[str] = WHERE,
     exclude: Path | None = EXCLUDE,
+    target: str = TARGET,
     head_params: list[str] = HEAD_PARAMS,
     config: Path | None = CONFIG,
     seed: int = SEED,
@@ -282,7 +318,7 @@ def train(
             features_dir,
             backbone,
             head,
-            TaskSpec.from_options(classes, merge, binary, where, exclude),
+            TaskSpec.from_options(classes, merge, binary, where, exclude, target),
             parse_params(head_params, config),
             seed=seed,
             out=out,

@@ -51,6 +51,7 @@ class TaskSpec:
     binary: str | None = None
     where: tuple[Condition, ...] = ()
     exclude: Path | None = None
+    target: str = "label"  # any stored column; e.g. "dataset" probes for source shortcuts
 
     @classmethod
     def from_options(
@@ -60,6 +61,7 @@ class TaskSpec:
         binary: str | None = None,
         where: list[str] | None = None,
         exclude: Path | None = None,
+        target: str = "label",
     ) -> TaskSpec:
         """Parse the CLI syntax: ``a,b,c``, ``new=a,b`` (repeatable), ``col=v1,v2 | col2=v3``."""
         return cls(
@@ -68,6 +70,7 @@ class TaskSpec:
             binary=binary or None,
             where=tuple(Condition.parse(w) for w in where or ()),
             exclude=exclude,
+            target=target,
         )
 
     def to_dict(self) -> dict:
@@ -77,6 +80,7 @@ class TaskSpec:
             "binary": self.binary,
             "where": [str(condition) for condition in self.where],
             "exclude": str(self.exclude) if self.exclude else None,
+            "target": self.target,
         }
 
 
@@ -171,7 +175,7 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
             groups[i] = overrides.get(row_id, groups[i])
         keep = ~(np.isin(fs.ids, list(excluded)) | np.isin(fs.rows["path"], list(excluded)))
         fs, groups = fs.take(np.flatnonzero(keep)), groups[keep]
-    labels = np.asarray(fs.labels, dtype=object).copy()
+    labels = np.asarray(fs.column(spec.target), dtype=object).copy()
     stored = sorted(set(labels.tolist()))
     _check_known(name, "--merge", [n for names in spec.merge.values() for n in names], stored)
     for new, olds in spec.merge.items():

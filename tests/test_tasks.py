@@ -107,3 +107,13 @@ def test_where_alternatives_keep_either_match(make_synthetic_store):
     assert 0 < expected.sum() < len(fs)
     assert sorted(data.ids) == sorted(fs.ids[expected])
     assert spec.to_dict()["where"] == ["label=covid | dataset=kermany"]
+
+
+def test_target_predicts_any_column(make_synthetic_store):
+    path = make_synthetic_store(FOUR, meta={"dataset": dataset_of})
+    fs = load(path)
+    data = select(fs, TaskSpec.from_options(target="dataset"))
+    assert data.classes == tuple(sorted(set(fs.column("dataset"))))
+    assert [data.classes[i] for i in data.y] == list(fs.column("dataset"))
+    with pytest.raises(CxrError, match="no column 'hospital'"):
+        select(fs, TaskSpec.from_options(target="hospital"))

@@ -1,0 +1,291 @@
+"""`cxr reproduce`: images -> stores -> protocol A and B -> one JSON -> docs/results.md.
+
+Everything in the document comes from the JSON this writes; nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from classify.evaluate import evaluate
+from classify.heads import build_head
+from classify.provenance import jsonable, library_versions
+from classify.tasks import Condition, TaskSpec, select
+from reproduce.protocols import (
+    ADULT_SOURCES,
+    FOLDS,
+    HEAD,
+    PAPER_BACKBONES,
+    POSITIVE,
+    PROTOCOLS,
+    PUBLISHED,
+    SMALL_BACKBONES,
+    TASKS,
+    WEIGHT_NOTES,
+)
+from reproduce.render import render
+from store import CxrError, load
+from store.schema import store_path
+
+PROBE_HEAD = "logreg"
+PROBE_FOLDS = 5
+
+
+def reproduce(
+    *,
+    data: Path,
+    weights: list[str],
+    features_dir: Path,
+    json_path: Path,
+    doc_path: Path,
+    jobs: int = -1,
+    seed: int = 0,
+    n_boot: int = 1000,
+    console: Console | None = None,
+) -> dict:
+    """Run the whole study; return the report written to ``json_path`` and ``doc_path``."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    extraction = extract_available(data, weights, features_dir, console)
+    extracted = time.perf_counter()
+    report = run_study(
+        features_dir, extraction, json_path.parent, jobs=jobs, seed=seed, n_boot=n_boot,
+        console=console,
+    )  # fmt: skip
+    report["seconds"]["extraction"] = round(extracted - started, 1)
+    report["seconds"]["total"] = round(time.perf_counter() - started, 1)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    doc_path.parent.mkdir(parents=True, exist_ok=True)
+    doc_path.write_text(render(report))
+    console.print(f"Wrote {json_path} and {doc_path}")
+    return report
+
+
+def run_study(
+    features_dir: Path,
+    extraction: dict,
+    out_dir: Path,
+    *,
+    jobs: int = -1,
+    seed: int = 0,
+    n_boot: int = 1000,
+    console: Console | None = None,
+) -> dict:
+    """Protocols A and B and the shortcut checks on the stores listed as available."""
+    console = console or Console(stderr=True)
+    available = [b for b, status in extraction.items() if status["status"] == "ok"]
+    if not available:
+        raise CxrError("no backbone has weights available; see the reasons above")
+    exclusions = write_duplicate_exclusions(store_path(features_dir, available[0]), out_dir)
+    evaluation_started = time.perf_counter()
+    rows, checks = [], {}
+    for backbone in available:
+        console.print(f"[bold]{backbone}[/]: protocols A and B, shortcut checks")
+        for protocol in PROTOCOLS:
+            for task_key, spec in TASKS.items():
+                task = replace(
+                    spec, exclude=exclusions["path"] if protocol.drop_duplicates else None
+                )
+                report = evaluate(
+                    features_dir, [backbone], [HEAD], task, group_by=protocol.group_by,
+                    folds=FOLDS, seed=seed, jobs=jobs, n_boot=n_boot,
+                )  # fmt: skip
+                rows.append(_row(backbone, protocol.key, task_key, report["results"][0]))
+        checks[backbone] = {
+            "probes": source_probes(features_dir, backbone, seed, jobs, n_boot),
+            "cross_source": cross_source(features_dir, backbone, exclusions["path"], seed),
+        }
+    fs = load(store_path(features_dir, available[0]))
+    return jsonable(
+        {
+            "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": "make reproduce",
+            "data": _data_counts(fs),
+            "head": HEAD,
+            "folds": FOLDS,
+            "seed": seed,
+            "bootstrap": n_boot,
+            "published": PUBLISHED,
+            "backbones": extraction,
+            "duplicates": {k: v for k, v in exclusions.items() if k != "path"},
+            "results": rows,
+            "checks": checks,
+            "machine": _machine(),
+            "versions": library_versions(),
+            "seconds": {"evaluation": round(time.perf_counter() - evaluation_started, 1)},
+        }
+    )
+
+
+def extract_available(data: Path, weights: list[str], out: Path, console: Console) -> dict:
+    """Build stores for every backbone whose weights can be had; say why for the others."""
+    from extract.registry import get_spec
+    from extract.run import extract_features
+    from extract.weights import parse_weights, resolve
+
+    names = [*PAPER_BACKBONES, *SMALL_BACKBONES]
+    choices = parse_weights(
+        [w for w in weights if w.partition("=")[0] in names or "=" not in w], names, 0
+    )
+    status, ready = {}, []
+    for name in names:
+        try:
+            resolved = resolve(get_spec(name), choices[name])
+        except CxrError as exc:
+            status[name] = {"status": "unavailable", "reason": str(exc)}
+            console.print(f"[yellow]{name}: weights not available ({exc})[/]", highlight=False)
+            continue
+        ready.append(name)
+        status[name] = {"status": "ok", **resolved.attrs()}
+        status[name]["note"] = WEIGHT_NOTES.get(resolved.sha256, "")
+    if ready:
+        started = time.perf_counter()
+        ready_weights = [w for w in weights if w.partition("=")[0] in ready or "=" not in w]
+        summaries = extract_features(
+            data=data, manifest=None, backbones=ready, weights=ready_weights, out=out,
+            console=console,
+        )  # fmt: skip
+        for s in summaries:
+            status[s.backbone].update(
+                rows=s.stored, new=s.new, rejected=s.rejected, dim=s.dim,
+                seconds=round(time.perf_counter() - started, 1),
+            )  # fmt: skip
+    return status
+
+
+def write_duplicate_exclusions(store_file: Path, out_dir: Path) -> dict:
+    """Byte-identical copies (same sha256): keep the first row, exclude the other paths.
+
+    A picture stored under two labels is a conflict: every copy is excluded.
+    """
+    fs = load(store_file)
+    copies: dict[str, list[int]] = {}
+    for i, row_id in enumerate(fs.ids):
+        copies.setdefault(row_id, []).append(i)
+    exclude, conflicts = [], 0
+    for rows in (r for r in copies.values() if len(r) > 1):
+        if len({fs.labels[i] for i in rows}) > 1:
+            conflicts += 1
+            exclude += [fs.rows["path"][i] for i in rows]
+        else:
+            exclude += [fs.rows["path"][i] for i in rows[1:]]
+    path = out_dir / "duplicates-exclude.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"exclude": sorted(exclude), "groups": {}}, indent=2) + "\n")
+    return {
+        "path": path,
+        "method": "exact content hash (sha256 of the file bytes)",
+        "clusters": sum(len(r) > 1 for r in copies.values()),
+        "excluded": len(exclude),
+        "label_conflicts": conflicts,
+    }
+
+
+def source_probes(features_dir: Path, backbone: str, seed: int, jobs: int, n_boot: int) -> list:
+    """How well a linear probe on the same embeddings names the source data set, vs chance."""
+    probes = [
+        ("all images", TaskSpec(target="dataset")),
+        (
+            "non-COVID images only",
+            TaskSpec(target="dataset", where=(Condition.parse("label=bacterial,viral,normal"),)),
+        ),
+    ]
+    out = []
+    for name, task in probes:
+        report = evaluate(
+            features_dir, [backbone], [PROBE_HEAD], task, group_by="patient",
+            folds=PROBE_FOLDS, seed=seed, jobs=jobs, n_boot=n_boot,
+        )  # fmt: skip
+        result = report["results"][0]
+        counts = result["class_counts"]
+        out.append(
+            {
+                "probe": name,
+                "classes": counts,
+                "head": PROBE_HEAD,
+                "folds": PROBE_FOLDS,
+                "accuracy": result["metrics"]["accuracy"],
+                "balanced_accuracy": result["metrics"]["balanced_accuracy"],
+                "chance_accuracy": max(counts.values()) / sum(counts.values()),
+                "chance_balanced_accuracy": 1 / len(counts),
+            }
+        )
+    return out
+
+
+def cross_source(features_dir: Path, backbone: str, exclusions: Path, seed: int) -> list:
+    """Train on the paper's composition, then ask about adult non-COVID films it never saw."""
+    fs = load(store_path(features_dir, backbone))
+    unseen = np.flatnonzero(
+        (fs.labels != POSITIVE) & np.isin(fs.column("dataset"), list(ADULT_SOURCES))
+    )
+    out = []
+    for task_key in ("dataset 1, covid vs rest", "dataset 2, 3-class"):
+        data = select(fs, replace(TASKS[task_key], exclude=exclusions))
+        model = build_head(HEAD, random_state=seed).fit(data.X, data.y)
+        called = np.asarray(data.classes)[model.predict(fs.X[unseen])] == POSITIVE
+        by_label = Counter(fs.labels[unseen].tolist())
+        out.append(
+            {
+                "trained_on": task_key,
+                "n_train": len(data.y),
+                "n_unseen": len(unseen),
+                "unseen_labels": dict(sorted(by_label.items())),
+                "called_covid": int(called.sum()),
+                "called_covid_by_label": {
+                    label: int(called[fs.labels[unseen] == label].sum()) for label in by_label
+                },
+            }
+        )
+    return out
+
+
+def _row(backbone: str, protocol: str, task: str, result: dict) -> dict:
+    covid = result["metrics"]["per_class"][POSITIVE]
+    return {
+        "backbone": backbone,
+        "protocol": protocol,
+        "task": task,
+        "cv": result["cv"],
+        "n": result["n"],
+        "class_counts": result["class_counts"],
+        "accuracy": result["metrics"]["accuracy"],
+        "balanced_accuracy": result["metrics"]["balanced_accuracy"],
+        "sensitivity": covid["sensitivity"],
+        "specificity": covid["specificity"],
+        "confusion_matrix": result["confusion_matrix"],
+        "classes": result["classes"],
+    }
+
+
+def _data_counts(fs) -> dict:
+    pairs = Counter(zip(fs.labels.tolist(), fs.column("dataset").tolist(), strict=True))
+    table: dict[str, dict[str, int]] = {}
+    for (label, dataset), n in sorted(pairs.items()):
+        table.setdefault(label, {})[dataset] = n
+    return {
+        "root": fs.attrs.get("data_root", ""),
+        "images": len(fs),
+        "patients": len(set(fs.patient_ids.tolist())),
+        "by_label_and_dataset": table,
+    }
+
+
+def _machine() -> dict:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+    }
