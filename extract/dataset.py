@@ -85,7 +85,8 @@ def _from_folders(data: Path) -> list[Entry]:
             d for d in data.iterdir() if d.is_dir() and not d.name.startswith(".")
         )
         for file in sorted(class_dir.rglob("*"))
-        if file.is_file() and not any(p.startswith(".") for p in file.relative_to(data).parts)
+        if (file.is_file() or file.is_symlink())
+        and not any(p.startswith(".") for p in file.relative_to(data).parts)
     ]
     if not entries:
         raise CxrError(

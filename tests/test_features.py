@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import store
 from cli import app
+from extract import images
 from extract.run import embed_images, extract_features
 from store.schema import parts_dir, store_path
 from tests.conftest import (
@@ -113,15 +114,21 @@ def test_other_weights_are_refused(class_folders, tmp_path):
         run(class_folders, out, weights=["random"], seed=1, resize="pad")
 
 
-def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path):
+def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, monkeypatch):
+    from tests.test_images import GRAY, _dicom
+
     bad = {
         "covid/empty.png": b"",
         "covid/notes.txt": b"not an image at all\n",
         "normal/truncated.png": (class_folders / "normal" / "img000.png").read_bytes()[:200],
+        "covid/nopixels.dcm": _dicom(GRAY.astype(np.uint16), with_pixels=False),
     }
     for rel, data in bad.items():
         (class_folders / rel).write_bytes(data)
     save_png(class_folders / "normal" / "tiny.png", seed=7, size=(10, 10))
+    save_png(class_folders / "normal" / "huge.png", seed=8, size=(300, 300))
+    monkeypatch.setattr(images, "MAX_PIXELS", 200 * 200)  # a bomb, scaled down for the test
+    (class_folders / "covid" / "broken.png").symlink_to(tmp_path / "nowhere.png")
     out = tmp_path / "features"
     result = runner.invoke(
         app,
@@ -138,7 +145,7 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    for rel in [*bad, "normal/tiny.png"]:
+    for rel in [*bad, "normal/tiny.png", "normal/huge.png", "covid/broken.png"]:
         assert f"rejected {rel}:" in result.output
     fs = store.load(out, BACKBONE)
     assert len(fs) == 8
@@ -147,6 +154,9 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path):
     assert "not an image" in reasons["covid/notes.txt"]
     assert "cannot decode" in reasons["normal/truncated.png"]
     assert "too small" in reasons["normal/tiny.png"]
+    assert "decompression bomb" in reasons["normal/huge.png"]
+    assert reasons["covid/nopixels.dcm"] == "DICOM has no pixel data"
+    assert reasons["covid/broken.png"] == "file not found"
     strict = runner.invoke(
         app,
         [
