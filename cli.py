@@ -167,9 +167,15 @@ def reproduce(
 
     try:
         run_reproduce(
-            data=data, weights=weights, features_dir=features_dir, json_path=json_path,
-            doc_path=doc_path, jobs=jobs, seed=seed, console=console,
-        )  # fmt: skip
+            data=data,
+            weights=weights,
+            features_dir=features_dir,
+            json_path=json_path,
+            doc_path=doc_path,
+            jobs=jobs,
+            seed=seed,
+            console=console,
+        )
     except CxrError as exc:
         raise fail(exc) from None
 
@@ -359,3 +365,48 @@ def predict(
 
 
 # ---- audit command below this line ----
+
+
+@app.command()
+def audit(
+    features_dir: Path = typer.Option(Path("features"), "--features", help="Folder holding the stores."),
+    backbone: str | None = typer.Option(
+        None, "-b", "--backbone", help="Store to audit (needed if several)."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Image folder the stored paths are relative to. Default: the store's data_root."
+    ),
+    hash_threshold: int = typer.Option(
+        36, "--hash-threshold", help="Near-duplicate if the 255-bit pHash differs in <= N bits."
+    ),
+    cosine_threshold: float = typer.Option(
+        0.96, "--cosine-threshold", help="Near-duplicate if the embeddings' cosine is >= X."
+    ),
+    probe: list[str] = typer.Option(
+        [], "--probe", help="Column to predict from the embeddings (repeatable). Default: source, dataset."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    exclude_out: Path | None = typer.Option(
+        None, "--exclude-out", help="Write the .json exclusion/merge file for `cxr evaluate --exclude`."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the probe's folds."),
+) -> None:
+    """Find exact and near-duplicate images, label/patient conflicts and source confounds."""
+    from audit.exclusions import write as write_exclusions
+    from audit.report import render, write_json
+    from audit.run import audit as run_audit
+
+    try:
+        result = run_audit(
+            features_dir, backbone, data=data, hash_threshold=hash_threshold,
+            cosine_threshold=cosine_threshold, probes=probe, seed=seed,
+        )
+        render(result, console)
+        if json_out is not None:
+            write_json(result, json_out)
+            console.print(f"Wrote {json_out}", highlight=False)
+        if exclude_out is not None:
+            write_exclusions(result["exclusions"], exclude_out)
+            console.print(f"Wrote {exclude_out} (use: cxr evaluate --exclude {exclude_out})", highlight=False)
+    except CxrError as exc:
+        raise fail(exc) from None

@@ -58,9 +58,14 @@ def reproduce(
     extraction = extract_available(data, weights, features_dir, console)
     extracted = time.perf_counter()
     report = run_study(
-        features_dir, extraction, json_path.parent, jobs=jobs, seed=seed, n_boot=n_boot,
+        features_dir,
+        extraction,
+        json_path.parent,
+        jobs=jobs,
+        seed=seed,
+        n_boot=n_boot,
         console=console,
-    )  # fmt: skip
+    )
     report["seconds"]["extraction"] = round(extracted - started, 1)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,9 +102,16 @@ def run_study(
                     spec, exclude=exclusions["path"] if protocol.drop_duplicates else None
                 )
                 report = evaluate(
-                    features_dir, [backbone], [HEAD], task, group_by=protocol.group_by,
-                    folds=FOLDS, seed=seed, jobs=jobs, n_boot=n_boot,
-                )  # fmt: skip
+                    features_dir,
+                    [backbone],
+                    [HEAD],
+                    task,
+                    group_by=protocol.group_by,
+                    folds=FOLDS,
+                    seed=seed,
+                    jobs=jobs,
+                    n_boot=n_boot,
+                )
                 rows.append(_row(backbone, protocol.key, task_key, report["results"][0]))
         checks[backbone] = {
             "probes": source_probes(features_dir, backbone, seed, jobs, n_boot),
@@ -152,14 +164,21 @@ def extract_available(data: Path, weights: list[str], out: Path, console: Consol
         started = time.perf_counter()
         ready_weights = [w for w in weights if w.partition("=")[0] in ready or "=" not in w]
         summaries = extract_features(
-            data=data, manifest=None, backbones=ready, weights=ready_weights, out=out,
+            data=data,
+            manifest=None,
+            backbones=ready,
+            weights=ready_weights,
+            out=out,
             console=console,
-        )  # fmt: skip
+        )
         for s in summaries:
             status[s.backbone].update(
-                rows=s.stored, new=s.new, rejected=s.rejected, dim=s.dim,
+                rows=s.stored,
+                new=s.new,
+                rejected=s.rejected,
+                dim=s.dim,
                 seconds=round(time.perf_counter() - started, 1),
-            )  # fmt: skip
+            )
     return status
 
 
@@ -203,9 +222,16 @@ def source_probes(features_dir: Path, backbone: str, seed: int, jobs: int, n_boo
     out = []
     for name, task in probes:
         report = evaluate(
-            features_dir, [backbone], [PROBE_HEAD], task, group_by="patient",
-            folds=PROBE_FOLDS, seed=seed, jobs=jobs, n_boot=n_boot,
-        )  # fmt: skip
+            features_dir,
+            [backbone],
+            [PROBE_HEAD],
+            task,
+            group_by="patient",
+            folds=PROBE_FOLDS,
+            seed=seed,
+            jobs=jobs,
+            n_boot=n_boot,
+        )
         result = report["results"][0]
         counts = result["class_counts"]
         out.append(

@@ -27,10 +27,16 @@ def study(make_synthetic_store, tmp_path):
     counts = {"covid": 25, "bacterial": 25, "viral": 25, "normal": 25}
     path = make_synthetic_store(counts, meta={"dataset": dataset_of})
     extraction = {
-        "mobilenet_v2": {"status": "ok", "weights": "file", "weights_file": "w.h5",
-                         "weights_sha256": "ab" * 32, "weights_seed": -1, "note": "synthetic"},
+        "mobilenet_v2": {
+            "status": "ok",
+            "weights": "file",
+            "weights_file": "w.h5",
+            "weights_sha256": "ab" * 32,
+            "weights_seed": -1,
+            "note": "synthetic",
+        },
         "vgg19": {"status": "unavailable", "reason": "offline"},
-    }  # fmt: skip
+    }
     report = run_study(path.parent, extraction, tmp_path / "docs", jobs=1, n_boot=50)
     report["generated"] = "today"
     report["command"] = "pytest"
@@ -93,10 +99,20 @@ def test_exact_duplicates_keep_one_copy_and_drop_label_conflicts(tmp_path):
         {"id": "c", "path": "normal/c.png", "label": "normal"},
     ]
     path = tmp_path / "s.h5"
-    attrs = {"backbone": "x", "dim": 2, "input_size": 224, "resize": "squash", "weights": "random",
-             "weights_file": "", "weights_sha256": "", "weights_seed": 0}  # fmt: skip
-    write_atomic(path, StoreContent(attrs, Table.from_records(records, ROW_COLUMNS),
-                                    Table({}), np.zeros((5, 2))))  # fmt: skip
+    attrs = {
+        "backbone": "x",
+        "dim": 2,
+        "input_size": 224,
+        "resize": "squash",
+        "weights": "random",
+        "weights_file": "",
+        "weights_sha256": "",
+        "weights_seed": 0,
+    }
+    write_atomic(
+        path,
+        StoreContent(attrs, Table.from_records(records, ROW_COLUMNS), Table({}), np.zeros((5, 2))),
+    )
     info = write_duplicate_exclusions(path, tmp_path)
     excluded = json.loads(info["path"].read_text())["exclude"]
     assert excluded == ["covid/a2.png", "covid/b.png", "viral/b.png"]
