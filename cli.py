@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from audit.duplicates import COSINE_THRESHOLD, HASH_THRESHOLD  # numpy only: cheap at start-up
 from store import CxrError, describe, find_stores
 
 app = typer.Typer(
@@ -369,25 +370,37 @@ def predict(
 
 @app.command()
 def audit(
-    features_dir: Path = typer.Option(Path("features"), "--features", help="Folder holding the stores."),
+    features_dir: Path = FEATURES_DIR,
     backbone: str | None = typer.Option(
         None, "-b", "--backbone", help="Store to audit (needed if several)."
     ),
     data: Path | None = typer.Option(
-        None, "--data", help="Image folder the stored paths are relative to. Default: the store's data_root."
+        None,
+        "--data",
+        help="Image folder the stored paths are relative to. Default: the store's data_root.",
     ),
     hash_threshold: int = typer.Option(
-        36, "--hash-threshold", help="Near-duplicate if the 255-bit pHash differs in <= N bits."
+        HASH_THRESHOLD,
+        "--hash-threshold",
+        help="Near-duplicate if the 255-bit pHash differs in <= N bits.",
     ),
     cosine_threshold: float = typer.Option(
-        0.96, "--cosine-threshold", help="Near-duplicate if the embeddings' cosine is >= X."
+        COSINE_THRESHOLD,
+        "--cosine-threshold",
+        help="Near-duplicate if the embeddings' cosine is >= X.",
     ),
     probe: list[str] = typer.Option(
-        [], "--probe", help="Column to predict from the embeddings (repeatable). Default: source, dataset."
+        [],
+        "--probe",
+        help="Column to predict from the embeddings (repeatable). Default: source, dataset.",
     ),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write the full report as JSON here."
+    ),
     exclude_out: Path | None = typer.Option(
-        None, "--exclude-out", help="Write the .json exclusion/merge file for `cxr evaluate --exclude`."
+        None,
+        "--exclude-out",
+        help="Write the .json exclusion/merge file for `cxr evaluate --exclude`.",
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the probe's folds."),
 ) -> None:
@@ -398,8 +411,13 @@ def audit(
 
     try:
         result = run_audit(
-            features_dir, backbone, data=data, hash_threshold=hash_threshold,
-            cosine_threshold=cosine_threshold, probes=probe, seed=seed,
+            features_dir,
+            backbone,
+            data=data,
+            hash_threshold=hash_threshold,
+            cosine_threshold=cosine_threshold,
+            probes=probe,
+            seed=seed,
         )
         render(result, console)
         if json_out is not None:
@@ -407,6 +425,6 @@ def audit(
             console.print(f"Wrote {json_out}", highlight=False)
         if exclude_out is not None:
             write_exclusions(result["exclusions"], exclude_out)
-            console.print(f"Wrote {exclude_out} (use: cxr evaluate --exclude {exclude_out})", highlight=False)
+            console.print(f"Wrote {exclude_out} (for cxr evaluate --exclude)", highlight=False)
     except CxrError as exc:
         raise fail(exc) from None

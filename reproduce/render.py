@@ -15,6 +15,11 @@ def pct(stat: dict | None) -> str:
     return f"{100 * stat['pooled']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def share(result: dict, key: str) -> str:
+    """A probe's rate in percent, or why it was skipped."""
+    return f"{100 * result[key]:.1f}" if key in result else f"n/a ({result.get('skipped', '')})"
+
+
 def _results_table(report: dict, protocol: str) -> list[str]:
     lines = [
         "| backbone | task | n | accuracy | COVID-19 sensitivity | COVID-19 specificity |",
@@ -80,6 +85,7 @@ def render(report: dict) -> str:
     for label, per in report["data"]["by_label_and_dataset"].items():
         out.append(f"| {label} | " + " | ".join(str(per.get(d, 0)) for d in datasets) + " |")
     dup = report["duplicates"]
+    copies = "; ".join(" = ".join(f"`{p}`" for p in members) for members in dup["members"])
     out += [
         "",
         "The paper's composition, used by both protocols: every COVID-19 image, and bacterial, "
@@ -88,8 +94,10 @@ def render(report: dict) -> str:
         "dataset 2 merges bacterial and viral into pneumonia. Each is scored as a 3-class task "
         "and as COVID-19 vs the rest.",
         "",
-        f"Duplicates ({dup['method']}): {dup['clusters']} clusters, {dup['excluded']} images "
-        f"excluded in protocol B, {dup['label_conflicts']} pictures stored under two labels.",
+        f"Duplicates ({dup['method']}): {dup['clusters']} clusters of {dup['rows_in_clusters']} "
+        f"images, {dup['label_conflicts']} under two labels, {dup['patient_conflicts']} under "
+        f"two patient ids; protocol B excludes {dup['excluded']} image(s) (every copy but one) "
+        f"and keeps the rest of each cluster in one patient group. {copies}",
         "",
         "## Weights",
         "",
@@ -136,7 +144,11 @@ def render(report: dict) -> str:
         f"{seconds['extraction']} s, evaluation {seconds['evaluation']} s, "
         f"total {seconds['total']} s.",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        "Versions (extraction): "
+        + ", ".join(f"{k} {v}" for k, v in report["extraction_versions"].items())
+        + ". Versions (evaluation): "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+        + ".",
         "",
     ]
     return "\n".join(out)
@@ -147,19 +159,21 @@ def _checks(report: dict) -> list[str]:
         "",
         "## Shortcut checks",
         "",
-        "**Source probe.** A linear probe (logistic regression, patient-grouped CV) on the same "
-        "embeddings predicts the source data set. Chance is the majority share (accuracy) and "
-        "1/k (balanced accuracy).",
+        "**Source probe** (`cxr audit`'s probe). A linear probe (standardised logistic "
+        "regression, 5-fold CV grouped by patient) on the same embeddings predicts the source "
+        "data set (`dataset` column). Chance is the majority share (accuracy) and 1/k "
+        "(balanced accuracy).",
         "",
-        "| backbone | images | accuracy | chance | balanced accuracy | chance |",
-        "|---|---|---|---:|---|---:|",
+        "| backbone | images | sources (images) | accuracy | chance | balanced accuracy | chance |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for backbone, checks in report["checks"].items():
         for p in checks["probes"]:
+            sources = ", ".join(f"{k} {v}" for k, v in p["classes"].items())
             out.append(
-                f"| {backbone} | {p['probe']} | {pct(p['accuracy'])} | "
-                f"{100 * p['chance_accuracy']:.1f} | {pct(p['balanced_accuracy'])} | "
-                f"{100 * p['chance_balanced_accuracy']:.1f} |"
+                f"| {backbone} | {p['probe']} | {sources} | {share(p, 'accuracy')} | "
+                f"{share(p, 'chance_accuracy')} | {share(p, 'balanced_accuracy')} | "
+                f"{share(p, 'chance_balanced_accuracy')} |"
             )
     out += [
         "",
@@ -174,10 +188,10 @@ def _checks(report: dict) -> list[str]:
         for c in checks["cross_source"]:
             labels = ", ".join(f"{k} {v}" for k, v in c["unseen_labels"].items())
             by = ", ".join(f"{k} {v}" for k, v in c["called_covid_by_label"].items())
-            share = 100 * c["called_covid"] / max(c["n_unseen"], 1)
+            rate = 100 * c["called_covid"] / max(c["n_unseen"], 1)
             out.append(
                 f"| {backbone} | {c['trained_on']} | {c['n_unseen']} ({labels}) | "
-                f"{c['called_covid']} ({share:.0f}%; {by}) |"
+                f"{c['called_covid']} ({rate:.0f}%; {by}) |"
             )
     return out
 
@@ -186,7 +200,7 @@ def _meaning(report: dict) -> list[str]:
     backbone = next(iter(report["checks"]))
     probe = report["checks"][backbone]["probes"][1]
     cross = report["checks"][backbone]["cross_source"][0]
-    share = 100 * cross["called_covid"] / max(cross["n_unseen"], 1)
+    rate = 100 * cross["called_covid"] / max(cross["n_unseen"], 1)
     return [
         "",
         "## What the difference between A and B means",
@@ -197,10 +211,10 @@ def _meaning(report: dict) -> list[str]:
         "that the model sees COVID-19: in this data set the diagnosis and the source hospital "
         "are almost the same variable. The probe shows it directly: among the non-COVID-19 "
         f"images alone, {backbone} embeddings name the source data set with balanced accuracy "
-        f"{pct(probe['balanced_accuracy'])}% against a chance level of "
-        f"{100 * probe['chance_balanced_accuracy']:.1f}%. And the cross-source test shows the "
+        f"{share(probe, 'balanced_accuracy')}% against a chance level of "
+        f"{share(probe, 'chance_balanced_accuracy')}%. And the cross-source test shows the "
         f"cost: trained on the paper's composition, the model called {cross['called_covid']} of "
-        f"{cross['n_unseen']} adult non-COVID-19 films ({share:.0f}%) COVID-19.",
+        f"{cross['n_unseen']} adult non-COVID-19 films ({rate:.0f}%) COVID-19.",
         "",
         "For anyone who would use such a model: a score measured on sources that differ by "
         "class says how well the model recognises the source. Before trusting it, test on "

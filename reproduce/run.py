@@ -19,7 +19,7 @@ from rich.console import Console
 from classify.evaluate import evaluate
 from classify.heads import build_head
 from classify.provenance import jsonable, library_versions
-from classify.tasks import Condition, TaskSpec, select
+from classify.tasks import select
 from reproduce.protocols import (
     ADULT_SOURCES,
     FOLDS,
@@ -35,9 +35,6 @@ from reproduce.protocols import (
 from reproduce.render import render
 from store import CxrError, load
 from store.schema import store_path
-
-PROBE_HEAD = "logreg"
-PROBE_FOLDS = 5
 
 
 def reproduce(
@@ -91,7 +88,7 @@ def run_study(
     available = [b for b, status in extraction.items() if status["status"] == "ok"]
     if not available:
         raise CxrError("no backbone has weights available; see the reasons above")
-    exclusions = write_duplicate_exclusions(store_path(features_dir, available[0]), out_dir)
+    exclusions = duplicate_exclusions(features_dir, available[0], out_dir, seed)
     evaluation_started = time.perf_counter()
     rows, checks = [], {}
     for backbone in available:
@@ -114,7 +111,7 @@ def run_study(
                 )
                 rows.append(_row(backbone, protocol.key, task_key, report["results"][0]))
         checks[backbone] = {
-            "probes": source_probes(features_dir, backbone, seed, jobs, n_boot),
+            "probes": source_probes(features_dir, backbone, seed),
             "cross_source": cross_source(features_dir, backbone, exclusions["path"], seed),
         }
     fs = load(store_path(features_dir, available[0]))
@@ -134,6 +131,7 @@ def run_study(
             "checks": checks,
             "machine": _machine(),
             "versions": library_versions(),
+            "extraction_versions": json.loads(fs.attrs.get("versions", "{}")),
             "seconds": {"evaluation": round(time.perf_counter() - evaluation_started, 1)},
         }
     )
@@ -182,70 +180,56 @@ def extract_available(data: Path, weights: list[str], out: Path, console: Consol
     return status
 
 
-def write_duplicate_exclusions(store_file: Path, out_dir: Path) -> dict:
-    """Byte-identical copies (same sha256): keep the first row, exclude the other paths.
+def duplicate_exclusions(features_dir: Path, backbone: str, out_dir: Path, seed: int) -> dict:
+    """Protocol B's exclusion file, from `cxr audit` (exact, perceptual-hash and cosine copies).
 
-    A picture stored under two labels is a conflict: every copy is excluded.
+    Each duplicate cluster keeps its first image and drops the other copies (by path, so one of
+    two byte-identical files stays); a picture under two labels is dropped entirely. The audit's
+    group merges are kept too, so copies it merged can never sit in two folds.
     """
-    fs = load(store_file)
-    copies: dict[str, list[int]] = {}
-    for i, row_id in enumerate(fs.ids):
-        copies.setdefault(row_id, []).append(i)
-    exclude, conflicts = [], 0
-    for rows in (r for r in copies.values() if len(r) > 1):
-        if len({fs.labels[i] for i in rows}) > 1:
-            conflicts += 1
-            exclude += [fs.rows["path"][i] for i in rows]
-        else:
-            exclude += [fs.rows["path"][i] for i in rows[1:]]
+    from audit.run import audit
+
+    report = audit(features_dir, backbone, probes=["dataset"], seed=seed)
+    exclude = set(report["exclusions"]["exclude"])
+    for cluster in report["clusters"]:
+        if "label" not in cluster["conflicts"]:
+            exclude.update(member["path"] for member in cluster["members"][1:])
     path = out_dir / "duplicates-exclude.json"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"exclude": sorted(exclude), "groups": {}}, indent=2) + "\n")
+    document = {"exclude": sorted(exclude), "groups": report["exclusions"]["groups"]}
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    counts = report["counts"]
+    fs = load(store_path(features_dir, backbone))
+    dropped = np.isin(fs.ids, sorted(exclude)) | np.isin(fs.rows["path"], sorted(exclude))
     return {
         "path": path,
-        "method": "exact content hash (sha256 of the file bytes)",
-        "clusters": sum(len(r) > 1 for r in copies.values()),
-        "excluded": len(exclude),
-        "label_conflicts": conflicts,
+        "method": (
+            f"cxr audit on {backbone}: sha256, {report['settings']['hash_method']} <= "
+            f"{report['settings']['hash_threshold']} bits, embedding cosine >= "
+            f"{report['settings']['cosine_threshold']}"
+        ),
+        "clusters": counts["clusters"],
+        "rows_in_clusters": counts["rows_in_clusters"],
+        "excluded": int(dropped.sum()),
+        "label_conflicts": counts["label_conflicts"],
+        "patient_conflicts": counts["patient_conflicts"],
+        "members": [[m["path"] for m in c["members"]] for c in report["clusters"]],
     }
 
 
-def source_probes(features_dir: Path, backbone: str, seed: int, jobs: int, n_boot: int) -> list:
+def source_probes(features_dir: Path, backbone: str, seed: int) -> list:
     """How well a linear probe on the same embeddings names the source data set, vs chance."""
-    probes = [
-        ("all images", TaskSpec(target="dataset")),
-        (
-            "non-COVID images only",
-            TaskSpec(target="dataset", where=(Condition.parse("label=bacterial,viral,normal"),)),
-        ),
-    ]
+    from audit.probe import probe
+
+    fs = load(store_path(features_dir, backbone))
+    dataset = fs.column("dataset")
     out = []
-    for name, task in probes:
-        report = evaluate(
-            features_dir,
-            [backbone],
-            [PROBE_HEAD],
-            task,
-            group_by="patient",
-            folds=PROBE_FOLDS,
-            seed=seed,
-            jobs=jobs,
-            n_boot=n_boot,
-        )
-        result = report["results"][0]
-        counts = result["class_counts"]
-        out.append(
-            {
-                "probe": name,
-                "classes": counts,
-                "head": PROBE_HEAD,
-                "folds": PROBE_FOLDS,
-                "accuracy": result["metrics"]["accuracy"],
-                "balanced_accuracy": result["metrics"]["balanced_accuracy"],
-                "chance_accuracy": max(counts.values()) / sum(counts.values()),
-                "chance_balanced_accuracy": 1 / len(counts),
-            }
-        )
+    for name, rows in (
+        ("all images", np.ones(len(fs), dtype=bool)),
+        ("non-COVID images only", fs.labels != POSITIVE),
+    ):
+        result = probe(fs.X[rows], dataset[rows], fs.patient_ids[rows], seed=seed)
+        out.append({"probe": name, **result})
     return out
 
 

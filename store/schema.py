@@ -122,7 +122,11 @@ def _write_strings(group: h5py.Group, name: str, values: np.ndarray) -> None:
 
 
 def _write_matrix(f: h5py.File, X: np.ndarray, dim: int) -> None:
-    X = np.asarray(X, dtype=np.float32).reshape(-1, dim)
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 and X.size == 0:
+        X = X.reshape(0, dim)
+    if X.ndim != 2 or X.shape[1] != dim:
+        raise ValueError(f"embeddings of shape {X.shape} do not match the store's dim {dim}")
     f.create_dataset(
         "X",
         data=X,

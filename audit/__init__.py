@@ -1,0 +1,1 @@
+"""`cxr audit`: duplicates, near-duplicates, conflicts and source confounds of a feature store."""

@@ -1,0 +1,102 @@
+"""Perceptual hashes cached by image content (sha256), so a repeated audit decodes nothing.
+
+The cache is ``<features>/.audit/phash.h5`` (hidden: ``find_stores`` must not take it for a
+feature store): datasets ``id`` (sha256 hex) and ``hash`` (N, WORDS) uint64, attribute ``method``.
+A different ``audit.phash.METHOD`` discards the cache. Only sha256s not yet cached are decoded,
+and the file is replaced atomically, so an interrupted audit loses at most its own new work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from audit.phash import METHOD, WORDS, phash
+from extract.images import Rejected, decode
+from store import CxrError
+
+CACHE_NAME = Path(".audit") / "phash.h5"
+DECODE_WORKERS = 2
+
+
+def cache_path(features_dir: Path) -> Path:
+    return Path(features_dir) / CACHE_NAME
+
+
+def read_cache(path: Path) -> dict[str, np.ndarray]:
+    """sha256 -> hash; empty when the file is missing, unreadable or from another method."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            if f.attrs.get("method") != METHOD:
+                return {}
+            ids = f["id"].asstr()[()]
+            hashes = f["hash"][()]
+    except (OSError, KeyError):
+        return {}
+    return dict(zip(ids.tolist(), hashes, strict=True))
+
+
+def write_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["method"] = METHOD
+            ids = sorted(cache)
+            f.create_dataset("id", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
+            data = np.stack([cache[i] for i in ids]) if ids else np.zeros((0, WORDS), np.uint64)
+            f.create_dataset("hash", data=data, compression="gzip")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _hash_file(item: tuple[str, Path]) -> tuple[str, np.ndarray | str]:
+    """(sha256, file) -> (sha256, hash) or (sha256, reason it has no hash)."""
+    expected, file = item
+    data = file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected:
+        return expected, f"{file}: changed since `cxr features` (sha256 differs); re-extract"
+    try:
+        return expected, phash(decode(data, file.name))
+    except Rejected as exc:
+        return expected, f"{file}: {exc}"
+
+
+def hashes_for(
+    ids: Iterable[str], files: Iterable[Path], features_dir: Path
+) -> tuple[dict[str, np.ndarray], list[str], int]:
+    """Hashes of every id (decoding only uncached ones); returns (hashes, notes, n_computed).
+
+    ``files[i]`` is where the image with ``ids[i]`` lives. A missing file is a CxrError naming it
+    (moved data: use --data); an undecodable or changed file gets a note and no hash.
+    """
+    path = cache_path(features_dir)
+    cache = read_cache(path)
+    todo = {}
+    for sha, file in zip(ids, files, strict=True):
+        if sha not in cache and sha not in todo:
+            if not file.is_file():
+                raise CxrError(f"{file}: image not found (moved? give the data folder with --data)")
+            todo[sha] = file
+    notes = []
+    if todo:
+        with ThreadPoolExecutor(DECODE_WORKERS) as pool:
+            for sha, result in pool.map(_hash_file, todo.items()):
+                if isinstance(result, str):
+                    notes.append(result)
+                else:
+                    cache[sha] = result
+        try:
+            write_cache(path, cache)
+        except OSError as exc:
+            notes.append(
+                f"{path}: hash cache not written ({exc.strerror}); the next run re-decodes"
+            )
+    return cache, notes, len(todo)

@@ -1,0 +1,133 @@
+"""Duplicate clusters: exact (same sha256), near by perceptual hash, near by embedding cosine.
+
+Every detector yields pairs of row indices; union-find turns the pairs into clusters (so A~B and
+B~C put A, B and C together even if A and C are not close). A cluster is a conflict when its
+members carry more than one label (the same picture under two labels) or more than one patient
+id (one patient filed twice: grouped CV would split the copies across folds).
+
+Both near-duplicate searches compare all pairs in row blocks, O(N^2) time and O(block x N)
+memory: about a second for 2k rows and well under a minute for 20k. For 100k+ rows use an
+approximate nearest-neighbour index (e.g. FAISS/HNSW on the normalised embeddings, multi-index
+hashing on the pHash bits) and verify its candidate pairs with the same thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audit.phash import N_BITS, hamming
+
+# Defaults, measured on ../shared/data/cxr (2,109 images; docs/_audit_readme_draft.md):
+# pHash: planted re-encoded/resized/contrast copies <= 24 bits, distinct images >= 50 bits.
+HASH_THRESHOLD = 36
+# MobileNetV2 raw cosine: distinct patients <= 0.936; the closest same-patient pair 0.983.
+COSINE_THRESHOLD = 0.96
+BLOCK = 256  # rows per block: (BLOCK, N, WORDS) uint64 of XORs stays under 200 MB at N=20k
+
+
+@dataclass
+class Cluster:
+    """Rows that show one picture, with the evidence that joined them."""
+
+    rows: list[int]
+    methods: set[str] = field(default_factory=set)
+    min_hash_distance: int | None = None
+    max_cosine: float | None = None
+    conflicts: list[str] = field(default_factory=list)  # "label" and/or "patient_id"
+
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:
+            self.parent[i], i = root, self.parent[i]
+        return int(root)
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def exact_pairs(ids: np.ndarray) -> list[tuple[int, int]]:
+    """Rows with the same content hash: each later copy paired with the first."""
+    first: dict[str, int] = {}
+    pairs = []
+    for i, sha in enumerate(ids):
+        if sha in first:
+            pairs.append((first[sha], i))
+        else:
+            first[sha] = i
+    return pairs
+
+
+def hash_pairs(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for i < j with Hamming distance <= threshold; rows of (N, WORDS) uint64."""
+    if not 0 <= threshold < N_BITS:
+        raise ValueError(f"hash threshold must be in 0..{N_BITS - 1}")
+    out = []
+    for start in range(0, len(hashes), BLOCK):
+        block = hashes[start : start + BLOCK]
+        dist = hamming(block[:, None, :], hashes[None, :, :])
+        for a, j in zip(*np.nonzero(dist <= threshold), strict=True):
+            i = start + int(a)
+            if i < j:
+                out.append((i, int(j), int(dist[a, j])))
+    return out
+
+
+def cosine_pairs(X: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """(i, j, cosine) for i < j with cosine similarity of the raw embeddings >= threshold."""
+    Z = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(Z, axis=1, keepdims=True)
+    Z = Z / np.where(norms > 0, norms, 1)
+    out = []
+    for start in range(0, len(Z), BLOCK):
+        sim = Z[start : start + BLOCK] @ Z.T
+        for a, j in zip(*np.nonzero(sim >= threshold), strict=True):
+            i = start + int(a)
+            if i < j:
+                out.append((i, int(j), float(sim[a, j])))
+    return out
+
+
+def clusters(
+    n: int,
+    exact: list[tuple[int, int]],
+    by_hash: list[tuple[int, int, int]],
+    by_cosine: list[tuple[int, int, float]],
+    labels: np.ndarray,
+    patients: np.ndarray,
+) -> list[Cluster]:
+    """Union of all pairs -> clusters of 2+ rows; conflicts first, then larger, then first row."""
+    uf = UnionFind(n)
+    for i, j, *_ in (*exact, *by_hash, *by_cosine):
+        uf.union(i, j)
+    groups: dict[int, Cluster] = {}
+    for i in range(n):
+        groups.setdefault(uf.find(i), Cluster(rows=[])).rows.append(i)
+    found = {root: c for root, c in groups.items() if len(c.rows) > 1}
+    for i, _ in exact:
+        found[uf.find(i)].methods.add("exact")
+    for i, _, d in by_hash:
+        c = found[uf.find(i)]
+        c.methods.add("phash")
+        c.min_hash_distance = d if c.min_hash_distance is None else min(c.min_hash_distance, d)
+    for i, _, s in by_cosine:
+        c = found[uf.find(i)]
+        c.methods.add("cosine")
+        c.max_cosine = s if c.max_cosine is None else max(c.max_cosine, s)
+    for c in found.values():
+        if len(set(labels[c.rows])) > 1:
+            c.conflicts.append("label")
+        known = {p for p in patients[c.rows] if p}
+        if len(known) > 1:
+            c.conflicts.append("patient_id")
+    return sorted(found.values(), key=lambda c: (-len(c.conflicts), -len(c.rows), c.rows[0]))

@@ -1,0 +1,71 @@
+"""Source-confound probe: can a simple head tell where an image came from, from its embedding?
+
+If ``source`` (or any metadata column) is predictable far above chance, a classifier of the label
+can score by recognising the source instead of the disease whenever label and source are related.
+The probe is a standardised logistic regression, cross-validated in 5 stratified folds, grouped
+by patient when every row has a patient id, seeded. Chance is reported beside each score:
+the majority-class rate for accuracy, 1/k for balanced accuracy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+FOLDS = 5
+# lbfgs iterations: on 2,109 x 1,280 the scores at 100 and 300 agree to 3 decimals, 4x faster.
+MAX_ITER = 100
+
+
+def probe(X: np.ndarray, values: np.ndarray, patients: np.ndarray, *, seed: int = 0) -> dict:
+    """Cross-validated accuracy of predicting ``values`` from ``X``; a dict for the report.
+
+    Rows with an empty value are left out, and so are values held by fewer than FOLDS patients
+    (images when ungrouped): they cannot appear in every fold. Both are counted in the result.
+    """
+    values = np.asarray(values, dtype=object)
+    grouped = bool(np.all(patients != ""))
+    units = patients if grouped else np.arange(len(values)).astype(str)
+    present = values != ""
+    per_value = {v: len(set(units[present & (values == v)])) for v in set(values[present])}
+    kept_values = sorted(v for v, n in per_value.items() if n >= FOLDS)
+    keep = present & np.isin(values, kept_values)
+    result = {
+        "rows": int(keep.sum()),
+        "left_out_rows": int((~keep).sum()),
+        "left_out_values": sorted(v for v in per_value if v not in kept_values),
+        "classes": {v: int(n) for v, n in sorted(Counter(values[keep].tolist()).items())},
+        "cv": f"{'StratifiedGroupKFold' if grouped else 'StratifiedKFold'} ({FOLDS} folds)",
+        "seed": seed,
+    }
+    if len(kept_values) < 2:
+        return {**result, "skipped": f"fewer than 2 values with {FOLDS}+ patients"}
+    y = values[keep]
+    splitter = (
+        StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed)
+        if grouped
+        else StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    )
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, C=0.1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        predicted = cross_val_predict(
+            model, X[keep], y, groups=units[keep] if grouped else None, cv=splitter, n_jobs=1
+        )
+    majority = max(Counter(y.tolist()).values()) / len(y)
+    return {
+        **result,
+        "accuracy": float(accuracy_score(y, predicted)),
+        "chance_accuracy": float(majority),
+        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
+        "chance_balanced_accuracy": 1.0 / len(kept_values),
+        "unconverged_folds": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
+    }

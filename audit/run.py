@@ -1,0 +1,135 @@
+"""`cxr audit`: duplicates, conflicts and source confounds of one feature store, as a plain dict."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from audit import duplicates, exclusions
+from audit.cache import hashes_for
+from audit.phash import METHOD, N_BITS, WORDS
+from audit.probe import probe
+from store import CxrError, FeatureSet, find_stores, load
+from store.schema import store_path
+
+DEFAULT_PROBES = ("source", "dataset")
+MEMBER_COLUMNS = ("id", "path", "label", "patient_id", "source")
+
+
+def choose_store(features_dir: Path, backbone: str | None) -> Path:
+    if backbone:
+        return store_path(features_dir, backbone)
+    stores = find_stores(features_dir)
+    if len(stores) != 1:
+        found = ", ".join(p.stem for p in stores) or "none"
+        raise CxrError(
+            f"{features_dir}: {len(stores)} feature stores ({found}); choose one with -b"
+        )
+    return stores[0]
+
+
+def data_root(fs: FeatureSet, data: Path | None) -> Path:
+    root = data if data is not None else Path(str(fs.attrs.get("data_root", "")))
+    if not str(root) or not root.is_dir():
+        raise CxrError(
+            f"{root}: image folder not found (the store's data_root); give it with --data"
+        )
+    return root
+
+
+def audit(
+    features_dir: Path = Path("features"),
+    backbone: str | None = None,
+    *,
+    data: Path | None = None,
+    hash_threshold: int = duplicates.HASH_THRESHOLD,
+    cosine_threshold: float = duplicates.COSINE_THRESHOLD,
+    probes: Sequence[str] = (),
+    seed: int = 0,
+) -> dict:
+    """Find duplicate clusters and conflicts, probe confounds; returns the report and exclusions."""
+    if not 0 <= hash_threshold < N_BITS or not -1.0 <= cosine_threshold <= 1.0:
+        raise CxrError(f"--hash-threshold must be 0..{N_BITS - 1} and --cosine-threshold -1..1")
+    started = time.perf_counter()
+    fs = load(choose_store(features_dir, backbone))
+    root = data_root(fs, data)
+    ids, patients, labels = fs.ids, fs.patient_ids, fs.labels
+    files = [root / p for p in fs.rows["path"]]
+    cache, notes, computed = hashes_for(ids, files, fs.path.parent)
+    hashed = np.flatnonzero([sha in cache for sha in ids])
+    hashes = np.zeros((len(hashed), WORDS), np.uint64)
+    for n, i in enumerate(hashed):
+        hashes[n] = cache[ids[i]]
+    hash_seconds = time.perf_counter() - started
+
+    exact = duplicates.exact_pairs(ids)
+    by_hash = [
+        (int(hashed[a]), int(hashed[b]), d)
+        for a, b, d in duplicates.hash_pairs(hashes, hash_threshold)
+        if ids[hashed[a]] != ids[hashed[b]]
+    ]
+    by_cosine = [
+        (i, j, s) for i, j, s in duplicates.cosine_pairs(fs.X, cosine_threshold) if ids[i] != ids[j]
+    ]
+    found = duplicates.clusters(len(fs), exact, by_hash, by_cosine, labels, patients)
+
+    columns = list(dict.fromkeys(probes)) or [c for c in DEFAULT_PROBES if c in fs.columns()]
+    probe_results = {}
+    for name in columns:
+        values = fs.column(name)
+        same = next((c for c in probe_results if np.array_equal(fs.column(c), values)), None)
+        probe_results[name] = (
+            {"same_as": same} if same else probe(fs.X, values, patients, seed=seed)
+        )
+
+    return {
+        "store": str(fs.path),
+        "backbone": fs.backbone,
+        "data_root": str(root),
+        "rows": len(fs),
+        "settings": {
+            "hash_method": METHOD,
+            "hash_threshold": hash_threshold,
+            "cosine_threshold": cosine_threshold,
+            "seed": seed,
+        },
+        "counts": _counts(found, exact, by_hash, by_cosine, len(fs), len(hashed)),
+        "clusters": [_cluster_dict(c, fs) for c in found],
+        "probes": probe_results,
+        "exclusions": exclusions.build(found, ids, patients),
+        "notes": notes,
+        "timing": {
+            "hashes_computed": computed,
+            "hash_seconds": round(hash_seconds, 2),
+            "total_seconds": round(time.perf_counter() - started, 2),
+        },
+    }
+
+
+def _counts(found, exact, by_hash, by_cosine, rows: int, hashed: int) -> dict:
+    return {
+        "rows": rows,
+        "hashed_rows": hashed,
+        "pairs": {"exact": len(exact), "phash": len(by_hash), "cosine": len(by_cosine)},
+        "clusters": len(found),
+        "rows_in_clusters": sum(len(c.rows) for c in found),
+        "clusters_by_method": {
+            m: sum(m in c.methods for c in found) for m in ("exact", "phash", "cosine")
+        },
+        "label_conflicts": sum("label" in c.conflicts for c in found),
+        "patient_conflicts": sum("patient_id" in c.conflicts for c in found),
+    }
+
+
+def _cluster_dict(c: duplicates.Cluster, fs: FeatureSet) -> dict:
+    return {
+        "size": len(c.rows),
+        "methods": sorted(c.methods),
+        "min_hash_distance": c.min_hash_distance,
+        "max_cosine": None if c.max_cosine is None else round(c.max_cosine, 4),
+        "conflicts": c.conflicts,
+        "members": [{k: str(fs.rows[k][r]) for k in MEMBER_COLUMNS} for r in c.rows],
+    }
