@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
 
 
 def fail(exc: Exception, code: int = 2) -> typer.Exit:
@@ -113,9 +114,7 @@ def backbones() -> None:
 
 @app.command()
 def info(
-    features_dir: Path = typer.Option(
-        Path("features"), "--features", help="Folder holding the stores."
-    ),
+    features_dir: Path = FEATURES_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the feature stores: rows, dimension, weights, classes, rejected files."""
@@ -181,10 +180,8 @@ def reproduce(
         raise fail(exc) from None
 
 
-# ---- stage 2 commands (evaluate, train, predict) below this line ----
-# classify/ is imported inside each command: `cxr --help` and stage 1 never pay for scikit-learn.
-
-FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
+# Stage 2 (evaluate, train, predict): classify/ is imported inside each command, so
+# `cxr --help` and stage 1 never pay for scikit-learn.
 CLASSES = typer.Option(
     None,
     "--classes",
@@ -363,9 +360,6 @@ def predict(
         typer.echo(json.dumps(result, indent=2))
     else:
         render_predictions(result, console)
-
-
-# ---- audit command below this line ----
 
 
 @app.command()

@@ -163,6 +163,3 @@ def make_synthetic_store(tmp_path: Path) -> Callable[..., Path]:
         return out
 
     return make
-
-
-# ---- end stage 2 ----

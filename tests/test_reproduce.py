@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reproduce.render import UNAVAILABLE, pct, render, share
+from reproduce.render import UNAVAILABLE, headline, pct, render, share
 from reproduce.run import run_study
 from store import load
 from store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
@@ -159,3 +159,10 @@ def test_committed_results_document_is_generated_from_committed_json():
     report = json.loads(json_path.read_text())
     assert doc_path.read_text() == render(report)
     check_document(doc_path.read_text(), report)
+
+
+def test_readme_quotes_the_generated_headline():
+    json_path = ROOT / "docs" / "results.json"
+    if not json_path.is_file():
+        pytest.skip("docs/results.json not generated yet (run `make reproduce`)")
+    assert headline(json.loads(json_path.read_text())) in (ROOT / "README.md").read_text()
