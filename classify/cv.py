@@ -32,6 +32,7 @@ class CVPlan:
     repeats: int
     seed: int
     grouped: bool
+    unit: str = "patient"
 
     @property
     def scheme(self) -> str:
@@ -44,7 +45,7 @@ class CVPlan:
             "repeats": self.repeats,
             "seed": self.seed,
             "grouped": self.grouped,
-            "unit": "patient" if self.grouped else "image",
+            "unit": self.unit if self.grouped else "image",
         }
 
 
@@ -100,7 +101,12 @@ def plan_cv(
                 f"{data.source}: class {name!r} has {count} {unit}s, fewer than --folds {folds}"
             )
     notes = []
-    if not grouped and not data.has_groups:
+    if grouped and not data.patient_ids:
+        notes.append(
+            f"{data.source}: no patient ids; folds keep only the --exclude file's duplicate groups "
+            "together, so images of one patient can still be split and scores are optimistic"
+        )
+    elif not grouped and not data.has_groups:
         notes.append(
             f"{data.source}: no patient ids, so folds split images, not patients; if a patient "
             "has several images, these scores are optimistic"
@@ -110,7 +116,7 @@ def plan_cv(
             f"{data.source}: --group-by none although patient ids exist: images of one patient "
             "can be in both training and test folds, so these scores are optimistic"
         )
-    return CVPlan(folds, repeats, seed, grouped), notes
+    return CVPlan(folds, repeats, seed, grouped, data.group_unit), notes
 
 
 def _splitter(grouped: bool, folds: int, random_state: int):

@@ -45,6 +45,8 @@ def evaluate(
         get_head(name)
     if n_boot < 1:
         raise CxrError("--bootstrap must be >= 1")
+    if jobs == 0:
+        raise CxrError("--jobs must be a number of workers (1, 2, ...) or -1 for all cores")
     paths = [store_path(features_dir, b) for b in dict.fromkeys(backbones)]
     for path in paths:
         if not path.is_file():
@@ -54,7 +56,12 @@ def evaluate(
     paths = paths or find_stores(features_dir)
     if not paths:
         raise CxrError(f"{features_dir}: no feature stores (run `cxr features` first)")
-    results, notes, stores = [], [], {}
+    results, stores = [], {}
+    notes = [
+        f"--set/--config for head {h!r} ignored: it is not among the selected heads"
+        for h in params
+        if h not in names
+    ]
     for path in paths:
         fs = load(path)
         data = select(fs, task)
@@ -132,5 +139,5 @@ def _scores(data: TaskData, oof: OutOfFold, n_boot: int, seed: int) -> dict:
     # the independent unit; otherwise over images.
     units = data.groups[oof.row] if data.has_groups else oof.row
     scores = summarize(oof.y, oof.proba, oof.fold, units, data.classes, n_boot=n_boot, seed=seed)
-    scores["bootstrap_unit"] = "patient" if data.has_groups else "image"
+    scores["bootstrap_unit"] = data.group_unit if data.has_groups else "image"
     return scores

@@ -43,7 +43,7 @@ def best_result(report: dict) -> dict:
 
 def _cv_line(r: dict) -> str:
     cv = r["cv"]
-    unit = "patient" if cv["grouped"] else "image (no patient grouping)"
+    unit = cv["unit"] if cv["grouped"] else "image (no patient grouping)"
     return (
         f"{cv['scheme']} by {unit}, {cv['folds']} folds x {cv['repeats']} repeat(s), "
         f"seed {cv['seed']}"
@@ -56,7 +56,7 @@ def render(report: dict, console: Console) -> None:
     first = results[0]
     console.print(
         f"[bold]Task[/]: {first['task']['name']}   [bold]CV[/]: {_cv_line(first)}   "
-        f"[bold]95% CI[/]: bootstrap over {first['bootstrap_unit']}s "
+        f"[bold]95% CI[/]: bootstrap, unit: {first['bootstrap_unit']} "
         f"({report['provenance']['bootstrap']['replicates']} replicates)",
         highlight=False,
     )

@@ -30,7 +30,10 @@ class Condition:
 
     @classmethod
     def parse(cls, text: str) -> Condition:
-        return cls(tuple(_assignment(part, "--where") for part in text.split("|")))
+        try:
+            return cls(tuple(_assignment(part, "--where") for part in text.split("|")))
+        except CxrError:
+            raise CxrError(f"--where {text!r}: expected COLUMN=v1,v2[ | COLUMN=v3]") from None
 
     def mask(self, fs: FeatureSet) -> np.ndarray:
         keep = np.zeros(len(fs), dtype=bool)
@@ -92,13 +95,19 @@ class TaskData:
     X: np.ndarray
     y: np.ndarray  # int index into classes
     classes: tuple[str, ...]
-    groups: np.ndarray  # patient id per row; "" where unknown
+    groups: np.ndarray  # patient id per row ("" where unknown), or an --exclude file's group
     ids: np.ndarray
     paths: np.ndarray
+    patient_ids: bool = True  # every selected row had a stored patient id (before --exclude)
 
     @property
     def has_groups(self) -> bool:
         return bool(np.all(self.groups != ""))
+
+    @property
+    def group_unit(self) -> str:
+        """What one group is: a patient, or (no patient ids) a cluster from an exclusion file."""
+        return "patient" if self.patient_ids else "image (duplicate groups from --exclude)"
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -203,7 +212,8 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
         )
     index = {c: i for i, c in enumerate(classes)}
     y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
-    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"])
+    known = bool(np.all(fs.patient_ids != ""))
+    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"], known)
 
 
 def _check_known(where: str, option: str, names, available: list[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
 
@@ -57,7 +58,9 @@ def build_model(spec: BackboneSpec, weights: ResolvedWeights):
     )
     if weights.path is not None:
         try:
-            model.load_weights(str(weights.path))
+            with warnings.catch_warnings():  # a mismatched file warns per layer, then fails
+                warnings.simplefilter("ignore")
+                model.load_weights(str(weights.path))
         except Exception as exc:  # Keras raises ValueError/KeyError/OSError for mismatched files
             raise CxrError(
                 f"{weights.path}: does not fit {spec.name} = {spec.constructor_label} without top "

@@ -138,6 +138,8 @@ def extract_features(
     console.print(f"{len(discovery.entries)} files in {discovery.root} ({source})", highlight=False)
     for entry, reason in discovery.rejects:
         _say_rejected(console, entry.path, reason)
+    if not discovery.entries:
+        raise CxrError(f"{discovery.root}: none of the listed files could be read (see above)")
 
     with ExitStack() as stack:
         jobs = []
@@ -154,7 +156,10 @@ def extract_features(
             jobs.append(_Job(spec, resolved, writer, todo, batch_size))
         started = time.perf_counter()
         if any(job.todo for job in jobs):
-            _compute(jobs, resize, console)
+            copies: dict[str, list[str]] = {}
+            for entry in discovery.entries:
+                copies.setdefault(entry.sha256, []).append(entry.path)
+            _compute(jobs, resize, copies, console)
         else:
             console.print(
                 f"Nothing to compute: all {len(discovery.entries)} files are already stored."
@@ -164,7 +169,10 @@ def extract_features(
     return summaries
 
 
-def _compute(jobs: list[_Job], resize_policy: str, console: Console) -> None:
+def _compute(
+    jobs: list[_Job], resize_policy: str, copies: dict[str, list[str]], console: Console
+) -> None:
+    """Decode each distinct file once; ``copies`` names every path that holds the same bytes."""
     from extract.model import Embedder
 
     needs: dict[str, list[_Job]] = {}
@@ -187,7 +195,8 @@ def _compute(jobs: list[_Job], resize_policy: str, console: Console) -> None:
                 else:
                     job.add(entry, result[job.spec.input_size])
             if isinstance(result, str):
-                _say_rejected(console, entry.path, result)
+                for path in copies[entry.sha256]:
+                    _say_rejected(console, path, result)
         for job in jobs:
             job.flush()
 

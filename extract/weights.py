@@ -53,7 +53,10 @@ def parse_weights(values: list[str], backbones: list[str], seed: int) -> dict[st
             continue
         get_spec(name)
         if name not in backbones:
-            raise CxrError(f"--weights {value}: backbone {name!r} is not selected (add -b {name})")
+            raise CxrError(
+                f"--weights {value}: {name!r} is not a backbone of this run "
+                f"({', '.join(backbones)})"
+            )
         per_backbone[name] = _choice(target, seed, value)
     return {b: per_backbone.get(b, default) for b in backbones}
 

@@ -156,6 +156,11 @@ BAD_INPUTS = {
         lambda make, tmp: ["--features", make().parent, "--group-by", "site"],
         "--group-by",
     ),
+    "zero jobs": (lambda make, tmp: ["--features", make().parent, "--jobs", "0"], "--jobs"),
+    "half a where": (
+        lambda make, tmp: ["--features", make().parent, "--where", "label=covid |"],
+        "--where 'label=covid |'",
+    ),
 }
 
 
@@ -200,3 +205,51 @@ def test_evaluate_never_imports_tensorflow(make_synthetic_store, help_only):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("NO-TF")
+
+
+def test_params_for_an_unselected_head_are_reported_not_silently_dropped(
+    make_synthetic_store, tmp_path
+):
+    out = tmp_path / "r.json"
+    path = make_synthetic_store()
+    result = run(
+        "--features",
+        path.parent,
+        "--head",
+        "logreg",
+        "--set",
+        "mlp.alpha=1e-3",
+        "--folds",
+        "3",
+        "--json",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert any("'mlp' ignored" in w for w in json.loads(out.read_text())["warnings"])
+
+
+def test_audit_groups_without_patient_ids_are_not_called_patients(make_synthetic_store, tmp_path):
+    path = make_synthetic_store(patient_ids=False)
+    fs = load(path)
+    exclusions = tmp_path / "x.json"
+    groups = {str(i): f"image:{i}" for i in fs.ids}
+    groups[str(fs.ids[1])] = groups[str(fs.ids[0])]  # one duplicate pair kept together
+    exclusions.write_text(json.dumps({"exclude": [], "groups": groups}))
+    out = tmp_path / "r.json"
+    result = run(
+        "--features",
+        path.parent,
+        "--head",
+        "logreg",
+        "--folds",
+        "3",
+        "--exclude",
+        exclusions,
+        "--json",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    cv = report["results"][0]["cv"]
+    assert cv["grouped"] and cv["unit"] == "image (duplicate groups from --exclude)"
+    assert any("optimistic" in w for w in report["warnings"])

@@ -120,6 +120,7 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, mon
     bad = {
         "covid/empty.png": b"",
         "covid/notes.txt": b"not an image at all\n",
+        "normal/notes-copy.txt": b"not an image at all\n",  # same bytes: listed under both names
         "normal/truncated.png": (class_folders / "normal" / "img000.png").read_bytes()[:200],
         "covid/nopixels.dcm": _dicom(GRAY.astype(np.uint16), with_pixels=False),
     }
@@ -152,6 +153,7 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, mon
     reasons = dict(zip(fs.rejected["path"], fs.rejected["reason"], strict=True))
     assert reasons["covid/empty.png"] == "empty file"
     assert "not an image" in reasons["covid/notes.txt"]
+    assert "not an image" in reasons["normal/notes-copy.txt"]
     assert "cannot decode" in reasons["normal/truncated.png"]
     assert "too small" in reasons["normal/tiny.png"]
     assert "decompression bomb" in reasons["normal/huge.png"]
