@@ -6,7 +6,7 @@ Both are measured side by side in one run on the same images and the same model 
 The target is pipeline/raw >= 0.9. Uses ../shared/data/cxr and real weights when present, else
 synthetic images and random weights (speed does not depend on the weight values).
 
-    python benchmarks/bench_extract.py [--backbone mobilenet_v2] [--images 256] [--batch-size 32]
+    python benchmarks/bench_extract.py [--backbone mobilenet_v2] [--images 512] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def sample_images(workdir: Path, count: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="mobilenet_v2")
-    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     real = REAL_WEIGHTS.get(args.backbone)
@@ -60,12 +60,14 @@ def main() -> None:
         from extract.model import Embedder
 
         resolved = resolve(spec, parse_weights(weights, [spec.name], 0)[spec.name])
-        embed = Embedder(spec, resolved, args.batch_size)
         entries = discover(data, None).entries
         images = np.stack(
             [resize(decode(e.file.read_bytes(), e.file.name), spec.input_size) for e in entries]
         )
-        embed(images[: args.batch_size])  # warm-up: trace once, outside both timings
+        start = time.perf_counter()
+        embed = Embedder(spec, resolved, args.batch_size)
+        embed(images[: args.batch_size])  # the first call traces the graph
+        build = time.perf_counter() - start  # a fixed cost the pipeline pays once per run
         start = time.perf_counter()
         for i in range(0, len(images), args.batch_size):
             embed(images[i : i + args.batch_size])
@@ -81,12 +83,14 @@ def main() -> None:
             batch_size=args.batch_size,
             console=Console(quiet=True),
         )
-        pipeline = len(images) / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+    pipeline, steady = len(images) / elapsed, len(images) / max(elapsed - build, 1e-9)
     console.print(
         f"extract {spec.name} ({weights[0].split('=')[0]}), {len(images)} images, "
-        f"batch {args.batch_size}, "
-        f"{os.cpu_count()} CPUs: raw forward {raw:.1f} img/s, pipeline {pipeline:.1f} img/s, "
-        f"ratio {pipeline / raw:.2f} (target >= 0.90; pipeline includes model build)"
+        f"batch {args.batch_size}, {os.cpu_count()} CPUs: raw forward {raw:.1f} img/s; "
+        f"pipeline {pipeline:.1f} img/s end to end (ratio {pipeline / raw:.2f}), "
+        f"{steady:.1f} img/s without the {build:.1f} s model build (ratio {steady / raw:.2f}); "
+        "target >= 0.90"
     )
 
 
