@@ -1,7 +1,8 @@
 """Perceptual hashes cached by image content (sha256), so a repeated audit decodes nothing.
 
 The cache is ``<features>/.audit/phash.h5`` (hidden: ``find_stores`` must not take it for a
-feature store): datasets ``id`` (sha256 hex) and ``hash`` (N, WORDS) uint64, attribute ``method``.
+feature store): datasets ``id`` (sha256 hex) and ``hash`` (N, LEVELS, WORDS) uint64 (one
+hash per crop level), attribute ``method``.
 A different ``audit.phash.METHOD`` discards the cache. Only sha256s not yet cached are decoded,
 and the file is replaced atomically, so an interrupted audit loses at most its own new work.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from audit.phash import METHOD, WORDS, phash
+from audit.phash import LEVELS, METHOD, WORDS, phash
 from extract.images import Rejected, decode
 from store import CxrError
 
@@ -50,7 +51,8 @@ def write_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
             f.attrs["method"] = METHOD
             ids = sorted(cache)
             f.create_dataset("id", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
-            data = np.stack([cache[i] for i in ids]) if ids else np.zeros((0, WORDS), np.uint64)
+            empty = np.zeros((0, LEVELS, WORDS), np.uint64)
+            data = np.stack([cache[i] for i in ids]) if ids else empty
             f.create_dataset("hash", data=data, compression="gzip")
         os.replace(tmp, path)
     finally:

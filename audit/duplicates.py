@@ -6,7 +6,8 @@ members carry more than one label (the same picture under two labels) or more th
 id (one patient filed twice: grouped CV would split the copies across folds).
 
 Both near-duplicate searches compare all pairs in row blocks, O(N^2) time and O(block x N)
-memory: about a second for 2k rows and well under a minute for 20k. For 100k+ rows use an
+memory. The hash search compares 27 crop levels both ways: about 2 s for 2k rows on one core,
+so several minutes for 20k; the cosine search about a second for 2k rows. For 50k+ rows use an
 approximate nearest-neighbour index (e.g. FAISS/HNSW on the normalised embeddings, multi-index
 hashing on the pHash bits) and verify its candidate pairs with the same thresholds.
 """
@@ -17,14 +18,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audit.phash import N_BITS, hamming
+from audit.phash import N_BITS
 
-# Defaults, measured on ../shared/data/cxr (2,109 images; docs/_audit_readme_draft.md):
-# pHash: planted re-encoded/resized/contrast copies <= 24 bits, distinct images >= 50 bits.
-HASH_THRESHOLD = 36
+# Defaults, measured on ../shared/data/cxr (2,109 images; README, section Audit):
+# pHash (min over crop levels): planted re-encoded/resized/contrast copies, crops up to 10 % per
+# side or up to 10 % off one side <= 20 bits; two films of one patient 28; the same patient under
+# two ids 32; films of different patients >= 40 bits.
+HASH_THRESHOLD = 26
 # MobileNetV2 raw cosine: distinct patients <= 0.936; the closest same-patient pair 0.983.
 COSINE_THRESHOLD = 0.96
-BLOCK = 256  # rows per block: (BLOCK, N, WORDS) uint64 of XORs stays under 200 MB at N=20k
+BLOCK = 256  # rows per block of cosines: (BLOCK, N) float32
+HASH_BLOCK = 1 << 22  # (rows x N x LEVELS) hash pairs per block: a 32 MB uint64 XOR buffer
 
 
 @dataclass
@@ -69,18 +73,45 @@ def exact_pairs(ids: np.ndarray) -> list[tuple[int, int]]:
 
 
 def hash_pairs(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for i < j with Hamming distance <= threshold; rows of (N, WORDS) uint64."""
+    """(i, j, distance) for i < j with hash distance <= threshold; rows of (N, LEVELS, WORDS).
+
+    The distance is ``audit.phash.distance``: the smallest Hamming distance between the whole of
+    one image (level 0) and any crop level of the other, both ways.
+    """
     if not 0 <= threshold < N_BITS:
         raise ValueError(f"hash threshold must be in 0..{N_BITS - 1}")
+    n, levels, _ = hashes.shape
+    by_word = np.ascontiguousarray(hashes.transpose(2, 0, 1))  # (WORDS, N, LEVELS)
+    whole = by_word[:, None, :, :1]  # (WORDS, 1, N, 1): every image's level 0
+    rows = max(1, HASH_BLOCK // max(1, n * levels))
     out = []
-    for start in range(0, len(hashes), BLOCK):
-        block = hashes[start : start + BLOCK]
-        dist = hamming(block[:, None, :], hashes[None, :, :])
+    for start in range(0, n, rows):
+        block = by_word[:, start : start + rows, None, :]  # (WORDS, b, 1, LEVELS)
+        dist = np.minimum(
+            _min_hamming(block[..., :1], by_word[:, None, :, :]),  # block's whole, all crops
+            _min_hamming(block, whole),  # block's crops, all wholes
+        )
         for a, j in zip(*np.nonzero(dist <= threshold), strict=True):
             i = start + int(a)
             if i < j:
                 out.append((i, int(j), int(dist[a, j])))
     return out
+
+
+def _min_hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Word-major hashes (WORDS, b, 1, La) and (WORDS, 1, N, Lb) -> (b, N) min over levels.
+
+    Bit counts are summed word by word in uint8 (at most 255 bits), which is several times faster
+    than summing (..., WORDS) uint64 counts.
+    """
+    shape = np.broadcast_shapes(a.shape[1:], b.shape[1:])
+    xor = np.empty(shape, np.uint64)
+    count = np.empty(shape, np.uint8)
+    total = np.zeros(shape, np.uint8)
+    for word in range(a.shape[0]):
+        np.bitwise_xor(a[word], b[word], out=xor)
+        total += np.bitwise_count(xor, out=count)
+    return total.min(axis=-1)
 
 
 def cosine_pairs(X: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:

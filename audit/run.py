@@ -10,7 +10,7 @@ import numpy as np
 
 from audit import duplicates, exclusions
 from audit.cache import hashes_for
-from audit.phash import METHOD, N_BITS, WORDS
+from audit.phash import LEVELS, METHOD, N_BITS, WORDS
 from audit.probe import probe
 from store import CxrError, FeatureSet, find_stores, load
 from store.schema import store_path
@@ -60,7 +60,7 @@ def audit(
     files = [root / p for p in fs.rows["path"]]
     cache, notes, computed = hashes_for(ids, files, fs.path.parent)
     hashed = np.flatnonzero([sha in cache for sha in ids])
-    hashes = np.zeros((len(hashed), WORDS), np.uint64)
+    hashes = np.zeros((len(hashed), LEVELS, WORDS), np.uint64)
     for n, i in enumerate(hashed):
         hashes[n] = cache[ids[i]]
     hash_seconds = time.perf_counter() - started
