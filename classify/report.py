@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,8 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
     from sklearn.metrics import roc_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{result['backbone']}-{result['head']}"
+    task = re.sub(r"[^a-z0-9]+", "-", result["task"]["name"].lower()).strip("-")
+    stem = f"{result['backbone']}-{result['head']}-{task}"  # one folder can hold many tasks
     classes, cm = result["classes"], np.asarray(result["confusion_matrix"])
 
     fig, ax = plt.subplots(figsize=(4 + 0.5 * len(classes), 3.5 + 0.5 * len(classes)))

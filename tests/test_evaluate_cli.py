@@ -82,11 +82,15 @@ def test_paper_two_class_task_without_patient_ids(make_synthetic_store, tmp_path
 
 def test_plots(make_synthetic_store, tmp_path):
     path = make_synthetic_store()
-    result = run("--features", path.parent, *FAST[:2], "--folds", "3", "--plots", tmp_path / "p")
-    assert result.exit_code == 0, result.output
+    for task in ([], ["--binary", "covid"]):  # two tasks into one folder: nothing overwritten
+        args = ["--features", path.parent, *FAST[:2], "--folds", "3", "--plots", tmp_path / "p"]
+        result = run(*args, *task)
+        assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
-        "mobilenet_v2-logreg-confusion.png",
-        "mobilenet_v2-logreg-roc.png",
+        "mobilenet_v2-logreg-bacterial-covid-normal-confusion.png",
+        "mobilenet_v2-logreg-bacterial-covid-normal-roc.png",
+        "mobilenet_v2-logreg-covid-vs-non-covid-confusion.png",
+        "mobilenet_v2-logreg-covid-vs-non-covid-roc.png",
     ]
 
 
