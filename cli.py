@@ -99,8 +99,9 @@ def backbones() -> None:
     from extract.registry import REGISTRY
 
     table = Table(title="Backbones")
-    for col in ("name", "input", "dim", "keras constructor", "ImageNet weight file"):
+    for col in ("name", "input", "dim", "keras constructor"):
         table.add_column(col)
+    table.add_column("ImageNet weight file", overflow="fold")  # offline users copy this name
     for spec in REGISTRY.values():
         table.add_row(
             spec.name,
