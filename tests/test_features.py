@@ -46,6 +46,12 @@ def run(data: Path, out: Path, weights=None, **kw):
     )
 
 
+def cli_features(data: Path, out: Path, *extra: str):
+    """`cxr features DATA -b mobilenet_025 --out OUT` with the small weights, through Typer."""
+    args = ["features", str(data), "-b", BACKBONE, "--out", str(out), *weight_flags(), *extra]
+    return runner.invoke(app, args)
+
+
 def test_store_round_trip(class_folders, tmp_path):
     out = tmp_path / "features"
     [summary] = run(class_folders, out)
@@ -131,20 +137,7 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, mon
     monkeypatch.setattr(images, "MAX_PIXELS", 200 * 200)  # a bomb, scaled down for the test
     (class_folders / "covid" / "broken.png").symlink_to(tmp_path / "nowhere.png")
     out = tmp_path / "features"
-    result = runner.invoke(
-        app,
-        [
-            "features",
-            str(class_folders),
-            "-b",
-            BACKBONE,
-            "--out",
-            str(out),
-            "--batch-size",
-            "3",
-            *weight_flags(),
-        ],
-    )
+    result = cli_features(class_folders, out, "--batch-size", "3")
     assert result.exit_code == 0, result.output
     for rel in [*bad, "normal/tiny.png", "normal/huge.png", "covid/broken.png"]:
         assert f"rejected {rel}:" in result.output
@@ -159,38 +152,14 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, mon
     assert "decompression bomb" in reasons["normal/huge.png"]
     assert reasons["covid/nopixels.dcm"] == "DICOM has no pixel data"
     assert reasons["covid/broken.png"] == "file not found"
-    strict = runner.invoke(
-        app,
-        [
-            "features",
-            str(class_folders),
-            "-b",
-            BACKBONE,
-            "--out",
-            str(out),
-            "--strict",
-            *weight_flags(),
-        ],
-    )
+    strict = cli_features(class_folders, out, "--strict")
     assert strict.exit_code == 1 and "--strict" in strict.output  # cached rejects still count
 
 
 def test_all_rejected_exits_nonzero(tmp_path):
     (tmp_path / "d" / "covid").mkdir(parents=True)
     (tmp_path / "d" / "covid" / "a.png").write_bytes(b"junk")
-    result = runner.invoke(
-        app,
-        [
-            "features",
-            str(tmp_path / "d"),
-            "-b",
-            BACKBONE,
-            "--weights",
-            "random",
-            "--out",
-            str(tmp_path / "f"),
-        ],
-    )
+    result = cli_features(tmp_path / "d", tmp_path / "f")
     assert result.exit_code == 1 and "no image could be used" in result.output
 
 
@@ -339,18 +308,7 @@ def test_second_writer_is_refused_while_one_runs(tmp_path):
     proc = _slow_run(data, out)
     try:
         _wait_for_shards(out, proc, count=1)
-        result = runner.invoke(
-            app,
-            [
-                "features",
-                str(data),
-                "-b",
-                BACKBONE,
-                "--out",
-                str(out),
-                *weight_flags(),
-            ],
-        )
+        result = cli_features(data, out)
         assert result.exit_code == 2
         assert "another `cxr features` is writing this store" in result.output
         assert f"pid {proc.pid}" in result.output
