@@ -70,7 +70,6 @@ PUBLISHED = [
     },
 ]
 
-PAPER_BACKBONES = ("vgg19", "mobilenet_v2", "inception_v3", "xception", "inception_resnet_v2")
 SMALL_BACKBONES = ("mobilenet_v2_035", "mobilenet_025")
 
 # What ../shared/weights/WEIGHTS.md says about each known weight file, by sha256.

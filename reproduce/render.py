@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reproduce.protocols import PAPER_BACKBONES, PROTOCOLS, SMALL_BACKBONES
+from extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
+from reproduce.protocols import PROTOCOLS, SMALL_BACKBONES
 
 UNAVAILABLE = "weights not available offline — run `make reproduce` with network access"
 

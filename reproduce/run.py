@@ -20,11 +20,11 @@ from classify.evaluate import evaluate
 from classify.heads import build_head
 from classify.provenance import jsonable, library_versions
 from classify.tasks import select
+from extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
 from reproduce.protocols import (
     ADULT_SOURCES,
     FOLDS,
     HEAD,
-    PAPER_BACKBONES,
     POSITIVE,
     PROTOCOLS,
     PUBLISHED,
@@ -33,7 +33,7 @@ from reproduce.protocols import (
     WEIGHT_NOTES,
 )
 from reproduce.render import render
-from store import CxrError, load
+from store import CxrError, FeatureSet, load
 from store.schema import store_path
 
 
@@ -88,7 +88,8 @@ def run_study(
     available = [b for b, status in extraction.items() if status["status"] == "ok"]
     if not available:
         raise CxrError("no backbone has weights available; see the reasons above")
-    exclusions = duplicate_exclusions(features_dir, available[0], out_dir, seed)
+    first = load(store_path(features_dir, available[0]))
+    exclusions = duplicate_exclusions(features_dir, first, out_dir, seed)
     evaluation_started = time.perf_counter()
     rows, checks = [], {}
     for backbone in available:
@@ -110,16 +111,16 @@ def run_study(
                     n_boot=n_boot,
                 )
                 rows.append(_row(backbone, protocol.key, task_key, report["results"][0]))
+        fs = first if backbone == available[0] else load(store_path(features_dir, backbone))
         checks[backbone] = {
-            "probes": source_probes(features_dir, backbone, seed),
-            "cross_source": cross_source(features_dir, backbone, exclusions["path"], seed),
+            "probes": source_probes(fs, seed),
+            "cross_source": cross_source(fs, exclusions["path"], seed),
         }
-    fs = load(store_path(features_dir, available[0]))
     return jsonable(
         {
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "command": "make reproduce",
-            "data": _data_counts(fs),
+            "data": _data_counts(first),
             "head": HEAD,
             "folds": FOLDS,
             "seed": seed,
@@ -180,7 +181,7 @@ def extract_available(data: Path, weights: list[str], out: Path, console: Consol
     return status
 
 
-def duplicate_exclusions(features_dir: Path, backbone: str, out_dir: Path, seed: int) -> dict:
+def duplicate_exclusions(features_dir: Path, fs: FeatureSet, out_dir: Path, seed: int) -> dict:
     """Protocol B's exclusion file, from `cxr audit` (exact, perceptual-hash and cosine copies).
 
     Each duplicate cluster keeps its first image and drops the other copies (by path, so one of
@@ -189,6 +190,7 @@ def duplicate_exclusions(features_dir: Path, backbone: str, out_dir: Path, seed:
     """
     from audit.run import audit
 
+    backbone = fs.backbone
     report = audit(features_dir, backbone, probes=["dataset"], seed=seed)
     exclude = set(report["exclusions"]["exclude"])
     for cluster in report["clusters"]:
@@ -199,7 +201,6 @@ def duplicate_exclusions(features_dir: Path, backbone: str, out_dir: Path, seed:
     document = {"exclude": sorted(exclude), "groups": report["exclusions"]["groups"]}
     path.write_text(json.dumps(document, indent=1) + "\n")
     counts = report["counts"]
-    fs = load(store_path(features_dir, backbone))
     dropped = np.isin(fs.ids, sorted(exclude)) | np.isin(fs.rows["path"], sorted(exclude))
     return {
         "path": path,
@@ -217,11 +218,10 @@ def duplicate_exclusions(features_dir: Path, backbone: str, out_dir: Path, seed:
     }
 
 
-def source_probes(features_dir: Path, backbone: str, seed: int) -> list:
+def source_probes(fs: FeatureSet, seed: int) -> list:
     """How well a linear probe on the same embeddings names the source data set, vs chance."""
     from audit.probe import probe
 
-    fs = load(store_path(features_dir, backbone))
     dataset = fs.column("dataset")
     out = []
     for name, rows in (
@@ -233,9 +233,8 @@ def source_probes(features_dir: Path, backbone: str, seed: int) -> list:
     return out
 
 
-def cross_source(features_dir: Path, backbone: str, exclusions: Path, seed: int) -> list:
+def cross_source(fs: FeatureSet, exclusions: Path, seed: int) -> list:
     """Train on the paper's composition, then ask about adult non-COVID films it never saw."""
-    fs = load(store_path(features_dir, backbone))
     unseen = np.flatnonzero(
         (fs.labels != POSITIVE) & np.isin(fs.column("dataset"), list(ADULT_SOURCES))
     )
