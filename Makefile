@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 
 features: install
 	$(BIN)/cxr features $(DATA) $(foreach b,$(BACKBONES),-b $(b)) $(foreach w,$(WEIGHTS),--weights $(w)) \
-		$(if $(MANIFEST),--manifest $(MANIFEST)) --out $(OUT) --batch-size $(BATCH)
+		$(if $(MANIFEST),--manifest $(MANIFEST)) --features $(OUT) --batch-size $(BATCH)
 
 evaluate: install
 	mkdir -p $(REPORTS)
@@ -54,7 +54,7 @@ format: install
 	$(BIN)/ruff format .
 
 bench: install
-	$(BIN)/python benchmarks/bench_extract.py
+	$(BIN)/python benchmarks/bench_extract.py $(foreach w,$(REPRO_WEIGHTS),--weights $(w))
 	$(BIN)/python benchmarks/bench_evaluate.py --features $(OUT)
 
 clean:

@@ -1,37 +1,89 @@
 """`cxr`: a thin Typer layer over stage 1 (extract) and stage 2 (classify).
 
-Each command parses its options, calls one function, and turns the tool's own errors (CxrError)
-into a one-line message and exit status 2. TensorFlow is imported only inside the functions that
-run a model, so `cxr --help`, `cxr info` and `cxr evaluate` start fast.
+Each command parses its options, calls one function, and shows the result. The tool's own errors
+(CxrError) become a one-line message and their exit status in one place, the command group's
+``invoke`` below. One vocabulary across commands: ``--features DIR`` is the store folder,
+``--json PATH`` writes the command's JSON document (``-`` for stdout, which then holds the JSON
+alone), choices come from the registries. Heavy libraries (TensorFlow, scikit-learn, h5py) are
+imported inside the commands, so `cxr --help` starts fast.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup
 
-from audit.duplicates import COSINE_THRESHOLD, HASH_THRESHOLD  # numpy only: cheap at start-up
-from store import CxrError, describe, find_stores
+from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
+from cxr.classify.heads import HEADS  # plain data
+from cxr.errors import CxrError, RunFailed
+from cxr.extract.registry import RESIZE_POLICIES  # plain data
+
+err_console = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """The one CLI edge: any CxrError, from any command, is one line on stderr and its status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CxrError as exc:
+            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="Chest X-ray transfer learning: cache frozen-CNN embeddings in HDF5, then cross-validate "
     "scikit-learn heads on them. For research, not diagnosis.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+# Choices straight from the registries, so help text and validation cannot drift from them.
+HeadName = Enum("HeadName", {name: name for name in HEADS}, type=str)
+ResizePolicy = Enum("ResizePolicy", {name: name for name in RESIZE_POLICIES}, type=str)
+
+
+def _console(json_out: Path | None) -> Console:
+    """Where the human-readable report goes: stdout, unless the JSON goes there."""
+    return err_console if str(json_out) == "-" else Console()
+
+
+def _write_json(document: Any, json_out: Path | None, console: Console) -> None:
+    """The one meaning of --json: PATH gets the document; ``-`` prints it alone on stdout."""
+    if json_out is None:
+        return
+    text = json.dumps(document, indent=2) + "\n"
+    if str(json_out) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text)
+    except OSError as exc:
+        raise CxrError(f"{json_out}: cannot write JSON ({exc.strerror})") from None
+    console.print(f"Wrote {json_out}", highlight=False, soft_wrap=True)
+
+
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
-
-
-def fail(exc: Exception, code: int = 2) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+JSON_OUT = typer.Option(
+    None, "--json", help="Write the result as JSON to this file ('-': stdout, JSON only)."
+)
+WEIGHTS = typer.Option(
+    [],
+    "--weights",
+    help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
+)
+SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
 
 
 @app.command()
@@ -46,57 +98,52 @@ def features(
         "--backbone",
         help="Backbone name (repeatable). See `cxr backbones`.",
     ),
-    weights: list[str] = typer.Option(
-        [],
-        "--weights",
-        help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
-    ),
+    weights: list[str] = WEIGHTS,
     manifest: Path | None = typer.Option(
         None,
         "--manifest",
         help="CSV with path,label[,patient_id,source,...]. Default: DATA/manifest.csv if present.",
     ),
-    out: Path = typer.Option(
-        Path("features"), "--out", help="Folder for the <backbone>.h5 stores."
+    features_dir: Path = typer.Option(
+        Path("features"), "--features", help="Folder for the <backbone>.h5 stores."
     ),
+    out: Path | None = typer.Option(None, "--out", hidden=True),  # the old name of --features
     batch_size: int = typer.Option(
         32, "--batch-size", min=1, help="Images per forward pass (and per commit)."
     ),
-    resize: str = typer.Option(
-        "squash",
-        "--resize",
-        help="squash (the paper: stretch to the input size) or pad (keep aspect ratio).",
+    resize: ResizePolicy = typer.Option(
+        "squash", "--resize", help="squash (the paper: stretch to the input) or pad (keep aspect)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for --weights random."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
 ) -> None:
-    """Embed every image once per backbone into features/<backbone>.h5 (incremental, resumable)."""
-    from extract.run import extract_features  # lazy: the extraction stack imports TensorFlow
+    """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
+    from cxr.extract.progress import RichReporter
+    from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
 
-    try:
-        summaries = extract_features(
-            data=data,
-            manifest=manifest,
-            backbones=backbone,
-            weights=weights,
-            out=out,
-            batch_size=batch_size,
-            resize=resize,
-            seed=seed,
-            console=console,
-        )
-    except CxrError as exc:
-        raise fail(exc) from None
+    summaries = extract_features(
+        data=data,
+        manifest=manifest,
+        backbones=backbone,
+        weights=weights,
+        features_dir=out or features_dir,
+        batch_size=batch_size,
+        resize=resize.value,
+        seed=seed,
+        reporter=RichReporter(Console()),
+    )
     if not any(s.stored for s in summaries):
-        raise fail(CxrError("no image could be used; see the rejected files above"), code=1)
+        raise RunFailed("no image could be used; see the rejected files above")
     if strict and any(s.rejected for s in summaries):
-        raise fail(CxrError("--strict: some files were rejected (listed above)"), code=1)
+        raise RunFailed("--strict: some files were rejected (listed above)")
 
 
 @app.command()
 def backbones() -> None:
     """List the registered backbones (input size, embedding dimension, weight file name)."""
-    from extract.registry import REGISTRY
+    from rich.table import Table
+
+    from cxr.extract.registry import REGISTRY
 
     table = Table(title="Backbones")
     for col in ("name", "input", "dim", "keras constructor"):
@@ -110,21 +157,20 @@ def backbones() -> None:
             spec.constructor_label,
             spec.weights_file,
         )
-    console.print(table)
+    Console().print(table)
 
 
 @app.command()
-def info(
-    features_dir: Path = FEATURES_DIR,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
+def info(features_dir: Path = FEATURES_DIR, json_out: Path | None = JSON_OUT) -> None:
     """List the feature stores: rows, dimension, weights, classes, rejected files."""
-    try:
-        stores = [describe(p) for p in find_stores(features_dir)]
-    except CxrError as exc:
-        raise fail(exc) from None
-    if as_json:
-        typer.echo(json.dumps({"stores": stores}, indent=2))
+    from rich.table import Table
+
+    from cxr.store import describe, find_stores
+
+    console = _console(json_out)
+    stores = [describe(p) for p in find_stores(features_dir)]
+    _write_json({"stores": stores}, json_out, console)
+    if str(json_out) == "-":
         return
     if not stores:
         console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
@@ -141,9 +187,8 @@ def info(
     for s in stores:
         if s["pending_shards"]:
             console.print(
-                f"[yellow]{s['path']}: {s['pending_shards']} batch(es) of an interrupted run "
-                f"are not "
-                f"visible yet; run `cxr features` again to resume.[/]"
+                f"[yellow]{s['path']}: {s['pending_shards']} batch(es) of an interrupted run are "
+                "not visible yet; run `cxr features` again to resume.[/]"
             )
 
 
@@ -164,21 +209,18 @@ def reproduce(
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Reproduce the paper (protocol A) and the honest protocol B, end to end from the images."""
-    from reproduce.run import reproduce as run_reproduce
+    from cxr.reproduce.run import reproduce as run_reproduce
 
-    try:
-        run_reproduce(
-            data=data,
-            weights=weights,
-            features_dir=features_dir,
-            json_path=json_path,
-            doc_path=doc_path,
-            jobs=jobs,
-            seed=seed,
-            console=console,
-        )
-    except CxrError as exc:
-        raise fail(exc) from None
+    run_reproduce(
+        data=data,
+        weights=weights,
+        features_dir=features_dir,
+        json_path=json_path,
+        doc_path=doc_path,
+        jobs=jobs,
+        seed=seed,
+        console=Console(),
+    )
 
 
 # Stage 2 (evaluate, train, predict): classify/ is imported inside each command, so
@@ -203,7 +245,7 @@ WHERE = typer.Option(
 EXCLUDE = typer.Option(
     None,
     "--exclude",
-    help='Drop images: text file of ids/paths, or JSON {"exclude": [...], "groups": {id: group}}.',
+    help="Drop images: a file from `cxr audit --exclude-out`, or one id/path per line.",
 )
 HEAD_PARAMS = typer.Option(
     [],
@@ -219,7 +261,6 @@ TARGET = typer.Option(
     help="Column to predict: label (default), or any metadata column, e.g. dataset to probe "
     "how well the embeddings recognise the source.",
 )
-SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
 
 
 @app.command()
@@ -228,9 +269,7 @@ def evaluate(
     backbone: list[str] = typer.Option(
         [], "-b", "--backbone", help="Store to use (repeatable). Default: all."
     ),
-    head: list[str] = typer.Option(
-        [], "--head", help="mlp, logreg, svm, knn or forest (repeatable). Default: all."
-    ),
+    head: list[HeadName] = typer.Option([], "--head", help="Head (repeatable). Default: all."),
     classes: str | None = CLASSES,
     merge: list[str] = MERGE,
     binary: str | None = BINARY,
@@ -254,41 +293,36 @@ def evaluate(
     head_params: list[str] = HEAD_PARAMS,
     config: Path | None = CONFIG,
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap replicates for the 95% CI."),
-    json_out: Path | None = typer.Option(
-        None, "--json", help="Also write the full report as JSON here."
-    ),
+    json_out: Path | None = JSON_OUT,
     plots: Path | None = typer.Option(
         None, "--plots", help="Write confusion-matrix and ROC PNGs here."
     ),
 ) -> None:
     """Cross-validate scikit-learn heads on cached embeddings (default: every store, every head)."""
-    from classify.evaluate import evaluate as run_evaluate
-    from classify.heads import parse_params
-    from classify.report import render, write_json
-    from classify.tasks import TaskSpec
+    from cxr.classify.evaluate import evaluate as run_evaluate
+    from cxr.classify.heads import parse_params
+    from cxr.classify.report import render
+    from cxr.classify.tasks import TaskSpec
 
-    try:
-        report = run_evaluate(
-            features_dir,
-            backbone,
-            head,
-            TaskSpec.from_options(classes, merge, binary, where, exclude, target),
-            parse_params(head_params, config),
-            group_by=group_by,
-            folds=folds,
-            repeats=repeats,
-            seed=seed,
-            jobs=jobs,
-            search=search,
-            n_boot=bootstrap,
-            plots=plots,
-        )
-    except CxrError as exc:
-        raise fail(exc) from None
-    render(report, console)
-    if json_out is not None:
-        write_json(report, json_out)
-        console.print(f"Wrote {json_out}", highlight=False)
+    report = run_evaluate(
+        features_dir,
+        backbone,
+        [h.value for h in head],
+        TaskSpec.from_options(classes, merge, binary, where, exclude, target),
+        parse_params(head_params, config),
+        group_by=group_by,
+        folds=folds,
+        repeats=repeats,
+        seed=seed,
+        jobs=jobs,
+        search=search,
+        n_boot=bootstrap,
+        plots=plots,
+    )
+    console = _console(json_out)
+    if str(json_out) != "-":
+        render(report, console)
+    _write_json(report, json_out, console)
 
 
 @app.command()
@@ -297,7 +331,7 @@ def train(
     backbone: str | None = typer.Option(
         None, "-b", "--backbone", help="Store to use (needed if several)."
     ),
-    head: str = typer.Option("mlp", "--head", help="mlp, logreg, svm, knn or forest."),
+    head: HeadName = typer.Option("mlp", "--head", help="The head to fit."),
     classes: str | None = CLASSES,
     merge: list[str] = MERGE,
     binary: str | None = BINARY,
@@ -310,30 +344,27 @@ def train(
     out: Path | None = typer.Option(
         None, "--out", help="Model file. Default: models/<backbone>-<head>.joblib."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    json_out: Path | None = JSON_OUT,
 ) -> None:
     """Fit one head on all selected rows; save it with its backbone, weights and task (joblib)."""
-    from classify.heads import parse_params
-    from classify.model import train as run_train
-    from classify.report import render_training
-    from classify.tasks import TaskSpec
+    from cxr.classify.heads import parse_params
+    from cxr.classify.model import train as run_train
+    from cxr.classify.report import render_training
+    from cxr.classify.tasks import TaskSpec
 
-    try:
-        summary = run_train(
-            features_dir,
-            backbone,
-            head,
-            TaskSpec.from_options(classes, merge, binary, where, exclude, target),
-            parse_params(head_params, config),
-            seed=seed,
-            out=out,
-        )
-    except CxrError as exc:
-        raise fail(exc) from None
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-    else:
+    summary = run_train(
+        features_dir,
+        backbone,
+        head.value,
+        TaskSpec.from_options(classes, merge, binary, where, exclude, target),
+        parse_params(head_params, config),
+        seed=seed,
+        out=out,
+    )
+    console = _console(json_out)
+    if str(json_out) != "-":
         render_training(summary, console)
+    _write_json(summary, json_out, console)
 
 
 @app.command()
@@ -347,20 +378,18 @@ def predict(
         "--weights",
         help="As for `cxr features`; default: the weights the model was trained with.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: Path | None = JSON_OUT,
 ) -> None:
     """Class probabilities for new images, embedded with the model's backbone and weights."""
-    from classify.model import predict as run_predict
-    from classify.report import render_predictions
+    from cxr.classify.model import predict as run_predict
+    from cxr.classify.report import render_predictions
+    from cxr.extract.runner import embed_images  # stage 1 is handed to stage 2 here, at the edge
 
-    try:
-        result = run_predict(model, inputs, weights)
-    except CxrError as exc:
-        raise fail(exc) from None
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
+    result = run_predict(model, inputs, embed_images, weights)
+    console = _console(json_out)
+    if str(json_out) != "-":
         render_predictions(result, console)
+    _write_json(result, json_out, console)
 
 
 @app.command()
@@ -389,37 +418,30 @@ def audit(
         "--probe",
         help="Column to predict from the embeddings (repeatable). Default: source, dataset.",
     ),
-    json_out: Path | None = typer.Option(
-        None, "--json", help="Write the full report as JSON here."
-    ),
+    json_out: Path | None = JSON_OUT,
     exclude_out: Path | None = typer.Option(
-        None,
-        "--exclude-out",
-        help="Write the .json exclusion/merge file for `cxr evaluate --exclude`.",
+        None, "--exclude-out", help="Write the exclusion/merge file for `cxr evaluate --exclude`."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the probe's folds."),
 ) -> None:
     """Find exact and near-duplicate images, label/patient conflicts and source confounds."""
-    from audit.exclusions import write as write_exclusions
-    from audit.report import render, write_json
-    from audit.run import audit as run_audit
+    from cxr.audit.exclusions import Exclusions
+    from cxr.audit.report import render
+    from cxr.audit.run import audit as run_audit
 
-    try:
-        result = run_audit(
-            features_dir,
-            backbone,
-            data=data,
-            hash_threshold=hash_threshold,
-            cosine_threshold=cosine_threshold,
-            probes=probe,
-            seed=seed,
-        )
+    result = run_audit(
+        features_dir,
+        backbone,
+        data=data,
+        hash_threshold=hash_threshold,
+        cosine_threshold=cosine_threshold,
+        probes=probe,
+        seed=seed,
+    )
+    console = _console(json_out)
+    if str(json_out) != "-":
         render(result, console)
-        if json_out is not None:
-            write_json(result, json_out)
-            console.print(f"Wrote {json_out}", highlight=False)
-        if exclude_out is not None:
-            write_exclusions(result["exclusions"], exclude_out)
-            console.print(f"Wrote {exclude_out} (for cxr evaluate --exclude)", highlight=False)
-    except CxrError as exc:
-        raise fail(exc) from None
+    _write_json(result, json_out, console)
+    if exclude_out is not None:
+        Exclusions.from_json(result["exclusions"]).write(exclude_out)
+        console.print(f"Wrote {exclude_out} (for cxr evaluate --exclude)", soft_wrap=True)

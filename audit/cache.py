@@ -18,9 +18,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from audit.phash import LEVELS, METHOD, WORDS, phash
-from extract.images import Rejected, decode
-from store import CxrError
+from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
+from cxr.errors import CxrError
+from cxr.extract.images import Rejected, decode
 
 CACHE_NAME = Path(".audit") / "phash.h5"
 DECODE_WORKERS = 2

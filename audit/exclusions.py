@@ -1,8 +1,16 @@
-"""The exclusion/merge file that `cxr evaluate --exclude` reads (classify.tasks.read_exclusions).
+"""The exclusion/merge file: `cxr audit --exclude-out` writes it, `cxr evaluate --exclude` reads it.
 
-Format (JSON; the file name must end in .json, or evaluate reads it as a plain id list)::
+This module is its one owner (format, writing, reading, applying). Two forms are read, told
+apart by content, not by file name:
 
-    {"exclude": [sha256, ...], "groups": {sha256: group, ...}}
+- JSON, as written here::
+
+      {"format": "cxr-exclusions/1", "exclude": [sha256 or path, ...], "groups": {sha256: group}}
+
+  (``format`` and either key may be missing in a hand-written file);
+- plain text: one image id (sha256) or stored path per line; blank lines and ``#`` comments.
+
+What the audit puts in it:
 
 - ``groups``: every duplicate cluster joins the patient groups of its members, transitively and
   for *all* rows of those patients (otherwise a patient's other films could still land in another
@@ -16,15 +24,83 @@ Format (JSON; the file name must end in .json, or evaluate reads it as a plain i
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from audit.duplicates import Cluster, UnionFind
-from store import CxrError
+from cxr.errors import CxrError
+
+if TYPE_CHECKING:  # the audit's machinery is only needed to build a file, not to read one
+    from cxr.audit.duplicates import Cluster
+
+FORMAT = "cxr-exclusions/1"
 
 
-def build(clusters: list[Cluster], ids: np.ndarray, patients: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class Exclusions:
+    """Images to drop (by sha256 or stored path) and patient-group overrides (by sha256)."""
+
+    exclude: frozenset[str] = frozenset()
+    groups: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "exclude": sorted(self.exclude),
+            "groups": dict(sorted(self.groups.items())),
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping) -> Exclusions:
+        """The inverse of ``to_json``; ValueError/TypeError/AttributeError for another shape."""
+        if document.get("format", FORMAT) != FORMAT:
+            raise ValueError(f"unknown format {document['format']!r}, expected {FORMAT}")
+        return cls(
+            frozenset(str(v) for v in document.get("exclude", [])),
+            {str(k): str(v) for k, v in document.get("groups", {}).items()},
+        )
+
+    def write(self, path: Path) -> None:
+        try:
+            Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        except OSError as exc:
+            raise CxrError(f"{path}: cannot write exclusion file ({exc.strerror})") from None
+
+    @classmethod
+    def read(cls, path: Path) -> Exclusions:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise CxrError(f"{path}: cannot read exclusion file ({reason})") from None
+        if not text.lstrip().startswith("{"):
+            lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+            return cls(frozenset(line for line in lines if line))
+        try:
+            return cls.from_json(json.loads(text))
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise CxrError(
+                f'{path}: not an exclusion file; expected {{"exclude": [...], "groups": {{...}}}} '
+                f"or one id per line ({exc})"
+            ) from None
+
+    def dropped(self, ids: np.ndarray, paths: np.ndarray) -> np.ndarray:
+        """Boolean mask of the rows this file excludes (matched by id or by stored path)."""
+        listed = list(self.exclude)
+        return np.isin(ids, listed) | np.isin(paths, listed)
+
+    def regroup(self, ids: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The rows' groups with this file's overrides applied."""
+        return np.asarray([self.groups.get(i, g) for i, g in zip(ids, groups, strict=True)], object)
+
+
+def build(clusters: list[Cluster], ids: np.ndarray, patients: np.ndarray) -> Exclusions:
+    """The audit's file: merged groups for every duplicate cluster, label conflicts dropped."""
+    from cxr.audit.duplicates import UnionFind
+
     keys = np.asarray([p if p else f"image:{i}" for i, p in zip(ids, patients, strict=True)])
     names = sorted(set(keys.tolist()))
     index = {k: n for n, k in enumerate(names)}
@@ -47,16 +123,5 @@ def build(clusters: list[Cluster], ids: np.ndarray, patients: np.ndarray) -> dic
             groups[str(ids[row])] = f"audit:{root_name[root]}"
         elif every_row:
             groups[str(ids[row])] = str(key)
-    exclude = sorted({str(ids[r]) for c in clusters if "label" in c.conflicts for r in c.rows})
-    return {"exclude": exclude, "groups": dict(sorted(groups.items()))}
-
-
-def write(document: dict, path: Path) -> None:
-    if Path(path).suffix.lower() != ".json":
-        raise CxrError(
-            f"{path}: the exclusion file must end in .json (cxr evaluate reads it by suffix)"
-        )
-    try:
-        Path(path).write_text(json.dumps(document, indent=1) + "\n")
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write exclusion file ({exc.strerror})") from None
+    exclude = frozenset(str(ids[r]) for c in clusters if "label" in c.conflicts for r in c.rows)
+    return Exclusions(exclude, dict(sorted(groups.items())))

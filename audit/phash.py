@@ -26,7 +26,7 @@ DCT), distinct images of different patients in ../shared/data/cxr came as close 
 resized, contrast-shifted and cropped copies stay within 20.
 
 Two images are near-duplicates when their distance is at most a threshold
-(``audit.duplicates.HASH_THRESHOLD``); see the README's Audit section for the measured margins.
+(``cxr.audit.thresholds.HASH_THRESHOLD``); see the README's Audit section for the measured margins.
 """
 
 from __future__ import annotations

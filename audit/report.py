@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
-
-from store import CxrError
 
 WORST = 10  # clusters shown in the terminal; --json has all of them
 
@@ -96,10 +91,3 @@ def _render_probes(probes: dict, console: Console) -> None:
                 f"{p['chance_balanced_accuracy']:.3f}",
             )
     console.print(table)
-
-
-def write_json(result: dict, path: Path) -> None:
-    try:
-        Path(path).write_text(json.dumps(result, indent=1) + "\n")
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write report ({exc.strerror})") from None

@@ -5,18 +5,46 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
-from audit import duplicates, exclusions
-from audit.cache import hashes_for
-from audit.phash import LEVELS, METHOD, N_BITS, WORDS
-from audit.probe import probe
-from store import CxrError, FeatureSet, find_stores, load
-from store.schema import store_path
+from cxr.audit import duplicates, exclusions
+from cxr.audit.cache import hashes_for
+from cxr.audit.phash import LEVELS, METHOD, N_BITS, WORDS
+from cxr.audit.probe import ProbeResult, probe
+from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD
+from cxr.errors import CxrError
+from cxr.store import FeatureSet, find_stores, load
+from cxr.store.schema import store_path
 
 DEFAULT_PROBES = ("source", "dataset")
 MEMBER_COLUMNS = ("id", "path", "label", "patient_id", "source")
+
+
+class ClusterReport(TypedDict):
+    size: int
+    methods: list[str]  # exact, phash, cosine
+    min_hash_distance: int | None
+    max_cosine: float | None
+    conflicts: list[str]  # label, patient_id
+    members: list[dict[str, str]]  # MEMBER_COLUMNS of each row
+
+
+class AuditReport(TypedDict):
+    """What `cxr audit` returns and writes with --json (the terminal shows the same dict)."""
+
+    store: str
+    backbone: str
+    data_root: str
+    rows: int
+    settings: dict  # hash_method, hash_threshold, cosine_threshold, seed
+    counts: dict  # pairs by method, clusters, conflicts, hashed rows (see _counts)
+    clusters: list[ClusterReport]
+    probes: dict[str, ProbeResult]  # keyed by the probed column
+    exclusions: dict  # Exclusions.to_json(): what --exclude-out writes
+    notes: list[str]
+    timing: dict  # hashes_computed, hash_seconds, total_seconds
 
 
 def choose_store(features_dir: Path, backbone: str | None) -> Path:
@@ -45,12 +73,12 @@ def audit(
     backbone: str | None = None,
     *,
     data: Path | None = None,
-    hash_threshold: int = duplicates.HASH_THRESHOLD,
-    cosine_threshold: float = duplicates.COSINE_THRESHOLD,
+    hash_threshold: int = HASH_THRESHOLD,
+    cosine_threshold: float = COSINE_THRESHOLD,
     probes: Sequence[str] = (),
     seed: int = 0,
-) -> dict:
-    """Find duplicate clusters and conflicts, probe confounds; returns the report and exclusions."""
+) -> AuditReport:
+    """Duplicate clusters, conflicts, confound probes and the exclusion file, as one report."""
     if not 0 <= hash_threshold < N_BITS or not -1.0 <= cosine_threshold <= 1.0:
         raise CxrError(f"--hash-threshold must be 0..{N_BITS - 1} and --cosine-threshold -1..1")
     started = time.perf_counter()
@@ -77,36 +105,36 @@ def audit(
     found = duplicates.clusters(len(fs), exact, by_hash, by_cosine, labels, patients)
 
     columns = list(dict.fromkeys(probes)) or [c for c in DEFAULT_PROBES if c in fs.columns()]
-    probe_results = {}
+    probe_results: dict[str, ProbeResult] = {}
     for name in columns:
         values = fs.column(name)
         same = next((c for c in probe_results if np.array_equal(fs.column(c), values)), None)
         probe_results[name] = (
-            {"same_as": same} if same else probe(fs.X, values, patients, seed=seed)
+            ProbeResult(same_as=same) if same else probe(fs.X, values, patients, seed=seed)
         )
 
-    return {
-        "store": str(fs.path),
-        "backbone": fs.backbone,
-        "data_root": str(root),
-        "rows": len(fs),
-        "settings": {
+    return AuditReport(
+        store=str(fs.path),
+        backbone=fs.backbone,
+        data_root=str(root),
+        rows=len(fs),
+        settings={
             "hash_method": METHOD,
             "hash_threshold": hash_threshold,
             "cosine_threshold": cosine_threshold,
             "seed": seed,
         },
-        "counts": _counts(found, exact, by_hash, by_cosine, len(fs), len(hashed)),
-        "clusters": [_cluster_dict(c, fs) for c in found],
-        "probes": probe_results,
-        "exclusions": exclusions.build(found, ids, patients),
-        "notes": notes,
-        "timing": {
+        counts=_counts(found, exact, by_hash, by_cosine, len(fs), len(hashed)),
+        clusters=[_cluster_dict(c, fs) for c in found],
+        probes=probe_results,
+        exclusions=exclusions.build(found, ids, patients).to_json(),
+        notes=notes,
+        timing={
             "hashes_computed": computed,
             "hash_seconds": round(hash_seconds, 2),
             "total_seconds": round(time.perf_counter() - started, 2),
         },
-    }
+    )
 
 
 def _counts(found, exact, by_hash, by_cosine, rows: int, hashed: int) -> dict:
@@ -124,12 +152,12 @@ def _counts(found, exact, by_hash, by_cosine, rows: int, hashed: int) -> dict:
     }
 
 
-def _cluster_dict(c: duplicates.Cluster, fs: FeatureSet) -> dict:
-    return {
-        "size": len(c.rows),
-        "methods": sorted(c.methods),
-        "min_hash_distance": c.min_hash_distance,
-        "max_cosine": None if c.max_cosine is None else round(c.max_cosine, 4),
-        "conflicts": c.conflicts,
-        "members": [{k: str(fs.rows[k][r]) for k in MEMBER_COLUMNS} for r in c.rows],
-    }
+def _cluster_dict(c: duplicates.Cluster, fs: FeatureSet) -> ClusterReport:
+    return ClusterReport(
+        size=len(c.rows),
+        methods=sorted(c.methods),
+        min_hash_distance=c.min_hash_distance,
+        max_cosine=None if c.max_cosine is None else round(c.max_cosine, 4),
+        conflicts=c.conflicts,
+        members=[{k: str(fs.rows[k][r]) for k in MEMBER_COLUMNS} for r in c.rows],
+    )

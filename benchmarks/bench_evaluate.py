@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,10 @@ import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from classify.evaluate import evaluate
-from classify.heads import build_head
-from classify.tasks import TaskSpec
-from store.schema import ROW_COLUMNS, StoreContent, Table, store_path, write_atomic
+from cxr.classify.evaluate import evaluate
+from cxr.classify.heads import build_head
+from cxr.classify.tasks import TaskSpec
+from cxr.store.schema import ROW_COLUMNS, StoreContent, Table, store_path, write_atomic
 
 
 def synthetic_store(directory: Path, backbone: str, n: int = 2109, dim: int = 1280) -> None:

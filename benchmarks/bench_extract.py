@@ -7,41 +7,26 @@ The target is pipeline/raw >= 0.9. Uses ../shared/data/cxr and real weights when
 synthetic images and random weights (speed does not depend on the weight values).
 
     python benchmarks/bench_extract.py [--backbone mobilenet_v2] [--images 512] [--batch-size 32]
+                                        [--weights mobilenet_v2=PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import sample_images
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from extract.dataset import discover
-from extract.images import decode, resize
-from extract.registry import get_spec
-from extract.run import extract_features
-from extract.weights import parse_weights, resolve
-from tests.conftest import CXR_DATA, REAL_WEIGHTS, make_class_folders
-
-
-def sample_images(workdir: Path, count: int) -> Path:
-    data = workdir / "data"
-    if CXR_DATA.is_dir():
-        files = sorted(p for p in CXR_DATA.glob("*/*") if p.is_file())
-        step = max(1, len(files) // count)
-        for path in files[::step][:count]:
-            (data / path.parent.name).mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, data / path.parent.name / path.name)
-        return data
-    return make_class_folders(data, per_class=count // 2)
+from cxr.extract.dataset import discover
+from cxr.extract.images import decode, resize
+from cxr.extract.registry import get_spec
+from cxr.extract.runner import extract_features
+from cxr.extract.weights import parse_weights, resolve
 
 
 def main() -> None:
@@ -49,15 +34,21 @@ def main() -> None:
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        help="NAME=PATH as for `cxr features` (make bench passes ../shared/weights); else random",
+    )
     args = parser.parse_args()
-    real = REAL_WEIGHTS.get(args.backbone)
-    weights = [f"{args.backbone}={real}"] if real and real.is_file() else ["random"]
+    mine = [w for w in args.weights if w.partition("=")[0] == args.backbone]
+    weights = mine or ["random"]  # speed does not depend on the weight values
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         data = sample_images(workdir, args.images)
         spec = get_spec(args.backbone)
-        from extract.model import Embedder
+        from cxr.extract.model import Embedder
 
         resolved = resolve(spec, parse_weights(weights, [spec.name], 0)[spec.name])
         entries = discover(data, None).entries
@@ -79,9 +70,8 @@ def main() -> None:
             manifest=None,
             backbones=[spec.name],
             weights=weights,
-            out=workdir / "features",
+            features_dir=workdir / "features",
             batch_size=args.batch_size,
-            console=Console(quiet=True),
         )
         elapsed = time.perf_counter() - start
     pipeline, steady = len(images) / elapsed, len(images) / max(elapsed - build, 1e-9)

@@ -15,9 +15,9 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from classify.heads import Params, build_head, search_grid
-from classify.tasks import TaskData
-from store import CxrError
+from cxr.classify.heads import Params, build_head, search_grid
+from cxr.classify.tasks import TaskData
+from cxr.errors import CxrError
 
 GROUP_BY = ("auto", "patient", "none")
 # Inner folds of --search, and of the SVM head's probability calibration.

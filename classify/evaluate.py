@@ -1,19 +1,58 @@
-"""`cxr evaluate`: every (backbone, head) cross-validated on one task, as one plain dict."""
+"""`cxr evaluate`: every (backbone, head) cross-validated on one task, as one report.
+
+The report's shape is defined here, once (``EvaluateReport`` and ``Result``); the JSON is exactly
+these dicts, and the terminal report, the plots and the study read them by key.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
-from classify.cv import INNER_FOLDS, OutOfFold, plan_cv, run_folds
-from classify.heads import HEADS, Params, effective_params, get_head, search_grid
-from classify.metrics import summarize
-from classify.provenance import DISCLAIMER, jsonable, library_versions
-from classify.tasks import TaskData, TaskSpec, select
-from store import CxrError, find_stores, load
-from store.schema import store_path
+from cxr.classify.cv import INNER_FOLDS, OutOfFold, plan_cv, run_folds
+from cxr.classify.heads import HEADS, Params, effective_params, get_head, search_grid
+from cxr.classify.metrics import summarize
+from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
+from cxr.classify.tasks import TaskData, TaskSpec, select
+from cxr.errors import CxrError
+from cxr.store import find_stores, load
+from cxr.store.schema import store_path
+
+
+class Result(TypedDict, total=False):
+    """One (backbone, head) on the task."""
+
+    backbone: str
+    head: str
+    params: dict  # the classifier's effective parameters
+    search: dict | None  # grid, inner_folds, scoring, best_params per fold (with --search)
+    task: dict  # name and TaskSpec.to_dict()
+    cv: dict  # CVPlan.to_dict()
+    n: int
+    n_patients: int | None
+    classes: list[str]
+    class_counts: dict[str, int]
+    metrics: dict  # overall metric name -> Stat, and "per_class": {class: {name: Stat}}
+    confusion_matrix: list[list[int]]  # summed over folds (rows: true, columns: predicted)
+    bootstrap_unit: str  # patient, image, or duplicate groups
+    plots: list[str]  # with --plots
+
+
+class Provenance(TypedDict):
+    versions: dict[str, str]
+    stores: dict[str, dict]  # backbone -> path, rows_sha256 and every store attribute
+    seed: int
+    bootstrap: dict  # replicates, seed, percentiles
+    disclaimer: str
+
+
+class EvaluateReport(TypedDict):
+    results: list[Result]
+    warnings: list[str]
+    provenance: Provenance
 
 
 def evaluate(
@@ -31,7 +70,7 @@ def evaluate(
     search: bool = False,
     n_boot: int = 1000,
     plots: Path | None = None,
-) -> dict:
+) -> EvaluateReport:
     """Cross-validate heads on the stores' embeddings; ``{"results", "warnings", "provenance"}``.
 
     The result is deterministic for given inputs and seed (no timings, no job count), so two runs
@@ -56,7 +95,8 @@ def evaluate(
     paths = paths or find_stores(features_dir)
     if not paths:
         raise CxrError(f"{features_dir}: no feature stores (run `cxr features` first)")
-    results, stores = [], {}
+    results: list[Result] = []
+    stores: dict[str, dict] = {}
     notes = [
         f"--set/--config for head {h!r} ignored: it is not among the selected heads"
         for h in params
@@ -75,23 +115,23 @@ def evaluate(
             entry = _entry(fs.backbone, head, data, task, plan.to_dict(), oof, params, search)
             entry.update(_scores(data, oof, n_boot, seed))
             if plots is not None:
-                from classify.report import write_plots  # lazy: matplotlib
+                from cxr.classify.report import write_plots  # lazy: matplotlib
 
                 entry["plots"] = write_plots(entry, oof.y, oof.proba, plots)
             notes.extend(oof.warnings)
             results.append(entry)
     return jsonable(
-        {
-            "results": results,
-            "warnings": notes,
-            "provenance": {
-                "versions": library_versions(),
-                "stores": stores,
-                "seed": seed,
-                "bootstrap": {"replicates": n_boot, "seed": seed, "percentiles": [2.5, 97.5]},
-                "disclaimer": DISCLAIMER,
-            },
-        }
+        EvaluateReport(
+            results=results,
+            warnings=notes,
+            provenance=Provenance(
+                versions=library_versions(),
+                stores=stores,
+                seed=seed,
+                bootstrap={"replicates": n_boot, "seed": seed, "percentiles": [2.5, 97.5]},
+                disclaimer=DISCLAIMER,
+            ),
+        )
     )
 
 
@@ -111,13 +151,13 @@ def _entry(
     oof: OutOfFold,
     params: Mapping[str, Params],
     search: bool,
-) -> dict:
+) -> Result:
     chosen = params.get(head, {})
-    return {
-        "backbone": backbone,
-        "head": head,
-        "params": effective_params(head, chosen),
-        "search": {
+    return Result(
+        backbone=backbone,
+        head=head,
+        params=effective_params(head, chosen),
+        search={
             "grid": search_grid(head, chosen),
             "inner_folds": INNER_FOLDS,
             "scoring": "balanced_accuracy",
@@ -125,13 +165,13 @@ def _entry(
         }
         if search
         else None,
-        "task": {"name": task_name(data.classes, spec), **spec.to_dict()},
-        "cv": cv,
-        "n": len(data.y),
-        "n_patients": len(np.unique(data.groups)) if data.has_groups else None,
-        "classes": list(data.classes),
-        "class_counts": data.class_counts,
-    }
+        task={"name": task_name(data.classes, spec), **spec.to_dict()},
+        cv=cv,
+        n=len(data.y),
+        n_patients=len(np.unique(data.groups)) if data.has_groups else None,
+        classes=list(data.classes),
+        class_counts=data.class_counts,
+    )
 
 
 def _scores(data: TaskData, oof: OutOfFold, n_boot: int, seed: int) -> dict:

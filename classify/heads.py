@@ -1,30 +1,32 @@
 """The one registry of classification heads: name -> scikit-learn Pipeline, defaults, search grid.
 
 Every head is ``StandardScaler -> classifier``; because the scaler lives inside the Pipeline it is
-fitted on the training rows of each fold only. Hyper-parameters come from the registry defaults,
-then a TOML file, then ``--set head.param=value``; names and values are validated here, once, so
-a typo fails before any fold runs.
+fitted on the training rows of each fold only. The registry is plain data (classifiers are named
+and imported when a head is built), so the CLI offers its names without importing scikit-learn.
+Hyper-parameters come from the registry defaults, then a TOML file, then ``--set
+head.param=value``; names and values are validated here, once, so a typo fails before any fold.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import importlib
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from cxr.errors import CxrError
 
-from store import CxrError
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 Params = dict[str, Any]
 
@@ -35,12 +37,17 @@ class Head:
 
     name: str
     summary: str
-    classifier: Callable[..., BaseEstimator]
+    classifier_path: str  # "module.Class" of the scikit-learn classifier
     defaults: Mapping[str, Any]
     grid: Mapping[str, Sequence[Any]]
     # SVC has no native probabilities (scikit-learn 1.9 deprecated probability=True): wrap it in
     # a sigmoid calibration fitted by 3-fold CV on the training rows of the fold.
     calibrated: bool = False
+
+    @property
+    def classifier(self) -> type[BaseEstimator]:
+        module, _, name = self.classifier_path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
     @property
     def prefix(self) -> str:
@@ -54,7 +61,7 @@ HEADS: dict[str, Head] = {
         Head(
             "mlp",
             "the paper's head: one hidden ReLU layer, Adam, early stopping",
-            MLPClassifier,
+            "sklearn.neural_network.MLPClassifier",
             {
                 "hidden_layer_sizes": (256,),
                 "activation": "relu",
@@ -71,14 +78,14 @@ HEADS: dict[str, Head] = {
         Head(
             "logreg",
             "multinomial logistic regression (L2, lbfgs)",
-            LogisticRegression,
+            "sklearn.linear_model.LogisticRegression",
             {"C": 1.0, "max_iter": 2000},
             {"C": [0.01, 0.1, 1.0, 10.0]},
         ),
         Head(
             "svm",
             "RBF support vector machine, sigmoid-calibrated probabilities",
-            SVC,
+            "sklearn.svm.SVC",
             {"kernel": "rbf", "C": 1.0, "gamma": "scale"},
             {"C": [0.1, 1.0, 10.0], "gamma": ["scale", 1e-4]},
             calibrated=True,
@@ -86,14 +93,14 @@ HEADS: dict[str, Head] = {
         Head(
             "knn",
             "k nearest neighbours (Euclidean on standardised features, distance-weighted)",
-            KNeighborsClassifier,
+            "sklearn.neighbors.KNeighborsClassifier",
             {"n_neighbors": 10, "weights": "distance"},
             {"n_neighbors": [5, 10, 20]},
         ),
         Head(
             "forest",
             "random forest",
-            RandomForestClassifier,
+            "sklearn.ensemble.RandomForestClassifier",
             {"n_estimators": 300, "max_features": "sqrt", "n_jobs": 1},
             {"max_features": ["sqrt", 0.1], "min_samples_leaf": [1, 3]},
         ),
@@ -128,10 +135,6 @@ def parse_params(assignments: Iterable[str] = (), config: Path | None = None) ->
     """
     params: dict[str, Params] = {}
     if config is not None:
-        try:
-            import tomllib  # Python >= 3.11
-        except ModuleNotFoundError:
-            raise CxrError(f"{config}: --config needs Python 3.11 or newer (tomllib)") from None
         try:
             document = tomllib.loads(Path(config).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -178,6 +181,10 @@ def build_head(
     name: str, params: Mapping[str, Any] | None = None, random_state: int | None = None
 ) -> Pipeline:
     """A fresh, unfitted ``StandardScaler -> classifier`` Pipeline for one head."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     head = get_head(name)
     settings = effective_params(name, params)
     if "random_state" in head.classifier().get_params():

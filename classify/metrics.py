@@ -1,7 +1,9 @@
-"""The metrics table: each metric is one vectorised function of confusion matrices or scores.
+"""The metrics table: each metric is one entry, a vectorised function of confusion matrices and
+one-vs-rest AUCs, that the CV summary, the JSON, the terminal report and the plots all read.
 
 Confusion matrices have shape ``(..., k, k)`` (rows: true class, columns: predicted class), so the
 same function scores one matrix, a stack of per-fold matrices, or a batch of bootstrap replicates.
+Adding a metric is one ``register(Metric(...))``.
 A ratio whose denominator is zero (e.g. precision of a class never predicted) is NaN and is left
 out of means. ROC AUC is computed from ranks (Mann-Whitney U) so that bootstrap replicates, which
 only re-weight rows, cost one cumulative sum instead of one scikit-learn call each.
@@ -11,10 +13,29 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
 BOOTSTRAP_CHUNK = 200
+
+
+class Stat(TypedDict, total=False):
+    """One metric of one result, as the JSON holds it (None where undefined)."""
+
+    mean: float | None  # over folds (ddof=1 for std)
+    std: float | None
+    ci95: list[float | None]  # bootstrap percentile interval of the pooled value
+    pooled: float | None  # of all out-of-fold predictions together
+    folds: list[float | None]  # overall metrics only
+
+
+class Scores(TypedDict):
+    """``summarize``'s output: overall metrics by name, plus ``per_class`` {class: {name: Stat}}."""
+
+    metrics: dict
+    confusion_matrix: list[list[int]]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -78,17 +99,65 @@ def macro_f1(cm: np.ndarray) -> np.ndarray:
     return _nanmean(f1(cm), axis=-1)
 
 
-OVERALL: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "accuracy": accuracy,
-    "balanced_accuracy": balanced_accuracy,
-    "macro_f1": macro_f1,
-}
-PER_CLASS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sensitivity": sensitivity,
-    "specificity": specificity,
-    "precision": precision,
-    "f1": f1,
-}
+@dataclass(frozen=True)
+class Outcomes:
+    """What a metric is computed from, batched over the same leading axes."""
+
+    cm: np.ndarray  # (..., k, k) confusion matrices
+    auc: np.ndarray  # (..., k) one-vs-rest ROC AUC per class
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the metrics table.
+
+    ``fn`` maps Outcomes to ``(...)`` for an overall metric or ``(..., k)`` for a per-class one;
+    ``name`` is the JSON key, ``label`` what people read in tables and plots.
+    """
+
+    name: str
+    label: str
+    fn: Callable[[Outcomes], np.ndarray]
+    per_class: bool = False
+
+
+METRICS: list[Metric] = []
+
+
+def register(metric: Metric) -> Metric:
+    """Add a metric to every report; names are unique per scope (overall / per class)."""
+    if metric.name == "per_class" or any(
+        m.name == metric.name and m.per_class == metric.per_class for m in METRICS
+    ):
+        raise ValueError(f"a metric named {metric.name!r} is already registered")
+    METRICS.append(metric)
+    return metric
+
+
+def overall_metrics() -> list[Metric]:
+    return [m for m in METRICS if not m.per_class]
+
+
+def per_class_metrics() -> list[Metric]:
+    return [m for m in METRICS if m.per_class]
+
+
+def metric(name: str, *, per_class: bool = False) -> Metric:
+    return next(m for m in METRICS if m.name == name and m.per_class == per_class)
+
+
+for _entry in (
+    Metric("accuracy", "accuracy", lambda o: accuracy(o.cm)),
+    Metric("balanced_accuracy", "bal. accuracy", lambda o: balanced_accuracy(o.cm)),
+    Metric("macro_f1", "macro-F1", lambda o: macro_f1(o.cm)),
+    Metric("roc_auc", "ROC AUC", lambda o: _nanmean(o.auc, axis=-1)),
+    Metric("sensitivity", "sensitivity", lambda o: sensitivity(o.cm), per_class=True),
+    Metric("specificity", "specificity", lambda o: specificity(o.cm), per_class=True),
+    Metric("precision", "precision (PPV)", lambda o: precision(o.cm), per_class=True),
+    Metric("f1", "F1", lambda o: f1(o.cm), per_class=True),
+    Metric("roc_auc", "ROC AUC", lambda o: o.auc, per_class=True),
+):
+    register(_entry)
 
 
 def confusion(
@@ -150,13 +219,10 @@ def bootstrap_weights(
         yield counts[:, inverse].astype(float)
 
 
-def _all_metrics(cm: np.ndarray, auc_per_class: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric for a stack of matrices: overall ``(..., )``, per class ``(..., k)``."""
-    values = {name: fn(cm) for name, fn in OVERALL.items()}
-    values["roc_auc"] = _nanmean(auc_per_class, axis=-1)
-    values.update({name: fn(cm) for name, fn in PER_CLASS.items()})
-    values["class_roc_auc"] = auc_per_class
-    return values
+def _all_metrics(cm: np.ndarray, auc_per_class: np.ndarray) -> dict[Metric, np.ndarray]:
+    """Every registered metric for a stack of matrices: ``(...)`` or ``(..., k)`` per class."""
+    outcomes = Outcomes(cm, auc_per_class)
+    return {m: np.asarray(m.fn(outcomes), dtype=float) for m in METRICS}
 
 
 def _number(value) -> float | None:
@@ -164,17 +230,17 @@ def _number(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _summary(folds: np.ndarray, pooled: float, boot: np.ndarray, keep_folds: bool) -> dict:
+def _summary(folds: np.ndarray, pooled: float, boot: np.ndarray, keep_folds: bool) -> Stat:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         std = np.nanstd(folds, ddof=1) if np.sum(np.isfinite(folds)) > 1 else np.nan
         lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (np.nan,) * 2
-    out = {
-        "mean": _number(_nanmean(folds)),
-        "std": _number(std),
-        "ci95": [_number(lo), _number(hi)],
-        "pooled": _number(pooled),
-    }
+    out = Stat(
+        mean=_number(_nanmean(folds)),
+        std=_number(std),
+        ci95=[_number(lo), _number(hi)],
+        pooled=_number(pooled),
+    )
     if keep_folds:
         out["folds"] = [_number(v) for v in folds]
     return out
@@ -189,7 +255,7 @@ def summarize(
     *,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict:
+) -> Scores:
     """All metrics of pooled out-of-fold predictions.
 
     ``mean``/``std`` (ddof=1) are over folds; ``pooled`` is the metric of all out-of-fold
@@ -207,19 +273,16 @@ def summarize(
         _all_metrics(confusion(y, pred, k, w), roc_auc_per_class(y, proba, w))
         for w in bootstrap_weights(units, n_boot, seed)
     ]
-    boot = {name: np.concatenate([c[name] for c in chunks]) for name in per_fold}
-    metrics = {
-        name: _summary(per_fold[name], pooled[name], boot[name], keep_folds=True)
-        for name in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+    boot = {m: np.concatenate([c[m] for c in chunks]) for m in METRICS}
+    metrics: dict = {
+        m.name: _summary(per_fold[m], pooled[m], boot[m], keep_folds=True)
+        for m in overall_metrics()
     }
     metrics["per_class"] = {
         cls: {
-            name: _summary(per_fold[key][:, i], pooled[key][i], boot[key][:, i], keep_folds=False)
-            for name, key in [*((n, n) for n in PER_CLASS), ("roc_auc", "class_roc_auc")]
+            m.name: _summary(per_fold[m][:, i], pooled[m][i], boot[m][:, i], keep_folds=False)
+            for m in per_class_metrics()
         }
         for i, cls in enumerate(classes)
     }
-    return {
-        "metrics": metrics,
-        "confusion_matrix": fold_cm.sum(axis=0).astype(int).tolist(),
-    }
+    return Scores(metrics=metrics, confusion_matrix=fold_cm.sum(axis=0).astype(int).tolist())

@@ -2,8 +2,9 @@
 
 A model file is a joblib bundle (a dict) holding the fitted Pipeline plus the store's fingerprint
 (backbone, input size, resize, weights sha256 and seed), the classes, the task, digests of the
-store's rows and of the training rows, and library versions. ``predict`` embeds new images through
-stage 1 with the recorded backbone and weights and refuses to go on if the fingerprints differ.
+store's rows and of the training rows, and library versions. ``predict`` is handed an embedder
+(stage 1's ``cxr.extract.runner.embed_images``, given by the CLI: stage 2 never imports stage 1),
+asks it for the recorded backbone and weights, and refuses to go on if the fingerprints differ.
 joblib files are pickles: load only model files you trust.
 """
 
@@ -13,20 +14,85 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, TypedDict
 
 import joblib
 import numpy as np
 
-from classify.cv import derive_seed
-from classify.heads import Params, build_head, effective_params
-from classify.provenance import DISCLAIMER, jsonable, library_versions
-from classify.tasks import TaskSpec, rows_digest, select
-from store import CxrError, find_stores, load
-from store.schema import fingerprint, store_path
+from cxr.classify.cv import derive_seed
+from cxr.classify.heads import Params, build_head, effective_params
+from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
+from cxr.classify.tasks import TaskSpec, rows_digest, select
+from cxr.errors import CxrError
+from cxr.store import find_stores, load
+from cxr.store.schema import fingerprint, store_path
 
 MODEL_FORMAT = "cxr-head/1"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 BUNDLE_KEYS = ("format", "pipeline", "backbone", "fingerprint", "weights", "classes", "n_features")
+
+
+class TrainSummary(TypedDict):
+    """What `cxr train` reports; the model file holds the same keys beside the pipeline."""
+
+    model: str
+    backbone: str
+    head: str
+    params: dict
+    seed: int
+    task: dict  # TaskSpec.to_dict()
+    classes: list[str]
+    class_counts: dict[str, int]
+    n: int
+    store: str
+    store_rows_sha256: str
+    train_rows_sha256: str
+    fingerprint: dict  # store.schema.fingerprint: what new images must be embedded with
+    weights: str
+    weights_file: str
+    versions: dict[str, str]
+    warnings: list[str]
+
+
+class Prediction(TypedDict):
+    path: str
+    predicted: str
+    probabilities: dict[str, float]
+
+
+class Predictions(TypedDict):
+    """What `cxr predict` reports."""
+
+    model: str
+    backbone: str
+    head: str
+    classes: list[str]
+    predictions: list[Prediction]
+    rejected: list[dict[str, str]]  # path, reason
+    warnings: list[str]
+    disclaimer: str
+
+
+class Embedded(Protocol):
+    """What an embedder returns: vectors of the files it could use, the rest with a reason."""
+
+    X: np.ndarray
+    paths: list[str]
+    rejected: list[tuple[str, str]]
+    attrs: Mapping  # the store attributes these vectors would have (fingerprint included)
+
+
+class ImageEmbedder(Protocol):
+    """Embeds image files and folders of images with one backbone (stage 1 provides one)."""
+
+    def __call__(
+        self,
+        inputs: Sequence[Path],
+        *,
+        backbone: str,
+        weights: Sequence[str],
+        resize: str,
+        seed: int,
+    ) -> Embedded: ...
 
 
 def _choose_store(features_dir: Path, backbone: str | None) -> Path:
@@ -53,7 +119,7 @@ def train(
     *,
     seed: int = 0,
     out: Path | None = None,
-) -> dict:
+) -> TrainSummary:
     """Fit one head on all selected rows of one store and save the bundle; returns a summary."""
     task = task or TaskSpec()
     chosen = (params or {}).get(head, {})
@@ -65,25 +131,25 @@ def train(
         pipeline.fit(data.X, data.y)
     out = Path(out or Path("models") / f"{fs.backbone}-{head}.joblib")
     summary = jsonable(
-        {
-            "model": str(out),
-            "backbone": fs.backbone,
-            "head": head,
-            "params": effective_params(head, chosen),
-            "seed": seed,
-            "task": task.to_dict(),
-            "classes": list(data.classes),
-            "class_counts": data.class_counts,
-            "n": len(data.y),
-            "store": str(fs.path),
-            "store_rows_sha256": rows_digest(fs.ids, fs.labels),
-            "train_rows_sha256": data.rows_sha256(),
-            "fingerprint": fingerprint(fs.attrs),
-            "weights": fs.attrs.get("weights"),
-            "weights_file": fs.attrs.get("weights_file"),
-            "versions": library_versions(),
-            "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
-        }
+        TrainSummary(
+            model=str(out),
+            backbone=fs.backbone,
+            head=head,
+            params=effective_params(head, chosen),
+            seed=seed,
+            task=task.to_dict(),
+            classes=list(data.classes),
+            class_counts=data.class_counts,
+            n=len(data.y),
+            store=str(fs.path),
+            store_rows_sha256=rows_digest(fs.ids, fs.labels),
+            train_rows_sha256=data.rows_sha256(),
+            fingerprint=fingerprint(fs.attrs),
+            weights=str(fs.attrs.get("weights", "")),
+            weights_file=str(fs.attrs.get("weights_file", "")),
+            versions=library_versions(),
+            warnings=sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        )
     )
     bundle = {
         "format": MODEL_FORMAT,
@@ -117,43 +183,28 @@ def load_model(path: Path) -> dict:
     return bundle
 
 
-def list_images(inputs: Sequence[Path]) -> list[Path]:
-    """Image files named directly, plus those directly inside named folders (sorted)."""
-    images: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            images.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif item.is_file():
-            images.append(item)
-        else:
-            raise CxrError(f"{item}: no such image file or folder")
-    if not images:
-        raise CxrError(
-            f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}"
-        )
-    return images
-
-
-def predict(model_path: Path, inputs: Sequence[Path], weights: Sequence[str] = ()) -> dict:
-    """Class probabilities for new images, embedded with the model's backbone and weights.
+def predict(
+    model_path: Path,
+    inputs: Sequence[Path],
+    embed: ImageEmbedder,
+    weights: Sequence[str] = (),
+) -> Predictions:
+    """Class probabilities for new images, embedded by ``embed`` with the model's backbone.
 
     ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
     the embedding's fingerprint must equal the model's, else CxrError names both weight hashes.
     """
     bundle = load_model(model_path)
-    images = list_images(inputs)
-    from extract.run import embed_images  # lazy: stage 1 imports TensorFlow
-
     expected = bundle["fingerprint"]
     if not weights and bundle["weights"] == "file":
         raise CxrError(
             f"{model_path}: trained with a local weight file {bundle.get('weights_file')} (sha256 "
             f"{expected['weights_sha256']}); pass --weights {bundle['backbone']}=PATH to it"
         )
-    embedded = embed_images(
-        images,
-        bundle["backbone"],
-        list(weights) or [str(bundle["weights"])],
+    embedded = embed(
+        inputs,
+        backbone=bundle["backbone"],
+        weights=list(weights) or [str(bundle["weights"])],
         resize=str(expected["resize"]),
         seed=max(int(expected.get("weights_seed") or 0), 0),  # stage 1 records -1 unless random
     )
@@ -167,7 +218,9 @@ def predict(model_path: Path, inputs: Sequence[Path], weights: Sequence[str] = (
         )
     rejected = [{"path": str(p), "reason": str(r)} for p, r in embedded.rejected]
     if len(embedded.paths) == 0:
-        raise CxrError(f"none of the {len(images)} image(s) could be read: {rejected[0]['reason']}")
+        raise CxrError(
+            f"none of the {len(rejected)} image(s) could be read: {rejected[0]['reason']}"
+        )
     X = np.asarray(embedded.X, dtype=np.float32)
     if X.shape[1] != bundle["n_features"]:
         raise CxrError(
@@ -189,21 +242,21 @@ def predict(model_path: Path, inputs: Sequence[Path], weights: Sequence[str] = (
             "retrain if predictions look wrong"
         )
     return jsonable(
-        {
-            "model": str(model_path),
-            "backbone": bundle["backbone"],
-            "head": bundle.get("head"),
-            "classes": classes,
-            "predictions": [
-                {
-                    "path": path,
-                    "predicted": classes[int(np.argmax(p))],
-                    "probabilities": dict(zip(classes, p.tolist(), strict=True)),
-                }
+        Predictions(
+            model=str(model_path),
+            backbone=bundle["backbone"],
+            head=bundle.get("head", ""),
+            classes=classes,
+            predictions=[
+                Prediction(
+                    path=path,
+                    predicted=classes[int(np.argmax(p))],
+                    probabilities=dict(zip(classes, p.tolist(), strict=True)),
+                )
                 for path, p in zip(embedded.paths, proba, strict=True)
             ],
-            "rejected": rejected,
-            "warnings": notes,
-            "disclaimer": DISCLAIMER,
-        }
+            rejected=rejected,
+            warnings=notes,
+            disclaimer=DISCLAIMER,
+        )
     )

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from store.provenance import library_versions as _versions
+from cxr.store.provenance import library_versions as _versions
 
 DISCLAIMER = "Research results, not a diagnostic device: do not use for clinical decisions."
 

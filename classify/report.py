@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -10,21 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from classify.provenance import DISCLAIMER
-
-SUMMARY = [
-    ("accuracy", "accuracy"),
-    ("balanced_accuracy", "bal. accuracy"),
-    ("macro_f1", "macro-F1"),
-    ("roc_auc", "ROC AUC"),
-]
-PER_CLASS = [
-    ("sensitivity", "sensitivity"),
-    ("specificity", "specificity"),
-    ("precision", "precision (PPV)"),
-    ("f1", "F1"),
-    ("roc_auc", "ROC AUC"),
-]
+from cxr.classify.metrics import overall_metrics, per_class_metrics
+from cxr.classify.provenance import DISCLAIMER
 
 
 def _fmt(stat: dict) -> str:
@@ -62,21 +48,22 @@ def render(report: dict, console: Console) -> None:
         highlight=False,
     )
     table = Table(title="Cross-validated heads: mean ± std over folds [95% CI]")
-    for col in ("backbone", "head", "n", *(label for _, label in SUMMARY)):
+    summary = overall_metrics()
+    for col in ("backbone", "head", "n", *(m.label for m in summary)):
         table.add_column(col, justify="right" if col == "n" else "left")
     for r in results:
-        table.add_row(
-            r["backbone"], r["head"], str(r["n"]), *(_fmt(r["metrics"][k]) for k, _ in SUMMARY)
-        )
+        cells = (_fmt(r["metrics"][m.name]) for m in summary)
+        table.add_row(r["backbone"], r["head"], str(r["n"]), *cells)
     console.print(table)
 
     best = best_result(report)
     title = f"Best by balanced accuracy: {best['backbone']} + {best['head']}, per class"
     per_class = Table(title=title)
-    for col in ("class", "n", *(label for _, label in PER_CLASS)):
+    columns = per_class_metrics()
+    for col in ("class", "n", *(m.label for m in columns)):
         per_class.add_column(col)
     for cls, stats in best["metrics"]["per_class"].items():
-        cells = (_fmt(stats[k]) for k, _ in PER_CLASS)
+        cells = (_fmt(stats[m.name]) for m in columns)
         per_class.add_row(cls, str(best["class_counts"][cls]), *cells)
     console.print(per_class)
 
@@ -103,11 +90,6 @@ def render(report: dict, console: Console) -> None:
     versions = ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
     console.print(f"  seed {prov['seed']}; {versions}", highlight=False)
     console.print(f"[italic]{DISCLAIMER}[/]")
-
-
-def write_json(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -> list[str]:

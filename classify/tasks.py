@@ -8,14 +8,15 @@ that X is finite and at least two classes are left.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from store import CxrError, FeatureSet
+from cxr.audit.exclusions import Exclusions
+from cxr.errors import CxrError
+from cxr.store import FeatureSet
 
 
 @dataclass(frozen=True)
@@ -141,34 +142,6 @@ def _assignment(text: str, option: str) -> tuple[str, tuple[str, ...]]:
     return key.strip(), names
 
 
-def read_exclusions(path: Path) -> tuple[set[str], dict[str, str]]:
-    """Read an exclusion file: ids/paths to drop, and optional group overrides by id.
-
-    Two formats are accepted:
-
-    - text: one image id (sha256) or stored path per line; blank lines and ``#`` comments ignored;
-    - JSON: ``{"exclude": [id or path, ...], "groups": {id: group, ...}}`` (both keys optional).
-      ``groups`` replaces the patient id of those rows, e.g. to keep near-duplicate images found
-      by an audit in the same fold.
-    """
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot read exclusion file ({exc.strerror})") from None
-    if Path(path).suffix.lower() != ".json":
-        lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
-        return {line for line in lines if line}, {}
-    try:
-        document = json.loads(text)
-        exclude = {str(v) for v in document.get("exclude", [])}
-        groups = {str(k): str(v) for k, v in document.get("groups", {}).items()}
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise CxrError(
-            f"{path}: expected {{'exclude': [...], 'groups': {{...}}}} ({exc})"
-        ) from None
-    return exclude, groups
-
-
 def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
     """Apply the task to one store and validate the result (CxrError naming the store)."""
     name = str(fs.path)
@@ -179,10 +152,9 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
             raise CxrError(f"{name}: no rows match --where {shown}")
     groups = np.asarray(fs.patient_ids, dtype=object).copy()
     if spec.exclude is not None:
-        excluded, overrides = read_exclusions(spec.exclude)
-        for i, row_id in enumerate(fs.ids):
-            groups[i] = overrides.get(row_id, groups[i])
-        keep = ~(np.isin(fs.ids, list(excluded)) | np.isin(fs.rows["path"], list(excluded)))
+        exclusions = Exclusions.read(spec.exclude)
+        groups = exclusions.regroup(fs.ids, groups)
+        keep = ~exclusions.dropped(fs.ids, fs.rows["path"])
         fs, groups = fs.take(np.flatnonzero(keep)), groups[keep]
     labels = np.asarray(fs.column(spec.target), dtype=object).copy()
     stored = sorted(set(labels.tolist()))

@@ -8,15 +8,16 @@ reject with a reason.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from extract.hashing import sha256_file
-from store.errors import CxrError
+from cxr.errors import CxrError
+from cxr.extract.hashing import sha256_file
 
 MANIFEST_NAME = "manifest.csv"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "patient_id", "source")
 
@@ -138,6 +139,23 @@ def _from_manifest(
             seen.add(rel)
             entries.append(entry)
     return entries, rejects, meta_columns
+
+
+def list_images(inputs: Sequence[Path]) -> list[Path]:
+    """Image files named directly, plus the image files directly inside named folders (sorted)."""
+    images: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            images.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif item.is_file():
+            images.append(item)
+        else:
+            raise CxrError(f"{item}: no such image file or folder")
+    if not images:
+        raise CxrError(
+            f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}"
+        )
+    return images
 
 
 def _hash_all(entries: list[Entry]) -> Iterator[tuple[Entry, str, str]]:

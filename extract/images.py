@@ -20,11 +20,12 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxr.extract.registry import RESIZE_POLICIES
+
 MIN_SIDE = 32  # smaller is a thumbnail or an icon, not a radiograph
 MAX_PIXELS = (
     80_000_000  # decompression-bomb guard: above any real radiograph (e.g. 4k x 5k = 20 MP)
 )
-RESIZE_POLICIES = ("squash", "pad")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
@@ -143,4 +144,4 @@ def resize(rgb: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
             image.resize(inner, Image.BILINEAR), ((size - inner[0]) // 2, (size - inner[1]) // 2)
         )
         return np.asarray(canvas)
-    raise ValueError(f"unknown resize policy {policy!r}")
+    raise ValueError(f"unknown resize policy {policy!r}; choose from {', '.join(RESIZE_POLICIES)}")

@@ -17,9 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 import numpy as np
 import tensorflow as tf
 
-from extract.registry import BackboneSpec
-from extract.weights import ResolvedWeights
-from store.errors import CxrError
+from cxr.errors import CxrError
+from cxr.extract.registry import BackboneSpec
+from cxr.extract.weights import ResolvedWeights
 
 
 class Embedder:
@@ -71,6 +71,6 @@ def build_model(spec: BackboneSpec, weights: ResolvedWeights):
 
 
 def versions() -> dict[str, str]:
-    from store.provenance import library_versions
+    from cxr.store.provenance import library_versions
 
     return library_versions("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")

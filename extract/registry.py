@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from store.errors import CxrError
+from cxr.errors import CxrError
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# How an image meets the square input: ``squash`` stretches it (the paper), ``pad`` keeps the
+# aspect ratio and pads with black. Part of a store's identity.
+RESIZE_POLICIES = ("squash", "pad")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from extract.hashing import sha256_file
-from extract.registry import BackboneSpec, get_spec
-from store.errors import CxrError
+from cxr.errors import CxrError
+from cxr.extract.hashing import sha256_file
+from cxr.extract.registry import BackboneSpec, get_spec
 
 KINDS = ("imagenet", "random")
 

@@ -20,17 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.dataset import Discovery
-from store.errors import CxrError
-from store.schema import (
+from cxr.errors import CxrError
+from cxr.extract.dataset import Discovery
+from cxr.store.schema import (
     REJECT_COLUMNS,
     ROW_COLUMNS,
+    StoreAttrs,
     StoreContent,
     StoreError,
     Table,
     fingerprint,
     lock_path,
     parts_dir,
+    published_attrs,
     read_content,
     read_shard,
     store_path,
@@ -57,7 +59,7 @@ class _Cache:
 class StoreWriter:
     """Context manager: ``with StoreWriter(out, attrs) as w: w.commit(...); w.publish(...)``."""
 
-    def __init__(self, directory: Path, attrs: dict):
+    def __init__(self, directory: Path, attrs: StoreAttrs):
         self.directory = Path(directory)
         self.attrs = attrs
         self.backbone = str(attrs["backbone"])
@@ -164,17 +166,18 @@ class StoreWriter:
             if entries
             else np.empty((0, dim), np.float32)
         )
-        attrs = {
-            **self.attrs,
-            "data_root": str(discovery.root),
-            "manifest": str(discovery.manifest or ""),
-        }
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        created = str(self._old.attrs.get("created", "")) if self._old else None
+        attrs = published_attrs(
+            self.attrs,
+            data_root=discovery.root,
+            manifest=discovery.manifest,
+            created=created,
+            now=now,
+        )
         if self._unchanged(rows, meta, rejected, attrs):
             self._remove_shards()
             return False
-        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        attrs["created"] = self._old.attrs.get("created", now) if self._old else now
-        attrs["updated"] = now
         write_atomic(
             self.path, StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
         )

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classify.tasks import Condition, TaskSpec
+from cxr.classify.tasks import Condition, TaskSpec
 
 PAPER_COMPOSITION = Condition.parse("label=covid | dataset=kermany")
 ADULT_SOURCES = ("ieee8023", "actualmed")
 POSITIVE = "covid"
 HEAD = "mlp"
 FOLDS = 10
+# The source probe's two row sets, and the tasks the cross-source test trains on.
+ALL_IMAGES = "all images"
+NON_COVID = "non-COVID images only"
 
 TASKS: dict[str, TaskSpec] = {
     "dataset 1, 3-class": TaskSpec(
@@ -37,6 +40,9 @@ TASKS: dict[str, TaskSpec] = {
         binary=POSITIVE,
     ),
 }
+
+
+CROSS_SOURCE_TASKS = ("dataset 1, covid vs rest", "dataset 2, 3-class")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
-from reproduce.protocols import PROTOCOLS, SMALL_BACKBONES
+from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
+from cxr.reproduce.protocols import CROSS_SOURCE_TASKS, NON_COVID, PROTOCOLS, SMALL_BACKBONES
+from cxr.reproduce.results import StudyReport
 
 UNAVAILABLE = "weights not available offline — run `make reproduce` with network access"
 
@@ -47,14 +48,14 @@ def _row(report: dict, backbone: str, protocol: str, task: str) -> dict | None:
     return None
 
 
-def headline(report: dict) -> str:
+def headline(report: StudyReport) -> str:
     """One sentence per protocol for MobileNetV2 (the paper's pick), or the first backbone."""
     backbones = [r["backbone"] for r in report["results"]]
     backbone = "mobilenet_v2" if "mobilenet_v2" in backbones else backbones[0]
     task = "dataset 1, covid vs rest"
     a, b = _row(report, backbone, "A", task), _row(report, backbone, "B", task)
     checks = report["checks"][backbone]
-    cross, probe = checks["cross_source"][0], checks["probes"][1]
+    cross, probe = checks["cross_source"][CROSS_SOURCE_TASKS[0]], checks["probes"][NON_COVID]
     return (
         f"{backbone}, {task}, MLP head: protocol A (the paper's) gives accuracy "
         f"{pct(a['accuracy'])}%, COVID-19 sensitivity {pct(a['sensitivity'])}% and specificity "
@@ -69,7 +70,7 @@ def headline(report: dict) -> str:
     )
 
 
-def render(report: dict) -> str:
+def render(report: StudyReport) -> str:
     out = [
         "# Results: reproducing Apostolopoulos & Mpesiana (2020), and an honest protocol",
         "",
@@ -171,7 +172,7 @@ def render(report: dict) -> str:
     return "\n".join(out)
 
 
-def _checks(report: dict) -> list[str]:
+def _checks(report: StudyReport) -> list[str]:
     out = [
         "",
         "## Shortcut checks",
@@ -185,10 +186,10 @@ def _checks(report: dict) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for backbone, checks in report["checks"].items():
-        for p in checks["probes"]:
+        for rows, p in checks["probes"].items():
             sources = ", ".join(f"{k} {v}" for k, v in p["classes"].items())
             out.append(
-                f"| {backbone} | {p['probe']} | {sources} | {share(p, 'accuracy')} | "
+                f"| {backbone} | {rows} | {sources} | {share(p, 'accuracy')} | "
                 f"{share(p, 'chance_accuracy')} | {share(p, 'balanced_accuracy')} | "
                 f"{share(p, 'chance_balanced_accuracy')} |"
             )
@@ -202,21 +203,21 @@ def _checks(report: dict) -> list[str]:
         "|---|---|---|---|",
     ]
     for backbone, checks in report["checks"].items():
-        for c in checks["cross_source"]:
+        for trained_on, c in checks["cross_source"].items():
             labels = ", ".join(f"{k} {v}" for k, v in c["unseen_labels"].items())
             by = ", ".join(f"{k} {v}" for k, v in c["called_covid_by_label"].items())
             rate = 100 * c["called_covid"] / max(c["n_unseen"], 1)
             out.append(
-                f"| {backbone} | {c['trained_on']} | {c['n_unseen']} ({labels}) | "
+                f"| {backbone} | {trained_on} | {c['n_unseen']} ({labels}) | "
                 f"{c['called_covid']} ({rate:.0f}%; {by}) |"
             )
     return out
 
 
-def _meaning(report: dict) -> list[str]:
+def _meaning(report: StudyReport) -> list[str]:
     backbone = next(iter(report["checks"]))
-    probe = report["checks"][backbone]["probes"][1]
-    cross = report["checks"][backbone]["cross_source"][0]
+    probe = report["checks"][backbone]["probes"][NON_COVID]
+    cross = report["checks"][backbone]["cross_source"][CROSS_SOURCE_TASKS[0]]
     rate = 100 * cross["called_covid"] / max(cross["n_unseen"], 1)
     return [
         "",

@@ -16,15 +16,21 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from classify.evaluate import evaluate
-from classify.heads import build_head
-from classify.provenance import jsonable, library_versions
-from classify.tasks import select
-from extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
-from reproduce.protocols import (
+from cxr.audit.exclusions import Exclusions
+from cxr.audit.probe import ProbeResult, probe
+from cxr.classify.evaluate import Result, evaluate
+from cxr.classify.heads import build_head
+from cxr.classify.provenance import jsonable, library_versions
+from cxr.classify.tasks import select
+from cxr.errors import CxrError
+from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
+from cxr.reproduce.protocols import (
     ADULT_SOURCES,
+    ALL_IMAGES,
+    CROSS_SOURCE_TASKS,
     FOLDS,
     HEAD,
+    NON_COVID,
     POSITIVE,
     PROTOCOLS,
     PUBLISHED,
@@ -32,9 +38,17 @@ from reproduce.protocols import (
     TASKS,
     WEIGHT_NOTES,
 )
-from reproduce.render import render
-from store import CxrError, FeatureSet, load
-from store.schema import store_path
+from cxr.reproduce.render import render
+from cxr.reproduce.results import (
+    BackboneStatus,
+    Checks,
+    CrossSource,
+    Duplicates,
+    ResultRow,
+    StudyReport,
+)
+from cxr.store import FeatureSet, load
+from cxr.store.schema import store_path
 
 
 def reproduce(
@@ -48,7 +62,7 @@ def reproduce(
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
-) -> dict:
+) -> StudyReport:
     """Run the whole study; return the report written to ``json_path`` and ``doc_path``."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
@@ -82,23 +96,22 @@ def run_study(
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
-) -> dict:
+) -> StudyReport:
     """Protocols A and B and the shortcut checks on the stores listed as available."""
     console = console or Console(stderr=True)
     available = [b for b, status in extraction.items() if status["status"] == "ok"]
     if not available:
         raise CxrError("no backbone has weights available; see the reasons above")
     first = load(store_path(features_dir, available[0]))
-    exclusions = duplicate_exclusions(features_dir, first, out_dir, seed)
+    exclusions, duplicates = duplicate_exclusions(features_dir, first, out_dir, seed)
     evaluation_started = time.perf_counter()
-    rows, checks = [], {}
+    rows: list[ResultRow] = []
+    checks: dict[str, Checks] = {}
     for backbone in available:
         console.print(f"[bold]{backbone}[/]: protocols A and B, shortcut checks")
         for protocol in PROTOCOLS:
             for task_key, spec in TASKS.items():
-                task = replace(
-                    spec, exclude=exclusions["path"] if protocol.drop_duplicates else None
-                )
+                task = replace(spec, exclude=exclusions if protocol.drop_duplicates else None)
                 report = evaluate(
                     features_dir,
                     [backbone],
@@ -112,53 +125,57 @@ def run_study(
                 )
                 rows.append(_row(backbone, protocol.key, task_key, report["results"][0]))
         fs = first if backbone == available[0] else load(store_path(features_dir, backbone))
-        checks[backbone] = {
-            "probes": source_probes(fs, seed),
-            "cross_source": cross_source(fs, exclusions["path"], seed),
-        }
+        checks[backbone] = Checks(
+            probes=source_probes(fs, seed), cross_source=cross_source(fs, exclusions, seed)
+        )
     return jsonable(
-        {
-            "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "command": "make reproduce",
-            "data": _data_counts(first),
-            "head": HEAD,
-            "folds": FOLDS,
-            "seed": seed,
-            "bootstrap": n_boot,
-            "published": PUBLISHED,
-            "backbones": extraction,
-            "duplicates": {k: v for k, v in exclusions.items() if k != "path"},
-            "results": rows,
-            "checks": checks,
-            "machine": _machine(),
-            "versions": library_versions(),
-            "extraction_versions": json.loads(fs.attrs.get("versions", "{}")),
-            "seconds": {"evaluation": round(time.perf_counter() - evaluation_started, 1)},
-        }
+        StudyReport(
+            generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            command="make reproduce",
+            data=_data_counts(first),
+            head=HEAD,
+            folds=FOLDS,
+            seed=seed,
+            bootstrap=n_boot,
+            published=PUBLISHED,
+            backbones=extraction,
+            duplicates=duplicates,
+            results=rows,
+            checks=checks,
+            machine=_machine(),
+            versions=library_versions(),
+            extraction_versions=json.loads(fs.attrs.get("versions", "{}")),
+            seconds={"evaluation": round(time.perf_counter() - evaluation_started, 1)},
+        )
     )
 
 
-def extract_available(data: Path, weights: list[str], out: Path, console: Console) -> dict:
+def extract_available(
+    data: Path, weights: list[str], out: Path, console: Console
+) -> dict[str, BackboneStatus]:
     """Build stores for every backbone whose weights can be had; say why for the others."""
-    from extract.registry import get_spec
-    from extract.run import extract_features
-    from extract.weights import parse_weights, resolve
+    from cxr.extract.progress import RichReporter
+    from cxr.extract.registry import get_spec
+    from cxr.extract.runner import extract_features
+    from cxr.extract.weights import parse_weights, resolve
 
     names = [*PAPER_BACKBONES, *SMALL_BACKBONES]
     choices = parse_weights(
         [w for w in weights if w.partition("=")[0] in names or "=" not in w], names, 0
     )
-    status, ready = {}, []
+    status: dict[str, BackboneStatus] = {}
+    ready = []
     for name in names:
         try:
             resolved = resolve(get_spec(name), choices[name])
         except CxrError as exc:
-            status[name] = {"status": "unavailable", "reason": str(exc)}
+            status[name] = BackboneStatus(status="unavailable", reason=str(exc))
             console.print(f"[yellow]{name}: weights not available ({exc})[/]", highlight=False)
             continue
         ready.append(name)
-        status[name] = {"status": "ok", **resolved.attrs()}
-        status[name]["note"] = WEIGHT_NOTES.get(resolved.sha256, "")
+        status[name] = BackboneStatus(
+            status="ok", **resolved.attrs(), note=WEIGHT_NOTES.get(resolved.sha256, "")
+        )
     if ready:
         started = time.perf_counter()
         ready_weights = [w for w in weights if w.partition("=")[0] in ready or "=" not in w]
@@ -167,8 +184,8 @@ def extract_available(data: Path, weights: list[str], out: Path, console: Consol
             manifest=None,
             backbones=ready,
             weights=ready_weights,
-            out=out,
-            console=console,
+            features_dir=out,
+            reporter=RichReporter(console),
         )
         for s in summaries:
             status[s.backbone].update(
@@ -181,100 +198,94 @@ def extract_available(data: Path, weights: list[str], out: Path, console: Consol
     return status
 
 
-def duplicate_exclusions(features_dir: Path, fs: FeatureSet, out_dir: Path, seed: int) -> dict:
+def duplicate_exclusions(
+    features_dir: Path, fs: FeatureSet, out_dir: Path, seed: int
+) -> tuple[Path, Duplicates]:
     """Protocol B's exclusion file, from `cxr audit` (exact, perceptual-hash and cosine copies).
 
     Each duplicate cluster keeps its first image and drops the other copies (by path, so one of
     two byte-identical files stays); a picture under two labels is dropped entirely. The audit's
     group merges are kept too, so copies it merged can never sit in two folds.
     """
-    from audit.run import audit
+    from cxr.audit.run import audit
 
     backbone = fs.backbone
     report = audit(features_dir, backbone, probes=["dataset"], seed=seed)
-    exclude = set(report["exclusions"]["exclude"])
+    found = Exclusions.from_json(report["exclusions"])
+    exclude = set(found.exclude)
     for cluster in report["clusters"]:
         if "label" not in cluster["conflicts"]:
             exclude.update(member["path"] for member in cluster["members"][1:])
+    exclusions = Exclusions(frozenset(exclude), found.groups)
     path = out_dir / "duplicates-exclude.json"
     out_dir.mkdir(parents=True, exist_ok=True)
-    document = {"exclude": sorted(exclude), "groups": report["exclusions"]["groups"]}
-    path.write_text(json.dumps(document, indent=1) + "\n")
+    exclusions.write(path)
     counts = report["counts"]
-    dropped = np.isin(fs.ids, sorted(exclude)) | np.isin(fs.rows["path"], sorted(exclude))
-    return {
-        "path": path,
-        "method": (
+    return path, Duplicates(
+        method=(
             f"cxr audit on {backbone}: sha256, {report['settings']['hash_method']} <= "
             f"{report['settings']['hash_threshold']} bits, embedding cosine >= "
             f"{report['settings']['cosine_threshold']}"
         ),
-        "clusters": counts["clusters"],
-        "rows_in_clusters": counts["rows_in_clusters"],
-        "excluded": int(dropped.sum()),
-        "label_conflicts": counts["label_conflicts"],
-        "patient_conflicts": counts["patient_conflicts"],
-        "members": [[m["path"] for m in c["members"]] for c in report["clusters"]],
+        clusters=counts["clusters"],
+        rows_in_clusters=counts["rows_in_clusters"],
+        excluded=int(exclusions.dropped(fs.ids, fs.rows["path"]).sum()),
+        label_conflicts=counts["label_conflicts"],
+        patient_conflicts=counts["patient_conflicts"],
+        members=[[m["path"] for m in c["members"]] for c in report["clusters"]],
+    )
+
+
+def source_probes(fs: FeatureSet, seed: int) -> dict[str, ProbeResult]:
+    """How well a linear probe on the same embeddings names the source data set, vs chance."""
+    dataset = fs.column("dataset")
+    rows = {ALL_IMAGES: np.ones(len(fs), dtype=bool), NON_COVID: fs.labels != POSITIVE}
+    return {
+        name: probe(fs.X[keep], dataset[keep], fs.patient_ids[keep], seed=seed)
+        for name, keep in rows.items()
     }
 
 
-def source_probes(fs: FeatureSet, seed: int) -> list:
-    """How well a linear probe on the same embeddings names the source data set, vs chance."""
-    from audit.probe import probe
-
-    dataset = fs.column("dataset")
-    out = []
-    for name, rows in (
-        ("all images", np.ones(len(fs), dtype=bool)),
-        ("non-COVID images only", fs.labels != POSITIVE),
-    ):
-        result = probe(fs.X[rows], dataset[rows], fs.patient_ids[rows], seed=seed)
-        out.append({"probe": name, **result})
-    return out
-
-
-def cross_source(fs: FeatureSet, exclusions: Path, seed: int) -> list:
-    """Train on the paper's composition, then ask about adult non-COVID films it never saw."""
+def cross_source(fs: FeatureSet, exclusions: Path, seed: int) -> dict[str, CrossSource]:
+    """Train on the paper's composition, then ask about adult non-COVID films it never saw;
+    one result per training task (CROSS_SOURCE_TASKS)."""
     unseen = np.flatnonzero(
         (fs.labels != POSITIVE) & np.isin(fs.column("dataset"), list(ADULT_SOURCES))
     )
-    out = []
-    for task_key in ("dataset 1, covid vs rest", "dataset 2, 3-class"):
+    out = {}
+    for task_key in CROSS_SOURCE_TASKS:
         data = select(fs, replace(TASKS[task_key], exclude=exclusions))
         model = build_head(HEAD, random_state=seed).fit(data.X, data.y)
         called = np.asarray(data.classes)[model.predict(fs.X[unseen])] == POSITIVE
         by_label = Counter(fs.labels[unseen].tolist())
-        out.append(
-            {
-                "trained_on": task_key,
-                "n_train": len(data.y),
-                "n_unseen": len(unseen),
-                "unseen_labels": dict(sorted(by_label.items())),
-                "called_covid": int(called.sum()),
-                "called_covid_by_label": {
-                    label: int(called[fs.labels[unseen] == label].sum()) for label in by_label
-                },
-            }
+        out[task_key] = CrossSource(
+            n_train=len(data.y),
+            n_unseen=len(unseen),
+            unseen_labels=dict(sorted(by_label.items())),
+            called_covid=int(called.sum()),
+            called_covid_by_label={
+                label: int(called[fs.labels[unseen] == label].sum()) for label in by_label
+            },
         )
     return out
 
 
-def _row(backbone: str, protocol: str, task: str, result: dict) -> dict:
+def _row(backbone: str, protocol: str, task: str, result: Result) -> ResultRow:
     covid = result["metrics"]["per_class"][POSITIVE]
-    return {
-        "backbone": backbone,
-        "protocol": protocol,
-        "task": task,
-        "cv": result["cv"],
-        "n": result["n"],
-        "class_counts": result["class_counts"],
-        "accuracy": result["metrics"]["accuracy"],
-        "balanced_accuracy": result["metrics"]["balanced_accuracy"],
-        "sensitivity": covid["sensitivity"],
-        "specificity": covid["specificity"],
-        "confusion_matrix": result["confusion_matrix"],
-        "classes": result["classes"],
-    }
+    return ResultRow(
+        backbone=backbone,
+        protocol=protocol,
+        task=task,
+        cv=result["cv"],
+        n=result["n"],
+        class_counts=result["class_counts"],
+        accuracy=result["metrics"]["accuracy"],
+        balanced_accuracy=result["metrics"]["balanced_accuracy"],
+        sensitivity=covid["sensitivity"],
+        specificity=covid["specificity"],
+        confusion_matrix=result["confusion_matrix"],
+        classes=result["classes"],
+    )
 
 
 def _data_counts(fs) -> dict:

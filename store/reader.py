@@ -6,10 +6,11 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
-from store.schema import SUFFIX, StoreError, Table, parts_dir, read_content, store_path
+from cxr.store.schema import SUFFIX, StoreError, Table, parts_dir, read_content, store_path
 
 
 @dataclass(frozen=True)
@@ -100,27 +101,45 @@ def find_stores(directory: Path | str) -> list[Path]:
     return sorted(p for p in directory.glob(f"*{SUFFIX}") if not p.name.startswith("."))
 
 
-def describe(path: Path) -> dict:
+class StoreInfo(TypedDict):
+    """One store as `cxr info` shows it (``--json``: ``{"stores": [StoreInfo, ...]}``)."""
+
+    backbone: str
+    path: str
+    rows: int
+    dim: int
+    weights: str  # human-readable, see weights_label
+    weights_sha256: str
+    input_size: int
+    resize: str
+    classes: dict[str, int]  # label -> rows
+    rejected: int
+    pending_shards: int  # committed batches of an interrupted run, not yet published
+    created: str
+    updated: str
+
+
+def describe(path: Path) -> StoreInfo:
     """Summary of one store for `cxr info`, without loading the embeddings."""
     content = read_content(path, load_X=False)
     attrs = content.attrs
     backbone = str(attrs["backbone"])
     pending = parts_dir(path.parent, backbone)
-    return {
-        "backbone": backbone,
-        "path": str(path),
-        "rows": len(content.rows),
-        "dim": int(attrs["dim"]),
-        "weights": weights_label(attrs),
-        "weights_sha256": attrs.get("weights_sha256", ""),
-        "input_size": int(attrs["input_size"]),
-        "resize": attrs.get("resize", ""),
-        "classes": dict(sorted(Counter(content.rows["label"].tolist()).items())),
-        "rejected": len(content.rejected),
-        "pending_shards": len(list(pending.glob("*.h5"))) if pending.is_dir() else 0,
-        "created": attrs.get("created", ""),
-        "updated": attrs.get("updated", ""),
-    }
+    return StoreInfo(
+        backbone=backbone,
+        path=str(path),
+        rows=len(content.rows),
+        dim=int(attrs["dim"]),
+        weights=weights_label(attrs),
+        weights_sha256=str(attrs.get("weights_sha256", "")),
+        input_size=int(attrs["input_size"]),
+        resize=str(attrs.get("resize", "")),
+        classes=dict(sorted(Counter(content.rows["label"].tolist()).items())),
+        rejected=len(content.rejected),
+        pending_shards=len(list(pending.glob("*.h5"))) if pending.is_dir() else 0,
+        created=str(attrs.get("created", "")),
+        updated=str(attrs.get("updated", "")),
+    )
 
 
 def weights_label(attrs: Mapping) -> str:

@@ -13,9 +13,7 @@ A store is one file per backbone, ``<dir>/<backbone>.h5``::
     /rows/source       "" when unknown
     /rows/meta/<col>   any other manifest column, one string dataset per column
     /rejected/{id,path,label,reason}   files that could not be used, with the reason
-    attrs              schema_version, backbone, dim, input_size, preprocessing, resize, weights,
-                       weights_file, weights_sha256, weights_seed, versions, data_root,
-                       created, updated
+    attrs              see ``StoreAttrs`` below: every attribute, who sets it and what it means
 
 A published store file is immutable: the writer builds a new file beside it and swaps it in with an
 atomic rename, so any number of readers can hold it open while a run goes on. Work in progress lives
@@ -29,11 +27,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import h5py
 import numpy as np
 
-from store.errors import CxrError
+from cxr.errors import CxrError
 
 SCHEMA_VERSION = 1
 SUFFIX = ".h5"
@@ -43,6 +42,31 @@ REJECT_COLUMNS = ("id", "path", "label", "reason")
 FINGERPRINT = ("backbone", "input_size", "resize", "weights_sha256", "weights_seed")
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
+
+
+class StoreAttrs(TypedDict, total=False):
+    """Every attribute of a store file. The first group is the run's (stage 1 builds it, see
+    ``cxr.extract.runner.store_attrs``); ``FINGERPRINT`` is the part that must agree before
+    embeddings may share one store. The writer adds the second group when it publishes."""
+
+    backbone: str  # registry name, e.g. mobilenet_v2
+    constructor: str  # Keras constructor and its arguments, e.g. MobileNetV2(alpha=1.0)
+    dim: int  # embedding length D
+    input_size: int  # square input side in pixels
+    preprocessing: str  # e.g. keras.applications.mobilenet_v2.preprocess_input
+    pooling: str  # "global average"
+    resize: str  # squash | pad
+    weights: str  # imagenet | file | random
+    weights_file: str  # file name of the weights ("" for random)
+    weights_sha256: str  # sha256 of the weight file ("" for random)
+    weights_seed: int  # seed of random weights, -1 otherwise
+    versions: str  # JSON object: python, tensorflow, keras, h5py, numpy, PIL, pydicom, cxr
+    # Set when the store is published:
+    data_root: str  # folder the rows' paths are relative to
+    manifest: str  # manifest CSV used, "" for class folders
+    created: str  # first publication, ISO 8601
+    updated: str  # this publication, ISO 8601
+    schema_version: int  # SCHEMA_VERSION of the writer
 
 
 class StoreError(CxrError):
@@ -92,6 +116,20 @@ def parts_dir(directory: Path | str, backbone: str) -> Path:
 
 def lock_path(directory: Path | str, backbone: str) -> Path:
     return Path(directory) / f".{backbone}.lock"
+
+
+def published_attrs(
+    run: StoreAttrs, *, data_root: Path, manifest: Path | None, created: str | None, now: str
+) -> StoreAttrs:
+    """The run's attributes plus where the rows came from and when (``created`` kept if known)."""
+    return StoreAttrs(
+        **run,
+        data_root=str(data_root),
+        manifest=str(manifest or ""),
+        created=created or now,
+        updated=now,
+        schema_version=SCHEMA_VERSION,
+    )
 
 
 def fingerprint(attrs: Mapping) -> dict:
@@ -149,9 +187,8 @@ def write_atomic(path: Path, content: StoreContent) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w") as f:
-            for key, value in content.attrs.items():
+            for key, value in {**content.attrs, "schema_version": SCHEMA_VERSION}.items():
                 f.attrs[key] = value
-            f.attrs["schema_version"] = SCHEMA_VERSION
             _write_matrix(f, content.X, int(content.attrs["dim"]))
             rows = f.create_group("rows")
             for name in ROW_COLUMNS:

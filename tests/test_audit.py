@@ -10,20 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CXR_DATA, SYNTHETIC_ATTRS, xray_like
 from PIL import Image
 from typer.testing import CliRunner
 
-from audit.cache import cache_path
-from audit.duplicates import HASH_THRESHOLD
-from audit.phash import distance, phash
-from audit.probe import probe
-from audit.run import audit
-from classify.tasks import TaskSpec, select
-from cli import app
-from extract.images import decode
-from store import CxrError, load
-from store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
-from tests.conftest import CXR_DATA, SYNTHETIC_ATTRS, xray_like
+from cxr.audit.cache import cache_path
+from cxr.audit.phash import distance, phash
+from cxr.audit.probe import probe
+from cxr.audit.run import audit
+from cxr.audit.thresholds import HASH_THRESHOLD
+from cxr.classify.tasks import TaskSpec, select
+from cxr.cli import app
+from cxr.errors import CxrError
+from cxr.extract.images import decode
+from cxr.store import load
+from cxr.store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
 
 
 def jpeg(rgb: np.ndarray, quality: int = 70) -> np.ndarray:
@@ -207,6 +208,10 @@ def test_exclusion_file_is_read_by_evaluate(tmp_path):
     )
     assert rows["covid/img0.png"]["id"] not in group  # label conflict: dropped
     assert group[rows["covid/img1.png"]["id"]] == "covid-p1"
+    # the file's content, not its name, says what it is
+    renamed = out.rename(tmp_path / "audit-exclusions.txt")
+    again = select(load(features / "mobilenet_v2.h5"), TaskSpec(exclude=renamed))
+    assert again.ids.tolist() == data.ids.tolist() and again.groups.tolist() == data.groups.tolist()
 
 
 def test_hashes_are_cached_incrementally(tmp_path):
@@ -236,10 +241,8 @@ def test_moved_images_give_one_line_error(tmp_path):
     (tmp_path / "data" / "covid" / "img2.png").unlink()
     with pytest.raises(CxrError, match=r"img2\.png: image not found"):
         audit(features)
-    result = CliRunner().invoke(
-        app, ["audit", "--features", str(features), "--exclude-out", "x.txt"]
-    )
-    assert result.exit_code == 2
+    result = CliRunner().invoke(app, ["audit", "--features", str(features)])
+    assert result.exit_code == 2 and "img2.png: image not found" in result.stderr
 
 
 def test_probe_reports_signal_and_chance():

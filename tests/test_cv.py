@@ -7,10 +7,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from classify.cv import CVPlan, make_splits, plan_cv
-from classify.evaluate import evaluate
-from classify.tasks import TaskSpec, select
-from store import CxrError, load
+from cxr.classify.cv import CVPlan, make_splits, plan_cv
+from cxr.classify.evaluate import evaluate
+from cxr.classify.tasks import TaskSpec, select
+from cxr.errors import CxrError
+from cxr.store import load
 
 SMALL_MLP = {
     "mlp": {

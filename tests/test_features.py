@@ -12,15 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rich.console import Console
-from typer.testing import CliRunner
-
-import store
-from cli import app
-from extract import images
-from extract.run import embed_images, extract_features
-from store.schema import parts_dir, store_path
-from tests.conftest import (
+from helpers import (
     CXR_DATA,
     make_class_folders,
     real_weights,
@@ -28,6 +20,14 @@ from tests.conftest import (
     small_weights,
     weight_flags,
 )
+from typer.testing import CliRunner
+
+import cxr.store as store
+from cxr.cli import app
+from cxr.errors import CxrError
+from cxr.extract import images
+from cxr.extract.runner import embed_images, extract_features
+from cxr.store.schema import parts_dir, store_path
 
 BACKBONE = "mobilenet_025"
 runner = CliRunner()
@@ -39,16 +39,15 @@ def run(data: Path, out: Path, weights=None, **kw):
         manifest=kw.pop("manifest", None),
         backbones=kw.pop("backbones", [BACKBONE]),
         weights=weights if weights is not None else small_weights(),
-        out=out,
+        features_dir=out,
         batch_size=kw.pop("batch_size", 4),
-        console=Console(quiet=True),
         **kw,
     )
 
 
 def cli_features(data: Path, out: Path, *extra: str):
-    """`cxr features DATA -b mobilenet_025 --out OUT` with the small weights, through Typer."""
-    args = ["features", str(data), "-b", BACKBONE, "--out", str(out), *weight_flags(), *extra]
+    """`cxr features DATA -b mobilenet_025 --features OUT` with the small weights, via Typer."""
+    args = ["features", str(data), "-b", BACKBONE, "--features", str(out), *weight_flags(), *extra]
     return runner.invoke(app, args)
 
 
@@ -114,9 +113,9 @@ def test_changed_added_and_removed_files(class_folders, tmp_path):
 def test_other_weights_are_refused(class_folders, tmp_path):
     out = tmp_path / "features"
     run(class_folders, out, weights=["random"], seed=1)
-    with pytest.raises(store.CxrError, match=r"other settings.*weights_seed"):
+    with pytest.raises(CxrError, match=r"other settings.*weights_seed"):
         run(class_folders, out, weights=["random"], seed=2)
-    with pytest.raises(store.CxrError, match="resize"):
+    with pytest.raises(CxrError, match="resize"):
         run(class_folders, out, weights=["random"], seed=1, resize="pad")
 
 
@@ -180,7 +179,8 @@ def test_user_errors_are_one_line_before_any_model(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.csv").write_text("path,diagnosis\na.png,covid\n")
     result = runner.invoke(
-        app, ["features", *[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "f")]
+        app,
+        ["features", *[a.format(tmp=tmp_path) for a in args], "--features", str(tmp_path / "f")],
     )
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
@@ -216,7 +216,7 @@ def test_missing_imagenet_weights_name_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", offline)
     data = make_class_folders(tmp_path / "d", per_class=1)
     result = runner.invoke(
-        app, ["features", str(data), "-b", "mobilenet_v2", "--out", str(tmp_path / "f")]
+        app, ["features", str(data), "-b", "mobilenet_v2", "--features", str(tmp_path / "f")]
     )
     assert result.exit_code == 2
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in result.output
@@ -243,8 +243,8 @@ def test_weights_dir_is_used_before_any_download(tmp_path, monkeypatch):
 def test_real_weights_are_deterministic_and_informative(tmp_path, name):
     weights = [f"{name}={real_weights(name)}"]
     a, b = save_png(tmp_path / "a.png", 1), save_png(tmp_path / "b.png", 2)
-    first = embed_images([a, b, a], name, weights, batch_size=2)  # a lands in two different batches
-    again = embed_images([a], name, weights, batch_size=2)
+    first = embed_images([a, b, a], backbone=name, weights=weights, batch_size=2)  # a: 2 batches
+    again = embed_images([a], backbone=name, weights=weights, batch_size=2)
     np.testing.assert_array_equal(first.X[0], first.X[2])
     np.testing.assert_array_equal(first.X[0], again.X[0])
     assert np.linalg.norm(first.X[0] - first.X[1]) > 1e-3 * np.linalg.norm(first.X[0])
@@ -257,7 +257,7 @@ def test_real_weights_are_deterministic_and_informative(tmp_path, name):
 def _slow_run(data: Path, out: Path) -> subprocess.Popen:
     """A real `cxr features` in its own process, one image per batch so it runs for a while."""
     code = "import sys; from cli import app; sys.argv = ['cxr', *sys.argv[1:]]; app()"
-    args = ["features", str(data), "-b", BACKBONE, "--out", str(out), "--batch-size", "1"]
+    args = ["features", str(data), "-b", BACKBONE, "--features", str(out), "--batch-size", "1"]
     args += weight_flags()
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from classify.heads import HEADS, build_head, effective_params, parse_params, search_grid
-from store import CxrError
+from cxr.classify.heads import HEADS, build_head, effective_params, parse_params, search_grid
+from cxr.errors import CxrError
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))

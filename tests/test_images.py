@@ -6,13 +6,13 @@ import io
 
 import numpy as np
 import pytest
+from helpers import xray_like
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from extract import images
-from extract.images import Rejected, decode, resize
-from tests.conftest import xray_like
+from cxr.extract import images
+from cxr.extract.images import Rejected, decode, resize
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from classify import metrics as m
+from cxr.classify import metrics as m
 
 # rows: true class, columns: predicted class
 CM = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]])

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from extract.registry import PAPER_BACKBONES, REGISTRY
+from cxr.extract.registry import PAPER_BACKBONES, REGISTRY
 
 
 def test_registry_covers_the_paper_and_small_real_weight_backbones():
@@ -21,8 +21,8 @@ def test_registry_covers_the_paper_and_small_real_weight_backbones():
 def test_each_backbone_builds_with_random_weights(name):
     import keras
 
-    from extract.model import Embedder
-    from extract.weights import ResolvedWeights
+    from cxr.extract.model import Embedder
+    from cxr.extract.weights import ResolvedWeights
 
     spec = REGISTRY[name]
     embed = Embedder(spec, ResolvedWeights("random", None, "", 0), batch_size=2)

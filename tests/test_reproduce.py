@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, save_png
 
-from reproduce.render import UNAVAILABLE, headline, pct, render, share
-from reproduce.run import run_study
-from store import load
-from store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
-from tests.conftest import ROOT, save_png
+from cxr.reproduce.render import UNAVAILABLE, headline, pct, render, share
+from cxr.reproduce.run import run_study
+from cxr.store import load
+from cxr.store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
 
 
 def dataset_of(label: str, k: int) -> str:
@@ -119,9 +119,9 @@ def test_study_runs_both_protocols_and_its_document_agrees(study):
     assert rows["A", "dataset 1, covid vs rest"]["cv"]["scheme"] == "StratifiedKFold"
     assert rows["B", "dataset 1, covid vs rest"]["cv"]["scheme"] == "StratifiedGroupKFold"
     assert rows["A", "dataset 2, covid vs rest"]["classes"] == ["non-covid", "covid"]
-    cross = report["checks"]["mobilenet_v2"]["cross_source"][0]
+    cross = report["checks"]["mobilenet_v2"]["cross_source"]["dataset 1, covid vs rest"]
     assert cross["n_unseen"] == ((fs.labels != "covid") & (dataset != "kermany")).sum()
-    probe = report["checks"]["mobilenet_v2"]["probes"][1]
+    probe = report["checks"]["mobilenet_v2"]["probes"]["non-COVID images only"]
     assert set(probe["classes"]) == {"kermany", "ieee8023", "actualmed"}
     assert 0 < probe["chance_accuracy"] < 1
     dup = report["duplicates"]
@@ -146,10 +146,11 @@ def check_document(doc: str, report: dict) -> None:
         if status["status"] != "ok":
             assert f"| {backbone} | all | - | {UNAVAILABLE} |" in doc
     for checks in report["checks"].values():
-        for probe in checks["probes"]:
-            assert f"| {share(probe, 'accuracy')} | {share(probe, 'chance_accuracy')} |" in doc
-        for cross in checks["cross_source"]:
-            assert f"| {cross['trained_on']} | {cross['n_unseen']} (" in doc
+        for rows, probe in checks["probes"].items():
+            accuracy = f"{share(probe, 'accuracy')} | {share(probe, 'chance_accuracy')} |"
+            assert f"| {rows} |" in doc and accuracy in doc
+        for trained_on, cross in checks["cross_source"].items():
+            assert f"| {trained_on} | {cross['n_unseen']} (" in doc
 
 
 def test_committed_results_document_is_generated_from_committed_json():

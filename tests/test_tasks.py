@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from classify.tasks import TaskSpec, select
-from store import CxrError, load
+from cxr.classify.tasks import TaskSpec, select
+from cxr.errors import CxrError
+from cxr.store import load
 
 FOUR = {"bacterial": 5, "covid": 5, "normal": 5, "viral": 5}
 

@@ -1,6 +1,7 @@
-"""`cxr train` then `cxr predict`; stage 1's embed_images is replaced by a fake (no TensorFlow)."""
+"""`cxr train` then `cxr predict`; stage 1's embedder is replaced by a fake (no TensorFlow)."""
 
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -9,24 +10,27 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
-from store import load
-from store.schema import fingerprint
+from cxr.cli import app
+from cxr.extract.dataset import list_images
+from cxr.store import load
+from cxr.store.schema import fingerprint
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def fake_extract(monkeypatch):
-    """Install a fake `extract.run.embed_images` that returns stored embeddings by file name."""
+    """Replace stage 1's embedder (which the CLI hands to `predict`) by one that returns stored
+    embeddings by file name; it lists folders with stage 1's own `list_images`."""
     calls = []
 
     def install(store_path: Path, attrs_override: dict | None = None):
         fs = load(store_path)
         by_name = {Path(p).name: x for p, x in zip(fs.rows["path"], fs.X, strict=True)}
 
-        def embed_images(paths, backbone, weights, resize="squash", seed=0):
-            calls.append({"paths": list(paths), "backbone": backbone, "weights": weights})
+        def embed_images(inputs, *, backbone, weights, resize="squash", seed=0):
+            paths = list_images(inputs)
+            calls.append({"paths": paths, "backbone": backbone, "weights": weights})
             known = [p for p in paths if Path(p).name in by_name]
             return types.SimpleNamespace(
                 X=np.stack([by_name[Path(p).name] for p in known]),
@@ -35,12 +39,7 @@ def fake_extract(monkeypatch):
                 attrs={**fs.attrs, **(attrs_override or {})},
             )
 
-        package = types.ModuleType("extract")
-        module = types.ModuleType("extract.run")
-        module.embed_images = embed_images
-        package.run = module
-        monkeypatch.setitem(sys.modules, "extract", package)
-        monkeypatch.setitem(sys.modules, "extract.run", module)
+        monkeypatch.setattr("cxr.extract.runner.embed_images", embed_images)
         return calls
 
     return install
@@ -78,16 +77,16 @@ def train_model(store_path: Path, out: Path, *extra: str):
 def test_round_trip(make_synthetic_store, fake_extract, tmp_path):
     store_path = make_synthetic_store(separation=8.0)
     model = tmp_path / "m.joblib"
-    summary = json.loads(train_model(store_path, model, "--json").output)
+    summary = json.loads(train_model(store_path, model, "--json", "-").stdout)
     fs = load(store_path)
     assert summary["fingerprint"] == fingerprint(fs.attrs) and summary["n"] == len(fs)
     calls = fake_extract(store_path)
     folder = tmp_path / "new"
     images = images_like(store_path, folder, 6)
     (folder / "notes.txt").write_text("not an image")
-    result = runner.invoke(app, ["predict", str(folder), "--model", str(model), "--json"])
+    result = runner.invoke(app, ["predict", str(folder), "--model", str(model), "--json", "-"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert calls[0]["paths"] == sorted(images) and calls[0]["weights"] == ["imagenet"]
     assert out["classes"] == ["bacterial", "covid", "normal"]
     truth = dict(zip((Path(p).name for p in fs.rows["path"]), fs.labels, strict=True))
@@ -101,7 +100,7 @@ def test_round_trip(make_synthetic_store, fake_extract, tmp_path):
 def test_task_options_are_saved(make_synthetic_store, tmp_path):
     store_path = make_synthetic_store({"bacterial": 5, "covid": 5, "normal": 5, "viral": 5})
     summary = json.loads(
-        train_model(store_path, tmp_path / "m.joblib", "--binary", "covid", "--json").output
+        train_model(store_path, tmp_path / "m.joblib", "--binary", "covid", "--json", "-").stdout
     )
     assert summary["classes"] == ["non-covid", "covid"] and summary["task"]["binary"] == "covid"
 
@@ -136,3 +135,16 @@ def test_train_needs_a_backbone_when_several_stores(make_synthetic_store, tmp_pa
         app, ["train", "--features", str(store_path.parent), "--out", str(tmp_path / "m")]
     )
     assert result.exit_code == 2 and "--backbone" in result.stderr
+
+
+def test_stage_2_never_imports_stage_1():
+    """Every module of cxr.classify imports without cxr.extract (nor TensorFlow) being loaded."""
+    code = (
+        "import pkgutil, importlib, sys, cxr.classify as c\n"
+        "for m in pkgutil.iter_modules(c.__path__):\n"
+        "    importlib.import_module(f'cxr.classify.{m.name}')\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('cxr.extract') or m == 'tensorflow')\n"
+        "assert not bad, bad"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,52 @@
+"""The decoding stream: files -> decoded, resized images, a window ahead of the forward pass.
+
+Decoding runs in a small thread pool (PIL, pydicom and hashing release the GIL), so file I/O and
+decode overlap with the model. Each file is read once, checked against the sha256 it was
+discovered with, decoded once, and resized for every input size that still needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+
+import numpy as np
+
+from cxr.extract.dataset import Entry
+from cxr.extract.images import Rejected, decode, resize
+
+DECODE_WORKERS = 2
+
+Decoded = dict[int, np.ndarray] | str  # input size -> (s, s, 3) uint8, or the reject reason
+
+
+def decode_stream(
+    entries: Iterable[Entry], sizes: Callable[[Entry], set[int]], policy: str, window: int
+) -> Iterator[tuple[Entry, Decoded]]:
+    """Decoded, resized images in input order, ``window`` files ahead; a str is a reject reason."""
+    entries = iter(entries)
+    with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
+        pending = deque(pool.submit(_prepare, e, sizes(e), policy) for e in islice(entries, window))
+        while pending:
+            entry, result = pending.popleft().result()
+            following = next(entries, None)
+            if following is not None:
+                pending.append(pool.submit(_prepare, following, sizes(following), policy))
+            yield entry, result
+
+
+def _prepare(entry: Entry, sizes: set[int], policy: str) -> tuple[Entry, Decoded]:
+    try:
+        data = entry.file.read_bytes()
+    except OSError as exc:
+        return entry, f"unreadable ({exc.strerror or exc})"
+    if entry.sha256 and hashlib.sha256(data).hexdigest() != entry.sha256:
+        return entry, "file changed during the run; run `cxr features` again"
+    try:
+        rgb = decode(data, entry.file.name)
+    except Rejected as exc:
+        return entry, str(exc)
+    return entry, {size: resize(rgb, size, policy) for size in sizes}
