@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +55,27 @@ HeadName = Enum("HeadName", {name: name for name in HEADS}, type=str)
 ResizePolicy = Enum("ResizePolicy", {name: name for name in RESIZE_POLICIES}, type=str)
 
 
-def _console(json_out: Path | None) -> Console:
-    """Where the human-readable report goes: stdout, unless the JSON goes there."""
-    return err_console if str(json_out) == "-" else Console()
-
-
-def _write_json(document: Any, json_out: Path | None, console: Console) -> None:
-    """The one meaning of --json: PATH gets the document; ``-`` prints it alone on stdout."""
+def _show(document: Any, json_out: Path | None, render: Callable[[Any, Console], None]) -> Console:
+    """Render the result for people, and write its JSON as --json asks; the one meaning of
+    --json: PATH gets the document, ``-`` prints it alone on stdout (people's output is then
+    skipped, and notes go to stderr). Returns the console for further notes."""
+    to_stdout = str(json_out) == "-"
+    console = err_console if to_stdout else Console()
+    if not to_stdout:
+        render(document, console)
     if json_out is None:
-        return
+        return console
     text = json.dumps(document, indent=2) + "\n"
-    if str(json_out) == "-":
+    if to_stdout:
         sys.stdout.write(text)
-        return
+        return console
     try:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(text)
     except OSError as exc:
         raise CxrError(f"{json_out}: cannot write JSON ({exc.strerror})") from None
     console.print(f"Wrote {json_out}", highlight=False, soft_wrap=True)
+    return console
 
 
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
@@ -163,15 +167,16 @@ def backbones() -> None:
 @app.command()
 def info(features_dir: Path = FEATURES_DIR, json_out: Path | None = JSON_OUT) -> None:
     """List the feature stores: rows, dimension, weights, classes, rejected files."""
-    from rich.table import Table
-
     from cxr.store import describe, find_stores
 
-    console = _console(json_out)
     stores = [describe(p) for p in find_stores(features_dir)]
-    _write_json({"stores": stores}, json_out, console)
-    if str(json_out) == "-":
-        return
+    _show({"stores": stores}, json_out, partial(_render_stores, features_dir=features_dir))
+
+
+def _render_stores(document: dict, console: Console, features_dir: Path) -> None:
+    from rich.table import Table
+
+    stores = document["stores"]
     if not stores:
         console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
         return
@@ -319,10 +324,7 @@ def evaluate(
         n_boot=bootstrap,
         plots=plots,
     )
-    console = _console(json_out)
-    if str(json_out) != "-":
-        render(report, console)
-    _write_json(report, json_out, console)
+    _show(report, json_out, render)
 
 
 @app.command()
@@ -361,10 +363,7 @@ def train(
         seed=seed,
         out=out,
     )
-    console = _console(json_out)
-    if str(json_out) != "-":
-        render_training(summary, console)
-    _write_json(summary, json_out, console)
+    _show(summary, json_out, render_training)
 
 
 @app.command()
@@ -386,10 +385,7 @@ def predict(
     from cxr.extract.runner import embed_images  # stage 1 is handed to stage 2 here, at the edge
 
     result = run_predict(model, inputs, embed_images, weights)
-    console = _console(json_out)
-    if str(json_out) != "-":
-        render_predictions(result, console)
-    _write_json(result, json_out, console)
+    _show(result, json_out, render_predictions)
 
 
 @app.command()
@@ -438,10 +434,7 @@ def audit(
         probes=probe,
         seed=seed,
     )
-    console = _console(json_out)
-    if str(json_out) != "-":
-        render(result, console)
-    _write_json(result, json_out, console)
+    console = _show(result, json_out, render)
     if exclude_out is not None:
         Exclusions.from_json(result["exclusions"]).write(exclude_out)
         console.print(f"Wrote {exclude_out} (for cxr evaluate --exclude)", soft_wrap=True)
