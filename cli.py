@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
+from cxr.classify.metrics import overall_metrics  # numpy only
 from cxr.errors import CxrError, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 
@@ -53,6 +54,7 @@ app = typer.Typer(
 # Choices straight from the registries, so help text and validation cannot drift from them.
 HeadName = Enum("HeadName", {name: name for name in HEADS}, type=str)
 ResizePolicy = Enum("ResizePolicy", {name: name for name in RESIZE_POLICIES}, type=str)
+MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, type=str)
 
 
 def _show(document: Any, json_out: Path | None, render: Callable[[Any, Console], None]) -> Console:
@@ -287,7 +289,35 @@ def evaluate(
     group_by: str = typer.Option(
         "auto",
         "--group-by",
-        help="patient, none, or auto (patient whenever every row has a patient id).",
+        help="Group CV folds by patient, none, auto (patient whenever every row has an id), or "
+        "any stored column (dataset, source, view, ...).",
+    ),
+    leave_out: str | None = typer.Option(
+        None,
+        "--leave-out",
+        help="Leave-one-value-out instead of CV: train on all other values of COLUMN, test on "
+        "each value in turn (e.g. dataset).",
+    ),
+    test_where: list[str] = typer.Option(
+        [],
+        "--test-where",
+        help="External test instead of CV: fit on the other selected rows, score once on the "
+        "rows matching COLUMN=v1,v2 (syntax of --where; repeat to require all).",
+    ),
+    metric: MetricName = typer.Option(
+        "balanced_accuracy",
+        "--metric",
+        help="Metric that picks the best result, compares every result with it, and is plotted.",
+    ),
+    operating_point: float = typer.Option(
+        0.95,
+        "--operating-point",
+        help="Fixed specificity (sensitivity) at which sensitivity (specificity) is reported.",
+    ),
+    confounds: str = typer.Option(
+        "auto",
+        "--confounds",
+        help="Metadata columns checked for predicting the target: auto (all), none, or a,b,c.",
     ),
     jobs: int = typer.Option(
         -1, "--jobs", help="Parallel folds (-1: all cores); results do not depend on it."
@@ -300,15 +330,19 @@ def evaluate(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap replicates for the 95% CI."),
     json_out: Path | None = JSON_OUT,
     plots: Path | None = typer.Option(
-        None, "--plots", help="Write confusion-matrix and ROC PNGs here."
+        None,
+        "--plots",
+        help="Write PNGs here: confusion matrix, ROC and reliability per result, a forest plot "
+        "per task.",
     ),
 ) -> None:
-    """Cross-validate scikit-learn heads on cached embeddings (default: every store, every head)."""
+    """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
     from cxr.classify.evaluate import evaluate as run_evaluate
     from cxr.classify.heads import parse_params
     from cxr.classify.report import render
-    from cxr.classify.tasks import TaskSpec
+    from cxr.classify.tasks import Condition, TaskSpec
 
+    columns = {"auto": None, "none": ()}.get(confounds)
     report = run_evaluate(
         features_dir,
         backbone,
@@ -316,12 +350,17 @@ def evaluate(
         TaskSpec.from_options(classes, merge, binary, where, exclude, target),
         parse_params(head_params, config),
         group_by=group_by,
+        leave_out=leave_out,
+        test_where=[Condition.parse(w, "--test-where") for w in test_where],
         folds=folds,
         repeats=repeats,
         seed=seed,
         jobs=jobs,
         search=search,
         n_boot=bootstrap,
+        metric=metric.value,
+        operating_point=operating_point,
+        confound_columns=columns if confounds in ("auto", "none") else confounds.split(","),
         plots=plots,
     )
     _show(report, json_out, render)

@@ -7,7 +7,7 @@ BLAS/OpenMP limited to one thread, so the numbers depend on the seed only, never
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ from cxr.classify.heads import Params, build_head, search_grid
 from cxr.classify.tasks import TaskData
 from cxr.errors import CxrError
 
+# --group-by: these words, or the name of any stored column (dataset, source, view, ...).
 GROUP_BY = ("auto", "patient", "none")
 # Inner folds of --search, and of the SVM head's probability calibration.
 INNER_FOLDS = 3
@@ -32,13 +33,15 @@ class CVPlan:
     repeats: int
     seed: int
     grouped: bool
-    unit: str = "patient"
+    unit: str = "patient"  # what a group is: patient, or the column folds are grouped by
+    groups: np.ndarray | None = None  # the group of every row when grouped
 
     @property
     def scheme(self) -> str:
         return "StratifiedGroupKFold" if self.grouped else "StratifiedKFold"
 
     def to_dict(self) -> dict:
+        """The JSON form (without the groups themselves)."""
         return {
             "scheme": self.scheme,
             "folds": self.folds,
@@ -55,6 +58,11 @@ class Split:
     fold: int
     train: np.ndarray
     test: np.ndarray
+    name: str = ""  # what the test rows are, when not a CV fold (a held-out value, "external")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"fold {self.fold + 1}"
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,21 @@ class OutOfFold:
     row: np.ndarray  # index into the task's rows
     y: np.ndarray
     proba: np.ndarray  # (len(row), n_classes)
-    fold: np.ndarray  # global fold number: repeat * folds + fold
+    fold: np.ndarray  # index of the split that tested the row (CV: repeat * folds + fold)
     best_params: list[dict]  # per fold, with --search
     warnings: list[str]  # distinct warnings raised while fitting, with the number of folds
+
+    def only(self, folds: Sequence[int]) -> OutOfFold:
+        """The predictions of some splits only (one held-out value, say)."""
+        keep = np.isin(self.fold, list(folds))
+        return OutOfFold(
+            self.row[keep],
+            self.y[keep],
+            self.proba[keep],
+            self.fold[keep],
+            self.best_params,
+            self.warnings,
+        )
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -79,11 +99,10 @@ def plan_cv(
 ) -> tuple[CVPlan, list[str]]:
     """Choose the splitter and check that every class can fill every fold.
 
-    ``auto`` groups by patient whenever all selected rows have a patient id. Returns the plan and
-    warnings for the report (image-level CV is optimistic when one patient has several images).
+    ``auto`` groups by patient whenever all selected rows have a patient id; any other word than
+    auto/patient/none names a column whose values group the folds (e.g. ``dataset``: no source is
+    split over training and test folds). Returns the plan and warnings for the report.
     """
-    if group_by not in GROUP_BY:
-        raise CxrError(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
     if folds < 2 or repeats < 1 or seed < 0:
         raise CxrError("--folds must be >= 2, --repeats >= 1 and --seed >= 0")
     if group_by == "patient" and not data.has_groups:
@@ -91,17 +110,26 @@ def plan_cv(
         raise CxrError(
             f"{data.source}: --group-by patient, but {missing} selected row(s) have no patient id"
         )
-    grouped = group_by == "patient" or (group_by == "auto" and data.has_groups)
-    unit = "patient" if grouped else "image"
+    if group_by in GROUP_BY:
+        grouped = group_by == "patient" or (group_by == "auto" and data.has_groups)
+        groups, unit = data.groups, data.group_unit
+    else:
+        groups, unit, grouped = data.column(group_by, "--group-by"), group_by, True
+        if np.any(groups == ""):
+            raise CxrError(
+                f"{data.source}: --group-by {group_by}: {int(np.sum(groups == ''))} selected "
+                "row(s) have no value"
+            )
     for index, name in enumerate(data.classes):
-        members = data.groups[data.y == index] if grouped else np.flatnonzero(data.y == index)
+        members = groups[data.y == index] if grouped else np.flatnonzero(data.y == index)
         count = len(np.unique(members))
         if count < folds:
+            what = f"{unit} values" if unit not in ("patient", "image") else f"{unit}s"
             raise CxrError(
-                f"{data.source}: class {name!r} has {count} {unit}s, fewer than --folds {folds}"
+                f"{data.source}: class {name!r} has {count} {what}, fewer than --folds {folds}"
             )
     notes = []
-    if grouped and not data.patient_ids:
+    if grouped and unit == data.group_unit and not data.patient_ids:
         notes.append(
             f"{data.source}: no patient ids; folds keep only the --exclude file's duplicate groups "
             "together, so images of one patient can still be split and scores are optimistic"
@@ -116,7 +144,23 @@ def plan_cv(
             f"{data.source}: --group-by none although patient ids exist: images of one patient "
             "can be in both training and test folds, so these scores are optimistic"
         )
-    return CVPlan(folds, repeats, seed, grouped, data.group_unit), notes
+    elif unit not in ("patient", data.group_unit) and data.has_groups:
+        split = _groups_split_patients(groups, data.groups)
+        if split:
+            notes.append(
+                f"{data.source}: --group-by {unit}: {split} patient(s) have images under two "
+                f"{unit} values, so they can sit in training and test folds"
+            )
+    return CVPlan(folds, repeats, seed, grouped, unit, groups if grouped else None), notes
+
+
+def _groups_split_patients(groups: np.ndarray, patients: np.ndarray) -> int:
+    """How many patients have rows in more than one group."""
+    pairs = {(p, g) for p, g in zip(patients.tolist(), groups.tolist(), strict=True)}
+    seen: dict[str, int] = {}
+    for patient, _ in pairs:
+        seen[patient] = seen.get(patient, 0) + 1
+    return sum(n > 1 for n in seen.values())
 
 
 def _splitter(grouped: bool, folds: int, random_state: int):
@@ -124,27 +168,28 @@ def _splitter(grouped: bool, folds: int, random_state: int):
     return kind(n_splits=folds, shuffle=True, random_state=random_state)
 
 
-def make_splits(plan: CVPlan, y: np.ndarray, groups: np.ndarray) -> list[Split]:
+def make_splits(plan: CVPlan, y: np.ndarray) -> list[Split]:
     """All (repeat, fold) train/test index pairs; with ``plan.grouped`` no group spans two sides."""
     splits = []
     for repeat in range(plan.repeats):
         splitter = _splitter(plan.grouped, plan.folds, derive_seed(plan.seed, repeat))
-        parts = splitter.split(np.zeros(len(y)), y, groups if plan.grouped else None)
+        parts = splitter.split(np.zeros(len(y)), y, plan.groups)
         splits.extend(Split(repeat, f, train, test) for f, (train, test) in enumerate(parts))
     return splits
 
 
-def _check_inner(data: TaskData, plan: CVPlan, splits: list[Split]) -> None:
+def _check_inner(data: TaskData, groups: np.ndarray | None, splits: list[Split]) -> None:
     """--search and SVM calibration cross-validate inside each training fold; they need room."""
     for split in splits:
-        y, groups = data.y[split.train], data.groups[split.train]
+        y = data.y[split.train]
         for index, name in enumerate(data.classes):
-            members = groups[y == index] if plan.grouped else np.flatnonzero(y == index)
-            if len(np.unique(members)) < INNER_FOLDS:
+            rows = split.train[y == index]
+            members = groups[rows] if groups is not None else rows
+            if 0 < len(np.unique(members)) < INNER_FOLDS:
                 raise CxrError(
                     f"{data.source}: class {name!r} has fewer than {INNER_FOLDS} "
-                    f"{'patients' if plan.grouped else 'images'} in the training rows of fold "
-                    f"{split.fold + 1}; --search and the svm head need {INNER_FOLDS} (use fewer "
+                    f"{'groups' if groups is not None else 'images'} in the training rows of "
+                    f"{split.label}; --search and the svm head need {INNER_FOLDS} (use fewer "
                     "--folds or more data)"
                 )
 
@@ -155,12 +200,11 @@ def _fit_fold(
     params: Params,
     X: np.ndarray,
     y: np.ndarray,
-    groups: np.ndarray,
+    groups: np.ndarray | None,
     split: Split,
     n_classes: int,
     random_state: int,
     search: bool,
-    grouped: bool,
 ) -> tuple[np.ndarray, dict | None, list[str]]:
     """Fit one head on one training fold; probabilities for the test fold (all classes)."""
     with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
@@ -172,37 +216,41 @@ def _fit_fold(
                 estimator,
                 search_grid(head, params),
                 scoring="balanced_accuracy",
-                cv=_splitter(grouped, INNER_FOLDS, random_state),
+                cv=_splitter(groups is not None, INNER_FOLDS, random_state),
                 n_jobs=1,
                 error_score=np.nan,  # a candidate that cannot fit (k > rows) loses, with a warning
             )
         proba = np.zeros((len(split.test), n_classes))
+        fit_groups = {"groups": groups[train]} if search and groups is not None else {}
         try:
-            estimator.fit(X[train], y[train], **({"groups": groups[train]} if search else {}))
+            estimator.fit(X[train], y[train], **fit_groups)
             proba[:, estimator.classes_] = estimator.predict_proba(X[split.test])
         except ValueError as exc:  # e.g. more neighbours than training rows
             message = str(exc).splitlines()[0]
-            raise CxrError(
-                f"{source}: head {head!r} failed in fold {split.fold + 1}: {message}"
-            ) from None
+            raise CxrError(f"{source}: head {head!r} failed in {split.label}: {message}") from None
     best = {k.rsplit("__", 1)[-1]: v for k, v in estimator.best_params_.items()} if search else None
     messages = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
     return proba, best, messages
 
 
-def run_folds(
+def run_splits(
     data: TaskData,
-    plan: CVPlan,
+    splits: list[Split],
     heads: Mapping[str, Params],
     *,
+    groups: np.ndarray | None,
+    seed: int,
     search: bool = False,
     jobs: int = 1,
 ) -> dict[str, OutOfFold]:
-    """Out-of-fold probabilities of every head, all folds of all heads in one joblib pool."""
-    splits = make_splits(plan, data.y, data.groups)
+    """Test-row probabilities of every head on every split, all in one joblib pool.
+
+    ``groups`` group the inner folds of --search (None: images). A row's ``fold`` in the result
+    is the index of its split, so one pool serves CV folds, held-out values and external tests.
+    """
     if search or "svm" in heads:
-        _check_inner(data, plan, splits)
-    tasks = [(head, split) for head in heads for split in splits]
+        _check_inner(data, groups, splits)
+    tasks = [(head, index, split) for head in heads for index, split in enumerate(splits)]
     outputs = Parallel(n_jobs=jobs)(
         delayed(_fit_fold)(
             str(data.source),
@@ -210,31 +258,28 @@ def run_folds(
             heads[head],
             data.X,
             data.y,
-            data.groups,
+            groups,
             split,
             len(data.classes),
-            derive_seed(plan.seed, split.repeat, split.fold),
+            derive_seed(seed, split.repeat, split.fold),
             search,
-            plan.grouped,
         )
-        for head, split in tasks
+        for head, _, split in tasks
     )
     results = {}
     for head in heads:
-        mine = [(split, out) for (h, split), out in zip(tasks, outputs, strict=True) if h == head]
-        rows = np.concatenate([s.test for s, _ in mine])
+        mine = [(i, s, out) for (h, i, s), out in zip(tasks, outputs, strict=True) if h == head]
+        rows = np.concatenate([s.test for _, s, _ in mine])
         counts: dict[str, int] = {}
-        for _, (_, _, messages) in mine:
+        for _, _, (_, _, messages) in mine:
             for message in messages:
                 counts[message] = counts.get(message, 0) + 1
         results[head] = OutOfFold(
             row=rows,
             y=data.y[rows],
-            proba=np.concatenate([proba for _, (proba, _, _) in mine]),
-            fold=np.concatenate(
-                [np.full(len(s.test), s.repeat * plan.folds + s.fold) for s, _ in mine]
-            ),
-            best_params=[best for _, (_, best, _) in mine if best is not None],
-            warnings=[f"{head}: {m} (in {n} of {len(mine)} folds)" for m, n in counts.items()],
+            proba=np.concatenate([proba for _, _, (proba, _, _) in mine]),
+            fold=np.concatenate([np.full(len(s.test), i) for i, s, _ in mine]),
+            best_params=[best for _, _, (_, best, _) in mine if best is not None],
+            warnings=[f"{head}: {m} (in {n} of {len(mine)} fits)" for m, n in counts.items()],
         )
     return results

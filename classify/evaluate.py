@@ -12,11 +12,14 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.cv import INNER_FOLDS, OutOfFold, plan_cv, run_folds
+from cxr.classify.compare import Comparison, Scored, compare, row_keys
+from cxr.classify.confounds import Confound, confounds
+from cxr.classify.cv import INNER_FOLDS, OutOfFold, run_splits
 from cxr.classify.heads import HEADS, Params, effective_params, get_head, search_grid
-from cxr.classify.metrics import summarize
+from cxr.classify.metrics import overall_metric, summarize
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
-from cxr.classify.tasks import TaskData, TaskSpec, select
+from cxr.classify.tasks import Condition, TaskData, TaskSpec
+from cxr.classify.validation import design
 from cxr.errors import CxrError
 from cxr.store import find_stores, load
 from cxr.store.schema import store_path
@@ -38,6 +41,8 @@ class Result(TypedDict, total=False):
     metrics: dict  # overall metric name -> Stat, and "per_class": {class: {name: Stat}}
     confusion_matrix: list[list[int]]  # summed over folds (rows: true, columns: predicted)
     bootstrap_unit: str  # patient, image, or duplicate groups
+    validation: dict  # kind (cross-validation, leave-one-out, external) and its details
+    comparison: Comparison  # against the best result of its group (paired bootstrap)
     plots: list[str]  # with --plots
 
 
@@ -49,10 +54,13 @@ class Provenance(TypedDict):
     disclaimer: str
 
 
-class EvaluateReport(TypedDict):
+class EvaluateReport(TypedDict, total=False):
     results: list[Result]
+    confounds: list[Confound]  # metadata columns that predict the target, strongest first
     warnings: list[str]
+    settings: dict  # metric (best and comparisons), operating_point
     provenance: Provenance
+    plots: list[str]  # with --plots: the forest plot of each task
 
 
 def evaluate(
@@ -63,19 +71,27 @@ def evaluate(
     params: Mapping[str, Params] | None = None,
     *,
     group_by: str = "auto",
+    leave_out: str | None = None,
+    test_where: Sequence[Condition] = (),
     folds: int = 10,
     repeats: int = 1,
     seed: int = 0,
     jobs: int = 1,
     search: bool = False,
     n_boot: int = 1000,
+    metric: str = "balanced_accuracy",
+    operating_point: float = 0.95,
+    confound_columns: Sequence[str] | None = None,
     plots: Path | None = None,
 ) -> EvaluateReport:
-    """Cross-validate heads on the stores' embeddings; ``{"results", "warnings", "provenance"}``.
+    """Validate heads on the stores' embeddings; ``{"results", "confounds", "warnings", ...}``.
 
-    The result is deterministic for given inputs and seed (no timings, no job count), so two runs
-    can be compared byte for byte. With ``plots``, writes a confusion-matrix and a ROC PNG per
-    configuration there.
+    Cross-validation by default; ``leave_out`` holds out each value of a column in turn,
+    ``test_where`` scores once on disjoint test rows. Every result is compared with the best of
+    its group by ``metric`` (paired bootstrap over patients), and the task's metadata columns
+    are checked for confounds (``confound_columns``: None for all, () for none). The result is
+    deterministic for given inputs and seed (no timings, no job count), so two runs can be
+    compared byte for byte. With ``plots``, writes PNGs there.
     """
     task = task or TaskSpec()
     params = params or {}
@@ -86,6 +102,12 @@ def evaluate(
         raise CxrError("--bootstrap must be >= 1")
     if jobs == 0:
         raise CxrError("--jobs must be a number of workers (1, 2, ...) or -1 for all cores")
+    if not 0 < operating_point < 1:
+        raise CxrError("--operating-point must be between 0 and 1, e.g. 0.95")
+    try:
+        chosen = overall_metric(metric)
+    except ValueError as exc:
+        raise CxrError(f"--metric: {exc}") from None
     paths = [store_path(features_dir, b) for b in dict.fromkeys(backbones)]
     for path in paths:
         if not path.is_file():
@@ -96,7 +118,9 @@ def evaluate(
     if not paths:
         raise CxrError(f"{features_dir}: no feature stores (run `cxr features` first)")
     results: list[Result] = []
+    scored: list[tuple[str, Scored]] = []  # (comparison group, predictions) per result
     stores: dict[str, dict] = {}
+    found: list[Confound] = []
     notes = [
         f"--set/--config for head {h!r} ignored: it is not among the selected heads"
         for h in params
@@ -104,26 +128,67 @@ def evaluate(
     ]
     for path in paths:
         fs = load(path)
-        data = select(fs, task)
-        plan, plan_notes = plan_cv(data, group_by, folds, repeats, seed)
-        notes.extend(plan_notes)
+        plan = design(
+            fs,
+            task,
+            group_by=group_by,
+            leave_out=leave_out,
+            test_where=tuple(test_where),
+            folds=folds,
+            repeats=repeats,
+            seed=seed,
+        )
+        data = plan.data
+        notes.extend(n for n in plan.notes if n not in notes)
         stores[fs.backbone] = {"path": str(path), "rows_sha256": data.rows_sha256(), **fs.attrs}
-        oofs = run_folds(
-            data, plan, {h: params.get(h, {}) for h in names}, search=search, jobs=jobs
+        if not found and confound_columns != ():
+            found = _confounds(data, task.target, confound_columns, seed)
+        oofs = run_splits(
+            data,
+            plan.splits,
+            {h: params.get(h, {}) for h in names},
+            groups=plan.inner_groups,
+            seed=seed,
+            search=search,
+            jobs=jobs,
         )
         for head, oof in oofs.items():
-            entry = _entry(fs.backbone, head, data, task, plan.to_dict(), oof, params, search)
-            entry.update(_scores(data, oof, n_boot, seed))
-            if plots is not None:
-                from cxr.classify.report import write_plots  # lazy: matplotlib
-
-                entry["plots"] = write_plots(entry, oof.y, oof.proba, plots)
             notes.extend(oof.warnings)
-            results.append(entry)
-    return jsonable(
+            for part in plan.parts:
+                mine = oof.only(part.folds)
+                entry = _entry(fs.backbone, head, data, task, plan.protocol, mine, params, search)
+                entry["validation"] = part.validation
+                entry.update(_scores(data, mine, n_boot, seed, operating_point))
+                results.append(entry)
+                value = entry["metrics"][chosen.name]["pooled"]
+                units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
+                keys = row_keys(data.paths[mine.row])
+                name = f"{fs.backbone} + {head}"
+                group = str(part.validation.get("held_out", part.validation["kind"]))
+                scored.append((group, Scored(name, keys, mine.y, mine.proba, units, value)))
+                if plots is not None:
+                    from cxr.classify.report import write_plots  # lazy: matplotlib
+
+                    entry["plots"] = write_plots(entry, mine.y, mine.proba, plots)
+    for group in dict.fromkeys(g for g, _ in scored):
+        members = [i for i, (g, _) in enumerate(scored) if g == group]
+        unit = results[members[0]]["bootstrap_unit"]
+        comparisons = compare(
+            [scored[i][1] for i in members],
+            chosen,
+            unit=unit,
+            n_boot=n_boot,
+            seed=seed,
+            operating_point=operating_point,
+        )
+        for i, comparison in zip(members, comparisons, strict=True):
+            results[i]["comparison"] = comparison
+    report = jsonable(
         EvaluateReport(
             results=results,
+            confounds=found,
             warnings=notes,
+            settings={"metric": chosen.name, "operating_point": operating_point},
             provenance=Provenance(
                 versions=library_versions(),
                 stores=stores,
@@ -133,6 +198,26 @@ def evaluate(
             ),
         )
     )
+    if plots is not None:
+        from cxr.classify.report import write_forest_plots
+
+        report["plots"] = write_forest_plots(report, plots)
+    return report
+
+
+def _confounds(
+    data: TaskData, target: str, columns: Sequence[str] | None, seed: int
+) -> list[Confound]:
+    found = confounds(data, target, seed)
+    if columns is None:
+        return found
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        raise CxrError(
+            f"{data.source}: --confounds: no column {', '.join(missing)}; "
+            f"available: {', '.join(data.columns)}"
+        )
+    return [c for c in found if c["column"] in columns]
 
 
 def task_name(classes: Sequence[str], spec: TaskSpec) -> str:
@@ -167,17 +252,33 @@ def _entry(
         else None,
         task={"name": task_name(data.classes, spec), **spec.to_dict()},
         cv=cv,
-        n=len(data.y),
-        n_patients=len(np.unique(data.groups)) if data.has_groups else None,
+        n=len(np.unique(oof.row)),
+        n_patients=len(np.unique(data.groups[oof.row])) if data.has_groups else None,
         classes=list(data.classes),
-        class_counts=data.class_counts,
+        class_counts={
+            c: int(n)
+            for c, n in zip(
+                data.classes,
+                np.bincount(data.y[np.unique(oof.row)], minlength=len(data.classes)),
+                strict=True,
+            )
+        },
     )
 
 
-def _scores(data: TaskData, oof: OutOfFold, n_boot: int, seed: int) -> dict:
+def _scores(data: TaskData, oof: OutOfFold, n_boot: int, seed: int, operating_point: float) -> dict:
     # Bootstrap over patients whenever ids are known (even with --group-by none): the patient is
     # the independent unit; otherwise over images.
     units = data.groups[oof.row] if data.has_groups else oof.row
-    scores = summarize(oof.y, oof.proba, oof.fold, units, data.classes, n_boot=n_boot, seed=seed)
+    scores = summarize(
+        oof.y,
+        oof.proba,
+        oof.fold,
+        units,
+        data.classes,
+        n_boot=n_boot,
+        seed=seed,
+        operating_point=operating_point,
+    )
     scores["bootstrap_unit"] = data.group_unit if data.has_groups else "image"
     return scores

@@ -14,11 +14,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TypedDict
 
 import numpy as np
 
 BOOTSTRAP_CHUNK = 200
+ECE_BINS = 10
 
 
 class Stat(TypedDict, total=False):
@@ -99,12 +101,70 @@ def macro_f1(cm: np.ndarray) -> np.ndarray:
     return _nanmean(f1(cm), axis=-1)
 
 
-@dataclass(frozen=True)
 class Outcomes:
-    """What a metric is computed from, batched over the same leading axes."""
+    """What metrics are computed from: predictions of one set of rows, or with row weights
+    ``(B, n)`` of B bootstrap replicates at once. Each quantity is computed when a metric first
+    asks for it, so comparing results on one metric costs only what that metric needs."""
 
-    cm: np.ndarray  # (..., k, k) confusion matrices
-    auc: np.ndarray  # (..., k) one-vs-rest ROC AUC per class
+    def __init__(
+        self,
+        y: np.ndarray,
+        proba: np.ndarray,
+        weights: np.ndarray | None = None,
+        *,
+        operating_point: float = 0.95,
+    ):
+        self.y, self.proba, self.weights = np.asarray(y), np.asarray(proba), weights
+        self.operating_point = operating_point
+        self.pred = np.argmax(self.proba, axis=1)
+
+    @cached_property
+    def cm(self) -> np.ndarray:
+        """(..., k, k) confusion matrices."""
+        return confusion(self.y, self.pred, self.proba.shape[1], self.weights)
+
+    @cached_property
+    def auc(self) -> np.ndarray:
+        """(..., k) one-vs-rest ROC AUC per class."""
+        return roc_auc_per_class(self.y, self.proba, self.weights)
+
+    @cached_property
+    def brier(self) -> np.ndarray:
+        """(...) multi-class Brier score: the mean over rows of sum_c (p_c - [y = c])^2."""
+        k = self.proba.shape[1]
+        return self._mean(np.sum((self.proba - np.eye(k)[self.y]) ** 2, axis=1))
+
+    @cached_property
+    def ece(self) -> np.ndarray:
+        """(...) top-label expected calibration error over ECE_BINS equal-width bins."""
+        n = len(self.y)
+        confidence = self.proba[np.arange(n), self.pred]
+        bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+        gaps = np.zeros((n, ECE_BINS))
+        gaps[np.arange(n), bins] = (self.pred == self.y) - confidence
+        if self.weights is None:
+            return np.asarray(np.abs(gaps.sum(axis=0)).sum() / max(n, 1))
+        total = np.maximum(self.weights.sum(axis=1), 1e-12)
+        return np.abs(self.weights @ gaps).sum(axis=1) / total
+
+    @cached_property
+    def _operating_points(self) -> tuple[np.ndarray, np.ndarray]:
+        return operating_points(self.y, self.proba, self.operating_point, self.weights)
+
+    @property
+    def sens_at_spec(self) -> np.ndarray:
+        """(..., k) best sensitivity with specificity >= the operating point."""
+        return self._operating_points[0]
+
+    @property
+    def spec_at_sens(self) -> np.ndarray:
+        """(..., k) best specificity with sensitivity >= the operating point."""
+        return self._operating_points[1]
+
+    def _mean(self, per_row: np.ndarray) -> np.ndarray:
+        if self.weights is None:
+            return np.asarray(per_row.mean() if len(per_row) else np.nan)
+        return self.weights @ per_row / np.maximum(self.weights.sum(axis=1), 1e-12)
 
 
 @dataclass(frozen=True)
@@ -112,13 +172,20 @@ class Metric:
     """One row of the metrics table.
 
     ``fn`` maps Outcomes to ``(...)`` for an overall metric or ``(..., k)`` for a per-class one;
-    ``name`` is the JSON key, ``label`` what people read in tables and plots.
+    ``name`` is the JSON key, ``label`` what people read in tables and plots (``{op}`` in it is
+    replaced by the operating point). ``summary``: a column of the terminal's summary table
+    (every metric is in the JSON); ``higher_is_better`` orders results when comparing them.
     """
 
     name: str
     label: str
     fn: Callable[[Outcomes], np.ndarray]
     per_class: bool = False
+    summary: bool = True
+    higher_is_better: bool = True
+
+    def title(self, operating_point: float) -> str:
+        return self.label.format(op=f"{100 * operating_point:g}%")
 
 
 METRICS: list[Metric] = []
@@ -142,8 +209,13 @@ def per_class_metrics() -> list[Metric]:
     return [m for m in METRICS if m.per_class]
 
 
-def metric(name: str, *, per_class: bool = False) -> Metric:
-    return next(m for m in METRICS if m.name == name and m.per_class == per_class)
+def overall_metric(name: str) -> Metric:
+    """An overall metric by name (ValueError naming the choices)."""
+    for m in overall_metrics():
+        if m.name == name:
+            return m
+    choices = ", ".join(m.name for m in overall_metrics())
+    raise ValueError(f"unknown metric {name!r}; choose from {choices}")
 
 
 for _entry in (
@@ -151,11 +223,15 @@ for _entry in (
     Metric("balanced_accuracy", "bal. accuracy", lambda o: balanced_accuracy(o.cm)),
     Metric("macro_f1", "macro-F1", lambda o: macro_f1(o.cm)),
     Metric("roc_auc", "ROC AUC", lambda o: _nanmean(o.auc, axis=-1)),
+    Metric("brier", "Brier score", lambda o: o.brier, summary=False, higher_is_better=False),
+    Metric("ece", "ECE", lambda o: o.ece, summary=False, higher_is_better=False),
     Metric("sensitivity", "sensitivity", lambda o: sensitivity(o.cm), per_class=True),
     Metric("specificity", "specificity", lambda o: specificity(o.cm), per_class=True),
     Metric("precision", "precision (PPV)", lambda o: precision(o.cm), per_class=True),
     Metric("f1", "F1", lambda o: f1(o.cm), per_class=True),
     Metric("roc_auc", "ROC AUC", lambda o: o.auc, per_class=True),
+    Metric("sens_at_spec", "sens. @ {op} spec.", lambda o: o.sens_at_spec, per_class=True),
+    Metric("spec_at_sens", "spec. @ {op} sens.", lambda o: o.spec_at_sens, per_class=True),
 ):
     register(_entry)
 
@@ -206,6 +282,39 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None =
     return _nanmean(roc_auc_per_class(y_true, scores, weights), axis=-1)
 
 
+def operating_points(
+    y_true: np.ndarray, scores: np.ndarray, target: float, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class (one-vs-rest): the best sensitivity whose specificity is >= ``target``, and the
+    best specificity whose sensitivity is >= ``target``, over every threshold on the scores.
+
+    ``(k,)`` each, or ``(B, k)`` for row weights ``(B, n)``; NaN for a class without positive or
+    negative rows. Thresholds sit between distinct scores, so tied rows move together.
+    """
+    y_true = np.asarray(y_true)
+    batch = np.ones((1, len(y_true))) if weights is None else np.asarray(weights, dtype=float)
+    k = scores.shape[1]
+    sens = np.full((len(batch), k), np.nan)
+    spec = np.full((len(batch), k), np.nan)
+    for c in range(k):
+        order = np.argsort(-scores[:, c], kind="stable")
+        s = scores[order, c]
+        ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last row of each tie block
+        positive = y_true[order] == c
+        w = batch[:, order]
+        tp = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w * positive, axis=1)[:, ends]], 1)
+        fp = np.concatenate([np.zeros((len(w), 1)), np.cumsum(w * ~positive, axis=1)[:, ends]], 1)
+        n_pos, n_neg = tp[:, -1:], fp[:, -1:]
+        slack = 1e-9 * (n_pos + n_neg)
+        # tp and fp grow along the thresholds: the last allowed one is the best.
+        last = np.sum(fp <= (1 - target) * n_neg + slack, axis=1) - 1
+        first = np.minimum(np.sum(tp < target * n_pos - slack, axis=1), tp.shape[1] - 1)
+        rows = np.arange(len(w))
+        sens[:, c] = _ratio(tp[rows, last], n_pos[:, 0])
+        spec[:, c] = 1 - _ratio(fp[rows, first], n_neg[:, 0])
+    return (sens[0], spec[0]) if weights is None else (sens, spec)
+
+
 def bootstrap_weights(
     units: np.ndarray, n_boot: int, seed: int, chunk: int = BOOTSTRAP_CHUNK
 ) -> Iterator[np.ndarray]:
@@ -219,10 +328,9 @@ def bootstrap_weights(
         yield counts[:, inverse].astype(float)
 
 
-def _all_metrics(cm: np.ndarray, auc_per_class: np.ndarray) -> dict[Metric, np.ndarray]:
-    """Every registered metric for a stack of matrices: ``(...)`` or ``(..., k)`` per class."""
-    outcomes = Outcomes(cm, auc_per_class)
-    return {m: np.asarray(m.fn(outcomes), dtype=float) for m in METRICS}
+def _all_metrics(o: Outcomes) -> dict[Metric, np.ndarray]:
+    """Every registered metric: ``(...)`` overall or ``(..., k)`` per class."""
+    return {m: np.asarray(m.fn(o), dtype=float) for m in METRICS}
 
 
 def _number(value) -> float | None:
@@ -255,6 +363,7 @@ def summarize(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    operating_point: float = 0.95,
 ) -> Scores:
     """All metrics of pooled out-of-fold predictions.
 
@@ -263,14 +372,14 @@ def summarize(
     ``n_boot`` bootstrap replicates that resample ``units`` (patients, or images) with replacement.
     """
     k = len(classes)
-    pred = np.argmax(proba, axis=1)
-    fold_ids = np.unique(fold)
-    fold_cm = np.stack([confusion(y[fold == f], pred[fold == f], k) for f in fold_ids])
-    fold_auc = np.stack([roc_auc_per_class(y[fold == f], proba[fold == f]) for f in fold_ids])
-    per_fold = _all_metrics(fold_cm, fold_auc)
-    pooled = _all_metrics(confusion(y, pred, k), roc_auc_per_class(y, proba))
+    folds = [
+        Outcomes(y[fold == f], proba[fold == f], operating_point=operating_point)
+        for f in np.unique(fold)
+    ]
+    per_fold = {m: np.stack([np.asarray(m.fn(o), dtype=float) for o in folds]) for m in METRICS}
+    pooled = _all_metrics(Outcomes(y, proba, operating_point=operating_point))
     chunks = [
-        _all_metrics(confusion(y, pred, k, w), roc_auc_per_class(y, proba, w))
+        _all_metrics(Outcomes(y, proba, w, operating_point=operating_point))
         for w in bootstrap_weights(units, n_boot, seed)
     ]
     boot = {m: np.concatenate([c[m] for c in chunks]) for m in METRICS}
@@ -285,4 +394,5 @@ def summarize(
         }
         for i, cls in enumerate(classes)
     }
-    return Scores(metrics=metrics, confusion_matrix=fold_cm.sum(axis=0).astype(int).tolist())
+    cm = confusion(y, np.argmax(proba, axis=1), k)
+    return Scores(metrics=metrics, confusion_matrix=cm.astype(int).tolist())

@@ -3,33 +3,62 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cxr.classify.metrics import overall_metrics, per_class_metrics
+from cxr.classify.metrics import (
+    ECE_BINS,
+    overall_metric,
+    overall_metrics,
+    per_class_metrics,
+)
 from cxr.classify.provenance import DISCLAIMER
+
+SHOWN_TABLES = 2  # contingency tables printed for the strongest confounds; --json has all
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _fmt(stat: dict) -> str:
     """``mean ± std [lo, hi]``; ``n/a`` for undefined values."""
-
-    def num(v):
-        return "n/a" if v is None else f"{v:.3f}"
-
     lo, hi = stat["ci95"]
-    return f"{num(stat['mean'])} ± {num(stat['std'])} [{num(lo)}, {num(hi)}]"
+    return f"{_num(stat['mean'])} ± {_num(stat['std'])} [{_num(lo)}, {_num(hi)}]"
 
 
-def best_result(report: dict) -> dict:
-    """The configuration with the highest mean balanced accuracy."""
-    return max(report["results"], key=lambda r: r["metrics"]["balanced_accuracy"]["mean"] or -1)
+def _pooled(stat: dict) -> str:
+    """``pooled [lo, hi]``, for results scored on one test set."""
+    lo, hi = stat["ci95"]
+    return f"{_num(stat['pooled'])} [{_num(lo)}, {_num(hi)}]"
 
 
-def _cv_line(r: dict) -> str:
-    cv = r["cv"]
+def _versus(comparison: dict | None) -> str:
+    """The summary table's verdict against the best result of the group."""
+    if not comparison:
+        return ""
+    if comparison["is_best"]:
+        return "best"
+    if comparison["difference"] is None:
+        return "not paired"
+    lo, hi = comparison["ci95"]
+    mark = "≈ " if comparison["indistinguishable"] else ""
+    return f"{mark}{comparison['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _validation_line(r: dict) -> str:
+    cv, validation = r["cv"], r.get("validation", {"kind": "cross-validation"})
+    if validation["kind"] == "leave-one-out":
+        return f"leave one {validation['column']} out (train on the others, test on each)"
+    if validation["kind"] == "external":
+        return (
+            f"external test set ({'; '.join(validation['test_where'])}): "
+            f"{validation['n_train']} training rows, {validation['n_test']} test rows"
+        )
     unit = cv["unit"] if cv["grouped"] else "image (no patient grouping)"
     return (
         f"{cv['scheme']} by {unit}, {cv['folds']} folds x {cv['repeats']} repeat(s), "
@@ -38,36 +67,101 @@ def _cv_line(r: dict) -> str:
 
 
 def render(report: dict, console: Console) -> None:
-    """Summary table, the best configuration's per-class table and confusion matrix, provenance."""
+    """Confounds, the summary with paired comparisons, each group's best per class, provenance."""
     results = report["results"]
     first = results[0]
+    settings = report.get("settings", {"metric": "balanced_accuracy", "operating_point": 0.95})
+    op = settings["operating_point"]
+    chosen = overall_metric(settings["metric"])
     console.print(
-        f"[bold]Task[/]: {first['task']['name']}   [bold]CV[/]: {_cv_line(first)}   "
-        f"[bold]95% CI[/]: bootstrap, unit: {first['bootstrap_unit']} "
-        f"({report['provenance']['bootstrap']['replicates']} replicates)",
+        f"[bold]Task[/]: {first['task']['name']}   [bold]Validation[/]: "
+        f"{_validation_line(first)}   [bold]95% CI[/]: bootstrap, unit: "
+        f"{first['bootstrap_unit']} ({report['provenance']['bootstrap']['replicates']} replicates)",
         highlight=False,
     )
-    table = Table(title="Cross-validated heads: mean ± std over folds [95% CI]")
-    summary = overall_metrics()
-    for col in ("backbone", "head", "n", *(m.label for m in summary)):
+    _render_confounds(report.get("confounds", []), first, console)
+    cv = first.get("validation", {}).get("kind", "cross-validation") == "cross-validation"
+    leave_out = first.get("validation", {}).get("kind") == "leave-one-out"
+    title = (
+        "Cross-validated heads: mean ± std over folds [95% CI]"
+        if cv
+        else "Heads on held-out rows: pooled [95% CI]"
+    )
+    table = Table(title=title, caption=_comparison_caption(chosen.title(op)))
+    summary = [m for m in overall_metrics() if m.summary]
+    held = ["held out"] if leave_out else []
+    for col in ("backbone", "head", *held, "n", *(m.title(op) for m in summary), "vs best"):
         table.add_column(col, justify="right" if col == "n" else "left")
+    fmt = _fmt if cv else _pooled
     for r in results:
-        cells = (_fmt(r["metrics"][m.name]) for m in summary)
-        table.add_row(r["backbone"], r["head"], str(r["n"]), *cells)
+        cells = [fmt(r["metrics"][m.name]) for m in summary]
+        extra = [str(r["validation"]["held_out"])] if leave_out else []
+        versus = _versus(r.get("comparison"))
+        table.add_row(r["backbone"], r["head"], *extra, str(r["n"]), *cells, versus)
     console.print(table)
+    for best in (r for r in results if r.get("comparison", {}).get("is_best")):
+        _render_best(best, chosen.title(op), op, console)
+    for note in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    _render_provenance(report["provenance"], console)
 
-    best = best_result(report)
-    title = f"Best by balanced accuracy: {best['backbone']} + {best['head']}, per class"
-    per_class = Table(title=title)
+
+def _comparison_caption(metric: str) -> str:
+    return (
+        f"vs best: difference in pooled {metric} from the best result on the same images, "
+        "[95% CI] of a paired bootstrap over patients; ≈ marks results not distinguishable "
+        "from the best"
+    )
+
+
+def _render_confounds(found: list[dict], first: dict, console: Console) -> None:
+    warned = [c for c in found if c.get("warn")]
+    if not warned:
+        return
+    target = first["task"].get("target", "label")
+    for c in warned:
+        twins = [t["column"] for t in found if t.get("same_as") == c["column"]]
+        same = f" (and {', '.join(twins)}, which groups the rows the same way)" if twins else ""
+        console.print(
+            f"[yellow]warning: confound:[/] [bold]{c['column']}[/]{same} predicts the {target} "
+            f"(Cramér's V {c['cramers_v']:.2f}; the column alone gives balanced accuracy "
+            f"{c['balanced_accuracy']:.2f} vs {c['chance']:.2f} by chance): a head can score by "
+            f"recognising {c['column']}. Test it with the same command and "
+            f"--leave-out {c['column']}, or `cxr audit --probe {c['column']}`.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for c in warned[:SHOWN_TABLES]:
+        classes = list(next(iter(c["table"].values())))
+        table = Table(title=f"{c['column']} x {target} (rows)")
+        table.add_column(c["column"])
+        for cls in classes:
+            table.add_column(cls, justify="right")
+        for value, counts in c["table"].items():
+            table.add_row(value, *(str(counts[cls]) for cls in classes))
+        console.print(table)
+    if len(warned) > SHOWN_TABLES:
+        rest = ", ".join(c["column"] for c in warned[SHOWN_TABLES:])
+        console.print(f"Tables of the other confounds ({rest}) are in --json.", highlight=False)
+
+
+def _render_best(best: dict, metric: str, op: float, console: Console) -> None:
+    where = best.get("validation", {}).get("held_out")
+    title = f"Best by {metric}: {best['backbone']} + {best['head']}"
+    title += f" (held out: {where})" if where is not None else ""
+    per_class = Table(title=f"{title}, per class: pooled [95% CI]")
     columns = per_class_metrics()
-    for col in ("class", "n", *(m.label for m in columns)):
+    for col in ("class", "n", *(m.title(op) for m in columns)):
         per_class.add_column(col)
     for cls, stats in best["metrics"]["per_class"].items():
-        cells = (_fmt(stats[m.name]) for m in columns)
+        cells = (_pooled(stats[m.name]) for m in columns)
         per_class.add_row(cls, str(best["class_counts"][cls]), *cells)
     console.print(per_class)
-
-    cm = Table(title="Confusion matrix, summed over folds (rows: true, columns: predicted)")
+    others = [m for m in overall_metrics() if not m.summary]
+    if others:
+        shown = "; ".join(f"{m.title(op)} {_pooled(best['metrics'][m.name])}" for m in others)
+        console.print(f"Calibration and other metrics: {shown}", highlight=False)
+    cm = Table(title="Confusion matrix of the test rows (rows: true, columns: predicted)")
     cm.add_column("true \\ predicted")
     for cls in best["classes"]:
         cm.add_column(cls, justify="right")
@@ -75,9 +169,8 @@ def render(report: dict, console: Console) -> None:
         cm.add_row(cls, *map(str, row))
     console.print(cm)
 
-    for note in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
-    prov = report["provenance"]
+
+def _render_provenance(prov: dict, console: Console) -> None:
     console.print("[bold]Provenance[/]", highlight=False)
     for backbone, attrs in prov["stores"].items():
         console.print(
@@ -92,8 +185,17 @@ def render(report: dict, console: Console) -> None:
     console.print(f"[italic]{DISCLAIMER}[/]")
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _title(ax, text: str, width: int) -> None:
+    """A title wrapped to the figure's width (about ``width`` characters a line)."""
+    ax.set_title("\n".join(textwrap.wrap(text, width)), fontsize=9)
+
+
 def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -> list[str]:
-    """A confusion-matrix PNG and a one-vs-rest ROC PNG (pooled out-of-fold) for one config."""
+    """Confusion matrix, one-vs-rest ROC and reliability diagram PNGs of one result."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,11 +203,17 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
     from sklearn.metrics import roc_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    task = re.sub(r"[^a-z0-9]+", "-", result["task"]["name"].lower()).strip("-")
-    stem = f"{result['backbone']}-{result['head']}-{task}"  # one folder can hold many tasks
+    held = result.get("validation", {}).get("held_out")
+    parts = [result["backbone"], result["head"], _slug(result["task"]["name"])]
+    parts += [f"without-{_slug(str(held))}"] if held is not None else []
+    stem = "-".join(parts)  # one folder can hold many tasks and held-out values
+    name = f"{result['backbone']} + {result['head']}, {result['task']['name']}"
+    name += f", held out: {held}" if held is not None else ""
     classes, cm = result["classes"], np.asarray(result["confusion_matrix"])
+    written = []
 
-    fig, ax = plt.subplots(figsize=(4 + 0.5 * len(classes), 3.5 + 0.5 * len(classes)))
+    size = 4 + 0.5 * len(classes)
+    fig, ax = plt.subplots(figsize=(size, size - 0.5))
     ax.imshow(cm, cmap="Blues")
     for (i, j), count in np.ndenumerate(cm):
         color = "white" if count > cm.max() / 2 else "black"
@@ -117,26 +225,93 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
         yticklabels=classes,
         xlabel="predicted",
         ylabel="true",
-        title=f"{stem}: confusion (summed over folds)",
     )
-    confusion_png = out_dir / f"{stem}-confusion.png"
-    fig.tight_layout()
-    fig.savefig(confusion_png, dpi=120)
-    plt.close(fig)
+    _title(ax, f"{name}: confusion matrix of the test rows", int(9 * size))
+    written.append(_save(fig, out_dir / f"{stem}-confusion.png"))
 
     fig, ax = plt.subplots(figsize=(5, 5))
     for c, cls in enumerate(classes):
+        if not (y == c).any() or (y == c).all():
+            continue
         fpr, tpr, _ = roc_curve(y == c, proba[:, c])
         auc = result["metrics"]["per_class"][cls]["roc_auc"]["pooled"]
-        ax.plot(fpr, tpr, label=f"{cls} (AUC {auc:.3f})" if auc is not None else cls)
+        ax.plot(fpr, tpr, label=f"{cls} (AUC {_num(auc)})")
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{stem}: ROC, one-vs-rest")
-    ax.legend(loc="lower right")
-    roc_png = out_dir / f"{stem}-roc.png"
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity")
+    ax.legend(loc="lower right", fontsize=8)
+    _title(ax, f"{name}: ROC, one-vs-rest", 45)
+    written.append(_save(fig, out_dir / f"{stem}-roc.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    centres, accuracy, counts = [], [], []
+    for b in range(ECE_BINS):
+        inside = bins == b
+        if inside.any():
+            centres.append(confidence[inside].mean())
+            accuracy.append(correct[inside].mean())
+            counts.append(int(inside.sum()))
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    ax.plot(centres, accuracy, marker="o", label="observed")
+    for x, acc, n in zip(centres, accuracy, counts, strict=True):
+        ax.annotate(str(n), (x, acc), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ece = result["metrics"]["ece"]["pooled"]
+    ax.set(xlabel="confidence of the predicted class", ylabel="share correct", xlim=(0, 1))
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8)
+    _title(ax, f"{name}: reliability (ECE {_num(ece)}; images per bin beside the points)", 45)
+    written.append(_save(fig, out_dir / f"{stem}-reliability.png"))
+    return written
+
+
+def write_forest_plots(report: dict, out_dir: Path) -> list[str]:
+    """One forest plot per task: the chosen metric, pooled with its 95% CI, every result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = report["settings"]
+    chosen = overall_metric(settings["metric"])
+    label = chosen.title(settings["operating_point"])
+    written = []
+    for task in dict.fromkeys(r["task"]["name"] for r in report["results"]):
+        rows = [r for r in report["results"] if r["task"]["name"] == task][::-1]
+        fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.35 * len(rows)))
+        for i, r in enumerate(rows):
+            stat, comparison = r["metrics"][chosen.name], r.get("comparison", {})
+            if stat["pooled"] is None:
+                continue
+            lo, hi = (v if v is not None else stat["pooled"] for v in stat["ci95"])
+            best, tied = comparison.get("is_best"), comparison.get("indistinguishable")
+            color = "black" if best else ("tab:blue" if tied else "tab:grey")
+            ax.plot([lo, hi], [i, i], color=color, linewidth=1.5)
+            ax.plot(stat["pooled"], i, "o", color=color, fillstyle="full" if tied else "none")
+        names = []
+        for r in rows:
+            held = r.get("validation", {}).get("held_out")
+            names.append(f"{r['backbone']} + {r['head']}" + (f" | {held}" if held else ""))
+        ax.set_yticks(range(len(rows)), names, fontsize=8)
+        ax.set_xlabel(f"{label}: pooled, 95% CI (bootstrap over patients)")
+        _title(
+            ax,
+            f"{task}: filled = best or indistinguishable from it (paired bootstrap), "
+            "hollow = worse",
+            70,
+        )
+        written.append(_save(fig, out_dir / f"{_slug(task)}-forest-{chosen.name}.png"))
+    return written
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(roc_png, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [str(confusion_png), str(roc_png)]
+    return str(path)
 
 
 def render_training(summary: dict, console: Console) -> None:

@@ -30,11 +30,11 @@ class Condition:
     alternatives: tuple[tuple[str, tuple[str, ...]], ...]
 
     @classmethod
-    def parse(cls, text: str) -> Condition:
+    def parse(cls, text: str, option: str = "--where") -> Condition:
         try:
-            return cls(tuple(_assignment(part, "--where") for part in text.split("|")))
+            return cls(tuple(_assignment(part, option) for part in text.split("|")))
         except CxrError:
-            raise CxrError(f"--where {text!r}: expected COLUMN=v1,v2[ | COLUMN=v3]") from None
+            raise CxrError(f"{option} {text!r}: expected COLUMN=v1,v2[ | COLUMN=v3]") from None
 
     def mask(self, fs: FeatureSet) -> np.ndarray:
         keep = np.zeros(len(fs), dtype=bool)
@@ -100,6 +100,16 @@ class TaskData:
     ids: np.ndarray
     paths: np.ndarray
     patient_ids: bool = True  # every selected row had a stored patient id (before --exclude)
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)  # stored columns, aligned
+
+    def column(self, name: str, option: str = "") -> np.ndarray:
+        """A stored column (label, source, dataset, view, ...) of the selected rows."""
+        if name not in self.columns:
+            asked = f"{option} {name}: " if option else ""
+            raise CxrError(
+                f"{self.source}: {asked}no column {name!r}; available: {', '.join(self.columns)}"
+            )
+        return self.columns[name]
 
     @property
     def has_groups(self) -> bool:
@@ -185,7 +195,8 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
     index = {c: i for i, c in enumerate(classes)}
     y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
     known = bool(np.all(fs.patient_ids != ""))
-    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"], known)
+    columns = {**fs.rows.columns, **fs.meta.columns}
+    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"], known, columns)
 
 
 def _check_known(where: str, option: str, names, available: list[str]) -> None:

@@ -43,6 +43,12 @@ TASKS: dict[str, TaskSpec] = {
 
 
 CROSS_SOURCE_TASKS = ("dataset 1, covid vs rest", "dataset 2, 3-class")
+# The cross-source test set: adult films without COVID-19, from sources the paper's composition
+# takes only COVID-19 images from (`cxr evaluate --test-where` twice: both must hold).
+ADULT_NON_COVID = (
+    Condition.parse(f"dataset={','.join(ADULT_SOURCES)}", "--test-where"),
+    Condition.parse("label=bacterial,viral,normal", "--test-where"),
+)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def test_grouped_folds_never_share_a_patient(data, folds, n_classes, seed):
     assume(all(group_label.count(c) >= folds for c in range(n_classes)))
     groups = np.repeat([f"p{g}" for g in range(n_groups)], sizes)
     y = np.repeat(group_label, sizes)
-    splits = make_splits(CVPlan(folds, 2, seed, grouped=True), y, groups)
+    splits = make_splits(CVPlan(folds, 2, seed, grouped=True, groups=groups), y)
     assert len(splits) == 2 * folds
     for repeat in range(2):
         tested = np.concatenate([s.test for s in splits if s.repeat == repeat])

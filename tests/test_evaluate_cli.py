@@ -88,9 +88,13 @@ def test_plots(make_synthetic_store, tmp_path):
         result = run(*args, *task)
         assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "bacterial-covid-normal-forest-balanced_accuracy.png",
+        "covid-vs-non-covid-forest-balanced_accuracy.png",
         "mobilenet_v2-logreg-bacterial-covid-normal-confusion.png",
+        "mobilenet_v2-logreg-bacterial-covid-normal-reliability.png",
         "mobilenet_v2-logreg-bacterial-covid-normal-roc.png",
         "mobilenet_v2-logreg-covid-vs-non-covid-confusion.png",
+        "mobilenet_v2-logreg-covid-vs-non-covid-reliability.png",
         "mobilenet_v2-logreg-covid-vs-non-covid-roc.png",
     ]
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, roc_auc_score, roc_curve
 
 from cxr.classify import metrics as m
 
@@ -105,3 +105,39 @@ def test_summarize_against_sklearn_per_fold():
         "precision",
         "f1",
     }
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_operating_points_match_sklearns_roc_curve(seed, target):
+    rng = np.random.default_rng(seed)
+    y = np.r_[0, 1, 2, rng.integers(0, 3, 80)]
+    proba = np.round(rng.dirichlet(np.ones(3), len(y)), 2)  # rounding makes ties
+    sens, spec = m.operating_points(y, proba, target)
+    for c in range(3):
+        fpr, tpr, _ = roc_curve(y == c, proba[:, c], drop_intermediate=False)
+        assert sens[c] == pytest.approx(tpr[fpr <= 1 - target + 1e-12].max())
+        assert spec[c] == pytest.approx((1 - fpr[tpr >= target - 1e-12]).max())
+    w = rng.integers(1, 4, len(y))
+    dup = np.repeat(np.arange(len(y)), w)
+    weighted = m.operating_points(y, proba, target, w[None].astype(float))
+    direct = m.operating_points(y[dup], proba[dup], target)
+    assert weighted[0][0] == pytest.approx(direct[0]) and weighted[1][0] == pytest.approx(direct[1])
+
+
+def test_brier_and_ece_against_sklearn_and_by_hand():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    proba = rng.dirichlet(np.ones(3), 50)
+    o = m.Outcomes(y, proba)
+    # scikit-learn's multi-class Brier score is the same sum over classes, averaged over rows
+    assert o.brier == pytest.approx(brier_score_loss(y, proba, labels=[0, 1, 2]))
+    # ECE by hand: two rows at confidence 0.9 (one right), two at 0.6 (both right)
+    y2 = np.array([0, 1, 0, 1])
+    p2 = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    assert m.Outcomes(y2, p2).ece == pytest.approx((abs(1 - 1.8) + abs(2 - 1.2)) / 4)
+    w = rng.integers(1, 4, len(y)).astype(float)
+    dup = np.repeat(np.arange(len(y)), w.astype(int))
+    batch = m.Outcomes(y, proba, w[None])
+    assert batch.brier[0] == pytest.approx(m.Outcomes(y[dup], proba[dup]).brier)
+    assert batch.ece[0] == pytest.approx(m.Outcomes(y[dup], proba[dup]).ece)

@@ -119,8 +119,14 @@ def test_study_runs_both_protocols_and_its_document_agrees(study):
     assert rows["A", "dataset 1, covid vs rest"]["cv"]["scheme"] == "StratifiedKFold"
     assert rows["B", "dataset 1, covid vs rest"]["cv"]["scheme"] == "StratifiedGroupKFold"
     assert rows["A", "dataset 2, covid vs rest"]["classes"] == ["non-covid", "covid"]
-    cross = report["checks"]["mobilenet_v2"]["cross_source"]["dataset 1, covid vs rest"]
-    assert cross["n_unseen"] == ((fs.labels != "covid") & (dataset != "kermany")).sum()
+    crosses = report["checks"]["mobilenet_v2"]["cross_source"]
+    adult = dataset != "kermany"  # the task's classes only: dataset 1 has no viral class
+    d1, d2 = crosses["dataset 1, covid vs rest"], crosses["dataset 2, 3-class"]
+    assert d1["n_unseen"] == (adult & np.isin(fs.labels, ["bacterial", "normal"])).sum()
+    assert d2["n_unseen"] == (adult & (fs.labels != "covid")).sum()
+    assert d1["unseen_labels"] == {"non-covid": d1["n_unseen"]}
+    assert d1["n_train"] == rows["B", "dataset 1, covid vs rest"]["n"]
+    assert sum(d2["called_covid_by_label"].values()) == d2["called_covid"] <= d2["n_unseen"]
     probe = report["checks"]["mobilenet_v2"]["probes"]["non-COVID images only"]
     assert set(probe["classes"]) == {"kermany", "ieee8023", "actualmed"}
     assert 0 < probe["chance_accuracy"] < 1

@@ -1,0 +1,153 @@
+"""Confound warnings: does a metadata column (dataset, source, view, ...) predict the target?
+
+If it does, a head can score by recognising the column instead of the disease, and
+cross-validated scores say little about new hospitals. For every stored column of the task's
+rows this measures two things, side by side with chance:
+
+- Cramér's V of the column x class contingency table, bias-corrected (Bergsma 2013), 0 to 1;
+- the balanced accuracy of predicting the class from the column alone (each value's majority
+  class, learned on training folds: 5 stratified folds grouped by patient when ids are known).
+
+A column warns when V >= CRAMERS_V_WARN (0.5, "strong" on the usual scale). Numeric columns with
+many values (image width, age) are cut into quartiles; columns that look like identifiers (more
+than MAX_VALUES values, or mostly unique) are skipped and named as such.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import TypedDict
+
+import numpy as np
+
+from cxr.classify.tasks import TaskData
+
+CRAMERS_V_WARN = 0.5
+MAX_VALUES = 50
+NUMERIC_BINS = 4
+FOLDS = 5
+NOT_METADATA = ("id", "path", "patient_id")
+
+
+class Confound(TypedDict, total=False):
+    column: str
+    values: int  # distinct values compared (after binning)
+    binned: bool  # numeric column cut into quartiles
+    cramers_v: float
+    balanced_accuracy: float  # of the column alone, cross-validated
+    chance: float  # 1 / number of classes
+    warn: bool
+    table: dict[str, dict[str, int]]  # value -> class -> rows
+    skipped: str  # why the column was not measured
+    same_as: str  # an earlier column that splits the rows the same way (not repeated)
+
+
+def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Confound]:
+    """Every metadata column measured against the task's classes, strongest first."""
+    out: list[Confound] = []
+    partitions: dict[bytes, str] = {}
+    for column in data.columns:
+        if column in NOT_METADATA or column == target:
+            continue
+        values, binned = _values(data.column(column))
+        distinct = len(set(values.tolist()))
+        if distinct < 2:
+            continue
+        if distinct > MAX_VALUES or distinct > len(values) / 2:
+            out.append(Confound(column=column, values=distinct, skipped="identifier-like"))
+            continue
+        partition = _partition(values)
+        if partition in partitions:
+            out.append(Confound(column=column, values=distinct, same_as=partitions[partition]))
+            continue
+        partitions[partition] = column
+        out.append(_measure(column, values, binned, data, seed))
+    return sorted(out, key=lambda c: -c.get("cramers_v", -1.0))
+
+
+def _partition(values: np.ndarray) -> bytes:
+    """The grouping of the rows a column makes, whatever its values are called."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # each value numbered by where it first appears
+    return order[inverse].astype(np.int64).tobytes()
+
+
+def _values(raw: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The column as categories: numbers with many values become quartile ranges."""
+    raw = np.asarray(raw, dtype=object)
+    filled = raw[raw != ""]
+    try:
+        numbers = np.asarray(filled, dtype=float)
+    except ValueError:
+        return raw, False
+    if len(set(filled.tolist())) <= 10:
+        return raw, False
+    edges = np.unique(np.quantile(numbers, np.linspace(0, 1, NUMERIC_BINS + 1)))
+    names = [f"{lo:g}-{hi:g}" for lo, hi in itertools.pairwise(edges)]
+    out = np.full(len(raw), "", dtype=object)
+    where = np.flatnonzero(raw != "")
+    index = np.clip(np.searchsorted(edges, numbers, side="right") - 1, 0, len(names) - 1)
+    out[where] = np.asarray(names, dtype=object)[index]
+    return out, True
+
+
+def cramers_v(table: np.ndarray) -> float:
+    """Bias-corrected Cramér's V of a contingency table (Bergsma 2013)."""
+    table = np.asarray(table, dtype=float)
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
+    n = table.sum()
+    r, k = table.shape
+    if n <= 1 or min(r, k) < 2:
+        return 0.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
+    r_corr, k_corr = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
+    denominator = min(k_corr - 1, r_corr - 1)
+    return float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
+
+
+def _measure(column: str, values: np.ndarray, binned: bool, data: TaskData, seed: int) -> Confound:
+    names = sorted(set(values.tolist()))
+    code = np.searchsorted(names, values)
+    k = len(data.classes)
+    table = np.zeros((len(names), k), dtype=int)
+    np.add.at(table, (code, data.y), 1)
+    v = cramers_v(table)
+    return Confound(
+        column=column,
+        values=len(names),
+        binned=binned,
+        cramers_v=round(v, 4),
+        balanced_accuracy=round(_column_alone(code, data, seed), 4),
+        chance=round(1.0 / k, 4),
+        warn=v >= CRAMERS_V_WARN,
+        table={
+            (name or "(empty)"): {c: int(n) for c, n in zip(data.classes, row, strict=True)}
+            for name, row in zip(names, table, strict=True)
+        },
+    )
+
+
+def _column_alone(code: np.ndarray, data: TaskData, seed: int) -> float:
+    """Cross-validated balanced accuracy of 'each value's majority class in training'."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    k = len(data.classes)
+    folds = min(FOLDS, int(np.bincount(data.y, minlength=k).min()))
+    if folds < 2:
+        return float("nan")
+    grouped = data.has_groups
+    splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(
+        folds, shuffle=True, random_state=seed
+    )
+    predicted = np.empty_like(data.y)
+    for train, test in splitter.split(code, data.y, data.groups if grouped else None):
+        counts = np.zeros((code.max() + 1, k), dtype=int)
+        np.add.at(counts, (code[train], data.y[train]), 1)
+        fallback = Counter(data.y[train].tolist()).most_common(1)[0][0]
+        rule = np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), fallback)
+        predicted[test] = rule[code[test]]
+    recalls = [np.mean(predicted[data.y == c] == c) for c in range(k) if np.any(data.y == c)]
+    return float(np.mean(recalls))
