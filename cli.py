@@ -121,6 +121,9 @@ def features(
         "squash", "--resize", help="squash (the paper: stretch to the input) or pad (keep aspect)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for --weights random."),
+    rehash: bool = typer.Option(
+        False, "--rehash", help="Re-read every file's bytes instead of trusting size+mtime+inode."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
 ) -> None:
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
@@ -136,6 +139,7 @@ def features(
         batch_size=batch_size,
         resize=resize.value,
         seed=seed,
+        rehash=rehash,
         reporter=RichReporter(Console()),
     )
     if not any(s.stored for s in summaries):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxr.errors import CxrError
-from cxr.extract.hashing import sha256_file
+from cxr.extract.hashing import HashCache
 
 MANIFEST_NAME = "manifest.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
@@ -53,8 +53,11 @@ class Discovery:
     meta_columns: tuple[str, ...]
 
 
-def discover(data: Path | None, manifest: Path | None) -> Discovery:
-    """List the data set, then hash every file (threads: hashing releases the GIL)."""
+def discover(
+    data: Path | None, manifest: Path | None, hashes: HashCache | None = None
+) -> Discovery:
+    """List the data set, then hash every file (threads: hashing releases the GIL); files that
+    ``hashes`` knows unchanged are not read."""
     if manifest is None and data is not None and (data / MANIFEST_NAME).is_file():
         manifest = data / MANIFEST_NAME
     if manifest is not None:
@@ -65,7 +68,7 @@ def discover(data: Path | None, manifest: Path | None) -> Discovery:
     else:
         root, listed, rejects, meta_columns = data, _from_folders(data), [], ()
     entries = []
-    for entry, digest, error in _hash_all(listed):
+    for entry, digest, error in _hash_all(listed, hashes or HashCache()):
         if error:
             rejects.append((entry, error))
         else:
@@ -158,14 +161,14 @@ def list_images(inputs: Sequence[Path]) -> list[Path]:
     return images
 
 
-def _hash_all(entries: list[Entry]) -> Iterator[tuple[Entry, str, str]]:
+def _hash_all(entries: list[Entry], hashes: HashCache) -> Iterator[tuple[Entry, str, str]]:
     with ThreadPoolExecutor(max_workers=4) as pool:
-        yield from pool.map(_hash_one, entries)
+        yield from pool.map(lambda entry: _hash_one(entry, hashes), entries)
 
 
-def _hash_one(entry: Entry) -> tuple[Entry, str, str]:
+def _hash_one(entry: Entry, hashes: HashCache) -> tuple[Entry, str, str]:
     try:
-        digest = sha256_file(entry.file)
+        digest = hashes.sha256(entry.file)
     except FileNotFoundError:
         return entry, "", "file not found"
     except OSError as exc:

@@ -68,9 +68,3 @@ def build_model(spec: BackboneSpec, weights: ResolvedWeights):
             ) from None
     model.trainable = False
     return model
-
-
-def versions() -> dict[str, str]:
-    from cxr.store.provenance import library_versions
-
-    return library_versions("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")

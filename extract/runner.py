@@ -20,14 +20,17 @@ import numpy as np
 
 from cxr.errors import CxrError
 from cxr.extract.dataset import Entry, discover, list_images
+from cxr.extract.hashing import HashCache
 from cxr.extract.progress import Reporter, Silent, Summary
 from cxr.extract.reader import decode_stream
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
 from cxr.extract.weights import ResolvedWeights, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
-from cxr.store.schema import StoreAttrs
+from cxr.store.provenance import library_versions
+from cxr.store.schema import StoreAttrs, hashes_path
 
 PREFETCH = 4  # batches decoded ahead of the forward pass
+LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")  # recorded in every store
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,6 @@ class _Job:
 
 def store_attrs(spec: BackboneSpec, weights: ResolvedWeights, resize_policy: str) -> StoreAttrs:
     """The attributes this run gives the store (the writer adds where the data came from)."""
-    from cxr.extract.model import versions
-
     return StoreAttrs(
         backbone=spec.name,
         constructor=spec.constructor_label,
@@ -89,7 +90,7 @@ def store_attrs(spec: BackboneSpec, weights: ResolvedWeights, resize_policy: str
         pooling="global average",
         resize=resize_policy,
         **weights.attrs(),
-        versions=json.dumps(versions(), sort_keys=True),
+        versions=json.dumps(library_versions(*LIBRARIES), sort_keys=True),
     )
 
 
@@ -103,6 +104,7 @@ def extract_features(
     batch_size: int = 32,
     resize: str = "squash",
     seed: int = 0,
+    rehash: bool = False,
     reporter: Reporter | None = None,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone."""
@@ -111,7 +113,8 @@ def extract_features(
     if resize not in RESIZE_POLICIES:
         raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
     choices = parse_weights(list(weights), [s.name for s in specs], seed)
-    discovery = discover(data, manifest)
+    hashes = HashCache(hashes_path(features_dir), trust=not rehash)
+    discovery = discover(data, manifest, hashes)
     source = f"manifest {discovery.manifest}" if discovery.manifest else "class folders"
     report.note(f"{len(discovery.entries)} files in {discovery.root} ({source})")
     for entry, reason in discovery.rejects:
@@ -122,7 +125,7 @@ def extract_features(
     with ExitStack() as stack:
         jobs = []
         for spec in specs:
-            resolved = resolve(spec, choices[spec.name])
+            resolved = resolve(spec, choices[spec.name], hashes)
             writer = stack.enter_context(
                 StoreWriter(features_dir, store_attrs(spec, resolved, resize))
             )
@@ -134,6 +137,7 @@ def extract_features(
                     f"{spec.name}: resuming after {writer.resumed_batches} committed batch(es)"
                 )
             jobs.append(_Job(spec, resolved, writer, todo, batch_size))
+        hashes.save()
         started = time.perf_counter()
         if any(job.todo for job in jobs):
             copies: dict[str, list[str]] = {}

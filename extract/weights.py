@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxr.errors import CxrError
-from cxr.extract.hashing import sha256_file
+from cxr.extract.hashing import HashCache
 from cxr.extract.registry import BackboneSpec, get_spec
 
 KINDS = ("imagenet", "random")
@@ -72,12 +72,14 @@ def _choice(target: str, seed: int, raw: str) -> WeightsChoice:
     return WeightsChoice("file", path=path)
 
 
-def resolve(spec: BackboneSpec, choice: WeightsChoice) -> ResolvedWeights:
+def resolve(
+    spec: BackboneSpec, choice: WeightsChoice, hashes: HashCache | None = None
+) -> ResolvedWeights:
     """Find (or download) the weight file and hash it; random weights have no file."""
     if choice.kind == "random":
         return ResolvedWeights("random", None, "", choice.seed)
     path = choice.path if choice.kind == "file" else _imagenet_file(spec)
-    return ResolvedWeights(choice.kind, path, sha256_file(path), -1)
+    return ResolvedWeights(choice.kind, path, (hashes or HashCache()).sha256(path), -1)
 
 
 def _imagenet_file(spec: BackboneSpec) -> Path:

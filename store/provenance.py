@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import platform
 from importlib import metadata
 
@@ -16,12 +15,27 @@ def tool_version() -> str:
         return "unknown"
 
 
+# Import name -> the distributions that may provide it (the first one installed wins).
+DISTRIBUTIONS = {
+    "sklearn": ("scikit-learn",),
+    "PIL": ("pillow",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly"),
+}
+
+
 def library_versions(*modules: str) -> dict[str, str]:
-    """``__version__`` of each module (imported if needed), plus Python and this tool."""
+    """Installed version of each library, plus Python and this tool.
+
+    Read from the installed distributions' metadata, never by importing them: recording that a
+    store was made with TensorFlow 2.21 must not cost TensorFlow's import (seconds).
+    """
     found = {"python": platform.python_version(), TOOL: tool_version()}
     for name in modules:
-        try:
-            found[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
-        except ImportError:
-            found[name] = "not installed"
+        found[name] = "not installed"
+        for distribution in DISTRIBUTIONS.get(name, (name,)):
+            try:
+                found[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return found

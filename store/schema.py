@@ -118,6 +118,11 @@ def lock_path(directory: Path | str, backbone: str) -> Path:
     return Path(directory) / f".{backbone}.lock"
 
 
+def hashes_path(directory: Path | str) -> Path:
+    """The sha256 cache of the data files (cxr.extract.hashing.HashCache) beside the stores."""
+    return Path(directory) / ".hashes.json"
+
+
 def published_attrs(
     run: StoreAttrs, *, data_root: Path, manifest: Path | None, created: str | None, now: str
 ) -> StoreAttrs:

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 import cxr.store as store
 from cxr.cli import app
 from cxr.errors import CxrError
-from cxr.extract import images
+from cxr.extract import hashing, images
 from cxr.extract.runner import embed_images, extract_features
-from cxr.store.schema import parts_dir, store_path
+from cxr.store.schema import hashes_path, parts_dir, store_path
 
 BACKBONE = "mobilenet_025"
 runner = CliRunner()
@@ -251,12 +251,51 @@ def test_real_weights_are_deterministic_and_informative(tmp_path, name):
     assert first.attrs["weights_sha256"] and first.attrs["weights"] == "file"
 
 
+def test_unchanged_files_are_not_read_again(class_folders, tmp_path, monkeypatch):
+    calls = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda path: calls.append(path) or real(path))
+    out = tmp_path / "features"
+    run(class_folders, out)
+    assert len(calls) == 8 + (1 if small_weights() != ["random"] else 0)  # images (+ weights)
+    calls.clear()
+    [summary] = run(class_folders, out)
+    assert calls == [] and summary.new == 0 and not summary.published
+    changed = class_folders / "covid" / "img000.png"
+    save_png(changed, 99)  # new bytes, new mtime
+    [summary] = run(class_folders, out)
+    assert calls == [changed] and summary.new == 1
+    calls.clear()
+    run(class_folders, out, rehash=True)
+    assert len(calls) >= 8
+    hashes_path(out).write_text("{not json")  # a damaged cache is rebuilt, never trusted
+    calls.clear()
+    [summary] = run(class_folders, out)
+    assert len(calls) >= 8 and summary.new == 0
+    assert json.loads(hashes_path(out).read_text())["format"] == "cxr-hashes/1"
+
+
+def test_a_run_with_nothing_to_compute_never_imports_tensorflow(class_folders, tmp_path):
+    out = tmp_path / "features"
+    run(class_folders, out)
+    code = (
+        "import sys\nfrom cxr.cli import app\nsys.argv = ['cxr', *sys.argv[1:]]\n"
+        "try:\n    app()\nfinally:\n    print('TF' if 'tensorflow' in sys.modules else 'NO-TF')"
+    )
+    args = ["features", str(class_folders), "-b", BACKBONE, "--features", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args, *weight_flags()], capture_output=True, text=True
+    )
+    assert "Nothing to compute" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("NO-TF")
+
+
 # ---- processes: one writer at a time, and SIGKILL at any moment -------------------------
 
 
 def _slow_run(data: Path, out: Path) -> subprocess.Popen:
     """A real `cxr features` in its own process, one image per batch so it runs for a while."""
-    code = "import sys; from cli import app; sys.argv = ['cxr', *sys.argv[1:]]; app()"
+    code = "import sys; from cxr.cli import app; sys.argv = ['cxr', *sys.argv[1:]]; app()"
     args = ["features", str(data), "-b", BACKBONE, "--features", str(out), "--batch-size", "1"]
     args += weight_flags()
     return subprocess.Popen(
