@@ -11,6 +11,7 @@ imported inside the commands, so `cxr --help` starts fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -57,14 +58,34 @@ ResizePolicy = Enum("ResizePolicy", {name: name for name in RESIZE_POLICIES}, ty
 MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, type=str)
 
 
+def _console(json_out: Path | None) -> Console:
+    """People's output: stdout, or stderr when stdout carries the JSON (``--json -``)."""
+    return err_console if str(json_out) == "-" else Console()
+
+
+def _writable(path: Path | None, option: str, folder: bool = False) -> None:
+    """Check an output path before any work, so a typo costs nothing already computed."""
+    if path is None or str(path) == "-":
+        return
+    target = path if folder else path.parent
+    if (folder and path.exists() and not path.is_dir()) or (not folder and path.is_dir()):
+        kind = "a file" if folder else "a folder"
+        raise CxrError(f"{option} {path}: is {kind}")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CxrError(f"{option} {path}: cannot create {target} ({exc.strerror})") from None
+    if not os.access(target, os.W_OK):
+        raise CxrError(f"{option} {path}: {target} is not writable")
+
+
 def _show(document: Any, json_out: Path | None, render: Callable[[Any, Console], None]) -> Console:
     """Render the result for people, and write its JSON as --json asks; the one meaning of
-    --json: PATH gets the document, ``-`` prints it alone on stdout (people's output is then
-    skipped, and notes go to stderr). Returns the console for further notes."""
+    --json: PATH gets the document, ``-`` prints it alone on stdout (people's output then goes
+    to stderr). Returns the console for further notes."""
     to_stdout = str(json_out) == "-"
-    console = err_console if to_stdout else Console()
-    if not to_stdout:
-        render(document, console)
+    console = _console(json_out)
+    render(document, console)
     if json_out is None:
         return console
     text = json.dumps(document, indent=2) + "\n"
@@ -125,11 +146,16 @@ def features(
         False, "--rehash", help="Re-read every file's bytes instead of trusting size+mtime+inode."
     ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
+    json_out: Path | None = JSON_OUT,
 ) -> None:
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
+    from dataclasses import asdict
+
     from cxr.extract.progress import RichReporter
     from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
 
+    _writable(json_out, "--json")
+    reporter = RichReporter(_console(json_out))
     summaries = extract_features(
         data=data,
         manifest=manifest,
@@ -140,8 +166,10 @@ def features(
         resize=resize.value,
         seed=seed,
         rehash=rehash,
-        reporter=RichReporter(Console()),
+        reporter=reporter,
     )
+    stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
+    _show({"stores": stores}, json_out, lambda document, console: None)  # the table is printed
     if not any(s.stored for s in summaries):
         raise RunFailed("no image could be used; see the rejected files above")
     if strict and any(s.rejected for s in summaries):
@@ -149,25 +177,43 @@ def features(
 
 
 @app.command()
-def backbones() -> None:
+def backbones(json_out: Path | None = JSON_OUT) -> None:
     """List the registered backbones (input size, embedding dimension, weight file name)."""
-    from rich.table import Table
-
     from cxr.extract.registry import REGISTRY
+
+    document = {
+        "backbones": [
+            {
+                "name": spec.name,
+                "constructor": spec.constructor_label,
+                "input_size": spec.input_size,
+                "dim": spec.dim,
+                "preprocessing": spec.preprocessing,
+                "weights_file": spec.weights_file,
+                "weights_url": spec.weights_url,
+            }
+            for spec in REGISTRY.values()
+        ]
+    }
+    _show(document, json_out, _render_backbones)
+
+
+def _render_backbones(document: dict, console: Console) -> None:
+    from rich.table import Table
 
     table = Table(title="Backbones")
     for col in ("name", "input", "dim", "keras constructor"):
         table.add_column(col)
     table.add_column("ImageNet weight file", overflow="fold")  # offline users copy this name
-    for spec in REGISTRY.values():
+    for spec in document["backbones"]:
         table.add_row(
-            spec.name,
-            str(spec.input_size),
-            str(spec.dim),
-            spec.constructor_label,
-            spec.weights_file,
+            spec["name"],
+            str(spec["input_size"]),
+            str(spec["dim"]),
+            spec["constructor"],
+            spec["weights_file"],
         )
-    Console().print(table)
+    console.print(table)
 
 
 @app.command()
@@ -214,7 +260,9 @@ def reproduce(
     features_dir: Path = typer.Option(
         Path("features"), "--features", help="Folder for the stores."
     ),
-    json_path: Path = typer.Option(Path("docs/results.json"), "--json", help="The study's JSON."),
+    json_path: Path = typer.Option(
+        Path("docs/results.json"), "--json", help="The study's JSON ('-': stdout)."
+    ),
     doc_path: Path = typer.Option(Path("docs/results.md"), "--doc", help="The generated document."),
     jobs: int = typer.Option(-1, "--jobs", help="Parallel folds (joblib); -1: all cores."),
     seed: int = typer.Option(0, "--seed", min=0),
@@ -222,16 +270,19 @@ def reproduce(
     """Reproduce the paper (protocol A) and the honest protocol B, end to end from the images."""
     from cxr.reproduce.run import reproduce as run_reproduce
 
-    run_reproduce(
+    _writable(json_path, "--json")
+    _writable(doc_path, "--doc")
+    console = _console(json_path)
+    report = run_reproduce(
         data=data,
         weights=weights,
         features_dir=features_dir,
-        json_path=json_path,
         doc_path=doc_path,
         jobs=jobs,
         seed=seed,
-        console=Console(),
+        console=console,
     )
+    _show(report, json_path, lambda document, console: None)  # the document is the rendering
 
 
 # Stage 2 (evaluate, train, predict): classify/ is imported inside each command, so
@@ -287,8 +338,12 @@ def evaluate(
     where: list[str] = WHERE,
     exclude: Path | None = EXCLUDE,
     target: str = TARGET,
-    folds: int = typer.Option(10, "--folds", help="K of stratified K-fold (the paper: 10)."),
-    repeats: int = typer.Option(1, "--repeats", help="Repeat K-fold with reshuffled folds."),
+    folds: int | None = typer.Option(
+        None, "--folds", help="K of stratified K-fold (default 10, the paper's)."
+    ),
+    repeats: int | None = typer.Option(
+        None, "--repeats", help="Repeat K-fold with reshuffled folds (default 1)."
+    ),
     seed: int = SEED,
     group_by: str = typer.Option(
         "auto",
@@ -346,6 +401,8 @@ def evaluate(
     from cxr.classify.report import render
     from cxr.classify.tasks import Condition, TaskSpec
 
+    _writable(json_out, "--json")
+    _writable(plots, "--plots", folder=True)
     columns = {"auto": None, "none": ()}.get(confounds)
     report = run_evaluate(
         features_dir,
@@ -397,6 +454,8 @@ def train(
     from cxr.classify.report import render_training
     from cxr.classify.tasks import TaskSpec
 
+    _writable(json_out, "--json")
+    _writable(out, "--out")
     summary = run_train(
         features_dir,
         backbone,
@@ -427,6 +486,7 @@ def predict(
     from cxr.classify.report import render_predictions
     from cxr.extract.runner import embed_images  # stage 1 is handed to stage 2 here, at the edge
 
+    _writable(json_out, "--json")
     result = run_predict(model, inputs, embed_images, weights)
     _show(result, json_out, render_predictions)
 
@@ -468,6 +528,8 @@ def audit(
     from cxr.audit.report import render
     from cxr.audit.run import audit as run_audit
 
+    _writable(json_out, "--json")
+    _writable(exclude_out, "--exclude-out")
     result = run_audit(
         features_dir,
         backbone,

@@ -2,8 +2,9 @@
 
 Two heads scored on the same images are correlated: their intervals overlap even when one is
 reliably better. The test used here is a **paired bootstrap over patients**: the rows both
-results predicted (matched by image and repeat) are resampled by patient, with the same draws
-for both, and the difference of the chosen metric is recomputed on every replicate. The 95%
+results predicted (matched by image and repeat) are resampled by patient (stratified by class,
+as every interval of the report), with the same draws for both, and the difference of the
+chosen metric is recomputed on every replicate. The 95%
 percentile interval of that difference, and a two-sided bootstrap p-value, say whether the
 result is distinguishable from the best; "indistinguishable" means the interval contains 0.
 (The corrected resampled t-test of Nadeau & Bengio needs several folds; this works the same for
@@ -22,7 +23,7 @@ from cxr.classify.metrics import Metric, Outcomes, bootstrap_weights
 
 class Comparison(TypedDict):
     metric: str
-    best: str  # "backbone + head" of the best result in the group
+    best: str  # "backbone + head" of the best result in the group ("" if none is defined)
     is_best: bool
     difference: float | None  # this result minus the best, on the paired rows
     ci95: list[float | None]
@@ -70,15 +71,14 @@ def paired_difference(
     if len(ia) == 0:
         return None, [None, None], None, 0
     y, units = a.y[ia], a.units[ia]
+    draws = bootstrap_weights(units, n_boot, seed, y=y)
 
     def value(scored: Scored, rows: np.ndarray, weights=None) -> np.ndarray:
         o = Outcomes(y, scored.proba[rows], weights, operating_point=operating_point)
         return np.asarray(metric.fn(o), dtype=float)
 
     point = float(value(a, ia) - value(b, ib))
-    diffs = np.concatenate(
-        [value(a, ia, w) - value(b, ib, w) for w in bootstrap_weights(units, n_boot, seed)]
-    )
+    diffs = np.concatenate([value(a, ia, w) - value(b, ib, w) for w in draws])
     diffs = diffs[np.isfinite(diffs)]
     if not np.isfinite(point) or not len(diffs):
         return None, [None, None], None, len(ia)
@@ -99,12 +99,12 @@ def compare(
     """Each result against the best of the group by ``metric`` (in the order of ``items``)."""
     sign = 1.0 if metric.higher_is_better else -1.0
     scored = [i for i in items if i.value is not None]
-    if not scored:
-        return []
-    best = max(scored, key=lambda i: sign * i.value)
+    best = max(scored, key=lambda i: sign * i.value) if scored else None
     out = []
     for item in items:
-        if item is best:
+        if best is None:  # the metric is undefined for every result (e.g. AUC of one class)
+            diff, ci, p, n = None, [None, None], None, 0
+        elif item is best:
             diff, ci, p, n = 0.0, [0.0, 0.0], 1.0, len(item.keys)
         else:
             diff, ci, p, n = paired_difference(
@@ -113,7 +113,7 @@ def compare(
         out.append(
             Comparison(
                 metric=metric.name,
-                best=best.name,
+                best=best.name if best is not None else "",
                 is_best=item is best,
                 difference=diff,
                 ci95=ci,

@@ -47,6 +47,8 @@ def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Conf
     """Every metadata column measured against the task's classes, strongest first."""
     out: list[Confound] = []
     partitions: dict[bytes, str] = {}
+    if target in data.columns:  # a column grouping rows as the target does restates it
+        partitions[_partition(data.column(target))] = target
     for column in data.columns:
         if column in NOT_METADATA or column == target:
             continue
@@ -58,6 +60,9 @@ def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Conf
             out.append(Confound(column=column, values=distinct, skipped="identifier-like"))
             continue
         partition = _partition(values)
+        if partitions.get(partition) == target:
+            out.append(Confound(column=column, values=distinct, skipped=f"restates {target}"))
+            continue
         if partition in partitions:
             out.append(Confound(column=column, values=distinct, same_as=partitions[partition]))
             continue
@@ -84,12 +89,17 @@ def _values(raw: np.ndarray) -> tuple[np.ndarray, bool]:
     if len(set(filled.tolist())) <= 10:
         return raw, False
     edges = np.unique(np.quantile(numbers, np.linspace(0, 1, NUMERIC_BINS + 1)))
-    names = [f"{lo:g}-{hi:g}" for lo, hi in itertools.pairwise(edges)]
+    names = [f"{lo:g} to {hi:g}" for lo, hi in itertools.pairwise(edges)]
     out = np.full(len(raw), "", dtype=object)
     where = np.flatnonzero(raw != "")
     index = np.clip(np.searchsorted(edges, numbers, side="right") - 1, 0, len(names) - 1)
     out[where] = np.asarray(names, dtype=object)[index]
     return out, True
+
+
+def _order(name: str) -> tuple[float, str]:
+    """Quartile ranges (``157 to 1007.5``) in numeric order, empty last."""
+    return (float(name.split(" to ")[0]), name) if name else (float("inf"), name)
 
 
 def cramers_v(table: np.ndarray) -> float:
@@ -109,8 +119,12 @@ def cramers_v(table: np.ndarray) -> float:
 
 
 def _measure(column: str, values: np.ndarray, binned: bool, data: TaskData, seed: int) -> Confound:
-    names = sorted(set(values.tolist()))
-    code = np.searchsorted(names, values)
+    names = sorted(set(values.tolist()), key=_order if binned else None)
+    code = (
+        np.asarray([names.index(v) for v in values.tolist()])
+        if binned
+        else np.searchsorted(names, values)
+    )
     k = len(data.classes)
     table = np.zeros((len(names), k), dtype=int)
     np.add.at(table, (code, data.y), 1)

@@ -72,9 +72,9 @@ def evaluate(
     *,
     group_by: str = "auto",
     leave_out: str | None = None,
-    test_where: Sequence[Condition] = (),
-    folds: int = 10,
-    repeats: int = 1,
+    test_where: Sequence[Condition | str] = (),
+    folds: int | None = None,
+    repeats: int | None = None,
     seed: int = 0,
     jobs: int = 1,
     search: bool = False,
@@ -86,8 +86,9 @@ def evaluate(
 ) -> EvaluateReport:
     """Validate heads on the stores' embeddings; ``{"results", "confounds", "warnings", ...}``.
 
-    Cross-validation by default; ``leave_out`` holds out each value of a column in turn,
-    ``test_where`` scores once on disjoint test rows. Every result is compared with the best of
+    Cross-validation by default (``folds`` 10, ``repeats`` 1); ``leave_out`` holds out each
+    value of a column in turn, ``test_where`` (conditions in the ``--where`` syntax) scores once
+    on disjoint test rows. Every result is compared with the best of
     its group by ``metric`` (paired bootstrap over patients), and the task's metadata columns
     are checked for confounds (``confound_columns``: None for all, () for none). The result is
     deterministic for given inputs and seed (no timings, no job count), so two runs can be
@@ -108,6 +109,14 @@ def evaluate(
         chosen = overall_metric(metric)
     except ValueError as exc:
         raise CxrError(f"--metric: {exc}") from None
+    conditions = tuple(
+        c if isinstance(c, Condition) else Condition.parse(c, "--test-where") for c in test_where
+    )
+    if plots is not None:
+        try:
+            plots.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CxrError(f"--plots {plots}: cannot write plots there ({exc.strerror})") from None
     paths = [store_path(features_dir, b) for b in dict.fromkeys(backbones)]
     for path in paths:
         if not path.is_file():
@@ -133,7 +142,7 @@ def evaluate(
             task,
             group_by=group_by,
             leave_out=leave_out,
-            test_where=tuple(test_where),
+            test_where=conditions,
             folds=folds,
             repeats=repeats,
             seed=seed,

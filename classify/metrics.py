@@ -98,7 +98,14 @@ def balanced_accuracy(cm: np.ndarray) -> np.ndarray:
 
 
 def macro_f1(cm: np.ndarray) -> np.ndarray:
-    return _nanmean(f1(cm), axis=-1)
+    """Mean F1 over the classes present in the true labels (as balanced accuracy averages).
+
+    scikit-learn also averages a class that is only predicted (its F1 is then 0). On a test set
+    without some class that makes the value hinge on whether any row happens to be called that
+    class, and its bootstrap interval split in two.
+    """
+    tp, fn, _, _ = _counts(cm)
+    return _nanmean(np.where(tp + fn > 0, f1(cm), np.nan), axis=-1)
 
 
 class Outcomes:
@@ -289,7 +296,8 @@ def operating_points(
     best specificity whose sensitivity is >= ``target``, over every threshold on the scores.
 
     ``(k,)`` each, or ``(B, k)`` for row weights ``(B, n)``; NaN for a class without positive or
-    negative rows. Thresholds sit between distinct scores, so tied rows move together.
+    without negative rows (one side of the trade-off is then undefined). Thresholds sit between
+    distinct scores, so tied rows move together.
     """
     y_true = np.asarray(y_true)
     batch = np.ones((1, len(y_true))) if weights is None else np.asarray(weights, dtype=float)
@@ -310,21 +318,43 @@ def operating_points(
         last = np.sum(fp <= (1 - target) * n_neg + slack, axis=1) - 1
         first = np.minimum(np.sum(tp < target * n_pos - slack, axis=1), tp.shape[1] - 1)
         rows = np.arange(len(w))
-        sens[:, c] = _ratio(tp[rows, last], n_pos[:, 0])
-        spec[:, c] = 1 - _ratio(fp[rows, first], n_neg[:, 0])
+        sens[:, c] = np.where(n_neg[:, 0] > 0, _ratio(tp[rows, last], n_pos[:, 0]), np.nan)
+        spec[:, c] = np.where(n_pos[:, 0] > 0, 1 - _ratio(fp[rows, first], n_neg[:, 0]), np.nan)
     return (sens[0], spec[0]) if weights is None else (sens, spec)
 
 
 def bootstrap_weights(
-    units: np.ndarray, n_boot: int, seed: int, chunk: int = BOOTSTRAP_CHUNK
+    units: np.ndarray,
+    n_boot: int,
+    seed: int,
+    chunk: int = BOOTSTRAP_CHUNK,
+    y: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
     """Row weights ``(b, n)`` of a bootstrap over units (patients, or images): a unit drawn m
-    times weighs m on all its rows. Yields chunks to bound memory; seeded, so reproducible."""
+    times weighs m on all its rows. Yields chunks to bound memory; seeded, so reproducible.
+
+    With the rows' classes ``y`` the draw is stratified: units are resampled within groups of
+    units with the same classes, so every replicate holds every class the rows hold. Otherwise
+    replicates that lose a rare class average over fewer classes (balanced accuracy, macro
+    metrics) and the interval splits in two.
+    """
     codes, inverse = np.unique(units, return_inverse=True)
+    if y is None:
+        strata = np.zeros(len(codes), dtype=int)
+    else:
+        classes_of = [frozenset() for _ in codes]
+        for code, label in set(zip(inverse.tolist(), np.asarray(y).tolist(), strict=True)):
+            classes_of[code] = classes_of[code] | {label}
+        names = sorted(set(classes_of), key=sorted)
+        strata = np.asarray([names.index(c) for c in classes_of])
+    members = [np.flatnonzero(strata == s) for s in np.unique(strata)]
     rng = np.random.default_rng(seed)
-    p = np.full(len(codes), 1.0 / len(codes))
     for done in range(0, n_boot, chunk):
-        counts = rng.multinomial(len(codes), p, size=min(chunk, n_boot - done))
+        size = min(chunk, n_boot - done)
+        counts = np.zeros((size, len(codes)), dtype=np.int64)
+        for group in members:
+            p = np.full(len(group), 1.0 / len(group))
+            counts[:, group] = rng.multinomial(len(group), p, size=size)
         yield counts[:, inverse].astype(float)
 
 
@@ -380,7 +410,7 @@ def summarize(
     pooled = _all_metrics(Outcomes(y, proba, operating_point=operating_point))
     chunks = [
         _all_metrics(Outcomes(y, proba, w, operating_point=operating_point))
-        for w in bootstrap_weights(units, n_boot, seed)
+        for w in bootstrap_weights(units, n_boot, seed, y=y)
     ]
     boot = {m: np.concatenate([c[m] for c in chunks]) for m in METRICS}
     metrics: dict = {

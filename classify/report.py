@@ -25,29 +25,25 @@ def _num(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _fmt(stat: dict) -> str:
-    """``mean ± std [lo, hi]``; ``n/a`` for undefined values."""
-    lo, hi = stat["ci95"]
-    return f"{_num(stat['mean'])} ± {_num(stat['std'])} [{_num(lo)}, {_num(hi)}]"
-
-
 def _pooled(stat: dict) -> str:
     """``pooled [lo, hi]``, for results scored on one test set."""
     lo, hi = stat["ci95"]
     return f"{_num(stat['pooled'])} [{_num(lo)}, {_num(hi)}]"
 
 
-def _versus(comparison: dict | None) -> str:
+def _versus(comparison: dict | None, replicates: int) -> str:
     """The summary table's verdict against the best result of the group."""
     if not comparison:
         return ""
     if comparison["is_best"]:
         return "best"
     if comparison["difference"] is None:
-        return "not paired"
+        return "n/a"
     lo, hi = comparison["ci95"]
     mark = "≈ " if comparison["indistinguishable"] else ""
-    return f"{mark}{comparison['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    p = comparison["p"]
+    shown = f"p < {1 / replicates:.0e}" if p == 0 else f"p {p:.2g}"
+    return f"{mark}{comparison['difference']:+.3f}\n[{lo:+.3f}, {hi:+.3f}] {shown}"
 
 
 def _validation_line(r: dict) -> str:
@@ -62,7 +58,7 @@ def _validation_line(r: dict) -> str:
     unit = cv["unit"] if cv["grouped"] else "image (no patient grouping)"
     return (
         f"{cv['scheme']} by {unit}, {cv['folds']} folds x {cv['repeats']} repeat(s), "
-        f"seed {cv['seed']}"
+        f"seed {cv['seed']}; CIs of pooled out-of-fold values"
     )
 
 
@@ -83,20 +79,23 @@ def render(report: dict, console: Console) -> None:
     cv = first.get("validation", {}).get("kind", "cross-validation") == "cross-validation"
     leave_out = first.get("validation", {}).get("kind") == "leave-one-out"
     title = (
-        "Cross-validated heads: mean ± std over folds [95% CI]"
+        "Cross-validated heads: pooled out-of-fold [95% CI] (per fold: --json)"
         if cv
         else "Heads on held-out rows: pooled [95% CI]"
     )
-    table = Table(title=title, caption=_comparison_caption(chosen.title(op)))
-    summary = [m for m in overall_metrics() if m.summary]
+    table = Table(title=title, caption=_comparison_caption(chosen, op))
+    summary = [m for m in overall_metrics() if m.summary or m is chosen]
     held = ["held out"] if leave_out else []
-    for col in ("backbone", "head", *held, "n", *(m.title(op) for m in summary), "vs best"):
-        table.add_column(col, justify="right" if col == "n" else "left")
-    fmt = _fmt if cv else _pooled
+    for col in ("backbone", "head", *held, "n"):
+        table.add_column(col, justify="right" if col == "n" else "left", no_wrap=True)
+    for m in summary:  # fold, never cut: a truncated interval is a wrong interval
+        table.add_column(m.title(op), overflow="fold")
+    table.add_column(f"vs best ({chosen.title(op)})", overflow="fold")
+    replicates = report["provenance"]["bootstrap"]["replicates"]
     for r in results:
-        cells = [fmt(r["metrics"][m.name]) for m in summary]
+        cells = [_pooled(r["metrics"][m.name]) for m in summary]
         extra = [str(r["validation"]["held_out"])] if leave_out else []
-        versus = _versus(r.get("comparison"))
+        versus = _versus(r.get("comparison"), replicates)
         table.add_row(r["backbone"], r["head"], *extra, str(r["n"]), *cells, versus)
     console.print(table)
     for best in (r for r in results if r.get("comparison", {}).get("is_best")):
@@ -106,11 +105,12 @@ def render(report: dict, console: Console) -> None:
     _render_provenance(report["provenance"], console)
 
 
-def _comparison_caption(metric: str) -> str:
+def _comparison_caption(chosen, op: float) -> str:
+    better = "higher" if chosen.higher_is_better else "lower"
     return (
-        f"vs best: difference in pooled {metric} from the best result on the same images, "
-        "[95% CI] of a paired bootstrap over patients; ≈ marks results not distinguishable "
-        "from the best"
+        f"vs best: difference in pooled {chosen.title(op)} ({better} is better) from the best "
+        "result on the same images, [95% CI] of a paired bootstrap over patients; ≈ marks "
+        "results not distinguishable from the best"
     )
 
 
@@ -119,6 +119,7 @@ def _render_confounds(found: list[dict], first: dict, console: Console) -> None:
     if not warned:
         return
     target = first["task"].get("target", "label")
+    held_out = first.get("validation", {}).get("column")
     for c in warned:
         twins = [t["column"] for t in found if t.get("same_as") == c["column"]]
         same = f" (and {', '.join(twins)}, which groups the rows the same way)" if twins else ""
@@ -126,8 +127,13 @@ def _render_confounds(found: list[dict], first: dict, console: Console) -> None:
             f"[yellow]warning: confound:[/] [bold]{c['column']}[/]{same} predicts the {target} "
             f"(Cramér's V {c['cramers_v']:.2f}; the column alone gives balanced accuracy "
             f"{c['balanced_accuracy']:.2f} vs {c['chance']:.2f} by chance): a head can score by "
-            f"recognising {c['column']}. Test it with the same command and "
-            f"--leave-out {c['column']}, or `cxr audit --probe {c['column']}`.",
+            f"recognising {c['column']}. "
+            + (
+                f"This run holds each {c['column']} out."
+                if held_out == c["column"]
+                else f"Test it with the same command and --leave-out {c['column']}, or "
+                f"`cxr audit --probe {c['column']}`."
+            ),
             highlight=False,
             soft_wrap=True,
         )
@@ -152,7 +158,7 @@ def _render_best(best: dict, metric: str, op: float, console: Console) -> None:
     per_class = Table(title=f"{title}, per class: pooled [95% CI]")
     columns = per_class_metrics()
     for col in ("class", "n", *(m.title(op) for m in columns)):
-        per_class.add_column(col)
+        per_class.add_column(col, overflow="fold")
     for cls, stats in best["metrics"]["per_class"].items():
         cells = (_pooled(stats[m.name]) for m in columns)
         per_class.add_row(cls, str(best["class_counts"][cls]), *cells)
@@ -189,6 +195,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def run_slug(result: dict) -> str:
+    """Names the task and its validation, so runs that differ in either never share a file:
+    ``<task>[-without-<value>|-test-<where>|-by-<column>]``."""
+    validation, cv = result.get("validation", {}), result["cv"]
+    slug = _slug(result["task"]["name"])
+    if validation.get("kind") == "leave-one-out":
+        return f"{slug}-without-{_slug(str(validation['held_out']))}"
+    if validation.get("kind") == "external":
+        return f"{slug}-test-{_slug(' '.join(validation['test_where']))}"
+    if cv.get("grouped") and cv.get("unit") not in ("patient", None):
+        return f"{slug}-by-{_slug(cv['unit'])}"
+    return slug if cv.get("grouped", True) else f"{slug}-by-image"
+
+
 def _title(ax, text: str, width: int) -> None:
     """A title wrapped to the figure's width (about ``width`` characters a line)."""
     ax.set_title("\n".join(textwrap.wrap(text, width)), fontsize=9)
@@ -203,11 +223,9 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
     from sklearn.metrics import roc_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    held = result.get("validation", {}).get("held_out")
-    parts = [result["backbone"], result["head"], _slug(result["task"]["name"])]
-    parts += [f"without-{_slug(str(held))}"] if held is not None else []
-    stem = "-".join(parts)  # one folder can hold many tasks and held-out values
+    stem = f"{result['backbone']}-{result['head']}-{run_slug(result)}"
     name = f"{result['backbone']} + {result['head']}, {result['task']['name']}"
+    held = result.get("validation", {}).get("held_out")
     name += f", held out: {held}" if held is not None else ""
     classes, cm = result["classes"], np.asarray(result["confusion_matrix"])
     written = []
@@ -229,18 +247,18 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
     _title(ax, f"{name}: confusion matrix of the test rows", int(9 * size))
     written.append(_save(fig, out_dir / f"{stem}-confusion.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for c, cls in enumerate(classes):
-        if not (y == c).any() or (y == c).all():
-            continue
-        fpr, tpr, _ = roc_curve(y == c, proba[:, c])
-        auc = result["metrics"]["per_class"][cls]["roc_auc"]["pooled"]
-        ax.plot(fpr, tpr, label=f"{cls} (AUC {_num(auc)})")
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity")
-    ax.legend(loc="lower right", fontsize=8)
-    _title(ax, f"{name}: ROC, one-vs-rest", 45)
-    written.append(_save(fig, out_dir / f"{stem}-roc.png"))
+    drawable = [c for c in range(len(classes)) if 0 < np.sum(y == c) < len(y)]
+    if drawable:  # a ROC curve needs positive and negative rows
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for c in drawable:
+            fpr, tpr, _ = roc_curve(y == c, proba[:, c])
+            auc = result["metrics"]["per_class"][classes[c]]["roc_auc"]["pooled"]
+            ax.plot(fpr, tpr, label=f"{classes[c]} (AUC {_num(auc)})")
+        ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity")
+        ax.legend(loc="lower right", fontsize=8)
+        _title(ax, f"{name}: ROC, one-vs-rest", 45)
+        written.append(_save(fig, out_dir / f"{stem}-roc.png"))
 
     fig, ax = plt.subplots(figsize=(5, 5))
     confidence = proba.max(axis=1)
@@ -256,7 +274,16 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
     ax.plot(centres, accuracy, marker="o", label="observed")
     for x, acc, n in zip(centres, accuracy, counts, strict=True):
-        ax.annotate(str(n), (x, acc), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        right = x > 0.85  # keep the label inside the axes
+        offset = (-4, -10) if right else (4, -10)
+        ax.annotate(
+            str(n),
+            (x, acc),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=7,
+            ha="right" if right else "left",
+        )
     ece = result["metrics"]["ece"]["pooled"]
     ax.set(xlabel="confidence of the predicted class", ylabel="share correct", xlim=(0, 1))
     ax.set_ylim(0, 1.02)
@@ -277,8 +304,9 @@ def write_forest_plots(report: dict, out_dir: Path) -> list[str]:
     chosen = overall_metric(settings["metric"])
     label = chosen.title(settings["operating_point"])
     written = []
-    for task in dict.fromkeys(r["task"]["name"] for r in report["results"]):
-        rows = [r for r in report["results"] if r["task"]["name"] == task][::-1]
+    for design in dict.fromkeys(_forest_slug(r) for r in report["results"]):
+        rows = [r for r in report["results"] if _forest_slug(r) == design][::-1]
+        task = rows[0]["task"]["name"]
         fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.35 * len(rows)))
         for i, r in enumerate(rows):
             stat, comparison = r["metrics"][chosen.name], r.get("comparison", {})
@@ -301,8 +329,16 @@ def write_forest_plots(report: dict, out_dir: Path) -> list[str]:
             "hollow = worse",
             70,
         )
-        written.append(_save(fig, out_dir / f"{_slug(task)}-forest-{chosen.name}.png"))
+        written.append(_save(fig, out_dir / f"{design}-forest-{chosen.name}.png"))
     return written
+
+
+def _forest_slug(result: dict) -> str:
+    """One forest plot per task and design (all held-out values of a leave-out together)."""
+    validation = result.get("validation", {})
+    if validation.get("kind") == "leave-one-out":
+        return f"{_slug(result['task']['name'])}-leave-out-{_slug(validation['column'])}"
+    return run_slug(result)
 
 
 def _save(fig, path: Path) -> str:

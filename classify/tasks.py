@@ -183,7 +183,9 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
         labels = np.where(labels == spec.binary, spec.binary, negative).astype(object)
         classes = (negative, spec.binary)  # positive class last, as in sklearn's binary AUC
     if len(classes) < 2:
-        raise CxrError(f"{name}: only {len(classes)} class left after filtering ({classes})")
+        raise CxrError(
+            f"{name}: only {len(classes)} class left after filtering ({', '.join(classes)})"
+        )
     X = fs.X
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():

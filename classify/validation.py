@@ -14,12 +14,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cxr.classify.confounds import MAX_VALUES
 from cxr.classify.cv import Split, make_splits, plan_cv
 from cxr.classify.tasks import Condition, TaskData, TaskSpec, select
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
 
 SHOWN_PATIENTS = 5  # patient ids quoted in a refusal
+FOLDS = 10  # the paper's 10-fold cross-validation
 
 
 @dataclass(frozen=True)
@@ -47,24 +49,29 @@ def design(
     group_by: str = "auto",
     leave_out: str | None = None,
     test_where: tuple[Condition, ...] = (),
-    folds: int = 10,
-    repeats: int = 1,
+    folds: int | None = None,
+    repeats: int | None = None,
     seed: int = 0,
 ) -> Design:
-    """The validation the options ask for (CxrError for contradictory or impossible ones)."""
+    """The validation the options ask for (CxrError for contradictory or impossible ones).
+
+    ``folds`` and ``repeats`` (default 10 and 1) belong to cross-validation only.
+    """
     if leave_out and test_where:
         raise CxrError("--leave-out and --test-where are two designs; choose one")
-    if (leave_out or test_where) and group_by not in ("auto", "patient"):
+    if (leave_out or test_where) and (
+        group_by not in ("auto", "patient") or folds is not None or repeats is not None
+    ):
         raise CxrError(
-            "--group-by sets cross-validation folds; it does not combine with "
-            "--leave-out or --test-where (their splits are given by the column)"
+            "--group-by, --folds and --repeats set cross-validation folds; they do not combine "
+            "with --leave-out or --test-where, whose splits are given by the rows"
         )
     if test_where:
         return _external(fs, task, test_where, seed)
     data = select(fs, task)
     if leave_out:
         return _leave_out(data, leave_out, seed)
-    return _cross_validation(data, group_by, folds, repeats, seed)
+    return _cross_validation(data, group_by, folds or FOLDS, repeats or 1, seed)
 
 
 def _cross_validation(data: TaskData, group_by: str, folds: int, repeats: int, seed: int) -> Design:
@@ -90,7 +97,19 @@ def _leave_out(data: TaskData, column: str, seed: int) -> Design:
     held = sorted(v for v in set(values.tolist()) if v)
     if len(held) < 2:
         raise CxrError(f"{data.source}: --leave-out {column}: needs 2+ values, found {held}")
+    if len(held) > MAX_VALUES or len(held) > len(values) / 2:
+        raise CxrError(
+            f"{data.source}: --leave-out {column}: {len(held)} values for {len(values)} rows "
+            "looks like an identifier; hold out a column that groups rows (dataset, source, "
+            "site, view, ...)"
+        )
     splits, parts, notes = [], [], []
+    empty = int(np.sum(values == ""))
+    if empty:
+        notes.append(
+            f"{data.source}: {empty} row(s) have no {column} value: they are never held out "
+            "and train every split"
+        )
     for value in held:
         test = np.flatnonzero(values == value)
         train = np.flatnonzero(values != value)
@@ -126,8 +145,8 @@ def _leave_out(data: TaskData, column: str, seed: int) -> Design:
         if lacking:
             notes.append(
                 f"{data.source}: held-out {column}={value} has no {', '.join(lacking)} images: "
-                "their sensitivity is undefined there, and its balanced accuracy and AUC "
-                "average over the classes present"
+                "their sensitivity is undefined there, balanced accuracy averages over the "
+                "classes present, and AUC needs two classes"
             )
         if untrained:
             notes.append(
@@ -194,10 +213,21 @@ def _external(
             f"{fs.path}: no patient ids, so nothing shows that the test patients are unseen"
         )
     lacking, untrained = _missing(data, test), _missing(data, train)
+    if len(data.classes) - len(untrained) < 2:
+        raise CxrError(
+            f"{fs.path}: the training rows outside --test-where {shown} hold only "
+            f"{', '.join(c for c in data.classes if c not in untrained)}: a head needs two classes"
+        )
     if untrained:
         notes.append(
             f"{fs.path}: the training rows have no {', '.join(untrained)} images: the head "
             "cannot predict them on the test rows"
+        )
+    if lacking:
+        notes.append(
+            f"{fs.path}: the test rows have no {', '.join(lacking)} images: their sensitivity "
+            "is undefined, balanced accuracy averages over the classes present, and AUC needs "
+            "two classes"
         )
     part = Part(
         (0,),
@@ -214,8 +244,8 @@ def _external(
         "scheme": "external test set",
         "test_where": [str(c) for c in test_where],
         "seed": seed,
-        "grouped": False,
-        "unit": "image",
+        "grouped": patients is not None,  # no patient on both sides
+        "unit": "patient" if patients is not None else "image",
     }
     split = Split(0, 0, train, test, name="the external test rows")
     return Design(data, [split], [part], protocol, patients, notes)

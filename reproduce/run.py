@@ -54,14 +54,14 @@ def reproduce(
     data: Path,
     weights: list[str],
     features_dir: Path,
-    json_path: Path,
     doc_path: Path,
     jobs: int = -1,
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
 ) -> StudyReport:
-    """Run the whole study; return the report written to ``json_path`` and ``doc_path``."""
+    """Run the whole study; write ``doc_path`` and return the report it was rendered from (the
+    study's JSON: the CLI writes it with --json)."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
     extraction = extract_available(data, weights, features_dir, console)
@@ -69,7 +69,7 @@ def reproduce(
     report = run_study(
         features_dir,
         extraction,
-        json_path.parent,
+        doc_path.parent,
         jobs=jobs,
         seed=seed,
         n_boot=n_boot,
@@ -77,11 +77,9 @@ def reproduce(
     )
     report["seconds"]["extraction"] = round(extracted - started, 1)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     doc_path.write_text(render(report))
-    console.print(f"Wrote {json_path} and {doc_path}")
+    console.print(f"Wrote {doc_path}", highlight=False)
     return report
 
 

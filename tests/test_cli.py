@@ -8,7 +8,6 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 from cxr.classify import metrics
 from cxr.cli import app
 from cxr.errors import CxrError, RunFailed
+from cxr.extract.progress import Summary
 
 runner = CliRunner()
 
@@ -50,7 +50,7 @@ def test_every_command_reports_errors_through_one_edge(monkeypatch, command, err
 
 def test_features_keeps_out_as_a_hidden_alias(monkeypatch, tmp_path):
     seen = {}
-    stored = SimpleNamespace(stored=1, rejected=0)
+    stored = Summary("b", tmp_path / "b.h5", 8, 1, 0, 0, 1, 0.1, True)
     monkeypatch.setattr(
         "cxr.extract.runner.extract_features", lambda **kw: seen.update(kw) or [stored]
     )
@@ -64,6 +64,7 @@ def test_json_means_a_path_or_dash_for_stdout_everywhere(make_synthetic_store, t
     features = make_synthetic_store().parent
     fast = ["--head", "logreg", "--folds", "3", "--bootstrap", "20", "--jobs", "1"]
     commands = {
+        "backbones": ["backbones"],
         "info": ["info", "--features", str(features)],
         "evaluate": ["evaluate", "--features", str(features), *fast],
         "train": ["train", "--features", str(features), "--out", str(tmp_path / "m.joblib")],
@@ -71,7 +72,8 @@ def test_json_means_a_path_or_dash_for_stdout_everywhere(make_synthetic_store, t
     for name, args in commands.items():
         alone = runner.invoke(app, [*args, "--json", "-"])
         assert alone.exit_code == 0, alone.output
-        document = json.loads(alone.stdout)  # stdout holds the JSON and nothing else
+        document = json.loads(alone.stdout)  # stdout holds the JSON and nothing else...
+        assert alone.stderr.strip()  # ...and people's report went to stderr
         path = tmp_path / f"{name}.json"
         written = runner.invoke(app, [*args, "--json", str(path)])
         assert written.exit_code == 0 and f"Wrote {path}" in written.stdout

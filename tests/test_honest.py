@@ -216,22 +216,29 @@ def test_paired_bootstrap_matches_a_direct_loop():
     pb = np.clip(np.eye(2)[y] * 0.5 + rng.random((60, 2)) * 0.6, 0, None)
     a, b = scored("a", y, pa, units), scored("b", y, pb, units)
     diff, ci, _, _ = paired_difference(a, b, BALANCED, n_boot=300, seed=3)
-    # the same patient draws, resampled explicitly and scored by scikit-learn
-    codes, inverse = np.unique(units, return_inverse=True)
-    draws = np.random.default_rng(3).multinomial(
-        len(codes), np.full(len(codes), 1 / len(codes)), 300
-    )
+    # the same patient draws, applied by repeating rows and scored by scikit-learn
     direct = []
-    for counts in draws:
-        rows = np.repeat(np.arange(60), counts[inverse])
-        direct.append(
-            balanced_accuracy_score(y[rows], pa[rows].argmax(1))
-            - balanced_accuracy_score(y[rows], pb[rows].argmax(1))
-        )
+    for weights in metrics.bootstrap_weights(units, 300, 3, y=y):
+        for counts in weights.astype(int):
+            rows = np.repeat(np.arange(60), counts)
+            direct.append(
+                balanced_accuracy_score(y[rows], pa[rows].argmax(1))
+                - balanced_accuracy_score(y[rows], pb[rows].argmax(1))
+            )
     assert diff == pytest.approx(
         balanced_accuracy_score(y, pa.argmax(1)) - balanced_accuracy_score(y, pb.argmax(1))
     )
     assert ci == pytest.approx(list(np.percentile(direct, [2.5, 97.5])))
+
+
+def test_the_bootstrap_keeps_every_class_in_every_replicate():
+    y = np.r_[np.zeros(40, int), np.ones(2, int)]  # a rare class: 2 patients of 42
+    units = np.asarray([f"p{i}" for i in range(42)], dtype=object)
+    for weights in metrics.bootstrap_weights(units, 500, 0, y=y):
+        assert np.all(weights[:, y == 1].sum(axis=1) == 2)  # rare patients drawn twice in all
+        assert np.all(weights.sum(axis=1) == 42)
+    unstratified = next(metrics.bootstrap_weights(units, 500, 0))
+    assert np.any(unstratified[:, y == 1].sum(axis=1) == 0)  # what stratifying prevents
 
 
 def test_every_result_is_compared_with_the_best(make_synthetic_store):
@@ -306,3 +313,42 @@ def test_the_shared_data_in_the_papers_composition_warn_for_dataset(tmp_path):
         dataset = found[dataset["same_as"]]
     assert dataset["warn"] and dataset["cramers_v"] > 0.9 and dataset["balanced_accuracy"] > 0.95
     assert "--leave-out" in result.stdout
+
+
+def test_designs_refuse_what_they_cannot_do(make_synthetic_store, tmp_path):
+    def site(record):
+        return "B" if int(record["patient_id"].rsplit("-p", 1)[1]) < 6 else "A"
+
+    path = make_synthetic_store({"covid": 12, "normal": 12}, meta={"site": site})
+    base = ["evaluate", "--features", str(path.parent), *FAST]
+    cases = {
+        "identifier": (["--leave-out", "id"], "looks like an identifier"),
+        "folds": (["--leave-out", "site", "--folds", "5"], "do not combine"),
+        "one class": (["--test-where", "label=normal"], "hold only covid"),
+        "plots": (["--plots", str(path)], "is a file"),
+        "json": (["--json", str(tmp_path)], "is a folder"),
+    }
+    for name, (args, message) in cases.items():
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 2 and message in result.stderr, (name, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1, name
+
+
+def test_a_metric_undefined_everywhere_is_reported_not_fatal(make_synthetic_store):
+    def site(record):
+        return "B" if record["label"] == "covid" and record["patient_id"].endswith("1") else "A"
+
+    path = make_synthetic_store({"covid": 12, "normal": 12}, meta={"site": site})
+    _, report = evaluate(path, "--test-where", "site=B", "--metric", "roc_auc")
+    [r] = report["results"]  # the test rows hold one class: no AUC, no best, no crash
+    assert r["metrics"]["roc_auc"]["pooled"] is None and r["comparison"]["difference"] is None
+    assert any("test rows have no normal" in w for w in report["warnings"])
+
+
+def test_a_column_restating_the_target_is_not_a_confound(make_synthetic_store):
+    path = make_synthetic_store(
+        {"covid": 12, "normal": 12}, meta={"site": site_of, "dataset": site_of}
+    )
+    _, report = evaluate(path, "--target", "site", "--folds", "3")
+    dataset = next(c for c in report["confounds"] if c["column"] == "dataset")
+    assert dataset == {"column": "dataset", "values": 2, "skipped": "restates site"}

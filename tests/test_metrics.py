@@ -141,3 +141,16 @@ def test_brier_and_ece_against_sklearn_and_by_hand():
     batch = m.Outcomes(y, proba, w[None])
     assert batch.brier[0] == pytest.approx(m.Outcomes(y[dup], proba[dup]).brier)
     assert batch.ece[0] == pytest.approx(m.Outcomes(y[dup], proba[dup]).ece)
+
+
+def test_operating_points_are_undefined_without_one_side():
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    sens, spec = m.operating_points(np.zeros(3, int), proba, 0.95)  # no row of class 1
+    assert np.isnan(sens[0]) and np.isnan(spec[0])  # class 0 has no negatives
+    assert np.isnan(sens[1]) and np.isnan(spec[1])  # class 1 has no positives
+
+
+def test_macro_f1_averages_the_classes_present():
+    cm = np.array([[0, 0], [3, 7]])  # no row of class 0, three rows called class 0
+    assert m.macro_f1(cm) == pytest.approx(m.f1(cm)[1])  # class 1 only: 14 / 17
+    assert f1_score([1] * 10, [0] * 3 + [1] * 7, average="macro") == pytest.approx(7 / 17)
