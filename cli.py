@@ -177,6 +177,48 @@ def features(
 
 
 @app.command()
+def manifest(
+    data: Path = typer.Argument(..., help="Class folders, or a manifest CSV to complete."),
+    out: Path = typer.Option(Path("manifest.csv"), "--out", help="The manifest to write."),
+    key: str | None = typer.Option(
+        None,
+        "--key",
+        help="Secret for the keyed hash of patient ids and institutions (or $CXR_ID_KEY).",
+        show_default=False,
+    ),
+    keep_ids: bool = typer.Option(
+        False, "--keep-ids", help="Write the real patient ids and institutions (not shareable)."
+    ),
+    json_out: Path | None = JSON_OUT,
+) -> None:
+    """Write a manifest from DICOM headers: patient, view, modality, manufacturer, ... ."""
+    from dataclasses import asdict
+
+    from cxr.extract.manifest import build_manifest, filled_columns
+
+    _writable(out, "--out")
+    _writable(json_out, "--json")
+    summary = build_manifest(data, out, key=key, keep_ids=keep_ids)
+    document = {**asdict(summary), "out": str(summary.out), "filled": filled_columns(summary)}
+    _show(document, json_out, _render_manifest)
+
+
+def _render_manifest(document: dict, console: Console) -> None:
+    ids = "pseudonymised" if document["pseudonymised"] else "real (--keep-ids: do not share)"
+    console.print(
+        f"Wrote {document['out']}: {document['rows']} rows, {document['dicom']} DICOM headers "
+        f"read, {document['with_patient_id']} with a patient id ({ids}).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    filled = document["filled"]
+    shown = ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
+    console.print(f"Rows with a value, per column: {shown}", highlight=False, soft_wrap=True)
+    for path, reason in document["unreadable"].items():
+        console.print(f"[yellow]unreadable header:[/] {path}: {reason}", highlight=False)
+
+
+@app.command()
 def backbones(json_out: Path | None = JSON_OUT) -> None:
     """List the registered backbones (input size, embedding dimension, weight file name)."""
     from cxr.extract.registry import REGISTRY

@@ -62,11 +62,11 @@ def discover(
         manifest = data / MANIFEST_NAME
     if manifest is not None:
         root = data if data is not None else manifest.parent
-        listed, rejects, meta_columns = _from_manifest(manifest, root)
+        listed, rejects, meta_columns = from_manifest(manifest, root)
     elif data is None:
         raise CxrError("give a data folder (class folders) or --manifest CSV")
     else:
-        root, listed, rejects, meta_columns = data, _from_folders(data), [], ()
+        root, listed, rejects, meta_columns = data, from_folders(data), [], ()
     entries = []
     for entry, digest, error in _hash_all(listed, hashes or HashCache()):
         if error:
@@ -76,7 +76,7 @@ def discover(
     return Discovery(root, entries, rejects, manifest, meta_columns)
 
 
-def _from_folders(data: Path) -> list[Entry]:
+def from_folders(data: Path) -> list[Entry]:
     if not data.exists():
         raise CxrError(f"{data}: data folder does not exist")
     if not data.is_dir():
@@ -99,9 +99,7 @@ def _from_folders(data: Path) -> list[Entry]:
     return entries
 
 
-def _from_manifest(
-    manifest: Path, root: Path
-) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
+def from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
     if not manifest.is_file():
         raise CxrError(f"{manifest}: manifest does not exist")
     if not root.is_dir():

@@ -8,6 +8,9 @@ Policies (documented in the README):
 - More than 8 bits (16-bit PNG/TIFF, DICOM) -> linear rescale of the image's own min..max to 0..255.
 - Alpha (RGBA, LA, palette with transparency) is composited onto black, the X-ray background.
 - DICOM: modality LUT (rescale slope/intercept), then VOI LUT or window, then MONOCHROME1 inverted.
+  Compressed transfer syntaxes (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE) are
+  decoded by pydicom's pylibjpeg plugins (the ``dicom`` extra). A multi-frame file is rejected:
+  a chest radiograph is one frame, and a series or cine loop is not one.
 - Resize: ``squash`` stretches to the square input (the paper); ``pad`` keeps the aspect ratio and
   pads with black. Bilinear (antialiased) in both cases.
 """
@@ -107,12 +110,19 @@ def _decode_dicom(data: bytes) -> np.ndarray:
     if "PixelData" not in ds:
         raise Rejected("DICOM has no pixel data")
     _check_pixels(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
+    frames = _frames(ds)
+    if frames > 1:
+        raise Rejected(
+            f"multi-frame DICOM ({frames} frames): a chest radiograph is one frame; export the "
+            "frame to use as its own file"
+        )
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, bad transfer syntax
-        raise Rejected(f"cannot decode DICOM pixel data ({exc})") from None
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]
+        reason = str(exc).splitlines()[0].rstrip(":")
+        if "missing dependencies" in str(exc):
+            reason += "; install the codecs: pip install 'cxr-transfer[dicom]'"
+        raise Rejected(f"cannot decode DICOM pixel data ({reason})") from None
     if str(ds.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR")):
         return _gray_or_color_to_rgb8(pixels)
     values = apply_modality_lut(pixels, ds)
@@ -123,6 +133,13 @@ def _decode_dicom(data: bytes) -> np.ndarray:
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         rgb = 255 - rgb
     return rgb
+
+
+def _frames(ds) -> int:
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1  # a malformed count: let the decoder decide
 
 
 def _gray_or_color_to_rgb8(pixels: np.ndarray) -> np.ndarray:

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from helpers import (
     CXR_DATA,
+    dicom_bytes,
     make_class_folders,
     real_weights,
     save_png,
     small_weights,
     weight_flags,
+    xray_like,
 )
 from typer.testing import CliRunner
 
@@ -120,14 +122,12 @@ def test_other_weights_are_refused(class_folders, tmp_path):
 
 
 def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, monkeypatch):
-    from tests.test_images import GRAY, _dicom
-
     bad = {
         "covid/empty.png": b"",
         "covid/notes.txt": b"not an image at all\n",
         "normal/notes-copy.txt": b"not an image at all\n",  # same bytes: listed under both names
         "normal/truncated.png": (class_folders / "normal" / "img000.png").read_bytes()[:200],
-        "covid/nopixels.dcm": _dicom(GRAY.astype(np.uint16), with_pixels=False),
+        "covid/nopixels.dcm": dicom_bytes(xray_like(1).astype(np.uint16), with_pixels=False),
     }
     for rel, data in bad.items():
         (class_folders / rel).write_bytes(data)

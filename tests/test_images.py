@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from helpers import xray_like
+from helpers import dicom_bytes, xray_like
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -84,47 +84,23 @@ def test_decompression_bomb_is_rejected_before_decoding(monkeypatch):
         decode(encode(Image.fromarray(np.zeros((60, 60), np.uint8)), "PNG"))
 
 
-def _dicom(pixels: np.ndarray, photometric="MONOCHROME2", with_pixels=True, **extra) -> bytes:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    if with_pixels:
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def test_dicom_monochrome2_with_rescale():
     pixels = GRAY.astype(np.uint16) * 16
-    rgb = decode(_dicom(pixels, RescaleSlope=2, RescaleIntercept=-1024), "scan.dcm")
+    rgb = decode(dicom_bytes(pixels, RescaleSlope=2, RescaleIntercept=-1024), "scan.dcm")
     assert rgb.shape == (*GRAY.shape, 3) and rgb.min() == 0 and rgb.max() == 255
     assert np.corrcoef(rgb[..., 0].ravel(), GRAY.ravel())[0, 1] > 0.999
 
 
 def test_dicom_monochrome1_is_inverted():
     pixels = GRAY.astype(np.uint16) * 16
-    mono2 = decode(_dicom(pixels, "MONOCHROME2"))
-    mono1 = decode(_dicom(pixels, "MONOCHROME1"))
+    mono2 = decode(dicom_bytes(pixels, "MONOCHROME2"))
+    mono1 = decode(dicom_bytes(pixels, "MONOCHROME1"))
     assert np.array_equal(mono1, 255 - mono2)
 
 
 def test_dicom_window_is_applied():
     pixels = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (40, 1))
-    rgb = decode(_dicom(pixels, WindowCenter=2000, WindowWidth=1000))
+    rgb = decode(dicom_bytes(pixels, WindowCenter=2000, WindowWidth=1000))
     row = rgb[0, :, 0]
     assert row[:10].max() == 0 and row[-10:].min() == 255  # clipped outside the window
     assert 0 < row[50] < 255
@@ -132,7 +108,7 @@ def test_dicom_window_is_applied():
 
 def test_dicom_without_pixel_data_is_rejected():
     with pytest.raises(Rejected, match="no pixel data"):
-        decode(_dicom(GRAY.astype(np.uint16), with_pixels=False), "empty.dcm")
+        decode(dicom_bytes(GRAY.astype(np.uint16), with_pixels=False), "empty.dcm")
 
 
 @settings(max_examples=30, deadline=None)

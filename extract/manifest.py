@@ -1,0 +1,182 @@
+"""`cxr manifest`: a manifest built from DICOM headers, with patient ids that can be shared.
+
+PACS exports carry in their headers what grouped folds and confound checks need: the patient,
+the view (portable AP films come from sicker patients, a known shortcut), the modality, the
+scanner. This reads the headers only (never the pixel data) of every file in class folders or
+in an existing manifest, and writes them as manifest columns. Patient ids and institution names
+are pseudonymised with a keyed hash (HMAC-SHA256), so the manifest can leave the hospital while
+the same patient keeps the same id across exports made with the same key.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxr.errors import CxrError
+from cxr.extract.dataset import KNOWN_COLUMNS, from_folders, from_manifest
+from cxr.extract.images import DICOM_SUFFIXES
+
+KEY_VARIABLE = "CXR_ID_KEY"
+# DICOM keyword -> manifest column, in the order the manifest lists them.
+HEADER_COLUMNS = {
+    "ViewPosition": "view",
+    "Modality": "modality",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "model",
+    "BodyPartExamined": "body_part",
+    "PatientSex": "sex",
+    "PatientAge": "age",
+    "Rows": "rows",
+    "Columns": "columns",
+    "PhotometricInterpretation": "photometric",
+    "BitsStored": "bits_stored",
+}
+EXTRA = ("transfer_syntax", "frames")
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    out: Path
+    rows: int
+    dicom: int
+    with_patient_id: int
+    unreadable: dict[str, str]  # path -> why its header could not be read
+    pseudonymised: bool
+    columns: tuple[str, ...]
+
+
+def pseudonym(key: bytes, kind: str, value: str) -> str:
+    """A stable, keyed stand-in for an identifier ("" stays ""): ``p-`` + 16 hex digits."""
+    if not value:
+        return ""
+    digest = hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return f"{kind[0]}-{digest[:16]}"
+
+
+def build_manifest(
+    data: Path,
+    out: Path,
+    *,
+    key: str | None = None,
+    keep_ids: bool = False,
+) -> ManifestSummary:
+    """Write ``out`` for the class folders (or the manifest CSV) ``data``; paths stay relative
+    to the data folder, so `cxr features DATA --manifest OUT` reads it as it is."""
+    secret = (key or os.environ.get(KEY_VARIABLE, "")).encode()
+    if not keep_ids and not secret:
+        raise CxrError(
+            f"patient ids are pseudonymised with a secret key: give --key or set {KEY_VARIABLE} "
+            "(keep it with the data: the same key gives the same ids), or --keep-ids to write "
+            "the real ids"
+        )
+    if data.is_file() and data.suffix.lower() == ".csv":
+        entries, rejects, meta = from_manifest(data, data.parent)
+        entries += [entry for entry, _ in rejects]  # listed twice or unlabelled: still listed
+    else:
+        entries, meta = from_folders(data), ()
+    columns = (*KNOWN_COLUMNS, *meta, *HEADER_COLUMNS.values(), *EXTRA)
+    columns = tuple(dict.fromkeys(columns))
+    rows, unreadable, dicom = [], {}, 0
+    for entry in entries:
+        row = {"path": entry.path, "label": entry.label, "source": entry.source, **entry.meta}
+        patient = entry.patient_id
+        if _looks_dicom(entry.file):
+            header, reason = _header(entry.file)
+            if reason:
+                unreadable[entry.path] = reason
+            else:
+                dicom += 1
+                patient = patient or header.pop("patient_id", "")
+                institution = header.pop("institution", "")
+                row.update({k: v for k, v in header.items() if not row.get(k)})
+                if institution and not row.get("source"):
+                    row["source"] = (
+                        institution if keep_ids else pseudonym(secret, "site", institution)
+                    )
+        row["patient_id"] = patient if keep_ids else pseudonym(secret, "patient", patient)
+        rows.append(row)
+    _write(out, columns, rows)
+    return ManifestSummary(
+        out=out,
+        rows=len(rows),
+        dicom=dicom,
+        with_patient_id=sum(bool(r["patient_id"]) for r in rows),
+        unreadable=unreadable,
+        pseudonymised=not keep_ids,
+        columns=columns,
+    )
+
+
+def _looks_dicom(file: Path) -> bool:
+    if file.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(file, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _header(file: Path) -> tuple[dict[str, str], str]:
+    """The manifest's DICOM columns, read without the pixel data; or the reason it failed."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd but readable headers are the norm in exports
+            ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
+    except Exception as exc:  # pydicom raises many types for garbage input
+        return {}, f"cannot read DICOM header ({str(exc).splitlines()[0]})"
+    header = {column: _text(ds.get(keyword)) for keyword, column in HEADER_COLUMNS.items()}
+    header["age"] = _years(header["age"])
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    header["transfer_syntax"] = syntax.name if syntax is not None else ""
+    header["frames"] = _text(ds.get("NumberOfFrames")) or "1"
+    header["patient_id"] = _text(ds.get("PatientID"))
+    header["institution"] = _text(ds.get("InstitutionName"))
+    return header, ""
+
+
+def _text(element) -> str:
+    if element is None:
+        return ""
+    value = element.value if hasattr(element, "value") else element
+    return "" if value is None else str(value).strip()
+
+
+def _years(age: str) -> str:
+    """DICOM ages (``045Y``, ``006M``, ``021D``) in years, as a number a head can use."""
+    if len(age) == 4 and age[:3].isdigit() and age[3] in "DWMY":
+        years = int(age[:3]) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[age[3]]
+        return f"{years:g}" if age[3] == "Y" else f"{years:.2f}"
+    return age
+
+
+def _write(out: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise CxrError(f"{out}: cannot write the manifest ({exc.strerror})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def filled_columns(summary: ManifestSummary) -> Counter:
+    """How many rows fill each column (for the terminal)."""
+    with open(summary.out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return Counter(c for row in rows for c, v in row.items() if v)

@@ -1,0 +1,146 @@
+"""`cxr manifest`: DICOM headers into manifest columns, pseudonymised patient ids."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from helpers import dicom_bytes, save_png, small_weights, xray_like
+from typer.testing import CliRunner
+
+from cxr.classify.tasks import TaskSpec, select
+from cxr.cli import app
+from cxr.extract.manifest import pseudonym
+from cxr.extract.runner import extract_features
+from cxr.store import load
+
+runner = CliRunner()
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def read(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as fh:
+        return {row["path"]: row for row in csv.DictReader(fh)}
+
+
+def chest_films(root: Path) -> Path:
+    """Two patients, PA and AP films, DICOM with real-looking headers, plus one PNG."""
+    films = {
+        "covid/a1.dcm": ("PAT-001", "PA", "M", "045Y"),
+        "covid/a2.dcm": ("PAT-001", "AP", "M", "045Y"),
+        "normal/b1.dcm": ("PAT-002", "PA", "F", "006M"),
+    }
+    for i, (path, (patient, view, sex, age)) in enumerate(films.items()):
+        file = root / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        pixels = xray_like(i, (64, 64)).astype(np.uint16) * 16
+        file.write_bytes(
+            dicom_bytes(
+                pixels,
+                PatientID=patient,
+                ViewPosition=view,
+                PatientSex=sex,
+                PatientAge=age,
+                Manufacturer="ACME",
+                InstitutionName="St Elsewhere",
+            )
+        )
+    save_png(root / "normal" / "c1.png", 9, (64, 64))
+    return root
+
+
+def test_headers_become_columns_and_ids_a_keyed_hash(tmp_path):
+    data = chest_films(tmp_path / "data")
+    out = tmp_path / "manifest.csv"
+    result = runner.invoke(app, ["manifest", str(data), "--out", str(out), "--key", "k1"])
+    assert result.exit_code == 0, result.output
+    rows = read(out)
+    a1, a2, b1, c1 = (
+        rows[p] for p in ("covid/a1.dcm", "covid/a2.dcm", "normal/b1.dcm", "normal/c1.png")
+    )
+    assert (a1["view"], a2["view"], a1["sex"], a1["age"], a1["modality"]) == (
+        "PA",
+        "AP",
+        "M",
+        "45",
+        "CR",
+    )
+    assert b1["age"] == "0.50" and b1["manufacturer"] == "ACME"
+    assert a1["patient_id"] == a2["patient_id"] == pseudonym(b"k1", "patient", "PAT-001")
+    assert a1["patient_id"] != b1["patient_id"] and "PAT" not in out.read_text()
+    assert "Elsewhere" not in out.read_text() and a1["source"].startswith("s-")
+    assert c1["label"] == "normal" and c1["patient_id"] == "" and c1["view"] == ""
+    other = tmp_path / "other.csv"
+    runner.invoke(app, ["manifest", str(data), "--out", str(other), "--key", "k2"])
+    assert read(other)["covid/a1.dcm"]["patient_id"] != a1["patient_id"]  # the key matters
+    kept = tmp_path / "kept.csv"
+    runner.invoke(app, ["manifest", str(data), "--out", str(kept), "--keep-ids"])
+    assert read(kept)["covid/a1.dcm"]["patient_id"] == "PAT-001"
+
+
+def test_no_key_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CXR_ID_KEY", raising=False)
+    data = chest_films(tmp_path / "data")
+    result = runner.invoke(app, ["manifest", str(data), "--out", str(tmp_path / "m.csv")])
+    assert result.exit_code == 2 and "--key" in result.stderr and "CXR_ID_KEY" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.csv").exists()
+    monkeypatch.setenv("CXR_ID_KEY", "from-the-environment")
+    result = runner.invoke(app, ["manifest", str(data), "--out", str(tmp_path / "m.csv")])
+    expected = pseudonym(b"from-the-environment", "patient", "PAT-002")
+    assert result.exit_code == 0 and read(tmp_path / "m.csv")["normal/b1.dcm"]["patient_id"] == (
+        expected
+    )
+
+
+def test_real_third_party_headers(tmp_path):
+    data = tmp_path / "data" / "any"
+    data.mkdir(parents=True)
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPGExtended.dcm"):
+        shutil.copy(PYDICOM_FILES / name, data / name)
+    (data / "junk.dcm").write_bytes(b"not a dicom at all")
+    out = tmp_path / "m.csv"
+    result = runner.invoke(
+        app, ["manifest", str(data.parent), "--out", str(out), "--keep-ids", "--json", "-"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = read(out)
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPGExtended.dcm"):
+        ds = pydicom.dcmread(PYDICOM_FILES / name, stop_before_pixels=True)
+        row = rows[f"any/{name}"]
+        assert (row["modality"], row["patient_id"], row["rows"]) == (
+            ds.Modality,
+            str(ds.PatientID),
+            str(ds.Rows),
+        )
+        assert row["transfer_syntax"] == ds.file_meta.TransferSyntaxUID.name
+    assert rows["any/junk.dcm"]["modality"] == ""  # listed, no header: features will reject it
+
+
+def test_features_and_evaluate_use_the_header_columns(tmp_path):
+    data = chest_films(tmp_path / "data")
+    for i in range(3, 9):  # more patients, so both classes have films of both views
+        label, view = ("covid", "PA") if i % 2 else ("normal", "AP")
+        pixels = xray_like(i, (64, 64)).astype(np.uint16) * 16
+        (data / label / f"x{i}.dcm").write_bytes(
+            dicom_bytes(pixels, PatientID=f"PAT-1{i}", ViewPosition=view if i > 4 else "PA")
+        )
+    out = tmp_path / "manifest.csv"
+    runner.invoke(app, ["manifest", str(data), "--out", str(out), "--key", "k"])
+    extract_features(
+        data=data,
+        manifest=out,
+        backbones=["mobilenet_025"],
+        weights=small_weights(),
+        features_dir=tmp_path / "features",
+        batch_size=4,
+    )
+    fs = load(tmp_path / "features", "mobilenet_025")
+    assert set(fs.column("view")) == {"PA", "AP", ""} and fs.has_patient_ids is False
+    pa = select(fs, TaskSpec.from_options(where=["view=PA"]))
+    assert len(pa.y) == int(np.sum(fs.column("view") == "PA")) and set(pa.classes) == {
+        "covid",
+        "normal",
+    }
