@@ -486,11 +486,11 @@ def train(
     config: Path | None = CONFIG,
     seed: int = SEED,
     out: Path | None = typer.Option(
-        None, "--out", help="Model file. Default: models/<backbone>-<head>.joblib."
+        None, "--out", help="Model file (skops). Default: models/<backbone>-<head>.skops."
     ),
     json_out: Path | None = JSON_OUT,
 ) -> None:
-    """Fit one head on all selected rows; save it with its backbone, weights and task (joblib)."""
+    """Fit one head on all selected rows; save it with its backbone, weights and task (skops)."""
     from cxr.classify.heads import parse_params
     from cxr.classify.model import train as run_train
     from cxr.classify.report import render_training
@@ -513,13 +513,16 @@ def train(
 @app.command()
 def predict(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
-    model: Path = typer.Option(
-        ..., "--model", help="A model file from `cxr train` (a pickle: trusted files only)."
-    ),
+    model: Path = typer.Option(..., "--model", help="A model file from `cxr train`."),
     weights: list[str] = typer.Option(
         [],
         "--weights",
         help="As for `cxr features`; default: the weights the model was trained with.",
+    ),
+    trust_pickle: bool = typer.Option(
+        False,
+        "--trust-pickle",
+        help="Load a joblib pickle of cxr < 0.2 (it can run code: only a file you made).",
     ),
     json_out: Path | None = JSON_OUT,
 ) -> None:
@@ -529,7 +532,7 @@ def predict(
     from cxr.extract.runner import embed_images  # stage 1 is handed to stage 2 here, at the edge
 
     _writable(json_out, "--json")
-    result = run_predict(model, inputs, embed_images, weights)
+    result = run_predict(model, inputs, embed_images, weights, trust_pickle=trust_pickle)
     _show(result, json_out, render_predictions)
 
 

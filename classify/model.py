@@ -1,22 +1,26 @@
 """`cxr train` and `cxr predict`: one fitted head saved with everything needed to trust it later.
 
-A model file is a joblib bundle (a dict) holding the fitted Pipeline plus the store's fingerprint
+A model file is a skops bundle (a dict) holding the fitted Pipeline plus the store's fingerprint
 (backbone, input size, resize, weights sha256 and seed), the classes, the task, digests of the
 store's rows and of the training rows, and library versions. ``predict`` is handed an embedder
 (stage 1's ``cxr.extract.runner.embed_images``, given by the CLI: stage 2 never imports stage 1),
 asks it for the recorded backbone and weights, and refuses to go on if the fingerprints differ.
-joblib files are pickles: load only model files you trust.
+
+skops files load only the types they declare, and only if every one is on TRUSTED_TYPES (what
+the registered heads need beyond skops' own safe defaults): a file from someone else cannot run
+code here. Model files of cxr < 0.2 are joblib pickles, which run whatever they hold when loaded:
+they are refused unless ``trust_pickle`` says the file is your own.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypedDict
 
-import joblib
 import numpy as np
 
 from cxr.classify.cv import derive_seed
@@ -27,7 +31,23 @@ from cxr.errors import CxrError
 from cxr.store import find_stores, load
 from cxr.store.schema import fingerprint, store_path
 
-MODEL_FORMAT = "cxr-head/1"
+MODEL_FORMAT = "cxr-head/2"
+PICKLE_FORMAT = "cxr-head/1"  # cxr < 0.2: joblib pickles
+SUFFIX = ".skops"
+# Types the heads' fitted pipelines hold beyond skops' defaults (checked by a test that saves
+# every registered head); nothing else in a model file is ever constructed.
+TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.tree._tree.Tree",
+    }
+)
 BUNDLE_KEYS = ("format", "pipeline", "backbone", "fingerprint", "weights", "classes", "n_features")
 
 
@@ -129,7 +149,7 @@ def train(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipeline.fit(data.X, data.y)
-    out = Path(out or Path("models") / f"{fs.backbone}-{head}.joblib")
+    out = Path(out or Path("models") / f"{fs.backbone}-{head}{SUFFIX}")
     summary = jsonable(
         TrainSummary(
             model=str(out),
@@ -157,25 +177,43 @@ def train(
         "n_features": int(data.X.shape[1]),
         **{k: v for k, v in summary.items() if k != "warnings"},
     }
+    import skops.io as sio
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        joblib.dump(bundle, tmp)
+        sio.dump(bundle, tmp)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise CxrError(f"{out}: cannot write the model file ({exc.strerror})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return summary
 
 
-def load_model(path: Path) -> dict:
-    """Load and check a model bundle; CxrError naming the file if it is not one of ours."""
-    if not Path(path).is_file():
+def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
+    """Load and check a model bundle; CxrError naming the file if it is not one of ours, or if
+    loading it could run code (untrusted types, or a pickle without ``trust_pickle``)."""
+    path = Path(path)
+    if not path.is_file():
         raise CxrError(f"{path}: model file not found (run `cxr train` first)")
-    try:
-        bundle = joblib.load(path)
-    except Exception as exc:  # a pickle can fail in many ways; all mean "not a model file"
-        raise CxrError(f"{path}: not a readable cxr model file ({type(exc).__name__})") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
+    if zipfile.is_zipfile(path):
+        bundle = _load_skops(path)
+    elif trust_pickle:
+        import joblib
+
+        try:
+            bundle = joblib.load(path)
+        except Exception as exc:  # a pickle can fail in many ways; all mean "not a model file"
+            raise CxrError(f"{path}: not a readable pickle ({type(exc).__name__})") from None
+    else:
+        raise CxrError(
+            f"{path}: not a skops model file; if it is a joblib pickle from cxr < 0.2, loading "
+            "it could run any code it holds: retrain with `cxr train`, or pass --trust-pickle "
+            "for a file you made yourself"
+        )
+    formats = (MODEL_FORMAT, PICKLE_FORMAT) if trust_pickle else (MODEL_FORMAT,)
+    if not isinstance(bundle, dict) or bundle.get("format") not in formats:
         raise CxrError(f"{path}: not a cxr model file (expected format {MODEL_FORMAT})")
     missing = [k for k in BUNDLE_KEYS if k not in bundle]
     if missing:
@@ -183,18 +221,39 @@ def load_model(path: Path) -> dict:
     return bundle
 
 
+def _load_skops(path: Path) -> dict:
+    import skops.io as sio
+
+    try:
+        declared = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # not a skops archive after all
+        raise CxrError(f"{path}: not a readable skops model file ({type(exc).__name__})") from None
+    unknown = sorted(set(declared) - TRUSTED_TYPES)
+    if unknown:
+        raise CxrError(
+            f"{path}: refused: it declares types cxr does not trust ({', '.join(unknown)}); "
+            "nothing in it was loaded or run"
+        )
+    try:
+        return sio.load(path, trusted=declared)
+    except Exception as exc:  # a damaged archive
+        raise CxrError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+
+
 def predict(
     model_path: Path,
     inputs: Sequence[Path],
     embed: ImageEmbedder,
     weights: Sequence[str] = (),
+    *,
+    trust_pickle: bool = False,
 ) -> Predictions:
     """Class probabilities for new images, embedded by ``embed`` with the model's backbone.
 
     ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
     the embedding's fingerprint must equal the model's, else CxrError names both weight hashes.
     """
-    bundle = load_model(model_path)
+    bundle = load_model(model_path, trust_pickle=trust_pickle)
     expected = bundle["fingerprint"]
     if not weights and bundle["weights"] == "file":
         raise CxrError(

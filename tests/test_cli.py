@@ -27,7 +27,7 @@ COMMANDS = {
     "info": (["info"], "cxr.store.find_stores"),
     "evaluate": (["evaluate"], "cxr.classify.evaluate.evaluate"),
     "train": (["train"], "cxr.classify.model.train"),
-    "predict": (["predict", "x.png", "--model", "m.joblib"], "cxr.classify.model.predict"),
+    "predict": (["predict", "x.png", "--model", "m.skops"], "cxr.classify.model.predict"),
     "audit": (["audit"], "cxr.audit.run.audit"),
     "reproduce": (["reproduce"], "cxr.reproduce.run.reproduce"),
 }
@@ -67,7 +67,7 @@ def test_json_means_a_path_or_dash_for_stdout_everywhere(make_synthetic_store, t
         "backbones": ["backbones"],
         "info": ["info", "--features", str(features)],
         "evaluate": ["evaluate", "--features", str(features), *fast],
-        "train": ["train", "--features", str(features), "--out", str(tmp_path / "m.joblib")],
+        "train": ["train", "--features", str(features), "--out", str(tmp_path / "m.skops")],
     }
     for name, args in commands.items():
         alone = runner.invoke(app, [*args, "--json", "-"])
@@ -116,7 +116,9 @@ def test_a_metric_is_one_registry_entry(make_synthetic_store, monkeypatch, tmp_p
 @pytest.mark.slow
 def test_the_wheel_installs_one_package_cxr(tmp_path):
     source = tmp_path / "src"  # setuptools builds in the source tree: build a copy
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "features", "build", "*.h5"))
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".*", "features", "build", "*.h5", "*.egg-info")
+    )
     build = [
         "wheel",
         str(source),
@@ -136,7 +138,7 @@ def test_the_wheel_installs_one_package_cxr(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {
         "cxr",
-        wheel.name.split("-")[0] + "-0.1.0.dist-info",
+        "-".join(wheel.name.split("-")[:2]) + ".dist-info",
     }
     for module in ("cli.py", "errors.py", "store/schema.py", "classify/evaluate.py"):
         assert f"cxr/{module}" in names

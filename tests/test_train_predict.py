@@ -4,18 +4,31 @@ import json
 import subprocess
 import sys
 import types
+import zipfile
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
+import skops.io as sio
 from typer.testing import CliRunner
 
+from cxr.classify.heads import HEADS, build_head
+from cxr.classify.model import MODEL_FORMAT, load_model
 from cxr.cli import app
+from cxr.errors import CxrError
 from cxr.extract.dataset import list_images
 from cxr.store import load
 from cxr.store.schema import fingerprint
 
 runner = CliRunner()
+BUNDLE_STUB = {  # the bundle's other keys (see cxr.classify.model.BUNDLE_KEYS)
+    "backbone": "b",
+    "fingerprint": {"backbone": "b", "input_size": 224, "resize": "squash"},
+    "weights": "imagenet",
+    "classes": ["a", "b", "c"],
+    "n_features": 5,
+}
 
 
 @pytest.fixture
@@ -76,7 +89,7 @@ def train_model(store_path: Path, out: Path, *extra: str):
 
 def test_round_trip(make_synthetic_store, fake_extract, tmp_path):
     store_path = make_synthetic_store(separation=8.0)
-    model = tmp_path / "m.joblib"
+    model = tmp_path / "m.skops"
     summary = json.loads(train_model(store_path, model, "--json", "-").stdout)
     fs = load(store_path)
     assert summary["fingerprint"] == fingerprint(fs.attrs) and summary["n"] == len(fs)
@@ -100,14 +113,14 @@ def test_round_trip(make_synthetic_store, fake_extract, tmp_path):
 def test_task_options_are_saved(make_synthetic_store, tmp_path):
     store_path = make_synthetic_store({"bacterial": 5, "covid": 5, "normal": 5, "viral": 5})
     summary = json.loads(
-        train_model(store_path, tmp_path / "m.joblib", "--binary", "covid", "--json", "-").stdout
+        train_model(store_path, tmp_path / "m.skops", "--binary", "covid", "--json", "-").stdout
     )
     assert summary["classes"] == ["non-covid", "covid"] and summary["task"]["binary"] == "covid"
 
 
 def test_other_weights_are_refused(make_synthetic_store, fake_extract, tmp_path):
     store_path = make_synthetic_store()
-    model = tmp_path / "m.joblib"
+    model = tmp_path / "m.skops"
     train_model(store_path, model)
     fake_extract(store_path, {"weights_sha256": "cd" * 32})
     images = images_like(store_path, tmp_path / "new", 2)
@@ -148,3 +161,75 @@ def test_stage_2_never_imports_stage_1():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+class Payload:
+    """What an attacker would put in a pickle: loading it runs os.system (here: touch a file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_every_head_saves_and_loads_without_trusting_anything_else(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 5)), np.arange(60) % 3
+    for head in HEADS:
+        pipeline = build_head(head, random_state=0).fit(X, y)
+        path = tmp_path / f"{head}.skops"
+        sio.dump({"format": MODEL_FORMAT, "pipeline": pipeline, **BUNDLE_STUB}, path)
+        bundle = load_model(path)
+        np.testing.assert_array_equal(
+            bundle["pipeline"].predict_proba(X), pipeline.predict_proba(X), head
+        )
+
+
+def test_a_pickle_payload_never_runs(make_synthetic_store, fake_extract, tmp_path):
+    fake_extract(make_synthetic_store())
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.joblib"
+    joblib.dump({"format": "cxr-head/1", "pipeline": Payload(marker)}, evil)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    result = runner.invoke(app, ["predict", str(image), "--model", str(evil)])
+    assert result.exit_code == 2 and "--trust-pickle" in result.stderr
+    assert not marker.exists()  # refused before anything was unpickled
+
+
+def test_a_skops_file_naming_an_untrusted_type_is_refused_unrun(tmp_path):
+    pipeline = build_head("logreg", random_state=0).fit(np.eye(4), [0, 1, 0, 1])
+    good = tmp_path / "good.skops"
+    sio.dump({"format": MODEL_FORMAT, "pipeline": pipeline, **BUNDLE_STUB}, good)
+    evil = tmp_path / "evil.skops"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "schema.json":  # the pipeline becomes a call of os.system
+                data = data.replace(b'"sklearn.pipeline"', b'"os"').replace(
+                    b'"Pipeline"', b'"system"'
+                )
+            dst.writestr(item, data)
+    with pytest.raises(CxrError, match=r"declares types cxr does not trust \(os\.system\)"):
+        load_model(evil)
+
+
+def test_an_old_pickle_loads_only_when_trusted(make_synthetic_store, fake_extract, tmp_path):
+    store_path = make_synthetic_store(separation=8.0)
+    model = tmp_path / "m.skops"
+    train_model(store_path, model)
+    fake_extract(store_path)
+    bundle = {**load_model(model), "format": "cxr-head/1"}
+    old = tmp_path / "old.joblib"
+    joblib.dump(bundle, old)  # as cxr 0.1 wrote model files
+    images = images_like(store_path, tmp_path / "new", 2)
+    refused = runner.invoke(app, ["predict", *map(str, images), "--model", str(old)])
+    assert refused.exit_code == 2 and "--trust-pickle" in refused.stderr
+    trusted = runner.invoke(
+        app, ["predict", *map(str, images), "--model", str(old), "--trust-pickle", "--json", "-"]
+    )
+    assert trusted.exit_code == 0, trusted.output
+    assert len(json.loads(trusted.stdout)["predictions"]) == 2
