@@ -145,6 +145,11 @@ def features(
     rehash: bool = typer.Option(
         False, "--rehash", help="Re-read every file's bytes instead of trusting size+mtime+inode."
     ),
+    rebuild: bool = typer.Option(
+        False,
+        "--rebuild",
+        help="Move these backbones' stores (and unreadable shards) aside, then build them again.",
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
     json_out: Path | None = JSON_OUT,
 ) -> None:
@@ -166,6 +171,7 @@ def features(
         resize=resize.value,
         seed=seed,
         rehash=rehash,
+        rebuild=rebuild,
         reporter=reporter,
     )
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]

@@ -105,6 +105,7 @@ def extract_features(
     resize: str = "squash",
     seed: int = 0,
     rehash: bool = False,
+    rebuild: bool = False,
     reporter: Reporter | None = None,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone."""
@@ -127,11 +128,15 @@ def extract_features(
         for spec in specs:
             resolved = resolve(spec, choices[spec.name], hashes)
             writer = stack.enter_context(
-                StoreWriter(features_dir, store_attrs(spec, resolved, resize))
+                StoreWriter(features_dir, store_attrs(spec, resolved, resize), rebuild=rebuild)
             )
             todo = list(
                 {e.sha256: e for e in discovery.entries if e.sha256 not in writer.cache}.values()
             )
+            for aside in writer.moved_aside:
+                report.note(
+                    f"{spec.name}: moved {aside.name.split('.damaged-')[0]} aside to {aside}"
+                )
             if writer.resumed_batches:
                 report.note(
                     f"{spec.name}: resuming after {writer.resumed_batches} committed batch(es)"

@@ -8,6 +8,10 @@
   swapped in atomically and the shards removed. Rows of files that left the data set disappear;
   a file whose bytes changed has a new hash and was recomputed.
 - If nothing changed, the published file is left untouched.
+- A storage fault (disk full, file too large, unwritable folder) ends the run with RunFailed:
+  one line naming the folder and how many images are committed; a re-run resumes from them.
+- ``rebuild`` moves the store aside (``<backbone>.h5.damaged-<time>``, which no reader takes for
+  a store) together with unreadable shards, and builds it again; other stores are not touched.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.errors import CxrError
+from cxr.errors import CxrError, RunFailed
 from cxr.extract.dataset import Discovery
 from cxr.store.schema import (
     REJECT_COLUMNS,
@@ -59,7 +63,7 @@ class _Cache:
 class StoreWriter:
     """Context manager: ``with StoreWriter(out, attrs) as w: w.commit(...); w.publish(...)``."""
 
-    def __init__(self, directory: Path, attrs: StoreAttrs):
+    def __init__(self, directory: Path, attrs: StoreAttrs, *, rebuild: bool = False):
         self.directory = Path(directory)
         self.attrs = attrs
         self.backbone = str(attrs["backbone"])
@@ -71,9 +75,15 @@ class StoreWriter:
         self.resumed_batches = 0
         self._run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self._seq = 0
+        self.rebuild = rebuild
+        self.committed = 0  # images durable in shards (resumed or of this run), not yet published
+        self.moved_aside: list[Path] = []
 
     def __enter__(self) -> StoreWriter:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._fault(exc, "features folder") from None
         self._acquire_lock()
         try:
             self._load_existing()
@@ -85,8 +95,20 @@ class StoreWriter:
     def __exit__(self, *exc) -> None:
         self._release_lock()
 
+    def _fault(self, exc: OSError, what: str) -> RunFailed:
+        """A storage fault as one line: where, why, what is safe, what to do."""
+        return RunFailed(
+            f"{self.directory}: cannot write the {what} ({exc.strerror or exc}); "
+            f"{self.committed} image(s) of {self.backbone} are committed and the published "
+            "store is intact: free space or fix the folder, then run `cxr features` again to "
+            "resume"
+        )
+
     def _acquire_lock(self) -> None:
-        fd = os.open(lock_path(self.directory, self.backbone), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock_path(self.directory, self.backbone), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._fault(exc, "lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,6 +131,8 @@ class StoreWriter:
         # We hold the lock, so temporary files left here are from a run that died mid-write.
         for stale in self.directory.glob(f".{self.path.name}.*.tmp"):
             stale.unlink()
+        if self.rebuild and self.path.exists():
+            self._move_aside(self.path)
         if self.path.exists():
             self._old = read_content(self.path)
             self._check_compatible(self.path, self._old.attrs)
@@ -117,12 +141,25 @@ class StoreWriter:
             try:
                 attrs, ids, X, rejected = read_shard(shard)
             except (OSError, KeyError) as exc:
+                if self.rebuild:
+                    self._move_aside(shard)
+                    continue
                 raise StoreError(
-                    f"{shard}: unreadable shard of an interrupted run ({exc}); delete it and re-run"
+                    f"{shard}: unreadable shard of an interrupted run ({exc}); run `cxr features "
+                    "... --rebuild` to move it aside"
                 ) from None
             self._check_compatible(shard, attrs)
             self.cache.add(ids, X, rejected)
             self.resumed_batches += 1
+            self.committed += len(ids)
+
+    def _move_aside(self, path: Path) -> None:
+        aside = path.with_name(f"{path.name}.damaged-{self._run_id}")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            raise self._fault(exc, f"moved-aside copy of {path.name}") from None
+        self.moved_aside.append(aside)
 
     def _check_compatible(self, path: Path, attrs: dict) -> None:
         theirs, ours = fingerprint(attrs), fingerprint(self.attrs)
@@ -144,10 +181,15 @@ class StoreWriter:
         table = Table.from_records(
             [dict(zip(REJECT_COLUMNS, r, strict=True)) for r in rejected], REJECT_COLUMNS
         )
-        self.parts.mkdir(exist_ok=True)
         self._seq += 1
-        write_shard(self.parts / f"{self._run_id}-{self._seq:07d}.h5", self.attrs, ids, X, table)
+        try:
+            self.parts.mkdir(exist_ok=True)
+            shard = self.parts / f"{self._run_id}-{self._seq:07d}.h5"
+            write_shard(shard, self.attrs, ids, X, table)
+        except OSError as exc:
+            raise self._fault(exc, "next batch") from None
         self.cache.add(ids, X, table)
+        self.committed += len(ids)
 
     def publish(self, discovery: Discovery) -> bool:
         """Rebuild the store for the current data set; returns False when nothing changed."""
@@ -178,9 +220,12 @@ class StoreWriter:
         if self._unchanged(rows, meta, rejected, attrs):
             self._remove_shards()
             return False
-        write_atomic(
-            self.path, StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
-        )
+        try:
+            write_atomic(
+                self.path, StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
+            )
+        except OSError as exc:
+            raise self._fault(exc, "store") from None
         self._remove_shards()
         return True
 

@@ -23,8 +23,10 @@ is itself written then renamed, so a crash never exposes half a batch.
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -42,6 +44,7 @@ REJECT_COLUMNS = ("id", "path", "label", "reason")
 FINGERPRINT = ("backbone", "input_size", "resize", "weights_sha256", "weights_seed")
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
+REBUILD = "`cxr features DATA -b BACKBONE --rebuild` moves it aside and builds it again"
 
 
 class StoreAttrs(TypedDict, total=False):
@@ -189,24 +192,20 @@ def _read_table(group: h5py.Group | None, names) -> Table:
 
 def write_atomic(path: Path, content: StoreContent) -> None:
     """Write a complete store file beside ``path`` and rename it into place (crash-safe)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in {**content.attrs, "schema_version": SCHEMA_VERSION}.items():
-                f.attrs[key] = value
-            _write_matrix(f, content.X, int(content.attrs["dim"]))
-            rows = f.create_group("rows")
-            for name in ROW_COLUMNS:
-                _write_strings(rows, name, content.rows[name])
-            meta = rows.create_group("meta")
-            for name, values in content.meta.columns.items():
-                _write_strings(meta, name, values)
-            rejected = f.create_group("rejected")
-            for name in REJECT_COLUMNS:
-                _write_strings(rejected, name, content.rejected[name])
-        _fsync_and_rename(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _in_memory() as (f, image):
+        for key, value in {**content.attrs, "schema_version": SCHEMA_VERSION}.items():
+            f.attrs[key] = value
+        _write_matrix(f, content.X, int(content.attrs["dim"]))
+        rows = f.create_group("rows")
+        for name in ROW_COLUMNS:
+            _write_strings(rows, name, content.rows[name])
+        meta = rows.create_group("meta")
+        for name, values in content.meta.columns.items():
+            _write_strings(meta, name, values)
+        rejected = f.create_group("rejected")
+        for name in REJECT_COLUMNS:
+            _write_strings(rejected, name, content.rejected[name])
+    _publish_bytes(image.getvalue(), path, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
 
 
 def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
@@ -216,12 +215,13 @@ def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             if attrs.get("schema_version") is None or "X" not in f or "rows" not in f:
                 raise StoreError(
-                    f"{path}: not a cxr feature store (missing schema_version, X or rows)"
+                    f"{path}: not a cxr feature store (missing schema_version, X or rows); "
+                    f"{REBUILD}"
                 )
             if int(attrs["schema_version"]) > SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: store schema {attrs['schema_version']} is newer than this tool "
-                    f"understands ({SCHEMA_VERSION}); upgrade cxr"
+                    f"understands ({SCHEMA_VERSION}); upgrade cxr, or {REBUILD}"
                 )
             rows = _read_table(f["rows"], ROW_COLUMNS)
             meta_group = f["rows"].get("meta")
@@ -230,28 +230,52 @@ def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
             X = f["X"][()] if load_X else np.empty((0, int(attrs["dim"])), np.float32)
     except StoreError:
         raise
-    except (OSError, KeyError) as exc:
-        raise StoreError(f"{path}: cannot read feature store ({exc})") from exc
+    except (OSError, KeyError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise StoreError(f"{path}: cannot read feature store ({reason}); {REBUILD}") from None
     return StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
 
 
 def write_shard(path: Path, attrs: Mapping, ids: list[str], X: np.ndarray, rejected: Table) -> None:
     """One batch of work in progress: embeddings by content hash plus the batch's rejects."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    with _in_memory() as (f, image):
+        for key in FINGERPRINT:
+            f.attrs[key] = attrs[key]
+        f.attrs["dim"] = attrs["dim"]
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        _write_strings(f, "id", _strings(ids))
+        _write_matrix(f, X, int(attrs["dim"]))
+        group = f.create_group("rejected")
+        for name in REJECT_COLUMNS:
+            _write_strings(group, name, rejected[name])
+    _publish_bytes(image.getvalue(), path, path.with_name(f".{path.name}.tmp"))
+
+
+@contextmanager
+def _in_memory() -> Iterator[tuple[h5py.File, io.BytesIO]]:
+    """An HDF5 file built in memory. Only plain Python I/O then touches the disk, so a full disk
+    is an ordinary OSError; HDF5 writing to a failing file left its objects half closed, and
+    the interpreter crashed (segmentation fault) when it collected them."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        yield f, image
+
+
+def _publish_bytes(data: bytes, path: Path, tmp: Path) -> None:
+    """Write, fsync, rename into place, fsync the folder: the file is whole or absent."""
     try:
-        with h5py.File(tmp, "w") as f:
-            for key in FINGERPRINT:
-                f.attrs[key] = attrs[key]
-            f.attrs["dim"] = attrs["dim"]
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            _write_strings(f, "id", _strings(ids))
-            _write_matrix(f, X, int(attrs["dim"]))
-            group = f.create_group("rejected")
-            for name in REJECT_COLUMNS:
-                _write_strings(group, name, rejected[name])
-        _fsync_and_rename(tmp, path)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def read_shard(path: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:
@@ -259,17 +283,3 @@ def read_shard(path: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         ids = _strings(f["id"].asstr()[()])
         return attrs, ids, f["X"][()], _read_table(f["rejected"], REJECT_COLUMNS)
-
-
-def _fsync_and_rename(tmp: Path, path: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
