@@ -160,6 +160,9 @@ def features(
     from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
 
     _writable(json_out, "--json")
+    folder = out or features_dir
+    if folder.exists() and not folder.is_dir():  # a typo, not a storage fault: nothing starts
+        raise CxrError(f"--features {folder}: is a file")
     reporter = RichReporter(_console(json_out))
     summaries = extract_features(
         data=data,
@@ -185,11 +188,14 @@ def features(
 @app.command()
 def manifest(
     data: Path = typer.Argument(..., help="Class folders, or a manifest CSV to complete."),
-    out: Path = typer.Option(Path("manifest.csv"), "--out", help="The manifest to write."),
+    out: Path = typer.Option(
+        Path("manifest.csv"), "--out", help="The manifest to write ('-': stdout)."
+    ),
     key: str | None = typer.Option(
         None,
         "--key",
-        help="Secret for the keyed hash of patient ids and institutions (or $CXR_ID_KEY).",
+        help="Secret for the keyed hash of patient ids and institutions. Prefer $CXR_ID_KEY: "
+        "a key on the command line stays in the shell history.",
         show_default=False,
     ),
     keep_ids: bool = typer.Option(
@@ -200,16 +206,19 @@ def manifest(
     """Write a manifest from DICOM headers: patient, view, modality, manufacturer, ... ."""
     from dataclasses import asdict
 
-    from cxr.extract.manifest import build_manifest, filled_columns
+    from cxr.extract.manifest import build_manifest
 
     _writable(out, "--out")
     _writable(json_out, "--json")
+    if str(out) == "-" and str(json_out) == "-":
+        raise CxrError("--out - and --json - would both write to stdout; choose one")
     summary = build_manifest(data, out, key=key, keep_ids=keep_ids)
-    document = {**asdict(summary), "out": str(summary.out), "filled": filled_columns(summary)}
-    _show(document, json_out, _render_manifest)
+    document = {**asdict(summary), "out": str(summary.out)}
+    _show(document, json_out if str(out) != "-" else None, _render_manifest)
 
 
 def _render_manifest(document: dict, console: Console) -> None:
+    console = err_console if document["out"] == "-" else console  # stdout holds the CSV
     ids = "pseudonymised" if document["pseudonymised"] else "real (--keep-ids: do not share)"
     console.print(
         f"Wrote {document['out']}: {document['rows']} rows, {document['dicom']} DICOM headers "
@@ -267,18 +276,37 @@ def _render_backbones(document: dict, console: Console) -> None:
 @app.command()
 def info(features_dir: Path = FEATURES_DIR, json_out: Path | None = JSON_OUT) -> None:
     """List the feature stores: rows, dimension, weights, classes, rejected files."""
-    from cxr.store import describe, find_stores
+    from cxr.store import StoreError, describe, find_stores
+    from cxr.store.schema import orphan_parts
 
-    stores = [describe(p) for p in find_stores(features_dir)]
-    _show({"stores": stores}, json_out, partial(_render_stores, features_dir=features_dir))
+    stores, damaged = [], []
+    for path in find_stores(features_dir):
+        try:
+            stores.append(describe(path))
+        except StoreError as exc:  # list the healthy stores all the same
+            damaged.append({"path": str(path), "error": str(exc)})
+    document = {"stores": stores, "damaged": damaged, "unpublished": orphan_parts(features_dir)}
+    _show(document, json_out, partial(_render_stores, features_dir=features_dir))
+    if damaged:
+        raise CxrError(f"{features_dir}: {len(damaged)} damaged store(s), listed above")
 
 
 def _render_stores(document: dict, console: Console, features_dir: Path) -> None:
     from rich.table import Table
 
     stores = document["stores"]
+    for item in document["damaged"]:
+        console.print(f"[yellow]damaged:[/] {item['error']}", highlight=False, soft_wrap=True)
+    for backbone, shards in document["unpublished"].items():
+        console.print(
+            f"[yellow]{backbone}: {shards} committed batch(es) of an interrupted run, no store "
+            "published yet; run `cxr features` again to resume.[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not stores:
-        console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
+        if not document["damaged"] and not document["unpublished"]:
+            console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
         return
     table = Table(title=f"Feature stores in {features_dir}")
     for col in ("backbone", "rows", "dim", "weights", "classes", "rejected"):
@@ -396,7 +424,7 @@ def evaluate(
     group_by: str = typer.Option(
         "auto",
         "--group-by",
-        help="Group CV folds by patient, none, auto (patient whenever every row has an id), or "
+        help="Group CV folds by patient, none, auto (patient whenever rows have ids), or "
         "any stored column (dataset, source, view, ...).",
     ),
     leave_out: str | None = typer.Option(

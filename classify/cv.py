@@ -6,6 +6,7 @@ BLAS/OpenMP limited to one thread, so the numbers depend on the seed only, never
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from cxr.classify.heads import Params, build_head, search_grid
+from cxr.classify.heads import Params, build_head, get_head, search_grid
 from cxr.classify.tasks import TaskData
 from cxr.errors import CxrError
 
@@ -124,15 +125,27 @@ def plan_cv(
         members = groups[data.y == index] if grouped else np.flatnonzero(data.y == index)
         count = len(np.unique(members))
         if count < folds:
-            what = f"{unit} values" if unit not in ("patient", "image") else f"{unit}s"
+            what = (
+                "patients"
+                if unit.startswith("patient")
+                else "images"
+                if unit.startswith("image")
+                else f"{unit} values"
+            )
             raise CxrError(
                 f"{data.source}: class {name!r} has {count} {what}, fewer than --folds {folds}"
             )
     notes = []
-    if grouped and unit == data.group_unit and not data.patient_ids:
+    if grouped and unit == data.group_unit and data.missing_ids == len(data.y):
         notes.append(
             f"{data.source}: no patient ids; folds keep only the --exclude file's duplicate groups "
             "together, so images of one patient can still be split and scores are optimistic"
+        )
+    elif grouped and unit == data.group_unit and data.missing_ids:
+        notes.append(
+            f"{data.source}: {data.missing_ids} row(s) have no patient id; each is its own group, "
+            "so if some of them are one patient's images, those can be split and scores are "
+            "optimistic"
         )
     elif not grouped and not data.has_groups:
         notes.append(
@@ -168,13 +181,28 @@ def _splitter(grouped: bool, folds: int, random_state: int):
     return kind(n_splits=folds, shuffle=True, random_state=random_state)
 
 
-def make_splits(plan: CVPlan, y: np.ndarray) -> list[Split]:
-    """All (repeat, fold) train/test index pairs; with ``plan.grouped`` no group spans two sides."""
+def make_splits(plan: CVPlan, y: np.ndarray, cache: dict | None = None) -> list[Split]:
+    """All (repeat, fold) train/test index pairs; with ``plan.grouped`` no group spans two sides.
+
+    ``cache`` (a dict the caller keeps for one run) returns the same splits for stores whose
+    rows, classes and groups are the same: StratifiedGroupKFold costs about a second per call
+    on 2k rows, identical for every backbone of a data set.
+    """
+    key = None
+    if cache is not None:
+        digest = hashlib.sha256(np.ascontiguousarray(y).tobytes())
+        if plan.groups is not None:
+            digest.update("\0".join(map(str, plan.groups)).encode())
+        key = (plan.folds, plan.repeats, plan.seed, plan.grouped, digest.hexdigest())
+        if key in cache:
+            return cache[key]
     splits = []
     for repeat in range(plan.repeats):
         splitter = _splitter(plan.grouped, plan.folds, derive_seed(plan.seed, repeat))
         parts = splitter.split(np.zeros(len(y)), y, plan.groups)
         splits.extend(Split(repeat, f, train, test) for f, (train, test) in enumerate(parts))
+    if cache is not None:
+        cache[key] = splits
     return splits
 
 
@@ -251,6 +279,7 @@ def run_splits(
     if search or "svm" in heads:
         _check_inner(data, groups, splits)
     tasks = [(head, index, split) for head in heads for index, split in enumerate(splits)]
+    tasks.sort(key=lambda t: -get_head(t[0]).cost)  # slow fits first; results do not depend on it
     outputs = Parallel(n_jobs=jobs)(
         delayed(_fit_fold)(
             str(data.source),

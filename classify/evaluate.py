@@ -135,6 +135,7 @@ def evaluate(
         for h in params
         if h not in names
     ]
+    splits_cache: dict = {}  # stores of one data set share their folds
     for path in paths:
         fs = load(path)
         plan = design(
@@ -146,6 +147,7 @@ def evaluate(
             folds=folds,
             repeats=repeats,
             seed=seed,
+            splits_cache=splits_cache,
         )
         data = plan.data
         notes.extend(n for n in plan.notes if n not in notes)

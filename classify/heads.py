@@ -43,6 +43,9 @@ class Head:
     # SVC has no native probabilities (scikit-learn 1.9 deprecated probability=True): wrap it in
     # a sigmoid calibration fitted by 3-fold CV on the training rows of the fold.
     calibrated: bool = False
+    # Rough fit time relative to logreg: the parallel pool starts the slow fits first, so the
+    # last worker is not left alone with a forest.
+    cost: int = 1
 
     @property
     def classifier(self) -> type[BaseEstimator]:
@@ -74,6 +77,7 @@ HEADS: dict[str, Head] = {
                 "max_iter": 300,
             },
             {"hidden_layer_sizes": [(128,), (512,)], "alpha": [1e-4, 1e-2]},
+            cost=2,
         ),
         Head(
             "logreg",
@@ -89,6 +93,7 @@ HEADS: dict[str, Head] = {
             {"kernel": "rbf", "C": 1.0, "gamma": "scale"},
             {"C": [0.1, 1.0, 10.0], "gamma": ["scale", 1e-4]},
             calibrated=True,
+            cost=4,
         ),
         Head(
             "knn",
@@ -101,8 +106,9 @@ HEADS: dict[str, Head] = {
             "forest",
             "random forest",
             "sklearn.ensemble.RandomForestClassifier",
-            {"n_estimators": 300, "max_features": "sqrt", "n_jobs": 1},
+            {"n_estimators": 100, "max_features": "sqrt", "n_jobs": 1},
             {"max_features": ["sqrt", 0.1], "min_samples_leaf": [1, 3]},
+            cost=4,
         ),
     )
 }

@@ -150,6 +150,8 @@ def train(
         warnings.simplefilter("always")
         pipeline.fit(data.X, data.y)
     out = Path(out or Path("models") / f"{fs.backbone}-{head}{SUFFIX}")
+    if out.suffix != SUFFIX:
+        raise CxrError(f"{out}: a model file is a skops file and its name must end in {SUFFIX}")
     summary = jsonable(
         TrainSummary(
             model=str(out),
@@ -197,8 +199,14 @@ def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CxrError(f"{path}: model file not found (run `cxr train` first)")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
     if zipfile.is_zipfile(path):
         bundle = _load_skops(path)
+    elif head.startswith(b"PK") or path.suffix == SUFFIX:
+        raise CxrError(f"{path}: a damaged skops model file (not a whole zip archive); retrain")
+    elif not head.startswith(b"\x80") and not path.suffix.startswith((".joblib", ".pkl")):
+        raise CxrError(f"{path}: not a cxr model file (neither skops nor a pickle)")
     elif trust_pickle:
         import joblib
 
@@ -277,8 +285,10 @@ def predict(
         )
     rejected = [{"path": str(p), "reason": str(r)} for p, r in embedded.rejected]
     if len(embedded.paths) == 0:
+        first = rejected[0]
         raise CxrError(
-            f"none of the {len(rejected)} image(s) could be read: {rejected[0]['reason']}"
+            f"none of the {len(rejected)} image(s) could be read: {first['path']}: "
+            f"{first['reason']}"
         )
     X = np.asarray(embedded.X, dtype=np.float32)
     if X.shape[1] != bundle["n_features"]:

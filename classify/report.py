@@ -83,7 +83,7 @@ def render(report: dict, console: Console) -> None:
         if cv
         else "Heads on held-out rows: pooled [95% CI]"
     )
-    table = Table(title=title, caption=_comparison_caption(chosen, op))
+    table = Table(title=title, caption=_comparison_caption(chosen, op, first["bootstrap_unit"]))
     summary = [m for m in overall_metrics() if m.summary or m is chosen]
     held = ["held out"] if leave_out else []
     for col in ("backbone", "head", *held, "n"):
@@ -105,11 +105,11 @@ def render(report: dict, console: Console) -> None:
     _render_provenance(report["provenance"], console)
 
 
-def _comparison_caption(chosen, op: float) -> str:
+def _comparison_caption(chosen, op: float, unit: str) -> str:
     better = "higher" if chosen.higher_is_better else "lower"
     return (
         f"vs best: difference in pooled {chosen.title(op)} ({better} is better) from the best "
-        "result on the same images, [95% CI] of a paired bootstrap over patients; ≈ marks "
+        f"result on the same images, [95% CI] of a paired bootstrap (unit: {unit}); ≈ marks "
         "results not distinguishable from the best"
     )
 

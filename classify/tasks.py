@@ -99,7 +99,7 @@ class TaskData:
     groups: np.ndarray  # patient id per row ("" where unknown), or an --exclude file's group
     ids: np.ndarray
     paths: np.ndarray
-    patient_ids: bool = True  # every selected row had a stored patient id (before --exclude)
+    missing_ids: int = 0  # selected rows without a stored patient id (each its own group)
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)  # stored columns, aligned
 
     def column(self, name: str, option: str = "") -> np.ndarray:
@@ -118,7 +118,11 @@ class TaskData:
     @property
     def group_unit(self) -> str:
         """What one group is: a patient, or (no patient ids) a cluster from an exclusion file."""
-        return "patient" if self.patient_ids else "image (duplicate groups from --exclude)"
+        if self.missing_ids == 0:
+            return "patient"
+        if self.missing_ids < len(self.y):
+            return "patient (image where no id)"
+        return "image (duplicate groups from --exclude)"
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -161,6 +165,9 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
             shown = "; ".join(map(str, spec.where))
             raise CxrError(f"{name}: no rows match --where {shown}")
     groups = np.asarray(fs.patient_ids, dtype=object).copy()
+    unknown = groups == ""
+    if unknown.any() and not unknown.all():  # some ids: a row without one is its own group
+        groups[unknown] = np.asarray([f"image:{i}" for i in fs.ids[unknown]], dtype=object)
     if spec.exclude is not None:
         exclusions = Exclusions.read(spec.exclude)
         groups = exclusions.regroup(fs.ids, groups)
@@ -196,9 +203,9 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
         )
     index = {c: i for i, c in enumerate(classes)}
     y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
-    known = bool(np.all(fs.patient_ids != ""))
+    missing = int(np.sum(fs.patient_ids == ""))
     columns = {**fs.rows.columns, **fs.meta.columns}
-    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"], known, columns)
+    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"], missing, columns)
 
 
 def _check_known(where: str, option: str, names, available: list[str]) -> None:

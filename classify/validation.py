@@ -52,6 +52,7 @@ def design(
     folds: int | None = None,
     repeats: int | None = None,
     seed: int = 0,
+    splits_cache: dict | None = None,
 ) -> Design:
     """The validation the options ask for (CxrError for contradictory or impossible ones).
 
@@ -71,12 +72,14 @@ def design(
     data = select(fs, task)
     if leave_out:
         return _leave_out(data, leave_out, seed)
-    return _cross_validation(data, group_by, folds or FOLDS, repeats or 1, seed)
+    return _cross_validation(data, group_by, folds or FOLDS, repeats or 1, seed, splits_cache)
 
 
-def _cross_validation(data: TaskData, group_by: str, folds: int, repeats: int, seed: int) -> Design:
+def _cross_validation(
+    data: TaskData, group_by: str, folds: int, repeats: int, seed: int, cache: dict | None
+) -> Design:
     plan, notes = plan_cv(data, group_by, folds, repeats, seed)
-    splits = make_splits(plan, data.y)
+    splits = make_splits(plan, data.y, cache)
     part = Part(tuple(range(len(splits))), {"kind": "cross-validation"})
     inner = plan.groups if plan.grouped else None
     return Design(data, splits, [part], plan.to_dict(), inner, notes)

@@ -143,11 +143,12 @@ def from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[E
 
 
 def list_images(inputs: Sequence[Path]) -> list[Path]:
-    """Image files named directly, plus the image files directly inside named folders (sorted)."""
+    """Image files named directly, plus the image files directly inside named folders (sorted):
+    known suffixes, and DICOM files whatever their name."""
     images: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            images.extend(sorted(p for p in item.iterdir() if p.is_file() and _is_image_file(p)))
         elif item.is_file():
             images.append(item)
         else:
@@ -157,6 +158,17 @@ def list_images(inputs: Sequence[Path]) -> list[Path]:
             f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}"
         )
     return images
+
+
+def _is_image_file(path: Path) -> bool:
+    """By suffix, or by the DICOM preamble: PACS exports are often named IM000001."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 def _hash_all(entries: list[Entry], hashes: HashCache) -> Iterator[tuple[Entry, str, str]]:

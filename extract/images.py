@@ -17,6 +17,7 @@ Policies (documented in the README):
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import warnings
 
@@ -44,6 +45,8 @@ def decode(data: bytes, name: str = "") -> np.ndarray:
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise Rejected(f"too small ({width}x{height} px; minimum side {MIN_SIDE} px)")
+    if rgb.min() == rgb.max():  # e.g. a DICOM rescale slope of 0: nothing to see
+        raise Rejected("blank image (every pixel has the same value)")
     return rgb
 
 
@@ -101,15 +104,19 @@ def _gray_to_rgb8(values: np.ndarray) -> np.ndarray:
 
 def _decode_dicom(data: bytes) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd values are judged below, file by file
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # pydicom raises many types for garbage input
-        raise Rejected(f"cannot read DICOM ({exc})") from None
+        raise Rejected(f"cannot read DICOM ({_first_line(exc)})") from None
     if "PixelData" not in ds:
         raise Rejected("DICOM has no pixel data")
-    _check_pixels(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
+    try:
+        _check_pixels(int(ds.get("Columns") or 0), int(ds.get("Rows") or 0))
+    except (TypeError, ValueError):
+        raise Rejected("DICOM Rows/Columns are not numbers") from None
     frames = _frames(ds)
     if frames > 1:
         raise Rejected(
@@ -117,22 +124,52 @@ def _decode_dicom(data: bytes) -> np.ndarray:
             "frame to use as its own file"
         )
     try:
-        pixels = ds.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, bad transfer syntax
-        reason = str(exc).splitlines()[0].rstrip(":")
-        if "missing dependencies" in str(exc):
-            reason += "; install the codecs: pip install 'cxr-transfer[dicom]'"
-        raise Rejected(f"cannot decode DICOM pixel data ({reason})") from None
-    if str(ds.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR")):
+        raise Rejected(f"cannot decode DICOM pixel data ({_codec_reason(exc)})") from None
+    try:
+        return _display(ds, pixels)
+    except Rejected:
+        raise
+    except Exception as exc:  # an odd header (zero window width, text where a number goes)
+        raise Rejected(f"cannot apply the DICOM display values ({_first_line(exc)})") from None
+
+
+def _display(ds, pixels: np.ndarray) -> np.ndarray:
+    """Modality LUT, then VOI LUT or window, then 8 bits; MONOCHROME1 inverted."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric.startswith(("RGB", "YBR")):
         return _gray_or_color_to_rgb8(pixels)
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        return _gray_or_color_to_rgb8(apply_color_lut(pixels, ds))
     values = apply_modality_lut(pixels, ds)
-    values = (
-        apply_voi_lut(values, ds) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else values
-    )
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds)
     rgb = _gray_to_rgb8(np.asarray(values, dtype=np.float64))
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+    if photometric == "MONOCHROME1":
         rgb = 255 - rgb
     return rgb
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
+
+
+def _codec_reason(exc: Exception) -> str:
+    """pydicom's reason, every plugin's line joined, and the extra to install if it is missing."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = "; ".join(lines).replace(":;", ":") or type(exc).__name__
+    if importlib.util.find_spec("pylibjpeg") is None and (
+        "missing dependencies" in reason or "all available plugins" in reason
+    ):
+        reason += "; the codecs are missing: pip install 'cxr-transfer[dicom]'"
+    return reason
 
 
 def _frames(ds) -> int:

@@ -5,7 +5,11 @@ the view (portable AP films come from sicker patients, a known shortcut), the mo
 scanner. This reads the headers only (never the pixel data) of every file in class folders or
 in an existing manifest, and writes them as manifest columns. Patient ids and institution names
 are pseudonymised with a keyed hash (HMAC-SHA256), so the manifest can leave the hospital while
-the same patient keeps the same id across exports made with the same key.
+the same patient keeps the same id across exports made with the same key. So are the columns of
+an existing manifest whose names say they identify someone (ID_COLUMNS); values that already are
+pseudonyms are kept, so running it again on its own output changes nothing. Ages over 89 are
+written as 90 (the HIPAA safe-harbour rule). Paths are kept: rename files whose names carry
+identifiers.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import io
 import os
+import re
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +46,10 @@ HEADER_COLUMNS = {
     "BitsStored": "bits_stored",
 }
 EXTRA = ("transfer_syntax", "frames")
+# Column names that say a value identifies a person or a visit: pseudonymised like patient ids.
+ID_COLUMNS = re.compile(r"patient|mrn|accession|name|birth|address|phone|email|ssn", re.I)
+PSEUDONYM = re.compile(r"^[a-z]-[0-9a-f]{16}$")
+AGE_CAP = 90
 
 
 @dataclass(frozen=True)
@@ -50,12 +61,14 @@ class ManifestSummary:
     unreadable: dict[str, str]  # path -> why its header could not be read
     pseudonymised: bool
     columns: tuple[str, ...]
+    filled: dict[str, int]  # column -> rows with a value
 
 
 def pseudonym(key: bytes, kind: str, value: str) -> str:
-    """A stable, keyed stand-in for an identifier ("" stays ""): ``p-`` + 16 hex digits."""
-    if not value:
-        return ""
+    """A stable, keyed stand-in for an identifier ("" and pseudonyms stay as they are):
+    the kind's initial, a dash and 16 hex digits, e.g. ``p-515ed53fa630eb79``."""
+    if not value or PSEUDONYM.match(value):
+        return value
     digest = hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
     return f"{kind[0]}-{digest[:16]}"
 
@@ -67,8 +80,8 @@ def build_manifest(
     key: str | None = None,
     keep_ids: bool = False,
 ) -> ManifestSummary:
-    """Write ``out`` for the class folders (or the manifest CSV) ``data``; paths stay relative
-    to the data folder, so `cxr features DATA --manifest OUT` reads it as it is."""
+    """Write ``out`` (``-``: stdout) for the class folders (or the manifest CSV) ``data``; paths
+    stay relative to the data folder, so `cxr features DATA --manifest OUT` reads it as is."""
     secret = (key or os.environ.get(KEY_VARIABLE, "")).encode()
     if not keep_ids and not secret:
         raise CxrError(
@@ -101,6 +114,10 @@ def build_manifest(
                         institution if keep_ids else pseudonym(secret, "site", institution)
                     )
         row["patient_id"] = patient if keep_ids else pseudonym(secret, "patient", patient)
+        if not keep_ids:
+            for column in meta:
+                if ID_COLUMNS.search(column):
+                    row[column] = pseudonym(secret, "identifier", row.get(column, ""))
         rows.append(row)
     _write(out, columns, rows)
     return ManifestSummary(
@@ -111,6 +128,7 @@ def build_manifest(
         unreadable=unreadable,
         pseudonymised=not keep_ids,
         columns=columns,
+        filled=dict(Counter(c for row in rows for c in columns if row.get(c))),
     )
 
 
@@ -134,6 +152,8 @@ def _header(file: Path) -> tuple[dict[str, str], str]:
             ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
     except Exception as exc:  # pydicom raises many types for garbage input
         return {}, f"cannot read DICOM header ({str(exc).splitlines()[0]})"
+    if not any(k in ds for k in ("SOPClassUID", "Modality", "PatientID", "PixelData")):
+        return {}, "not a DICOM file (no SOP class, modality, patient or pixel data)"
     header = {column: _text(ds.get(keyword)) for keyword, column in HEADER_COLUMNS.items()}
     header["age"] = _years(header["age"])
     meta = getattr(ds, "file_meta", None)
@@ -156,27 +176,26 @@ def _years(age: str) -> str:
     """DICOM ages (``045Y``, ``006M``, ``021D``) in years, as a number a head can use."""
     if len(age) == 4 and age[:3].isdigit() and age[3] in "DWMY":
         years = int(age[:3]) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[age[3]]
+        if years >= AGE_CAP:
+            return str(AGE_CAP)
         return f"{years:g}" if age[3] == "Y" else f"{years:.2f}"
-    return age
+    return ""  # not a DICOM age string: nothing a head could use
 
 
 def _write(out: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
+    if str(out) == "-":
+        sys.stdout.write(text.getvalue())
+        return
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
+        tmp.write_text(text.getvalue(), encoding="utf-8")
         os.replace(tmp, out)
     except OSError as exc:
         raise CxrError(f"{out}: cannot write the manifest ({exc.strerror})") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def filled_columns(summary: ManifestSummary) -> Counter:
-    """How many rows fill each column (for the terminal)."""
-    with open(summary.out, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return Counter(c for row in rows for c, v in row.items() if v)

@@ -47,6 +47,8 @@ def _prepare(entry: Entry, sizes: set[int], policy: str) -> tuple[Entry, Decoded
         return entry, "file changed during the run; run `cxr features` again"
     try:
         rgb = decode(data, entry.file.name)
+        return entry, {size: resize(rgb, size, policy) for size in sizes}
     except Rejected as exc:
         return entry, str(exc)
-    return entry, {size: resize(rgb, size, policy) for size in sizes}
+    except Exception as exc:  # a decoder's own bug must cost one file, never the run
+        return entry, f"cannot decode ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"

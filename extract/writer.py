@@ -97,11 +97,13 @@ class StoreWriter:
 
     def _fault(self, exc: OSError, what: str) -> RunFailed:
         """A storage fault as one line: where, why, what is safe, what to do."""
+        published = (
+            "the published store is intact" if self.path.exists() else "no store is published yet"
+        )
         return RunFailed(
             f"{self.directory}: cannot write the {what} ({exc.strerror or exc}); "
-            f"{self.committed} image(s) of {self.backbone} are committed and the published "
-            "store is intact: free space or fix the folder, then run `cxr features` again to "
-            "resume"
+            f"{self.committed} image(s) of {self.backbone} are committed and {published}: free "
+            "space or fix the folder, then run `cxr features` again to resume"
         )
 
     def _acquire_lock(self) -> None:
@@ -154,7 +156,9 @@ class StoreWriter:
             self.committed += len(ids)
 
     def _move_aside(self, path: Path) -> None:
-        aside = path.with_name(f"{path.name}.damaged-{self._run_id}")
+        """Beside the store (not in the parts folder, which publishing empties)."""
+        name = path.name if path == self.path else f"{self.backbone}.shard-{path.name}"
+        aside = self.directory / f"{name}.damaged-{self._run_id}"
         try:
             os.replace(path, aside)
         except OSError as exc:
@@ -171,7 +175,7 @@ class StoreWriter:
             )
             raise StoreError(
                 f"{path}: was built with other settings ({diff}); embeddings must not mix. "
-                "Use another --out folder, or delete the store to rebuild it"
+                "Use another --features folder, or --rebuild to move it aside and start again"
             )
 
     def commit(

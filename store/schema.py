@@ -44,7 +44,10 @@ REJECT_COLUMNS = ("id", "path", "label", "reason")
 FINGERPRINT = ("backbone", "input_size", "resize", "weights_sha256", "weights_seed")
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
-REBUILD = "`cxr features DATA -b BACKBONE --rebuild` moves it aside and builds it again"
+REBUILD = (
+    "`cxr features DATA -b {backbone} --rebuild` (with the same --weights) moves it aside and "
+    "builds it again"
+)
 
 
 class StoreAttrs(TypedDict, total=False):
@@ -119,6 +122,16 @@ def parts_dir(directory: Path | str, backbone: str) -> Path:
 
 def lock_path(directory: Path | str, backbone: str) -> Path:
     return Path(directory) / f".{backbone}.lock"
+
+
+def orphan_parts(directory: Path | str) -> dict[str, int]:
+    """Backbones with committed shards but no published store (a first run that stopped)."""
+    found = {}
+    for parts in sorted(Path(directory).glob(".*.parts")):
+        backbone = parts.name[1 : -len(".parts")]
+        if parts.is_dir() and not store_path(directory, backbone).exists():
+            found[backbone] = len(list(parts.glob("*.h5")))
+    return found
 
 
 def hashes_path(directory: Path | str) -> Path:
@@ -216,12 +229,13 @@ def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
             if attrs.get("schema_version") is None or "X" not in f or "rows" not in f:
                 raise StoreError(
                     f"{path}: not a cxr feature store (missing schema_version, X or rows); "
-                    f"{REBUILD}"
+                    f"{REBUILD.format(backbone=path.stem)}"
                 )
             if int(attrs["schema_version"]) > SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: store schema {attrs['schema_version']} is newer than this tool "
-                    f"understands ({SCHEMA_VERSION}); upgrade cxr, or {REBUILD}"
+                    f"understands ({SCHEMA_VERSION}); upgrade cxr, or "
+                    f"{REBUILD.format(backbone=path.stem)}"
                 )
             rows = _read_table(f["rows"], ROW_COLUMNS)
             meta_group = f["rows"].get("meta")
@@ -232,7 +246,9 @@ def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
         raise
     except (OSError, KeyError, ValueError) as exc:
         reason = str(exc).splitlines()[0]
-        raise StoreError(f"{path}: cannot read feature store ({reason}); {REBUILD}") from None
+        raise StoreError(
+            f"{path}: cannot read feature store ({reason}); {REBUILD.format(backbone=path.stem)}"
+        ) from None
     return StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
 
 

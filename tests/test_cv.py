@@ -123,3 +123,38 @@ def test_shuffled_labels_score_near_chance(make_synthetic_store):
         score = _balanced_accuracy(report, head)
         assert abs(score["mean"] - 1 / 3) < 0.12
         assert score["ci95"][0] < 0.45  # the interval does not claim better than chance
+
+
+def test_splits_are_computed_once_per_data_set(make_synthetic_store):
+    data = select(load(make_synthetic_store()), TaskSpec())
+    plan, _ = plan_cv(data, folds=3)
+    cache: dict = {}
+    first = make_splits(plan, data.y, cache)
+    assert make_splits(plan, data.y, cache) is first  # the second store of the run reuses them
+    fresh = make_splits(plan, data.y)
+    assert all(
+        np.array_equal(a.train, b.train) and np.array_equal(a.test, b.test)
+        for a, b in zip(first, fresh, strict=True)
+    )
+    other, _ = plan_cv(data, folds=3, seed=1)
+    assert make_splits(other, data.y, cache) is not first and len(cache) == 2
+
+
+def test_rows_without_a_patient_id_do_not_turn_off_patient_grouping(make_synthetic_store):
+    path = make_synthetic_store({"covid": 10, "normal": 10})
+    fs = load(path)
+    rows = fs.rows.columns
+    missing = np.zeros(len(fs), bool)
+    missing[[0, 5, 9]] = True  # three images without an id, e.g. PNGs beside DICOMs
+    rows["patient_id"] = np.where(missing, "", rows["patient_id"]).astype(object)
+    data = select(fs, TaskSpec())
+    plan, notes = plan_cv(data, folds=3)
+    assert plan.grouped and data.missing_ids == 3 and plan.unit == "patient (image where no id)"
+    assert any("3 row(s) have no patient id" in n for n in notes)
+    for split in make_splits(plan, data.y):
+        known = ~missing
+        train, test = (
+            set(fs.patient_ids[split.train][known[split.train]]),
+            set(fs.patient_ids[split.test][known[split.test]]),
+        )
+        assert not train & test

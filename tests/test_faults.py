@@ -111,4 +111,36 @@ def test_a_newer_schema_is_refused_with_the_way_out(tmp_path):
     with h5py.File(store_path(out, BACKBONE), "a") as f:
         f.attrs["schema_version"] = np.int64(99)
     result = runner.invoke(app, ["info", "--features", str(out)])
-    assert result.exit_code == 2 and "upgrade cxr" in result.stderr and "--rebuild" in result.stderr
+    assert result.exit_code == 2 and "upgrade cxr" in result.output and "--rebuild" in result.output
+
+
+def test_info_lists_healthy_stores_beside_a_damaged_one(tmp_path):
+    data, out = make_class_folders(tmp_path / "data", per_class=2), tmp_path / "features"
+    assert features(data, out).returncode == 0
+    (out / "broken.h5").write_bytes(b"junk")
+    result = runner.invoke(app, ["info", "--features", str(out)])
+    assert result.exit_code == 2 and BACKBONE in result.stdout
+    assert "broken.h5" in result.stdout and "-b broken --rebuild" in result.stdout
+
+
+def test_rebuild_keeps_a_damaged_shard_beside_the_store(tmp_path):
+    data, out = make_class_folders(tmp_path / "data", per_class=2), tmp_path / "features"
+    parts = parts_dir(out, BACKBONE)
+    parts.mkdir(parents=True)
+    (parts / "0001.h5").write_bytes(b"half a shard")
+    stopped = features(data, out)
+    assert stopped.returncode == 2 and "--rebuild" in last_error(stopped.stderr)
+    assert "no store published yet" in runner.invoke(app, ["info", "--features", str(out)]).stdout
+    assert features(data, out, "--rebuild").returncode == 0
+    [aside] = out.glob(f"{BACKBONE}.shard-0001.h5.damaged-*")
+    assert aside.read_bytes() == b"half a shard" and len(load(out, BACKBONE)) == 4
+
+
+def test_features_folder_that_is_a_file_is_a_user_error(tmp_path):
+    data = make_class_folders(tmp_path / "data", per_class=2)
+    blocker = tmp_path / "features.h5"
+    blocker.write_text("")
+    result = runner.invoke(
+        app, ["features", str(data), "-b", BACKBONE, "--features", str(blocker), *weight_flags()]
+    )
+    assert result.exit_code == 2 and "is a file" in result.stderr

@@ -56,7 +56,7 @@ def test_palette_and_cmyk_become_rgb():
 
 
 def test_jpeg_exif_orientation_is_applied():
-    wide = Image.fromarray(np.zeros((40, 100), np.uint8))
+    wide = Image.fromarray(xray_like(3, (100, 40)))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     rgb = decode(encode(wide, "JPEG", exif=exif))
@@ -122,3 +122,34 @@ def test_resize_policies_give_the_input_size(w, h, size):
     if abs(w - h) > max(w, h) * 0.1:  # clearly not square: black bars on two sides
         assert padded.min() == 0
     assert resize(rgb, size, "squash").min() == 255
+
+
+@pytest.mark.parametrize(
+    ("header", "patch"),
+    [
+        ({"WindowCenter": 2000, "WindowWidth": 0}, None),
+        ({"RescaleSlope": "1.5"}, (b"1.5 ", b"abc ")),  # text where a number goes
+        ({"WindowCenter": "2000", "WindowWidth": "10"}, (b"2000", b"x   ")),
+        ({"RescaleSlope": 0}, None),
+        ({"Rows": 64}, (b"\x28\x00\x10\x00US\x02\x00\x40\x00", b"\x28\x00\x10\x00US\x00\x00")),
+    ],
+    ids=["zero window", "text slope", "text window", "zero slope", "empty rows"],
+)
+def test_odd_dicom_headers_cost_one_file_never_the_run(header, patch):
+    """Headers that made pydicom raise: an image or a reason, nothing else."""
+    data = dicom_bytes(xray_like(2, (64, 64)).astype(np.uint16) * 16, **header)
+    if patch:
+        assert patch[0] in data
+        data = data.replace(*patch)
+    try:
+        rgb = decode(data, "odd.dcm")
+    except Rejected as exc:
+        assert str(exc)
+    else:
+        assert rgb.shape[2] == 3 and rgb.min() < rgb.max()
+
+
+def test_a_blank_image_is_rejected():
+    flat = Image.fromarray(np.full((64, 64), 128, np.uint8))
+    with pytest.raises(Rejected, match="blank image"):
+        decode(encode(flat, "PNG"))

@@ -144,3 +144,43 @@ def test_features_and_evaluate_use_the_header_columns(tmp_path):
         "covid",
         "normal",
     }
+
+
+def test_a_shared_manifest_carries_no_identifier(tmp_path):
+    """Completing an existing manifest: identifying columns are pseudonymised, pseudonyms are
+    kept as they are (running it again changes nothing), ages over 89 become 90."""
+    data = chest_films(tmp_path / "data")
+    (data / "covid" / "old.dcm").write_bytes(
+        dicom_bytes(xray_like(5, (64, 64)).astype(np.uint16), PatientID="PAT-9", PatientAge="093Y")
+    )
+    (data / "covid" / "junk.dcm").write_bytes(b"hello, not a DICOM")
+    given = tmp_path / "hospital.csv"
+    given.write_text(
+        "path,label,patient_name,mrn,site\n"
+        "covid/a1.dcm,covid,Jane Roe,MRN-77,east\n"
+        "covid/old.dcm,covid,John Doe,MRN-78,east\n"
+        "covid/junk.dcm,covid,,,east\n"
+    )
+    shutil.copy(given, data / "hospital.csv")
+    first = tmp_path / "first.csv"
+    result = runner.invoke(
+        app, ["manifest", str(data / "hospital.csv"), "--out", str(first), "--key", "k"]
+    )
+    assert result.exit_code == 0, result.output
+    text = first.read_text()
+    for secret in ("Jane", "John", "MRN-", "PAT-", "Elsewhere"):
+        assert secret not in text, secret
+    rows = read(first)
+    assert rows["covid/old.dcm"]["age"] == "90" and rows["covid/a1.dcm"]["site"] == "east"
+    assert rows["covid/junk.dcm"]["modality"] == "" and "junk.dcm" in result.stdout
+    shutil.copy(first, data / "again.csv")
+    second = tmp_path / "second.csv"
+    runner.invoke(app, ["manifest", str(data / "again.csv"), "--out", str(second), "--key", "k"])
+    assert second.read_text() == text  # pseudonyms stay pseudonyms
+
+
+def test_the_manifest_can_go_to_stdout(tmp_path):
+    data = chest_films(tmp_path / "data")
+    result = runner.invoke(app, ["manifest", str(data), "--out", "-", "--key", "k"])
+    assert result.exit_code == 0 and result.stdout.startswith("path,label,patient_id")
+    assert "Wrote" in result.stderr and not (tmp_path / "-").exists()

@@ -11,6 +11,7 @@ import joblib
 import numpy as np
 import pytest
 import skops.io as sio
+from helpers import dicom_bytes
 from typer.testing import CliRunner
 
 from cxr.classify.heads import HEADS, build_head
@@ -233,3 +234,27 @@ def test_an_old_pickle_loads_only_when_trusted(make_synthetic_store, fake_extrac
     )
     assert trusted.exit_code == 0, trusted.output
     assert len(json.loads(trusted.stdout)["predictions"]) == 2
+
+
+def test_model_file_names_and_damaged_files(make_synthetic_store, tmp_path):
+    store_path = make_synthetic_store()
+    refused = runner.invoke(
+        app, ["train", "--features", str(store_path.parent), "--out", str(tmp_path / "m.pkl")]
+    )
+    assert refused.exit_code == 2 and ".skops" in refused.stderr
+    model = tmp_path / "m.skops"
+    train_model(store_path, model)
+    cut = tmp_path / "cut.skops"
+    cut.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(CxrError, match="damaged skops"):
+        load_model(cut)
+    with pytest.raises(CxrError, match="neither skops nor a pickle"):
+        load_model(store_path)  # a feature store is not a model
+
+
+def test_predict_finds_dicom_files_whatever_their_name(tmp_path):
+    folder = tmp_path / "pacs"
+    folder.mkdir()
+    (folder / "IM000001").write_bytes(dicom_bytes(np.ones((40, 40), np.uint16)))
+    (folder / "notes").write_text("not an image")
+    assert list_images([folder]) == [folder / "IM000001"]
