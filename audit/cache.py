@@ -20,7 +20,7 @@ import numpy as np
 
 from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
 from cxr.errors import CxrError
-from cxr.extract.images import Rejected, decode
+from cxr.extract.images import Rejected, decode_pixels
 
 CACHE_NAME = Path(".audit") / "phash.h5"
 DECODE_WORKERS = 2
@@ -66,7 +66,7 @@ def _hash_file(item: tuple[str, Path]) -> tuple[str, np.ndarray | str]:
     if hashlib.sha256(data).hexdigest() != expected:
         return expected, f"{file}: changed since `cxr features` (sha256 differs); re-extract"
     try:
-        return expected, phash(decode(data, file.name))
+        return expected, phash(decode_pixels(data, file.name))
     except Rejected as exc:
         return expected, f"{file}: {exc}"
 

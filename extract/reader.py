@@ -16,7 +16,7 @@ from itertools import islice
 import numpy as np
 
 from cxr.extract.dataset import Entry
-from cxr.extract.images import Rejected, decode, resize
+from cxr.extract.images import Rejected, decode_pixels, resize
 
 DECODE_WORKERS = 2
 
@@ -46,8 +46,8 @@ def _prepare(entry: Entry, sizes: set[int], policy: str) -> tuple[Entry, Decoded
     if entry.sha256 and hashlib.sha256(data).hexdigest() != entry.sha256:
         return entry, "file changed during the run; run `cxr features` again"
     try:
-        rgb = decode(data, entry.file.name)
-        return entry, {size: resize(rgb, size, policy) for size in sizes}
+        pixels = decode_pixels(data, entry.file.name)
+        return entry, {size: resize(pixels, size, policy) for size in sizes}
     except Rejected as exc:
         return entry, str(exc)
     except Exception as exc:  # a decoder's own bug must cost one file, never the run
