@@ -20,7 +20,7 @@ REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf
 # files; elsewhere empty, and Keras downloads the ImageNet weights. WEIGHTS=... overrides.
 WEIGHTS   ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(filter $(addsuffix =%,$(BACKBONES)),$(REPRO_WEIGHTS)))
 
-.PHONY: install features evaluate reproduce test lint format bench clean
+.PHONY: install features evaluate reproduce test lint format bench bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -55,9 +55,15 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Every performance target, measured side by side (about 10 minutes here); rewrites
+# benchmarks/results.json and the README's performance section from it.
 bench: install
-	$(BIN)/python benchmarks/bench_extract.py $(foreach w,$(REPRO_WEIGHTS),--weights $(w))
-	$(BIN)/python benchmarks/bench_evaluate.py --features $(OUT)
+	$(BIN)/python benchmarks/bench.py --features $(OUT) --readme README.md \
+		$(if $(wildcard $(SHARED_WEIGHTS)),$(foreach w,$(REPRO_WEIGHTS),--weights $(w)))
+
+# The same measurements at toy sizes, to prove the benchmark runs (CI; no speed is asserted).
+bench-quick: install
+	$(BIN)/python benchmarks/bench.py --quick --out $(or $(TMPDIR),/tmp)/cxr-bench-quick.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
