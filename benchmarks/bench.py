@@ -460,6 +460,7 @@ def main() -> None:
     repeats = 1 if quick else args.repeats
     jobs = min(2, os.cpu_count() or 1)
     results: list[dict] = []
+    broken: list[str] = []
     steps: list[tuple[str, Callable[[], object]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -506,7 +507,13 @@ def main() -> None:
         steps.append(("start-up", lambda: results.extend(startup(repeats))))
         for name, step in steps:
             console.print(f"[bold]{name}[/] ...", highlight=False)
-            step()
+            started = time.perf_counter()
+            try:
+                step()
+            except Exception as exc:  # one broken measurement must not lose the others
+                broken.append(name)
+                results.append(result(name, "", f"failed: {type(exc).__name__}: {exc}", None, 0))
+            console.print(f"  {time.perf_counter() - started:.0f} s", highlight=False)
     report = {
         "command": "make bench" + (" (quick)" if quick else ""),
         "generated": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -530,6 +537,8 @@ def main() -> None:
         args.readme.write_text(replace_section(args.readme.read_text(), render_readme(report)))
         console.print(f"Rewrote the performance section of {args.readme}", highlight=False)
     shutil.rmtree(work, ignore_errors=True)
+    if broken:  # the benchmark itself is broken: CI must say so
+        raise SystemExit(f"benchmark steps failed: {', '.join(broken)}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import TypedDict
 
 import numpy as np
 
+from cxr.classify.folds import stratified_group_folds
 from cxr.classify.tasks import TaskData
 
 CRAMERS_V_WARN = 0.5
@@ -47,6 +48,7 @@ def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Conf
     """Every metadata column measured against the task's classes, strongest first."""
     out: list[Confound] = []
     partitions: dict[bytes, str] = {}
+    folds = _folds(data, seed)  # the same for every column: computed once
     if target in data.columns:  # a column grouping rows as the target does restates it
         partitions[_partition(data.column(target))] = target
     for column in data.columns:
@@ -67,7 +69,7 @@ def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Conf
             out.append(Confound(column=column, values=distinct, same_as=partitions[partition]))
             continue
         partitions[partition] = column
-        out.append(_measure(column, values, binned, data, seed))
+        out.append(_measure(column, values, binned, data, folds))
     return sorted(out, key=lambda c: -c.get("cramers_v", -1.0))
 
 
@@ -118,7 +120,9 @@ def cramers_v(table: np.ndarray) -> float:
     return float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
 
 
-def _measure(column: str, values: np.ndarray, binned: bool, data: TaskData, seed: int) -> Confound:
+def _measure(
+    column: str, values: np.ndarray, binned: bool, data: TaskData, folds: list | None
+) -> Confound:
     names = sorted(set(values.tolist()), key=_order if binned else None)
     code = (
         np.asarray([names.index(v) for v in values.tolist()])
@@ -134,7 +138,7 @@ def _measure(column: str, values: np.ndarray, binned: bool, data: TaskData, seed
         values=len(names),
         binned=binned,
         cramers_v=round(v, 4),
-        balanced_accuracy=round(_column_alone(code, data, seed), 4),
+        balanced_accuracy=round(_column_alone(code, data, folds), 4),
         chance=round(1.0 / k, 4),
         warn=v >= CRAMERS_V_WARN,
         table={
@@ -144,20 +148,26 @@ def _measure(column: str, values: np.ndarray, binned: bool, data: TaskData, seed
     )
 
 
-def _column_alone(code: np.ndarray, data: TaskData, seed: int) -> float:
-    """Cross-validated balanced accuracy of 'each value's majority class in training'."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+def _folds(data: TaskData, seed: int) -> list | None:
+    """FOLDS stratified folds, grouped by patient when ids are known (None: too few rows)."""
+    from sklearn.model_selection import StratifiedKFold
 
     k = len(data.classes)
     folds = min(FOLDS, int(np.bincount(data.y, minlength=k).min()))
     if folds < 2:
+        return None
+    if data.has_groups:
+        return list(stratified_group_folds(data.y, data.groups, folds, seed))
+    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(data.y, data.y))
+
+
+def _column_alone(code: np.ndarray, data: TaskData, folds: list | None) -> float:
+    """Cross-validated balanced accuracy of 'each value's majority class in training'."""
+    if folds is None:
         return float("nan")
-    grouped = data.has_groups
-    splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(
-        folds, shuffle=True, random_state=seed
-    )
+    k = len(data.classes)
     predicted = np.empty_like(data.y)
-    for train, test in splitter.split(code, data.y, data.groups if grouped else None):
+    for train, test in folds:
         counts = np.zeros((code.max() + 1, k), dtype=int)
         np.add.at(counts, (code[train], data.y[train]), 1)
         fallback = Counter(data.y[train].tolist()).most_common(1)[0][0]

@@ -158,3 +158,35 @@ def test_rows_without_a_patient_id_do_not_turn_off_patient_grouping(make_synthet
             set(fs.patient_ids[split.test][known[split.test]]),
         )
         assert not train & test
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    n_splits=st.integers(2, 6),
+    n_classes=st.integers(2, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_fast_group_folds_are_scikit_learns(data, n_splits, n_classes, seed):
+    """The same folds as scikit-learn's StratifiedGroupKFold, ties included."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from cxr.classify.folds import stratified_group_folds
+
+    n_groups = data.draw(st.integers(n_splits, 40))
+    sizes = data.draw(st.lists(st.integers(1, 4), min_size=n_groups, max_size=n_groups))
+    groups = np.repeat([f"g{i}" for i in range(n_groups)], sizes)
+    y = np.asarray(  # per image: some groups mix classes
+        data.draw(
+            st.lists(st.integers(0, n_classes - 1), min_size=len(groups), max_size=len(groups))
+        )
+    )
+    if data.draw(st.booleans()):  # or one class per group, as patients mostly are
+        y = np.repeat(y[np.r_[0, np.cumsum(sizes)[:-1]]], sizes)
+    assume(np.min(np.bincount(y, minlength=n_classes)) >= n_splits)
+    reference = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+    ours = list(stratified_group_folds(y, groups, n_splits, seed))
+    theirs = list(reference.split(y, y, groups))
+    assert len(ours) == len(theirs)
+    for (a_train, a_test), (b_train, b_test) in zip(ours, theirs, strict=True):
+        assert np.array_equal(a_test, b_test) and np.array_equal(a_train, b_train)
