@@ -102,8 +102,7 @@ def extraction(backbone: str, weights: list[str], images: int, repeats: int, wor
     resolved = resolve(spec, parse_weights(weights, [backbone], 0)[backbone])
     size = spec.input_size
     arrays = np.stack([resize(decode_pixels(f.read_bytes(), f.name), size) for f in files])
-    embed = Embedder(spec, resolved, 32)
-    embed(arrays[:32])  # trace once
+    embed = Embedder(spec, resolved, 32)  # traced when built
     model = build_model(spec, resolved)
     preprocess = __import__(f"keras.applications.{spec.module}", fromlist=["x"]).preprocess_input
 
@@ -384,11 +383,11 @@ def finetune(features: Path, data: Path, weights: list[str], epochs: int, cv_sec
     plan, _ = plan_cv(task, folds=10)
     split = make_splits(plan, task.y)[0]
     spec = get_spec("mobilenet_v2")
+    mine = [w for w in weights if w.startswith("mobilenet_v2=")] or ["random"]
     base = build_model(
-        spec, resolve(spec, parse_weights(weights, ["mobilenet_v2"], 0)["mobilenet_v2"])
+        spec, resolve(spec, parse_weights(mine, ["mobilenet_v2"], 0)["mobilenet_v2"])
     )
-    head = keras.layers.Dense(len(task.classes), activation="softmax")
-    model = keras.Sequential([base, head])
+    model = keras.Sequential([base, keras.layers.Dense(len(task.classes), activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     preprocess = keras.applications.mobilenet_v2.preprocess_input
 

@@ -23,7 +23,13 @@ from cxr.extract.weights import ResolvedWeights
 
 
 class Embedder:
-    """Callable: (n, s, s, 3) uint8 -> (n, dim) float32 embeddings, n <= batch_size."""
+    """Callable: (n, s, s, 3) uint8 -> (n, dim) float32 embeddings, n <= batch_size.
+
+    The graph is traced when the embedder is built, so a run's first batch costs what the
+    others cost (start-up stays start-up). Preprocessing stays in NumPy: moved into the graph
+    it ran about 5% faster but changed the vectors by up to 2e-6 (relative; grappler rewrites
+    the arithmetic), and a store must not mix vectors from two computations.
+    """
 
     def __init__(self, spec: BackboneSpec, weights: ResolvedWeights, batch_size: int):
         self.spec = spec
@@ -32,14 +38,16 @@ class Embedder:
         module = importlib.import_module(f"keras.applications.{spec.module}")
         self._preprocess = module.preprocess_input
         size = spec.input_size
-        signature = [tf.TensorSpec((batch_size, size, size, 3), tf.float32)]
+        self._shape = (batch_size, size, size, 3)
         self._forward = tf.function(
-            lambda x: self.model(x, training=False), input_signature=signature
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec(self._shape, tf.float32)],
         )
+        self._forward(tf.zeros(self._shape, tf.float32))  # trace now
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         n = len(images)
-        batch = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
+        batch = np.zeros(self._shape, np.float32)
         batch[:n] = images
         out = self._forward(tf.constant(self._preprocess(batch)))
         return np.asarray(out, dtype=np.float32)[:n]
