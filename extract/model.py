@@ -46,11 +46,18 @@ class Embedder:
         self._forward(tf.zeros(self._shape, tf.float32))  # trace now
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        n = len(images)
+        return self.forward(self.prepare(images), len(images))
+
+    def prepare(self, images: np.ndarray):
+        """The padded, preprocessed batch as a tensor (NumPy work: another thread can do it
+        while the previous batch runs through the model)."""
         batch = np.zeros(self._shape, np.float32)
-        batch[:n] = images
-        out = self._forward(tf.constant(self._preprocess(batch)))
-        return np.asarray(out, dtype=np.float32)[:n]
+        batch[: len(images)] = images
+        return tf.constant(self._preprocess(batch))
+
+    def forward(self, batch, n: int) -> np.ndarray:
+        """The embeddings of the first ``n`` images of a prepared batch."""
+        return np.asarray(self._forward(batch), dtype=np.float32)[:n]
 
 
 def build_model(spec: BackboneSpec, weights: ResolvedWeights):

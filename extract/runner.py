@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +30,9 @@ from cxr.extract.weights import ResolvedWeights, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.store.provenance import library_versions
 from cxr.store.schema import StoreAttrs, hashes_path
+
+if TYPE_CHECKING:  # the model module imports TensorFlow: only when work starts
+    from cxr.extract.model import Embedder
 
 PREFETCH = 4  # batches decoded ahead of the forward pass
 LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")  # recorded in every store
@@ -45,19 +50,26 @@ class EmbedResult:
 
 @dataclass
 class _Job:
-    """One backbone's share of the run: its pending batch, its store writer, its counters."""
+    """One backbone's share of the run: its pending batch, its store writer, its counters.
+
+    A full batch is prepared (stacked, converted, preprocessed) on the calling thread, then run
+    through the model and committed on the job's own thread, one batch in flight: the next
+    batch is decoded and prepared while the model works on this one. Batches commit in order.
+    """
 
     spec: BackboneSpec
     weights: ResolvedWeights
     writer: StoreWriter
     todo: list[Entry]
     batch_size: int
-    embed: Callable[[np.ndarray], np.ndarray] | None = None
+    embedder: Embedder | None = None
     on_commit: Callable[[int], None] = lambda n: None
     ids: list[str] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
     rejects: list[tuple[str, str, str, str]] = field(default_factory=list)
     new: int = 0
+    _thread: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    _in_flight: Future | None = None
 
     def add(self, entry: Entry, image: np.ndarray) -> None:
         self.ids.append(entry.sha256)
@@ -71,12 +83,26 @@ class _Job:
     def flush(self) -> None:
         if not self.ids and not self.rejects:
             return
-        dim = self.spec.dim
-        X = self.embed(np.stack(self.images)) if self.images else np.empty((0, dim), np.float32)
-        self.writer.commit(self.ids, X, self.rejects)
-        self.new += len(self.ids)
-        self.on_commit(len(self.ids) + len(self.rejects))
+        batch = self.embedder.prepare(np.stack(self.images)) if self.images else None
+        self.wait()
+        self._in_flight = self._thread.submit(self._finish, self.ids, batch, self.rejects)
         self.ids, self.images, self.rejects = [], [], []
+
+    def _finish(self, ids: list[str], batch, rejects: list) -> None:
+        X = self.embedder.forward(batch, len(ids)) if batch is not None else None
+        X = X if X is not None else np.empty((0, self.spec.dim), np.float32)
+        self.writer.commit(ids, X, rejects)
+        self.new += len(ids)
+        self.on_commit(len(ids) + len(rejects))
+
+    def wait(self) -> None:
+        """Until the batch in flight is committed; its error, if any, is raised here."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
 
 
 def store_attrs(spec: BackboneSpec, weights: ResolvedWeights, resize_policy: str) -> StoreAttrs:
@@ -142,6 +168,7 @@ def extract_features(
                     f"{spec.name}: resuming after {writer.resumed_batches} committed batch(es)"
                 )
             jobs.append(_Job(spec, resolved, writer, todo, batch_size))
+            stack.callback(jobs[-1].close)
         hashes.save()
         started = time.perf_counter()
         if any(job.todo for job in jobs):
@@ -171,7 +198,7 @@ def _compute(
     union = list({e.sha256: e for job in jobs for e in job.todo}.values())
     busy = [job for job in jobs if job.todo]
     for job in busy:
-        job.embed = Embedder(job.spec, job.weights, job.batch_size)
+        job.embedder = Embedder(job.spec, job.weights, job.batch_size)
         job.on_commit = lambda n, name=job.spec.name: report.advance(name, n)
     with report.computing({job.spec.name: len(job.todo) for job in busy}):
         sizes = lambda e: {j.spec.input_size for j in needs[e.sha256]}  # noqa: E731
@@ -187,6 +214,8 @@ def _compute(
                     report.rejected(path, result)
         for job in jobs:
             job.flush()
+        for job in jobs:
+            job.wait()
 
 
 def _publish(job: _Job, discovery, seconds: float) -> Summary:
