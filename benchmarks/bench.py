@@ -44,6 +44,7 @@ from rich.table import Table
 from cxr.classify.evaluate import evaluate
 from cxr.classify.heads import build_head
 from cxr.classify.tasks import TaskSpec, select
+from cxr.extract.dataset import list_images
 from cxr.extract.progress import Silent
 from cxr.extract.registry import get_spec
 from cxr.extract.runner import extract_features
@@ -203,7 +204,7 @@ def warm_rerun(weights: list[str], data: Path, repeats: int, work: Path) -> dict
     args = ["features", str(data), "-b", "mobilenet_v2", *flags, "--features", str(work / "wr")]
     cold = run_cxr(*args)
     warm = best([run_cxr(*args) for _ in range(repeats)])
-    images = sum(1 for p in data.rglob("*") if p.suffix != ".csv" and p.is_file())
+    images = len(list_images([folder for folder in data.iterdir() if folder.is_dir()]))
     return result(
         "re-run with nothing new vs cold run",
         "<= 3%",
