@@ -5,6 +5,9 @@ Installed, the repository root is the package ``cxr`` (pyproject maps it with ``
 HDF5 feature store, the contract between the stages), ``cxr.classify`` (stage 2, embeddings ->
 metrics), ``cxr.audit`` (duplicates and confounds), ``cxr.reproduce`` (the study) and
 ``cxr.cli`` (the `cxr` command). Importing ``cxr`` imports nothing else, so it stays instant.
+
+The Python interface (``cxr.load_store``, ``cxr.extract_features``, ``cxr.evaluate``, ``cxr.audit``,
+``cxr.train``, ``cxr.predict``) lives in ``cxr.api`` and is loaded on first use.
 """
 
 from importlib import metadata
@@ -13,3 +16,24 @@ try:
     __version__ = metadata.version("cxr-transfer")
 except metadata.PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "unknown"
+
+_API = (
+    "load_store",
+    "extract_features",
+    "evaluate",
+    "audit",
+    "train",
+    "predict",
+    "Evaluation",
+    "Audit",
+)
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    """``cxr.evaluate`` and friends, imported when first used (PEP 562)."""
+    if name in _API:
+        from cxr import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cxr' has no attribute {name!r}")

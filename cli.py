@@ -43,14 +43,31 @@ class _Commands(TyperGroup):
             raise typer.Exit(exc.exit_code) from None
 
 
+def _version(value: bool) -> None:
+    if value:
+        from cxr import __version__
+
+        print(f"cxr {__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     cls=_Commands,
-    help="Chest X-ray transfer learning: cache frozen-CNN embeddings in HDF5, then cross-validate "
-    "scikit-learn heads on them. For research, not diagnosis.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Chest X-ray transfer learning: cache frozen-CNN embeddings in HDF5, then cross-validate
+    scikit-learn heads on them. For research, not diagnosis."""
+
 
 # Choices straight from the registries, so help text and validation cannot drift from them.
 HeadName = Enum("HeadName", {name: name for name in HEADS}, type=str)
@@ -111,6 +128,14 @@ WEIGHTS = typer.Option(
     help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
 )
 SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (none either off a terminal).")
+
+
+def _steps(quiet: bool):
+    """Progress bars on stderr when a person is watching; silent in pipes, logs and CI."""
+    from cxr.progress import RichSteps, Silent
+
+    return Silent() if quiet or not err_console.is_terminal else RichSteps(err_console)
 
 
 @app.command()
@@ -342,6 +367,7 @@ def reproduce(
     doc_path: Path = typer.Option(Path("docs/results.md"), "--doc", help="The generated document."),
     jobs: int = typer.Option(-1, "--jobs", help="Parallel folds (joblib); -1: all cores."),
     seed: int = typer.Option(0, "--seed", min=0),
+    quiet: bool = QUIET,
 ) -> None:
     """Reproduce the paper (protocol A) and the honest protocol B, end to end from the images."""
     from cxr.reproduce.run import reproduce as run_reproduce
@@ -357,6 +383,7 @@ def reproduce(
         jobs=jobs,
         seed=seed,
         console=console,
+        progress=_steps(quiet),
     )
     _show(report, json_path, lambda document, console: None)  # the document is the rendering
 
@@ -470,6 +497,12 @@ def evaluate(
         help="Write PNGs here: confusion matrix, ROC and reliability per result, a forest plot "
         "per task.",
     ),
+    predictions: bool = typer.Option(
+        False,
+        "--predictions",
+        help="Put every out-of-fold prediction (image, fold, class probabilities) in --json.",
+    ),
+    quiet: bool = QUIET,
 ) -> None:
     """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
     from cxr.classify.evaluate import evaluate as run_evaluate
@@ -479,6 +512,8 @@ def evaluate(
 
     _writable(json_out, "--json")
     _writable(plots, "--plots", folder=True)
+    if predictions and json_out is None:
+        raise CxrError("--predictions goes into the JSON report: add --json PATH (or --json -)")
     columns = {"auto": None, "none": ()}.get(confounds)
     report = run_evaluate(
         features_dir,
@@ -499,6 +534,8 @@ def evaluate(
         operating_point=operating_point,
         confound_columns=columns if confounds in ("auto", "none") else confounds.split(","),
         plots=plots,
+        predictions=predictions,
+        progress=_steps(quiet),
     )
     _show(report, json_out, render)
 
@@ -522,6 +559,9 @@ def train(
     out: Path | None = typer.Option(
         None, "--out", help="Model file (skops). Default: models/<backbone>-<head>.skops."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace --out even if it holds a model of another task."
+    ),
     json_out: Path | None = JSON_OUT,
 ) -> None:
     """Fit one head on all selected rows; save it with its backbone, weights and task (skops)."""
@@ -540,6 +580,7 @@ def train(
         parse_params(head_params, config),
         seed=seed,
         out=out,
+        force=force,
     )
     _show(summary, json_out, render_training)
 
@@ -551,7 +592,8 @@ def predict(
     weights: list[str] = typer.Option(
         [],
         "--weights",
-        help="As for `cxr features`; default: the weights the model was trained with.",
+        help="As for `cxr features`. Default: the weights the model was trained with (ImageNet, "
+        "or its weight file by name from $CXR_WEIGHTS_DIR or ~/.keras/models).",
     ),
     trust_pickle: bool = typer.Option(
         False,
@@ -601,6 +643,7 @@ def audit(
         None, "--exclude-out", help="Write the exclusion/merge file for `cxr evaluate --exclude`."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the probe's folds."),
+    quiet: bool = QUIET,
 ) -> None:
     """Find exact and near-duplicate images, label/patient conflicts and source confounds."""
     from cxr.audit.exclusions import Exclusions
@@ -617,6 +660,7 @@ def audit(
         cosine_threshold=cosine_threshold,
         probes=probe,
         seed=seed,
+        progress=_steps(quiet),
     )
     console = _show(result, json_out, render)
     if exclude_out is not None:

@@ -21,6 +21,7 @@ import numpy as np
 from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
 from cxr.errors import CxrError
 from cxr.extract.images import Rejected, decode_pixels
+from cxr.progress import Silent, Steps
 
 CACHE_NAME = Path(".audit") / "phash.h5"
 DECODE_WORKERS = 2
@@ -72,7 +73,7 @@ def _hash_file(item: tuple[str, Path]) -> tuple[str, np.ndarray | str]:
 
 
 def hashes_for(
-    ids: Iterable[str], files: Iterable[Path], features_dir: Path
+    ids: Iterable[str], files: Iterable[Path], features_dir: Path, progress: Steps | None = None
 ) -> tuple[dict[str, np.ndarray], list[str], int]:
     """Hashes of every id (decoding only uncached ones); returns (hashes, notes, n_computed).
 
@@ -89,12 +90,17 @@ def hashes_for(
             todo[sha] = file
     notes = []
     if todo:
-        with ThreadPoolExecutor(DECODE_WORKERS) as pool:
+        steps = progress or Silent()
+        with (
+            steps.step("perceptual hashes of new images", len(todo)) as done,
+            ThreadPoolExecutor(DECODE_WORKERS) as pool,
+        ):
             for sha, result in pool.map(_hash_file, todo.items()):
                 if isinstance(result, str):
                     notes.append(result)
                 else:
                     cache[sha] = result
+                done(1)
         try:
             write_cache(path, cache)
         except OSError as exc:

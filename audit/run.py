@@ -15,6 +15,7 @@ from cxr.audit.phash import LEVELS, METHOD, N_BITS, WORDS
 from cxr.audit.probe import ProbeResult, probe
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD
 from cxr.errors import CxrError
+from cxr.progress import Silent, Steps
 from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import store_path
 
@@ -77,6 +78,7 @@ def audit(
     cosine_threshold: float = COSINE_THRESHOLD,
     probes: Sequence[str] = (),
     seed: int = 0,
+    progress: Steps | None = None,
 ) -> AuditReport:
     """Duplicate clusters, conflicts, confound probes and the exclusion file, as one report."""
     if not 0 <= hash_threshold < N_BITS or not -1.0 <= cosine_threshold <= 1.0:
@@ -86,7 +88,8 @@ def audit(
     root = data_root(fs, data)
     ids, patients, labels = fs.ids, fs.patient_ids, fs.labels
     files = [root / p for p in fs.rows["path"]]
-    cache, notes, computed = hashes_for(ids, files, fs.path.parent)
+    steps = progress or Silent()
+    cache, notes, computed = hashes_for(ids, files, fs.path.parent, steps)
     hashed = np.flatnonzero([sha in cache for sha in ids])
     hashes = np.zeros((len(hashed), LEVELS, WORDS), np.uint64)
     for n, i in enumerate(hashed):
@@ -106,12 +109,14 @@ def audit(
 
     columns = list(dict.fromkeys(probes)) or [c for c in DEFAULT_PROBES if c in fs.columns()]
     probe_results: dict[str, ProbeResult] = {}
-    for name in columns:
-        values = fs.column(name)
-        same = next((c for c in probe_results if np.array_equal(fs.column(c), values)), None)
-        probe_results[name] = (
-            ProbeResult(same_as=same) if same else probe(fs.X, values, patients, seed=seed)
-        )
+    with steps.step("probes: does the embedding give away the column?", len(columns)) as done:
+        for name in columns:
+            values = fs.column(name)
+            same = next((c for c in probe_results if np.array_equal(fs.column(c), values)), None)
+            probe_results[name] = (
+                ProbeResult(same_as=same) if same else probe(fs.X, values, patients, seed=seed)
+            )
+            done(1)
 
     return AuditReport(
         store=str(fs.path),

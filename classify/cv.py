@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,6 +275,7 @@ def run_splits(
     seed: int,
     search: bool = False,
     jobs: int = 1,
+    advance: Callable[[int], None] = lambda n: None,
 ) -> dict[str, OutOfFold]:
     """Test-row probabilities of every head on every split, all in one joblib pool.
 
@@ -285,7 +286,7 @@ def run_splits(
         _check_inner(data, groups, splits)
     tasks = [(head, index, split) for head in heads for index, split in enumerate(splits)]
     tasks.sort(key=lambda t: -get_head(t[0]).cost)  # slow fits first; results do not depend on it
-    outputs = Parallel(n_jobs=jobs)(
+    fits = Parallel(n_jobs=jobs, return_as="generator")(
         delayed(_fit_fold)(
             str(data.source),
             head,
@@ -300,6 +301,10 @@ def run_splits(
         )
         for head, _, split in tasks
     )
+    outputs = []
+    for output in fits:  # in task order, as each finishes
+        outputs.append(output)
+        advance(1)
     results = {}
     for head in heads:
         mine = [(i, s, out) for (h, i, s), out in zip(tasks, outputs, strict=True) if h == head]

@@ -15,12 +15,20 @@ import numpy as np
 from cxr.classify.compare import Comparison, Scored, compare, row_keys
 from cxr.classify.confounds import Confound, confounds
 from cxr.classify.cv import INNER_FOLDS, OutOfFold, run_splits
-from cxr.classify.heads import HEADS, Params, effective_params, get_head, search_grid
+from cxr.classify.heads import (
+    HEADS,
+    Params,
+    effective_params,
+    get_head,
+    grids,
+    search_grid,
+)
 from cxr.classify.metrics import overall_metric, summarize
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.tasks import Condition, TaskData, TaskSpec
 from cxr.classify.validation import design
 from cxr.errors import CxrError
+from cxr.progress import Silent, Steps
 from cxr.store import find_stores, load
 from cxr.store.schema import store_path
 
@@ -44,6 +52,18 @@ class Result(TypedDict, total=False):
     validation: dict  # kind (cross-validation, leave-one-out, external) and its details
     comparison: Comparison  # against the best result of its group (paired bootstrap)
     plots: list[str]  # with --plots
+    predictions: Predictions  # with --predictions: every out-of-fold prediction
+
+
+class Predictions(TypedDict):
+    """Out-of-fold predictions of one result, column-wise (one entry per test row and repeat)."""
+
+    id: list[str]  # image sha256
+    path: list[str]
+    group: list[str]  # the bootstrap unit (patient id) of the row
+    label: list[str]  # true class of the task
+    split: list[int]  # the split that tested the row (CV: repeat * folds + fold)
+    proba: dict[str, list[float]]  # class -> probability
 
 
 class Provenance(TypedDict):
@@ -83,6 +103,8 @@ def evaluate(
     operating_point: float = 0.95,
     confound_columns: Sequence[str] | None = None,
     plots: Path | None = None,
+    predictions: bool = False,
+    progress: Steps | None = None,
 ) -> EvaluateReport:
     """Validate heads on the stores' embeddings; ``{"results", "confounds", "warnings", ...}``.
 
@@ -92,13 +114,23 @@ def evaluate(
     its group by ``metric`` (paired bootstrap over patients), and the task's metadata columns
     are checked for confounds (``confound_columns``: None for all, () for none). The result is
     deterministic for given inputs and seed (no timings, no job count), so two runs can be
-    compared byte for byte. With ``plots``, writes PNGs there.
+    compared byte for byte. With ``plots``, writes PNGs there; with ``predictions``, every
+    result carries its out-of-fold predictions per image (``Predictions``); ``progress``
+    receives the stages (fits, bootstrap, comparisons).
     """
     task = task or TaskSpec()
     params = params or {}
+    steps = progress or Silent()
     names = list(dict.fromkeys(heads)) or list(HEADS)
     for name in names:
         get_head(name)
+        listed = grids(params.get(name))
+        if listed and not search:
+            key, values = next(iter(listed.items()))
+            raise CxrError(
+                f"--set {name}.{key} lists {len(values)} values: add --search to tune over them, "
+                "or give one value"
+            )
     if n_boot < 1:
         raise CxrError("--bootstrap must be >= 1")
     if jobs == 0:
@@ -154,46 +186,63 @@ def evaluate(
         stores[fs.backbone] = {"path": str(path), "rows_sha256": data.rows_sha256(), **fs.attrs}
         if not found and confound_columns != ():
             found = _confounds(data, task.target, confound_columns, seed)
-        oofs = run_splits(
-            data,
-            plan.splits,
-            {h: params.get(h, {}) for h in names},
-            groups=plan.inner_groups,
-            seed=seed,
-            search=search,
-            jobs=jobs,
-        )
-        for head, oof in oofs.items():
-            notes.extend(oof.warnings)
-            for part in plan.parts:
-                mine = oof.only(part.folds)
-                entry = _entry(fs.backbone, head, data, task, plan.protocol, mine, params, search)
-                entry["validation"] = part.validation
-                entry.update(_scores(data, mine, n_boot, seed, operating_point))
-                results.append(entry)
-                value = entry["metrics"][chosen.name]["pooled"]
-                units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
-                keys = row_keys(data.paths[mine.row])
-                name = f"{fs.backbone} + {head}"
-                group = str(part.validation.get("held_out", part.validation["kind"]))
-                scored.append((group, Scored(name, keys, mine.y, mine.proba, units, value)))
-                if plots is not None:
-                    from cxr.classify.report import write_plots  # lazy: matplotlib
+        fits = len(names) * len(plan.splits)
+        with steps.step(
+            f"{fs.backbone}: {len(names)} head(s) x {len(plan.splits)} fits", fits
+        ) as done:
+            oofs = run_splits(
+                data,
+                plan.splits,
+                {h: params.get(h, {}) for h in names},
+                groups=plan.inner_groups,
+                seed=seed,
+                search=search,
+                jobs=jobs,
+                advance=done,
+            )
+        scoring = f"{fs.backbone}: bootstrap CIs ({n_boot} replicates)"
+        with steps.step(scoring, len(oofs) * len(plan.parts)) as scored_one:
+            for head, oof in oofs.items():
+                notes.extend(oof.warnings)
+                if search:
+                    edges = grid_edges(head, search_grid(head, params.get(head)), oof.best_params)
+                    notes.extend(f"{fs.backbone}: {e}" for e in edges if e not in notes)
+                for part in plan.parts:
+                    mine = oof.only(part.folds)
+                    entry = _entry(
+                        fs.backbone, head, data, task, plan.protocol, mine, params, search
+                    )
+                    entry["validation"] = part.validation
+                    entry.update(_scores(data, mine, n_boot, seed, operating_point))
+                    if predictions:
+                        entry["predictions"] = _predictions(data, mine)
+                    results.append(entry)
+                    value = entry["metrics"][chosen.name]["pooled"]
+                    units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
+                    keys = row_keys(data.paths[mine.row])
+                    name = f"{fs.backbone} + {head}"
+                    group = str(part.validation.get("held_out", part.validation["kind"]))
+                    scored.append((group, Scored(name, keys, mine.y, mine.proba, units, value)))
+                    if plots is not None:
+                        from cxr.classify.report import write_plots  # lazy: matplotlib
 
-                    entry["plots"] = write_plots(entry, mine.y, mine.proba, plots)
-    for group in dict.fromkeys(g for g, _ in scored):
-        members = [i for i, (g, _) in enumerate(scored) if g == group]
-        unit = results[members[0]]["bootstrap_unit"]
-        comparisons = compare(
-            [scored[i][1] for i in members],
-            chosen,
-            unit=unit,
-            n_boot=n_boot,
-            seed=seed,
-            operating_point=operating_point,
-        )
-        for i, comparison in zip(members, comparisons, strict=True):
-            results[i]["comparison"] = comparison
+                        entry["plots"] = write_plots(entry, mine.y, mine.proba, plots)
+                    scored_one(1)
+    groups = list(dict.fromkeys(g for g, _ in scored))
+    with steps.step("paired comparisons with the best", len(groups)) as compared:
+        for group in groups:
+            members = [i for i, (g, _) in enumerate(scored) if g == group]
+            comparisons = compare(
+                [scored[i][1] for i in members],
+                chosen,
+                unit=results[members[0]]["bootstrap_unit"],
+                n_boot=n_boot,
+                seed=seed,
+                operating_point=operating_point,
+            )
+            for i, comparison in zip(members, comparisons, strict=True):
+                results[i]["comparison"] = comparison
+            compared(1)
     report = jsonable(
         EvaluateReport(
             results=results,
@@ -229,6 +278,30 @@ def _confounds(
             f"available: {', '.join(data.columns)}"
         )
     return [c for c in found if c["column"] in columns]
+
+
+def grid_edges(head: str, grid: Mapping[str, list], chosen: Sequence[dict]) -> list[str]:
+    """--search choices stuck at the edge of a numeric grid in most folds: the best value may
+    lie beyond the grid, and only a wider grid can tell."""
+    found = []
+    for key, values in grid.items():
+        name = key.rsplit("__", 1)[-1]
+        numeric = sorted(
+            {v for v in values if isinstance(v, int | float) and not isinstance(v, bool)}
+        )
+        if len(numeric) < 3 or not chosen:
+            continue
+        for edge, word in ((numeric[0], "smallest"), (numeric[-1], "largest")):
+            hits = sum(best.get(name) == edge for best in chosen)
+            if hits > len(chosen) / 2:
+                wider = [edge / 10, edge] if word == "smallest" else [edge, edge * 10]
+                suggestion = ",".join(f"{v:g}" for v in sorted({*numeric, *wider}))
+                found.append(
+                    f"--search: {head} {name}={edge:g} is the {word} value of its grid in {hits} "
+                    f"of {len(chosen)} folds; the best may lie beyond it: widen the grid, e.g. "
+                    f"--set {head}.{name}={suggestion}"
+                )
+    return found
 
 
 def task_name(classes: Sequence[str], spec: TaskSpec) -> str:
@@ -274,6 +347,17 @@ def _entry(
                 strict=True,
             )
         },
+    )
+
+
+def _predictions(data: TaskData, oof: OutOfFold) -> Predictions:
+    return Predictions(
+        id=data.ids[oof.row].tolist(),
+        path=data.paths[oof.row].tolist(),
+        group=data.groups[oof.row].tolist() if data.has_groups else data.paths[oof.row].tolist(),
+        label=[data.classes[i] for i in oof.y],
+        split=oof.fold.tolist(),
+        proba={c: oof.proba[:, i].tolist() for i, c in enumerate(data.classes)},
     )
 
 

@@ -133,11 +133,18 @@ def parse_value(text: str) -> Any:
         return text.strip()
 
 
+class Grid(tuple):
+    """Candidate values of one parameter, for ``--search`` (``--set logreg.C=1,10,100``)."""
+
+
 def parse_params(assignments: Iterable[str] = (), config: Path | None = None) -> dict[str, Params]:
     """Hyper-parameters per head from a TOML file (``[mlp]`` tables) then ``head.param=value``.
 
-    Command-line assignments override the file. Unknown heads, unknown parameters and invalid
-    values raise CxrError.
+    Command-line assignments override the file. A list for a parameter that takes one value
+    (``C = [1, 10, 100]``, ``--set logreg.C=1,10,100``) is a ``Grid`` for ``--search``; a list
+    the parameter itself accepts (``hidden_layer_sizes=512,256``) stays one value, and a list of
+    lists in TOML (``hidden_layer_sizes = [[128], [512]]``) is a grid of them. Unknown heads,
+    unknown parameters and invalid values raise CxrError naming where they came from.
     """
     params: dict[str, Params] = {}
     if config is not None:
@@ -148,22 +155,36 @@ def parse_params(assignments: Iterable[str] = (), config: Path | None = None) ->
         for head, table in document.items():
             if not isinstance(table, dict):
                 raise CxrError(f"{config}: {head!r} must be a table like [mlp] of parameters")
-            params.setdefault(head, {}).update(
-                {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-            )
+            try:
+                values = validate_params(head, table)
+            except CxrError as exc:
+                raise CxrError(f"{config}: {exc}") from None
+            params.setdefault(head, {}).update(values)
     for item in assignments:
         key, sep, value = item.partition("=")
         head, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise CxrError(f"--set {item!r}: expected HEAD.PARAM=VALUE, e.g. mlp.alpha=1e-3")
-        params.setdefault(head, {})[name] = parse_value(value)
+        try:
+            checked = validate_params(head, {name: parse_value(value)})
+        except CxrError as exc:
+            raise CxrError(f"--set {item}: {exc}") from None
+        params.setdefault(head, {}).update(checked)
     for head, values in params.items():
-        validate_params(head, values)
+        validate_params(head, values)  # the combination, too
     return params
 
 
-def validate_params(name: str, params: Mapping[str, Any]) -> None:
-    """Raise CxrError for an unknown head, an unknown parameter or a value sklearn rejects."""
+def _from_list(value: Any) -> Any:
+    """TOML and Python lists: a list of lists is a grid of tuples, a list a tuple (see below)."""
+    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        return Grid(tuple(v) for v in value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def validate_params(name: str, params: Mapping[str, Any]) -> Params:
+    """The parameters with lists read as grids where they must be; CxrError for an unknown head,
+    an unknown parameter or a value scikit-learn rejects."""
     head = get_head(name)
     known = head.classifier().get_params()
     for key in params:
@@ -171,15 +192,44 @@ def validate_params(name: str, params: Mapping[str, Any]) -> None:
             raise CxrError(
                 f"head {name!r} has no parameter {key!r}; valid: {', '.join(sorted(known))}"
             )
+    checked = {}
+    for key, value in params.items():
+        value = _from_list(value)
+        if isinstance(value, tuple) and not isinstance(value, Grid) and _invalid(head, key, value):
+            value = Grid(value)  # a list where one value belongs: candidates for --search
+        for candidate in value if isinstance(value, Grid) else (value,):
+            problem = _invalid(head, key, candidate)
+            if problem:
+                raise CxrError(f"head {name!r}: {problem}")
+        checked[key] = value
+    single = {k: v for k, v in checked.items() if not isinstance(v, Grid)}
+    problem = _invalid_all(head, single)
+    if problem:
+        raise CxrError(f"head {name!r}: {problem}")
+    return checked
+
+
+def _invalid(head: Head, key: str, value: Any) -> str:
+    return _invalid_all(head, {key: value})
+
+
+def _invalid_all(head: Head, params: Mapping[str, Any]) -> str:
     try:
         # scikit-learn's own parameter constraints, checked now instead of inside a fold.
         head.classifier(**{**head.defaults, **params})._validate_params()
     except (TypeError, ValueError) as exc:
-        raise CxrError(f"head {name!r}: {exc}") from None
+        return str(exc)
+    return ""
+
+
+def grids(params: Mapping[str, Any] | None) -> dict[str, Grid]:
+    """The user's grids among a head's parameters."""
+    return {k: v for k, v in (params or {}).items() if isinstance(v, Grid)}
 
 
 def effective_params(name: str, params: Mapping[str, Any] | None = None) -> Params:
-    """Registry defaults overlaid with the user's parameters (what the report records)."""
+    """Registry defaults overlaid with the user's parameters (what the report records); a grid
+    is recorded as its list of candidates."""
     return {**get_head(name).defaults, **(params or {})}
 
 
@@ -192,7 +242,8 @@ def build_head(
     from sklearn.preprocessing import StandardScaler
 
     head = get_head(name)
-    settings = effective_params(name, params)
+    settings = {k: v for k, v in effective_params(name, params).items() if not isinstance(v, Grid)}
+    settings.update({k: head.defaults[k] for k in grids(params) if k in head.defaults})
     if "random_state" in head.classifier().get_params():
         settings.setdefault("random_state", random_state)
     clf = head.classifier(**settings)
@@ -202,7 +253,10 @@ def build_head(
 
 
 def search_grid(name: str, params: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
-    """The head's ``--search`` grid as Pipeline parameter names; user-fixed parameters drop out."""
+    """The head's ``--search`` grid as Pipeline parameter names: the user's grids replace the
+    registry's; parameters the user fixed to one value drop out."""
     head = get_head(name)
     fixed = params or {}
-    return {f"{head.prefix}{k}": list(v) for k, v in head.grid.items() if k not in fixed}
+    grid = {k: list(v) for k, v in head.grid.items() if k not in fixed}
+    grid.update({k: list(v) for k, v in grids(params).items()})
+    return {f"{head.prefix}{k}": v for k, v in grid.items()}

@@ -139,19 +139,22 @@ def train(
     *,
     seed: int = 0,
     out: Path | None = None,
+    force: bool = False,
 ) -> TrainSummary:
     """Fit one head on all selected rows of one store and save the bundle; returns a summary."""
     task = task or TaskSpec()
     chosen = (params or {}).get(head, {})
     fs = load(_choose_store(features_dir, backbone))
+    out = Path(out or Path("models") / f"{fs.backbone}-{head}{SUFFIX}")
+    if out.suffix != SUFFIX:
+        raise CxrError(f"{out}: a model file is a skops file and its name must end in {SUFFIX}")
+    if out.exists() and not force:
+        _check_replaceable(out, fs.backbone, head, task)
     data = select(fs, task)
     pipeline = build_head(head, chosen, random_state=derive_seed(seed))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipeline.fit(data.X, data.y)
-    out = Path(out or Path("models") / f"{fs.backbone}-{head}{SUFFIX}")
-    if out.suffix != SUFFIX:
-        raise CxrError(f"{out}: a model file is a skops file and its name must end in {SUFFIX}")
     summary = jsonable(
         TrainSummary(
             model=str(out),
@@ -191,6 +194,22 @@ def train(
     finally:
         tmp.unlink(missing_ok=True)
     return summary
+
+
+def _check_replaceable(out: Path, backbone: str, head: str, task: TaskSpec) -> None:
+    """Retraining the same model may replace its file; a model of another task may not."""
+    try:
+        old = load_model(out)
+    except CxrError:
+        raise CxrError(
+            f"{out}: exists and is not a cxr model; choose another --out or pass --force"
+        ) from None
+    before = (old["backbone"], old.get("head"), old.get("task"))
+    if before != (backbone, head, jsonable(task.to_dict())):
+        raise CxrError(
+            f"{out}: holds a {old['backbone']} + {old.get('head')} model for another task "
+            f"({', '.join(old.get('classes', []))}); choose another --out or pass --force"
+        )
 
 
 def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
@@ -263,18 +282,25 @@ def predict(
     """
     bundle = load_model(model_path, trust_pickle=trust_pickle)
     expected = bundle["fingerprint"]
-    if not weights and bundle["weights"] == "file":
-        raise CxrError(
-            f"{model_path}: trained with a local weight file {bundle.get('weights_file')} (sha256 "
-            f"{expected['weights_sha256']}); pass --weights {bundle['backbone']}=PATH to it"
+    recorded = str(bundle["weights"])
+    if recorded == "file":  # a bare file name: stage 1 looks in $CXR_WEIGHTS_DIR, ~/.keras/models
+        recorded = f"{bundle['backbone']}={bundle.get('weights_file')}"
+    try:
+        embedded = embed(
+            inputs,
+            backbone=bundle["backbone"],
+            weights=list(weights) or [recorded],
+            resize=str(expected["resize"]),
+            seed=max(int(expected.get("weights_seed") or 0), 0),  # -1 unless random
         )
-    embedded = embed(
-        inputs,
-        backbone=bundle["backbone"],
-        weights=list(weights) or [str(bundle["weights"])],
-        resize=str(expected["resize"]),
-        seed=max(int(expected.get("weights_seed") or 0), 0),  # stage 1 records -1 unless random
-    )
+    except CxrError as exc:
+        if weights or not str(exc).startswith("--weights"):
+            raise
+        raise CxrError(
+            f"{model_path}: trained with the weight file {bundle.get('weights_file')} (sha256 "
+            f"{expected['weights_sha256'][:12]}), which is not in $CXR_WEIGHTS_DIR or "
+            f"~/.keras/models; copy it there or pass --weights {bundle['backbone']}=PATH"
+        ) from None
     actual = jsonable(fingerprint(embedded.attrs))
     if actual != expected:
         differ = ", ".join(k for k in expected if expected[k] != actual.get(k))

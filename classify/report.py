@@ -98,11 +98,36 @@ def render(report: dict, console: Console) -> None:
         versus = _versus(r.get("comparison"), replicates)
         table.add_row(r["backbone"], r["head"], *extra, str(r["n"]), *cells, versus)
     console.print(table)
+    _render_search(results, console)
     for best in (r for r in results if r.get("comparison", {}).get("is_best")):
         _render_best(best, chosen.title(op), op, console)
+        _caution(best, results, chosen.title(op), console)
     for note in report["warnings"]:
         console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     _render_provenance(report["provenance"], console)
+
+
+def _render_search(results: list[dict], console: Console) -> None:
+    """What --search chose, per fold, counted: ``logreg C: 10 (9 folds), 1 (1 fold)``."""
+    for r in results:
+        chosen = (r.get("search") or {}).get("best_params") or []
+        if not chosen:
+            continue
+        parts = []
+        for name in chosen[0]:
+            counts: dict[str, int] = {}
+            for best in chosen:
+                counts[str(best.get(name))] = counts.get(str(best.get(name)), 0) + 1
+            shown = ", ".join(
+                f"{v} ({n} fold{'s' if n > 1 else ''})"
+                for v, n in sorted(counts.items(), key=lambda kv: -kv[1])
+            )
+            parts.append(f"{name}: {shown}")
+        console.print(
+            f"--search chose for {r['backbone']} + {r['head']}: {'; '.join(parts)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _comparison_caption(chosen, op: float, unit: str) -> str:
@@ -176,6 +201,32 @@ def _render_best(best: dict, metric: str, op: float, console: Console) -> None:
     console.print(cm)
 
 
+def _caution(best: dict, results: list[dict], metric: str, console: Console) -> None:
+    """The best of several results scored on the same rows is not a finding by itself."""
+    group = [
+        r
+        for r in results
+        if r.get("validation", {}).get("held_out") == best.get("validation", {}).get("held_out")
+    ]
+    if len(group) < 2:
+        return
+    tied = [
+        r for r in group if r is not best and (r.get("comparison") or {}).get("indistinguishable")
+    ]
+    text = (
+        f"caution: the best of {len(group)} results picked on the same test rows; its "
+        f"{metric} is optimistic as an estimate for new data (selection), "
+    )
+    if tied:
+        names = ", ".join(f"{r['backbone']} + {r['head']}" for r in tied[:4])
+        more = f" and {len(tied) - 4} more" if len(tied) > 4 else ""
+        text += f"and it is not distinguishable from {names}{more} (≈ above)."
+    else:
+        text += "though every other result is distinguishably worse."
+    text += " Confirm a choice on an external test set (--test-where) before reporting it."
+    console.print(f"[yellow]{text}[/]", highlight=False, soft_wrap=True)
+
+
 def _render_provenance(prov: dict, console: Console) -> None:
     console.print("[bold]Provenance[/]", highlight=False)
     for backbone, attrs in prov["stores"].items():
@@ -214,6 +265,13 @@ def _title(ax, text: str, width: int) -> None:
     ax.set_title("\n".join(textwrap.wrap(text, width)), fontsize=9)
 
 
+def roc_classes(classes: list[str], y: np.ndarray) -> list[int]:
+    """Classes whose one-vs-rest ROC curve is drawn: those with positive and negative rows; of
+    two classes only the positive (last) one, since the other curve is its mirror image."""
+    drawable = [c for c in range(len(classes)) if 0 < np.sum(y == c) < len(y)]
+    return drawable[-1:] if len(classes) == 2 else drawable
+
+
 def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -> list[str]:
     """Confusion matrix, one-vs-rest ROC and reliability diagram PNGs of one result."""
     import matplotlib
@@ -247,7 +305,7 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
     _title(ax, f"{name}: confusion matrix of the test rows", int(9 * size))
     written.append(_save(fig, out_dir / f"{stem}-confusion.png"))
 
-    drawable = [c for c in range(len(classes)) if 0 < np.sum(y == c) < len(y)]
+    drawable = roc_classes(classes, y)
     if drawable:  # a ROC curve needs positive and negative rows
         fig, ax = plt.subplots(figsize=(5, 5))
         for c in drawable:
@@ -257,7 +315,8 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
         ax.set(xlabel="1 - specificity", ylabel="sensitivity")
         ax.legend(loc="lower right", fontsize=8)
-        _title(ax, f"{name}: ROC, one-vs-rest", 45)
+        kind = f"{classes[-1]} vs {classes[0]}" if len(classes) == 2 else "one-vs-rest"
+        _title(ax, f"{name}: ROC, {kind}", 45)
         written.append(_save(fig, out_dir / f"{stem}-roc.png"))
 
     fig, ax = plt.subplots(figsize=(5, 5))

@@ -8,7 +8,7 @@ that X is finite and at least two classes are left.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +70,7 @@ class TaskSpec:
         """Parse the CLI syntax: ``a,b,c``, ``new=a,b`` (repeatable), ``col=v1,v2 | col2=v3``."""
         return cls(
             classes=_names(classes or "", "--classes"),
-            merge=dict(_assignment(m, "--merge") for m in merge or ()),
+            merge=_merges(merge or ()),
             binary=binary or None,
             where=tuple(Condition.parse(w) for w in where or ()),
             exclude=exclude,
@@ -148,6 +148,23 @@ def _names(text: str, option: str) -> tuple[str, ...]:
     return names
 
 
+def _merges(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``--merge p=a --merge p=b`` is ``p=a,b``: repeating a name adds to it, never replaces it;
+    a class merged into two names is ambiguous and refused."""
+    merged: dict[str, tuple[str, ...]] = {}
+    owner: dict[str, str] = {}
+    for text in texts:
+        new, olds = _assignment(text, "--merge")
+        for old in olds:
+            if owner.get(old, new) != new:
+                raise CxrError(
+                    f"--merge: class {old!r} is merged into both {owner[old]!r} and {new!r}"
+                )
+            owner[old] = new
+        merged[new] = tuple(dict.fromkeys(merged.get(new, ()) + olds))
+    return merged
+
+
 def _assignment(text: str, option: str) -> tuple[str, tuple[str, ...]]:
     key, sep, values = text.partition("=")
     names = _names(values, option)
@@ -160,10 +177,13 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
     """Apply the task to one store and validate the result (CxrError naming the store)."""
     name = str(fs.path)
     if spec.where:
+        full = fs
         fs = fs.take(np.flatnonzero(np.logical_and.reduce([c.mask(fs) for c in spec.where])))
         if not len(fs):
-            shown = "; ".join(map(str, spec.where))
-            raise CxrError(f"{name}: no rows match --where {shown}")
+            raise CxrError(
+                f"{name}: no rows match --where {'; '.join(map(str, spec.where))} "
+                f"({_existing(full, spec.where)})"
+            )
     groups = np.asarray(fs.patient_ids, dtype=object).copy()
     unknown = groups == ""
     if unknown.any() and not unknown.all():  # some ids: a row without one is its own group
@@ -183,7 +203,8 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
         _check_known(name, "--classes", spec.classes, available)
         keep = np.isin(labels, list(spec.classes))
         fs, groups, labels = fs.take(np.flatnonzero(keep)), groups[keep], labels[keep]
-    classes = tuple(sorted(set(labels.tolist())))
+    present = set(labels.tolist())  # --classes order is the report's order; otherwise sorted
+    classes = tuple(c for c in spec.classes if c in present) or tuple(sorted(present))
     if spec.binary:
         _check_known(name, "--binary", [spec.binary], list(classes))
         negative = f"non-{spec.binary}"
@@ -206,6 +227,16 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
     missing = int(np.sum(fs.patient_ids == ""))
     columns = {**fs.rows.columns, **fs.meta.columns}
     return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"], missing, columns)
+
+
+def _existing(fs: FeatureSet, conditions: Sequence[Condition], shown: int = 12) -> str:
+    """The values a --where could have named, e.g. ``source has: ieee8023, kermany``."""
+    parts = []
+    for column in dict.fromkeys(c for cond in conditions for c, _ in cond.alternatives):
+        values = sorted(set(np.asarray(fs.column(column)).astype(str).tolist()))
+        more = f", ... ({len(values)} values)" if len(values) > shown else ""
+        parts.append(f"{column} has: {', '.join(values[:shown])}{more}")
+    return "; ".join(parts)
 
 
 def _check_known(where: str, option: str, names, available: list[str]) -> None:

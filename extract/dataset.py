@@ -51,6 +51,7 @@ class Discovery:
     rejects: list[tuple[Entry, str]]  # could not even be read
     manifest: Path | None
     meta_columns: tuple[str, ...]
+    unlisted: list[str] = field(default_factory=list)  # images under the root, not in the manifest
 
 
 def discover(
@@ -63,17 +64,31 @@ def discover(
     if manifest is not None:
         root = data if data is not None else manifest.parent
         listed, rejects, meta_columns = from_manifest(manifest, root)
+        unlisted = _unlisted(root, listed + [entry for entry, _ in rejects])
     elif data is None:
         raise CxrError("give a data folder (class folders) or --manifest CSV")
     else:
-        root, listed, rejects, meta_columns = data, from_folders(data), [], ()
+        root, listed, rejects, meta_columns, unlisted = data, from_folders(data), [], (), []
     entries = []
     for entry, digest, error in _hash_all(listed, hashes or HashCache()):
         if error:
             rejects.append((entry, error))
         else:
             entries.append(replace(entry, sha256=digest))
-    return Discovery(root, entries, rejects, manifest, meta_columns)
+    return Discovery(root, entries, rejects, manifest, meta_columns, unlisted)
+
+
+def _unlisted(root: Path, listed: list[Entry]) -> list[str]:
+    """Image files (by suffix) under the root that the manifest does not name: a film dropped
+    into covid/ after the manifest was written would otherwise be ignored without a word."""
+    known = {entry.file.resolve() for entry in listed}
+    return sorted(
+        file.relative_to(root).as_posix()
+        for file in root.rglob("*")
+        if file.suffix.lower() in IMAGE_SUFFIXES
+        and not any(p.startswith(".") for p in file.relative_to(root).parts)
+        and file.resolve() not in known
+    )
 
 
 def from_folders(data: Path) -> list[Entry]:
@@ -83,11 +98,18 @@ def from_folders(data: Path) -> list[Entry]:
         raise CxrError(
             f"{data}: not a folder (expected one sub-folder per class, or use --manifest)"
         )
+    class_dirs = sorted(d for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
+    by_case: dict[str, str] = {}
+    for d in class_dirs:
+        other = by_case.setdefault(d.name.casefold(), d.name)
+        if other != d.name:
+            raise CxrError(
+                f"{data}: class folders {other}/ and {d.name}/ differ only in case and would be "
+                "two classes; merge them into one folder"
+            )
     entries = [
         Entry(path=file.relative_to(data).as_posix(), file=file, label=class_dir.name)
-        for class_dir in sorted(
-            d for d in data.iterdir() if d.is_dir() and not d.name.startswith(".")
-        )
+        for class_dir in class_dirs
         for file in sorted(class_dir.rglob("*"))
         if (file.is_file() or file.is_symlink())
         and not any(p.startswith(".") for p in file.relative_to(data).parts)

@@ -9,17 +9,16 @@ is traced once. ``predict`` in a Python loop is avoided: it is known to grow mem
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
-
 import numpy as np
-import tensorflow as tf
 
 from cxr.errors import CxrError
+from cxr.extract.quiet_tf import import_tensorflow
 from cxr.extract.registry import BackboneSpec
 from cxr.extract.weights import ResolvedWeights
+
+tf = import_tensorflow()
 
 
 class Embedder:

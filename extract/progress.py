@@ -118,7 +118,8 @@ class RichReporter:
     def finished(self, summaries: Sequence[Summary]) -> None:
         table = Table(title="Feature stores")
         for column in ("backbone", "new", "cached", "rejected", "dim", "seconds", "store"):
-            table.add_column(column, justify="left" if column in ("backbone", "store") else "right")
+            justify = "left" if column in ("backbone", "store") else "right"
+            table.add_column(column, justify=justify, overflow="fold")
         for s in summaries:
             table.add_row(
                 s.backbone,

@@ -146,6 +146,12 @@ def extract_features(
     report.note(f"{len(discovery.entries)} files in {discovery.root} ({source})")
     for entry, reason in discovery.rejects:
         report.rejected(entry.path, reason)
+    if discovery.unlisted:
+        report.note(
+            f"warning: {len(discovery.unlisted)} image file(s) under {discovery.root} are not in "
+            f"{discovery.manifest} and were left out (first: {discovery.unlisted[0]}); add them "
+            "to the manifest to use them"
+        )
     if not discovery.entries:
         raise CxrError(f"{discovery.root}: none of the listed files could be read (see above)")
 
@@ -177,10 +183,11 @@ def extract_features(
                 copies.setdefault(entry.sha256, []).append(entry.path)
             _compute(jobs, resize, copies, report)
         else:
-            report.note(
-                f"Nothing to compute: all {len(discovery.entries)} files are already stored."
-            )
+            report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
         summaries = [_publish(job, discovery, time.perf_counter() - started) for job in jobs]
+        for s in summaries:
+            if s.published and not s.new:
+                report.note(f"{s.backbone}: store updated (rows or metadata changed): {s.path}")
     report.finished(summaries)
     return summaries
 

@@ -67,8 +67,13 @@ def _choice(target: str, seed: int, raw: str) -> WeightsChoice:
     path = Path(target).expanduser()
     if "=" not in raw:
         raise CxrError(f"--weights {raw}: expected imagenet, random or NAME=PATH")
+    if not path.is_file() and path.name == target:  # a bare file name: the offline folders
+        path = next((f / target for f in _local_folders() if (f / target).is_file()), path)
+    if path.is_dir():
+        raise CxrError(f"--weights {raw}: {path} is a folder; name the weight file in it")
     if not path.is_file():
-        raise CxrError(f"--weights {raw}: weight file {path} does not exist")
+        looked = "" if path.name != target else f" (nor in {', '.join(map(str, _local_folders()))})"
+        raise CxrError(f"--weights {raw}: weight file {path} does not exist{looked}")
     return WeightsChoice("file", path=path)
 
 
@@ -94,9 +99,20 @@ def _imagenet_file(spec: BackboneSpec) -> Path:
     except Exception as exc:  # any download failure: offline, proxy, HTTP error
         raise CxrError(
             f"ImageNet weights for {spec.name} are not available: downloading {spec.weights_url} "
-            f"failed ({type(exc).__name__}). Offline: put {spec.weights_file} in $CXR_WEIGHTS_DIR "
+            f"failed ({_reason(exc)}). Offline: put {spec.weights_file} in $CXR_WEIGHTS_DIR "
             f"or ~/.keras/models, or pass --weights {spec.name}=PATH"
         ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """The cause a user can act on: Keras wraps the network error in a bare Exception."""
+    cause = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    if cause is not exc and str(cause).strip():
+        return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"[:300]
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _local_folders() -> list[Path]:

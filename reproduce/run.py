@@ -22,6 +22,7 @@ from cxr.classify.evaluate import Result, evaluate
 from cxr.classify.provenance import jsonable, library_versions
 from cxr.errors import CxrError
 from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
+from cxr.progress import Silent, Steps
 from cxr.reproduce.protocols import (
     ADULT_NON_COVID,
     ALL_IMAGES,
@@ -59,6 +60,7 @@ def reproduce(
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
+    progress: Steps | None = None,
 ) -> StudyReport:
     """Run the whole study; write ``doc_path`` and return the report it was rendered from (the
     study's JSON: the CLI writes it with --json)."""
@@ -74,6 +76,7 @@ def reproduce(
         seed=seed,
         n_boot=n_boot,
         console=console,
+        progress=progress,
     )
     report["seconds"]["extraction"] = round(extracted - started, 1)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
@@ -92,21 +95,24 @@ def run_study(
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
+    progress: Steps | None = None,
 ) -> StudyReport:
     """Protocols A and B and the shortcut checks on the stores listed as available."""
     console = console or Console(stderr=True)
+    steps = progress or Silent()
     available = [b for b, status in extraction.items() if status["status"] == "ok"]
     if not available:
         raise CxrError("no backbone has weights available; see the reasons above")
     first = load(store_path(features_dir, available[0]))
-    exclusions, duplicates = duplicate_exclusions(features_dir, first, out_dir, seed)
+    exclusions, duplicates = duplicate_exclusions(features_dir, first, out_dir, seed, steps)
     evaluation_started = time.perf_counter()
     rows: list[ResultRow] = []
     checks: dict[str, Checks] = {}
     for backbone in available:
         console.print(f"[bold]{backbone}[/]: protocols A and B, shortcut checks")
-        for protocol in PROTOCOLS:
-            for task_key, spec in TASKS.items():
+        runs = [(p, key, spec) for p in PROTOCOLS for key, spec in TASKS.items()]
+        with steps.step(f"{backbone}: protocols A and B", len(runs)) as done:
+            for protocol, task_key, spec in runs:
                 task = replace(spec, exclude=exclusions if protocol.drop_duplicates else None)
                 report = evaluate(
                     features_dir,
@@ -120,6 +126,7 @@ def run_study(
                     n_boot=n_boot,
                 )
                 rows.append(_row(backbone, protocol.key, task_key, report["results"][0]))
+                done(1)
         fs = first if backbone == available[0] else load(store_path(features_dir, backbone))
         checks[backbone] = Checks(
             probes=source_probes(fs, seed),
@@ -198,7 +205,7 @@ def extract_available(
 
 
 def duplicate_exclusions(
-    features_dir: Path, fs: FeatureSet, out_dir: Path, seed: int
+    features_dir: Path, fs: FeatureSet, out_dir: Path, seed: int, progress: Steps | None = None
 ) -> tuple[Path, Duplicates]:
     """Protocol B's exclusion file, from `cxr audit` (exact, perceptual-hash and cosine copies).
 
@@ -209,7 +216,7 @@ def duplicate_exclusions(
     from cxr.audit.run import audit
 
     backbone = fs.backbone
-    report = audit(features_dir, backbone, probes=["dataset"], seed=seed)
+    report = audit(features_dir, backbone, probes=["dataset"], seed=seed, progress=progress)
     found = Exclusions.from_json(report["exclusions"])
     exclude = set(found.exclude)
     for cluster in report["clusters"]:

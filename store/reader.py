@@ -13,7 +13,7 @@ import numpy as np
 from cxr.store.schema import SUFFIX, StoreError, Table, parts_dir, read_content, store_path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FeatureSet:
     """Rows of one store, aligned: ``X[i]`` belongs to ``rows[...][i]`` and ``meta[...][i]``."""
 
@@ -71,6 +71,48 @@ class FeatureSet:
             self.rejected,
         )
 
+    def __repr__(self) -> str:
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(Counter(self.labels.tolist()).items()))
+        return (
+            f"FeatureSet({self.backbone}: {len(self)} rows x {self.X.shape[1]} dims; {classes}; "
+            f"columns {', '.join(self.columns())}; {self.path})"
+        )
+
+    def numeric(self, name: str) -> np.ndarray:
+        """A column as float64 (NaN where empty), for columns whose values are all numbers;
+        the store keeps every column as text, so ``orig_width`` is "2394" until asked here."""
+        values = self.column(name)
+        try:
+            return np.array([float(v) if v != "" else np.nan for v in values], dtype=np.float64)
+        except ValueError:
+            raise StoreError(f"{self.path}: column {name!r} is not numeric") from None
+
+    def to_frame(self):
+        """The rows as a pandas DataFrame (one row per image; numeric columns as numbers).
+
+        The embeddings stay in ``X`` (aligned with the frame's rows): a 2k x 1280 frame of
+        floats helps nobody read a table.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise StoreError("to_frame needs pandas: pip install 'cxr-transfer[pandas]'") from None
+        frame = {}
+        for name in self.columns():
+            frame[name] = pd.Series(self.column(name).astype(str))
+            if name in self.rows.columns:  # ids, paths, labels: text even when made of digits
+                continue
+            try:
+                values = self.numeric(name)
+            except StoreError:
+                continue
+            known = values[~np.isnan(values)]
+            if len(known) and np.all(known == np.round(known)):
+                frame[name] = pd.Series(values).round().astype("Int64")  # NaN stays missing
+            elif len(known):
+                frame[name] = pd.Series(values)
+        return pd.DataFrame(frame)
+
     def where(self, conditions: Mapping[str, Collection[str]]) -> FeatureSet:
         """Keep rows whose column value is one of the allowed values, for every condition."""
         mask = np.ones(len(self), dtype=bool)
@@ -85,8 +127,14 @@ def load(
     *,
     where: Mapping[str, Collection[str]] | None = None,
 ) -> FeatureSet:
-    """Load a store by file path, or by folder and backbone name."""
+    """Load a store by file path, by folder and backbone name, or by a folder holding one store."""
     path = store_path(location, backbone) if backbone else Path(location)
+    if not backbone and path.is_dir():
+        stores = find_stores(path)
+        if len(stores) > 1:
+            names = ", ".join(p.stem for p in stores)
+            raise StoreError(f"{path}: {len(stores)} stores here ({names}); name the backbone")
+        path = stores[0] if stores else path
     if not path.is_file():
         raise StoreError(f"{path}: no feature store here (run `cxr features` first)")
     content = read_content(path)

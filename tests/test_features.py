@@ -286,7 +286,7 @@ def test_a_run_with_nothing_to_compute_never_imports_tensorflow(class_folders, t
     done = subprocess.run(
         [sys.executable, "-c", code, *args, *weight_flags()], capture_output=True, text=True
     )
-    assert "Nothing to compute" in done.stdout, done.stdout + done.stderr
+    assert "No new images to embed" in done.stdout, done.stdout + done.stderr
     assert done.stdout.strip().endswith("NO-TF")
 
 

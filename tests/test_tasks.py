@@ -26,10 +26,34 @@ def test_merge_then_subset(make_synthetic_store):
     fs = load(make_synthetic_store(FOUR))
     spec = TaskSpec.from_options("covid,pneumonia,normal", ["pneumonia=bacterial,viral"])
     data = select(fs, spec)
-    assert data.classes == ("covid", "normal", "pneumonia")
+    assert data.classes == ("covid", "pneumonia", "normal")  # the order --classes gave
     pneumonia = np.isin(fs.labels, ["bacterial", "viral"]).sum()
     assert data.class_counts["pneumonia"] == pneumonia
     assert len(data.y) == len(fs)
+
+
+def test_repeated_merges_add_up_instead_of_replacing(make_synthetic_store):
+    fs = load(make_synthetic_store(FOUR))
+    spec = TaskSpec.from_options(None, ["pneumonia=bacterial", "pneumonia=viral"])
+    assert spec.merge == {"pneumonia": ("bacterial", "viral")}
+    data = select(fs, spec)
+    assert data.classes == ("covid", "normal", "pneumonia")
+    assert data.class_counts["pneumonia"] == np.isin(fs.labels, ["bacterial", "viral"]).sum()
+
+
+def test_a_class_merged_into_two_names_is_refused():
+    with pytest.raises(CxrError, match="'viral' is merged into both 'pneumonia' and 'other'"):
+        TaskSpec.from_options(None, ["pneumonia=bacterial,viral", "other=viral"])
+
+
+def test_where_without_matches_lists_the_values_that_exist(make_synthetic_store):
+    fs = load(make_synthetic_store(FOUR))
+    with pytest.raises(
+        CxrError,
+        match=r"no rows match --where label=Covid \(label has: "
+        r"bacterial, covid, normal, viral\)",
+    ):
+        select(fs, TaskSpec.from_options(where=["label=Covid"]))
 
 
 def test_binary_puts_the_positive_class_last(make_synthetic_store):
