@@ -29,7 +29,17 @@ from cxr.classify.metrics import overall_metrics  # numpy only
 from cxr.errors import CxrError, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 
-err_console = Console(stderr=True)
+
+def _console_for(stderr: bool = False) -> Console:
+    """Rich's 80 columns off a terminal would wrap every table cell in a log or a pipe; there,
+    use 160 unless $COLUMNS says otherwise."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=160)
+    return console
+
+
+err_console = _console_for(stderr=True)
 
 
 class _Commands(TyperGroup):
@@ -77,7 +87,7 @@ MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, typ
 
 def _console(json_out: Path | None) -> Console:
     """People's output: stdout, or stderr when stdout carries the JSON (``--json -``)."""
-    return err_console if str(json_out) == "-" else Console()
+    return err_console if str(json_out) == "-" else _console_for()
 
 
 def _writable(path: Path | None, option: str, folder: bool = False) -> None:
@@ -497,6 +507,32 @@ def evaluate(
         help="Write PNGs here: confusion matrix, ROC and reliability per result, a forest plot "
         "per task.",
     ),
+    train_sizes: str | None = typer.Option(
+        None,
+        "--train-sizes",
+        help="Learning curves: refit each head on nested, stratified, patient-grouped subsamples "
+        "of every training split: images per class (25,50,100,all) or fractions (0.1,0.5,all).",
+    ),
+    curve_draws: int = typer.Option(
+        3, "--curve-draws", min=1, help="Subsample draws per training size (averaged)."
+    ),
+    curve_margin: float = typer.Option(
+        0.02,
+        "--curve-margin",
+        min=0.0,
+        help="Report the smallest size whose score is within this of the full-data score.",
+    ),
+    covariates: str | None = typer.Option(
+        None,
+        "--covariates",
+        help="Stored columns appended to the embeddings inside each fold (age,sex,view): "
+        "numbers imputed and scaled, categories one-hot; reported against embeddings alone.",
+    ),
+    covariates_only: bool = typer.Option(
+        False,
+        "--covariates-only",
+        help="Also fit each head on the --covariates alone (the clinician's baseline).",
+    ),
     predictions: bool = typer.Option(
         False,
         "--predictions",
@@ -535,6 +571,11 @@ def evaluate(
         confound_columns=columns if confounds in ("auto", "none") else confounds.split(","),
         plots=plots,
         predictions=predictions,
+        train_sizes=train_sizes or (),
+        curve_draws=curve_draws,
+        curve_margin=curve_margin,
+        covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
+        covariates_only=covariates_only,
         progress=_steps(quiet),
     )
     _show(report, json_out, render)

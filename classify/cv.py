@@ -10,6 +10,7 @@ import hashlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -20,6 +21,9 @@ from cxr.classify.folds import stratified_group_folds
 from cxr.classify.heads import Params, build_head, get_head, search_grid
 from cxr.classify.tasks import TaskData
 from cxr.errors import CxrError
+
+if TYPE_CHECKING:
+    from cxr.classify.covariates import Covariates
 
 # --group-by: these words, or the name of any stored column (dataset, source, view, ...).
 GROUP_BY = ("auto", "patient", "none")
@@ -238,11 +242,13 @@ def _fit_fold(
     n_classes: int,
     random_state: int,
     search: bool,
+    inputs: Covariates | None = None,
 ) -> tuple[np.ndarray, dict | None, list[str]]:
     """Fit one head on one training fold; probabilities for the test fold (all classes)."""
     with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        estimator = build_head(head, params, random_state)
+        transformer = inputs.transformer() if inputs is not None else None
+        estimator = build_head(head, params, random_state, transformer)
         train = split.train
         if search:
             estimator = GridSearchCV(
@@ -276,6 +282,7 @@ def run_splits(
     search: bool = False,
     jobs: int = 1,
     advance: Callable[[int], None] = lambda n: None,
+    inputs: Covariates | None = None,
 ) -> dict[str, OutOfFold]:
     """Test-row probabilities of every head on every split, all in one joblib pool.
 
@@ -298,6 +305,7 @@ def run_splits(
             len(data.classes),
             derive_seed(seed, split.repeat, split.fold),
             search,
+            inputs,
         )
         for head, _, split in tasks
     )

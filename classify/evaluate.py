@@ -7,13 +7,16 @@ these dicts, and the terminal report, the plots and the study read them by key.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.compare import Comparison, Scored, compare, row_keys
+from cxr.classify.compare import Comparison, Scored, compare, paired_difference, row_keys
 from cxr.classify.confounds import Confound, confounds
+from cxr.classify.covariates import Covariates, with_covariates
+from cxr.classify.curves import MARGIN, SEEDS, Curve, Size, curve, curve_splits, parse_sizes
 from cxr.classify.cv import INNER_FOLDS, OutOfFold, run_splits
 from cxr.classify.heads import (
     HEADS,
@@ -23,10 +26,10 @@ from cxr.classify.heads import (
     grids,
     search_grid,
 )
-from cxr.classify.metrics import overall_metric, summarize
+from cxr.classify.metrics import Metric, overall_metric, summarize
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.tasks import Condition, TaskData, TaskSpec
-from cxr.classify.validation import design
+from cxr.classify.validation import Design, design
 from cxr.errors import CxrError
 from cxr.progress import Silent, Steps
 from cxr.store import find_stores, load
@@ -53,6 +56,8 @@ class Result(TypedDict, total=False):
     comparison: Comparison  # against the best result of its group (paired bootstrap)
     plots: list[str]  # with --plots
     predictions: Predictions  # with --predictions: every out-of-fold prediction
+    inputs: str  # "embeddings", "embeddings + age, sex", or "age, sex alone"
+    covariate_gain: dict  # with --covariates: this result minus the embeddings alone (paired)
 
 
 class Predictions(TypedDict):
@@ -80,7 +85,8 @@ class EvaluateReport(TypedDict, total=False):
     warnings: list[str]
     settings: dict  # metric (best and comparisons), operating_point
     provenance: Provenance
-    plots: list[str]  # with --plots: the forest plot of each task
+    plots: list[str]  # with --plots: the forest plot (and learning curves) of each task
+    learning_curves: list[Curve]  # with --train-sizes
 
 
 def evaluate(
@@ -104,6 +110,11 @@ def evaluate(
     confound_columns: Sequence[str] | None = None,
     plots: Path | None = None,
     predictions: bool = False,
+    train_sizes: str | Sequence[Size] = (),
+    curve_draws: int = SEEDS,
+    curve_margin: float = MARGIN,
+    covariates: Sequence[str] = (),
+    covariates_only: bool = False,
     progress: Steps | None = None,
 ) -> EvaluateReport:
     """Validate heads on the stores' embeddings; ``{"results", "confounds", "warnings", ...}``.
@@ -117,6 +128,13 @@ def evaluate(
     compared byte for byte. With ``plots``, writes PNGs there; with ``predictions``, every
     result carries its out-of-fold predictions per image (``Predictions``); ``progress``
     receives the stages (fits, bootstrap, comparisons).
+
+    ``train_sizes`` (``"25,50,all"`` or `Size` values) adds learning curves: every head refitted
+    on nested, stratified, patient-grouped subsamples of each training split (``curve_draws``
+    draws per size) and scored on the untouched test rows (`cxr.classify.curves`).
+    ``covariates`` (stored columns) adds results on embeddings + covariates, each with its paired
+    difference from the embeddings alone; ``covariates_only`` adds the covariates alone
+    (`cxr.classify.covariates`).
     """
     task = task or TaskSpec()
     params = params or {}
@@ -152,14 +170,14 @@ def evaluate(
     paths = [store_path(features_dir, b) for b in dict.fromkeys(backbones)]
     for path in paths:
         if not path.is_file():
+            here = ", ".join(p.stem for p in find_stores(features_dir)) or "none"
             raise CxrError(
-                f"{path}: no feature store for backbone {path.stem!r} (run `cxr features`)"
+                f"{path}: no feature store for backbone {path.stem!r} (stores here: {here}; "
+                "`cxr features -b NAME` builds one, `cxr backbones` lists the names)"
             )
     paths = paths or find_stores(features_dir)
     if not paths:
         raise CxrError(f"{features_dir}: no feature stores (run `cxr features` first)")
-    results: list[Result] = []
-    scored: list[tuple[str, Scored]] = []  # (comparison group, predictions) per result
     stores: dict[str, dict] = {}
     found: list[Confound] = []
     notes = [
@@ -167,6 +185,28 @@ def evaluate(
         for h in params
         if h not in names
     ]
+    sizes = parse_sizes(train_sizes) if isinstance(train_sizes, str) else list(train_sizes)
+    if covariates_only and not covariates:
+        raise CxrError("--covariates-only: name the columns with --covariates, e.g. age,sex,view")
+    run = _Run(
+        task=task,
+        heads={h: params.get(h, {}) for h in names},
+        params=params,
+        search=search,
+        seed=seed,
+        jobs=jobs,
+        n_boot=n_boot,
+        metric=chosen,
+        operating_point=operating_point,
+        predictions=predictions,
+        plots=plots,
+        sizes=sizes,
+        curve_draws=curve_draws,
+        curve_margin=curve_margin,
+        steps=steps,
+        notes=notes,
+    )
+    results, scored = run.results, run.scored
     splits_cache: dict = {}  # stores of one data set share their folds
     for path in paths:
         fs = load(path)
@@ -183,52 +223,24 @@ def evaluate(
         )
         data = plan.data
         notes.extend(n for n in plan.notes if n not in notes)
+        if task.exclude is not None:
+            notes.append(
+                f"{path}: --exclude {task.exclude}: {data.excluded} image(s) dropped, "
+                f"{data.regrouped} kept in one group with their copies"
+            )
         stores[fs.backbone] = {"path": str(path), "rows_sha256": data.rows_sha256(), **fs.attrs}
         if not found and confound_columns != ():
             found = _confounds(data, task.target, confound_columns, seed)
-        fits = len(names) * len(plan.splits)
-        with steps.step(
-            f"{fs.backbone}: {len(names)} head(s) x {len(plan.splits)} fits", fits
-        ) as done:
-            oofs = run_splits(
-                data,
-                plan.splits,
-                {h: params.get(h, {}) for h in names},
-                groups=plan.inner_groups,
-                seed=seed,
-                search=search,
-                jobs=jobs,
-                advance=done,
-            )
-        scoring = f"{fs.backbone}: bootstrap CIs ({n_boot} replicates)"
-        with steps.step(scoring, len(oofs) * len(plan.parts)) as scored_one:
-            for head, oof in oofs.items():
-                notes.extend(oof.warnings)
-                if search:
-                    edges = grid_edges(head, search_grid(head, params.get(head)), oof.best_params)
-                    notes.extend(f"{fs.backbone}: {e}" for e in edges if e not in notes)
-                for part in plan.parts:
-                    mine = oof.only(part.folds)
-                    entry = _entry(
-                        fs.backbone, head, data, task, plan.protocol, mine, params, search
-                    )
-                    entry["validation"] = part.validation
-                    entry.update(_scores(data, mine, n_boot, seed, operating_point))
-                    if predictions:
-                        entry["predictions"] = _predictions(data, mine)
-                    results.append(entry)
-                    value = entry["metrics"][chosen.name]["pooled"]
-                    units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
-                    keys = row_keys(data.paths[mine.row])
-                    name = f"{fs.backbone} + {head}"
-                    group = str(part.validation.get("held_out", part.validation["kind"]))
-                    scored.append((group, Scored(name, keys, mine.y, mine.proba, units, value)))
-                    if plots is not None:
-                        from cxr.classify.report import write_plots  # lazy: matplotlib
-
-                        entry["plots"] = write_plots(entry, mine.y, mine.proba, plots)
-                    scored_one(1)
-    groups = list(dict.fromkeys(g for g, _ in scored))
+        variants: list[tuple[str, TaskData, Covariates | None]] = [("embeddings", data, None)]
+        if covariates:
+            with_data, layout = with_covariates(data, covariates, task.target)
+            variants.append((f"embeddings + {layout.label}", with_data, layout))
+            if covariates_only and path == paths[0]:  # the same for every store: fit once
+                only_data, only = with_covariates(data, covariates, task.target, embeddings=False)
+                variants.append((f"{only.label} alone", only_data, only))
+        for inputs, variant, layout in variants:
+            run.variant(fs.backbone, plan, variant, inputs, layout)
+    groups = list(dict.fromkeys(g for g, _ in run.scored))
     with steps.step("paired comparisons with the best", len(groups)) as compared:
         for group in groups:
             members = [i for i, (g, _) in enumerate(scored) if g == group]
@@ -243,6 +255,8 @@ def evaluate(
             for i, comparison in zip(members, comparisons, strict=True):
                 results[i]["comparison"] = comparison
             compared(1)
+    if covariates:
+        run.covariate_gains()
     report = jsonable(
         EvaluateReport(
             results=results,
@@ -258,11 +272,189 @@ def evaluate(
             ),
         )
     )
+    if sizes:
+        report["learning_curves"] = jsonable(run.curves)
     if plots is not None:
-        from cxr.classify.report import write_forest_plots
+        from cxr.classify.report import write_curve_plots, write_forest_plots
 
-        report["plots"] = write_forest_plots(report, plots)
+        report["plots"] = write_forest_plots(report, plots) + write_curve_plots(report, plots)
     return report
+
+
+@dataclass
+class _Run:
+    """One evaluation's settings and what it has produced so far, so that each (store, inputs)
+    variant is added by one call."""
+
+    task: TaskSpec
+    heads: dict[str, Params]
+    params: Mapping[str, Params]
+    search: bool
+    seed: int
+    jobs: int
+    n_boot: int
+    metric: Metric
+    operating_point: float
+    predictions: bool
+    plots: Path | None
+    sizes: list[Size]
+    curve_draws: int
+    curve_margin: float
+    steps: Steps
+    notes: list[str]
+    results: list[Result] = field(default_factory=list)
+    scored: list[tuple[str, Scored]] = field(default_factory=list)  # (comparison group, ...)
+    curves: list[Curve] = field(default_factory=list)
+
+    def variant(
+        self, backbone: str, plan: Design, data: TaskData, inputs: str, layout: Covariates | None
+    ) -> None:
+        """Fit, score and record every head on one store with one choice of inputs."""
+        shown = backbone if layout is None else f"{backbone}, {inputs}"
+        splits = plan.splits
+        with self.steps.step(
+            f"{shown}: {len(self.heads)} head(s) x {len(splits)} fits",
+            len(self.heads) * len(splits),
+        ) as done:
+            oofs = run_splits(
+                data,
+                splits,
+                self.heads,
+                groups=plan.inner_groups,
+                seed=self.seed,
+                search=self.search,
+                jobs=self.jobs,
+                advance=done,
+                inputs=layout,
+            )
+        with self.steps.step(
+            f"{shown}: bootstrap CIs ({self.n_boot} replicates)", len(oofs) * len(plan.parts)
+        ) as scored_one:
+            for head, oof in oofs.items():
+                self._warn(oof.warnings)
+                if self.search:
+                    grid = search_grid(head, self.params.get(head))
+                    self._warn(f"{backbone}: {e}" for e in grid_edges(head, grid, oof.best_params))
+                for part in plan.parts:
+                    self._result(backbone, head, plan, data, inputs, part, oof)
+                    scored_one(1)
+        if self.sizes:
+            self._curves(backbone, plan, data, inputs, layout)
+
+    def _warn(self, messages) -> None:
+        self.notes.extend(m for m in messages if m not in self.notes)
+
+    def _result(self, backbone, head, plan, data, inputs, part, oof) -> None:
+        mine = oof.only(part.folds)
+        entry = _entry(
+            backbone, head, data, self.task, plan.protocol, mine, self.params, self.search
+        )
+        entry["inputs"] = inputs
+        entry["validation"] = part.validation
+        entry.update(_scores(data, mine, self.n_boot, self.seed, self.operating_point))
+        if self.predictions:
+            entry["predictions"] = _predictions(data, mine)
+        self.results.append(entry)
+        value = entry["metrics"][self.metric.name]["pooled"]
+        units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
+        keys = row_keys(data.paths[mine.row])
+        group = str(part.validation.get("held_out", part.validation["kind"]))
+        self.scored.append(
+            (group, Scored(result_name(entry), keys, mine.y, mine.proba, units, value))
+        )
+        if self.plots is not None:
+            from cxr.classify.report import write_plots  # lazy: matplotlib
+
+            entry["plots"] = write_plots(entry, mine.y, mine.proba, self.plots)
+
+    def _curves(self, backbone, plan, data, inputs, layout) -> None:
+        groups = data.groups if data.has_groups else data.paths
+        curve_plan = curve_splits(
+            plan.splits, data.y, groups, self.sizes, self.seed, self.curve_draws
+        )
+        with self.steps.step(
+            f"{backbone}, {inputs}: learning curves, {len(curve_plan)} fits per head",
+            len(self.heads) * len(curve_plan),
+        ) as done:
+            oofs = run_splits(
+                data,
+                [c.split for c in curve_plan],
+                self.heads,
+                groups=None,
+                seed=self.seed,
+                jobs=self.jobs,
+                advance=done,
+                inputs=layout,
+            )
+        units = data.groups if data.has_groups else data.paths
+        for head, oof in oofs.items():
+            for part in plan.parts:
+                indices = [i for i, c in enumerate(curve_plan) if c.origin in part.folds]
+                points, within = curve(
+                    oof,
+                    [curve_plan[i] for i in indices],
+                    indices,
+                    data.y,
+                    data.classes,
+                    units,
+                    self.metric,
+                    n_boot=self.n_boot,
+                    seed=self.seed,
+                    operating_point=self.operating_point,
+                    margin=self.curve_margin,
+                )
+                self.curves.append(
+                    Curve(
+                        backbone=backbone,
+                        head=head,
+                        inputs=inputs,
+                        held_out=part.validation.get("held_out"),
+                        task=task_name(data.classes, self.task),
+                        metric=self.metric.name,
+                        points=points,
+                        margin=self.curve_margin,
+                        within_margin_from=within,
+                    )
+                )
+
+    def covariate_gains(self) -> None:
+        """Each embeddings + covariates result against the embeddings alone, paired."""
+        alone = {
+            (r["backbone"], r["head"], str(r["validation"])): i
+            for i, r in enumerate(self.results)
+            if r["inputs"] == "embeddings"
+        }
+        for i, r in enumerate(self.results):
+            key = (r["backbone"], r["head"], str(r["validation"]))
+            if not r["inputs"].startswith("embeddings + ") or key not in alone:
+                continue
+            j = alone[key]
+            diff, ci, p, n = paired_difference(
+                self.scored[i][1],
+                self.scored[j][1],
+                self.metric,
+                n_boot=self.n_boot,
+                seed=self.seed,
+                operating_point=self.operating_point,
+            )
+            r["covariate_gain"] = {
+                "metric": self.metric.name,
+                "versus": "embeddings alone",
+                "difference": diff,
+                "ci95": ci,
+                "p": p,
+                "n_paired": n,
+            }
+
+
+def result_name(result: Result) -> str:
+    """``mobilenet_v2 + mlp``, ``mobilenet_v2 & age, sex + mlp``, or ``age, sex alone + mlp``."""
+    inputs = result.get("inputs", "embeddings")
+    if inputs == "embeddings":
+        return f"{result['backbone']} + {result['head']}"
+    if inputs.startswith("embeddings + "):
+        return f"{result['backbone']} & {inputs.removeprefix('embeddings + ')} + {result['head']}"
+    return f"{inputs} + {result['head']}"
 
 
 def _confounds(

@@ -234,9 +234,13 @@ def effective_params(name: str, params: Mapping[str, Any] | None = None) -> Para
 
 
 def build_head(
-    name: str, params: Mapping[str, Any] | None = None, random_state: int | None = None
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    random_state: int | None = None,
+    inputs: BaseEstimator | None = None,
 ) -> Pipeline:
-    """A fresh, unfitted ``StandardScaler -> classifier`` Pipeline for one head."""
+    """A fresh, unfitted ``StandardScaler -> classifier`` Pipeline for one head; ``inputs``, a
+    transformer that turns raw columns into features (covariates), goes first, inside the fold."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -249,7 +253,8 @@ def build_head(
     clf = head.classifier(**settings)
     if head.calibrated:
         clf = CalibratedClassifierCV(clf, method="sigmoid", cv=3, ensemble=False)
-    return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+    steps = [("inputs", inputs)] if inputs is not None else []
+    return Pipeline([*steps, ("scale", StandardScaler()), ("clf", clf)])
 
 
 def search_grid(name: str, params: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:

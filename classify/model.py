@@ -69,6 +69,7 @@ class TrainSummary(TypedDict):
     fingerprint: dict  # store.schema.fingerprint: what new images must be embedded with
     weights: str
     weights_file: str
+    weights_path: str  # where the weight file was when the store was built
     versions: dict[str, str]
     warnings: list[str]
 
@@ -172,6 +173,7 @@ def train(
             fingerprint=fingerprint(fs.attrs),
             weights=str(fs.attrs.get("weights", "")),
             weights_file=str(fs.attrs.get("weights_file", "")),
+            weights_path=str(fs.attrs.get("weights_path", "")),
             versions=library_versions(),
             warnings=sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
         )
@@ -283,8 +285,10 @@ def predict(
     bundle = load_model(model_path, trust_pickle=trust_pickle)
     expected = bundle["fingerprint"]
     recorded = str(bundle["weights"])
-    if recorded == "file":  # a bare file name: stage 1 looks in $CXR_WEIGHTS_DIR, ~/.keras/models
-        recorded = f"{bundle['backbone']}={bundle.get('weights_file')}"
+    if recorded == "file":  # where it was at training, else by name in the offline folders
+        where = Path(str(bundle.get("weights_path") or ""))
+        found = where if where.name and where.is_file() else bundle.get("weights_file")
+        recorded = f"{bundle['backbone']}={found}"
     try:
         embedded = embed(
             inputs,
@@ -298,8 +302,9 @@ def predict(
             raise
         raise CxrError(
             f"{model_path}: trained with the weight file {bundle.get('weights_file')} (sha256 "
-            f"{expected['weights_sha256'][:12]}), which is not in $CXR_WEIGHTS_DIR or "
-            f"~/.keras/models; copy it there or pass --weights {bundle['backbone']}=PATH"
+            f"{expected['weights_sha256'][:12]}), which is neither where it was at training "
+            f"nor in $CXR_WEIGHTS_DIR or ~/.keras/models; copy it there or pass --weights "
+            f"{bundle['backbone']}=PATH"
         ) from None
     actual = jsonable(fingerprint(embedded.attrs))
     if actual != expected:

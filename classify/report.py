@@ -86,7 +86,9 @@ def render(report: dict, console: Console) -> None:
     table = Table(title=title, caption=_comparison_caption(chosen, op, first["bootstrap_unit"]))
     summary = [m for m in overall_metrics() if m.summary or m is chosen]
     held = ["held out"] if leave_out else []
-    for col in ("backbone", "head", *held, "n"):
+    mixed = any(r.get("inputs", "embeddings") != "embeddings" for r in results)
+    shown_inputs = ["inputs"] if mixed else []
+    for col in ("backbone", "head", *shown_inputs, *held, "n"):
         table.add_column(col, justify="right" if col == "n" else "left", no_wrap=True)
     for m in summary:  # fold, never cut: a truncated interval is a wrong interval
         table.add_column(m.title(op), overflow="fold")
@@ -95,16 +97,84 @@ def render(report: dict, console: Console) -> None:
     for r in results:
         cells = [_pooled(r["metrics"][m.name]) for m in summary]
         extra = [str(r["validation"]["held_out"])] if leave_out else []
+        extra = ([r.get("inputs", "embeddings")] if mixed else []) + extra
         versus = _versus(r.get("comparison"), replicates)
-        table.add_row(r["backbone"], r["head"], *extra, str(r["n"]), *cells, versus)
+        backbone = r["backbone"] if r.get("inputs", "embeddings").startswith("embeddings") else "-"
+        table.add_row(backbone, r["head"], *extra, str(r["n"]), *cells, versus)
     console.print(table)
+    _render_gains(results, chosen.title(op), replicates, console)
     _render_search(results, console)
+    _render_curves(report.get("learning_curves", []), chosen.title(op), console)
     for best in (r for r in results if r.get("comparison", {}).get("is_best")):
         _render_best(best, chosen.title(op), op, console)
         _caution(best, results, chosen.title(op), console)
     for note in report["warnings"]:
         console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     _render_provenance(report["provenance"], console)
+
+
+def _name(r: dict) -> str:
+    from cxr.classify.evaluate import result_name  # the one naming rule
+
+    return result_name(r)
+
+
+def _render_gains(results: list[dict], metric: str, replicates: int, console: Console) -> None:
+    """--covariates: what adding them changed, paired on the same images."""
+    for r in results:
+        gain = r.get("covariate_gain")
+        if not gain:
+            continue
+        held = r.get("validation", {}).get("held_out")
+        where = f" (held out: {held})" if held is not None else ""
+        if gain["difference"] is None:
+            shown = "n/a"
+        else:
+            lo, hi = gain["ci95"]
+            p = gain["p"]
+            p_text = f"p < {1 / replicates:.0e}" if p == 0 else f"p {p:.2g}"
+            shown = f"{gain['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {p_text}"
+        console.print(
+            f"Covariates: {_name(r)}{where} vs {r['backbone']} + {r['head']} alone: {metric} "
+            f"{shown} (paired bootstrap)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _render_curves(curves: list[dict], metric: str, console: Console) -> None:
+    """--train-sizes: one table per task, a row per size, a column per (inputs, head)."""
+    if not curves:
+        return
+    sizes = list(dict.fromkeys(p["size"] for c in curves for p in c["points"]))
+    table = Table(
+        title=f"Learning curves: {metric} [95% CI] by training images per class "
+        f"(mean of {curves[0]['points'][0]['draws']} nested, patient-grouped draws)",
+    )
+    table.add_column("training size", no_wrap=True)
+    for c in curves:
+        held = f" | {c['held_out']}" if c["held_out"] is not None else ""
+        table.add_column(f"{_name(c)}{held}", overflow="fold")
+    for size in sizes:
+        cells = []
+        for c in curves:
+            point = next(p for p in c["points"] if p["size"] == size)
+            cells.append(_pooled({"pooled": point["value"], "ci95": point["ci95"]}))
+        counts = next(p for p in curves[0]["points"] if p["size"] == size)["train_per_class"]
+        mean = sum(counts.values()) / max(len(counts), 1)
+        table.add_row(f"{size} (~{mean:.0f}/class)", *cells)
+    console.print(table)
+    for c in curves:
+        full = c["points"][-1]["value"]
+        name = _name(c)
+        if c["within_margin_from"] is None or full is None:
+            continue
+        console.print(
+            f"{name}: within {c['margin']:g} of its full-data {metric} ({full:.3f}) from "
+            f"{c['within_margin_from']} training images per class",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _render_search(results: list[dict], console: Console) -> None:
@@ -124,7 +194,7 @@ def _render_search(results: list[dict], console: Console) -> None:
             )
             parts.append(f"{name}: {shown}")
         console.print(
-            f"--search chose for {r['backbone']} + {r['head']}: {'; '.join(parts)}",
+            f"--search chose for {_name(r)}: {'; '.join(parts)}",
             highlight=False,
             soft_wrap=True,
         )
@@ -178,7 +248,7 @@ def _render_confounds(found: list[dict], first: dict, console: Console) -> None:
 
 def _render_best(best: dict, metric: str, op: float, console: Console) -> None:
     where = best.get("validation", {}).get("held_out")
-    title = f"Best by {metric}: {best['backbone']} + {best['head']}"
+    title = f"Best by {metric}: {_name(best)}"
     title += f" (held out: {where})" if where is not None else ""
     per_class = Table(title=f"{title}, per class: pooled [95% CI]")
     columns = per_class_metrics()
@@ -218,7 +288,7 @@ def _caution(best: dict, results: list[dict], metric: str, console: Console) -> 
         f"{metric} is optimistic as an estimate for new data (selection), "
     )
     if tied:
-        names = ", ".join(f"{r['backbone']} + {r['head']}" for r in tied[:4])
+        names = ", ".join(_name(r) for r in tied[:4])
         more = f" and {len(tied) - 4} more" if len(tied) > 4 else ""
         text += f"and it is not distinguishable from {names}{more} (≈ above)."
     else:
@@ -281,8 +351,10 @@ def write_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -
     from sklearn.metrics import roc_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{result['backbone']}-{result['head']}-{run_slug(result)}"
-    name = f"{result['backbone']} + {result['head']}, {result['task']['name']}"
+    inputs = result.get("inputs", "embeddings")
+    extra = "" if inputs == "embeddings" else f"-{_slug(inputs)}"
+    stem = f"{result['backbone']}-{result['head']}{extra}-{run_slug(result)}"
+    name = f"{_name(result)}, {result['task']['name']}"
     held = result.get("validation", {}).get("held_out")
     name += f", held out: {held}" if held is not None else ""
     classes, cm = result["classes"], np.asarray(result["confusion_matrix"])
@@ -379,7 +451,7 @@ def write_forest_plots(report: dict, out_dir: Path) -> list[str]:
         names = []
         for r in rows:
             held = r.get("validation", {}).get("held_out")
-            names.append(f"{r['backbone']} + {r['head']}" + (f" | {held}" if held else ""))
+            names.append(_name(r) + (f" | {held}" if held else ""))
         ax.set_yticks(range(len(rows)), names, fontsize=8)
         ax.set_xlabel(f"{label}: pooled, 95% CI (bootstrap over patients)")
         _title(
@@ -389,6 +461,40 @@ def write_forest_plots(report: dict, out_dir: Path) -> list[str]:
             70,
         )
         written.append(_save(fig, out_dir / f"{design}-forest-{chosen.name}.png"))
+    return written
+
+
+def write_curve_plots(report: dict, out_dir: Path) -> list[str]:
+    """One learning-curve figure per task: a line per (inputs, backbone, head), shaded 95% CIs."""
+    curves = report.get("learning_curves", [])
+    if not curves:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = overall_metric(report["settings"]["metric"]).title(
+        report["settings"]["operating_point"]
+    )
+    written = []
+    for task in dict.fromkeys(c["task"] for c in curves):
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for c in (c for c in curves if c["task"] == task):
+            points = [p for p in c["points"] if p["value"] is not None]
+            x = [sum(p["train_per_class"].values()) / len(p["train_per_class"]) for p in points]
+            lo = [p["ci95"][0] if p["ci95"][0] is not None else p["value"] for p in points]
+            hi = [p["ci95"][1] if p["ci95"][1] is not None else p["value"] for p in points]
+            held = f" | {c['held_out']}" if c["held_out"] is not None else ""
+            line = ax.plot(x, [p["value"] for p in points], marker="o", label=f"{_name(c)}{held}")
+            ax.fill_between(x, lo, hi, alpha=0.2, color=line[0].get_color())
+        ax.set_xscale("log")
+        ax.minorticks_off()  # the sizes themselves are the ticks
+        ax.set_xticks(x, [f"{p['size']}\n({v:.0f})" for p, v in zip(points, x, strict=True)])
+        ax.set(xlabel="training images per class (mean over splits and classes)", ylabel=label)
+        ax.legend(fontsize=7, loc="lower right")
+        _title(ax, f"{task}: learning curves, pooled test rows, 95% CI", 70)
+        written.append(_save(fig, out_dir / f"{_slug(task)}-learning-curves.png"))
     return written
 
 

@@ -101,6 +101,8 @@ class TaskData:
     paths: np.ndarray
     missing_ids: int = 0  # selected rows without a stored patient id (each its own group)
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)  # stored columns, aligned
+    excluded: int = 0  # rows --exclude dropped
+    regrouped: int = 0  # rows --exclude put in another group (with their copies)
 
     def column(self, name: str, option: str = "") -> np.ndarray:
         """A stored column (label, source, dataset, view, ...) of the selected rows."""
@@ -188,10 +190,13 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
     unknown = groups == ""
     if unknown.any() and not unknown.all():  # some ids: a row without one is its own group
         groups[unknown] = np.asarray([f"image:{i}" for i in fs.ids[unknown]], dtype=object)
+    excluded = regrouped = 0
     if spec.exclude is not None:
         exclusions = Exclusions.read(spec.exclude)
+        before = groups
         groups = exclusions.regroup(fs.ids, groups)
         keep = ~exclusions.dropped(fs.ids, fs.rows["path"])
+        excluded, regrouped = int(np.sum(~keep)), int(np.sum((groups != before) & keep))
         fs, groups = fs.take(np.flatnonzero(keep)), groups[keep]
     labels = np.asarray(fs.column(spec.target), dtype=object).copy()
     stored = sorted(set(labels.tolist()))
@@ -226,7 +231,19 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
     y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
     missing = int(np.sum(fs.patient_ids == ""))
     columns = {**fs.rows.columns, **fs.meta.columns}
-    return TaskData(fs.path, X, y, classes, groups, fs.ids, fs.rows["path"], missing, columns)
+    return TaskData(
+        fs.path,
+        X,
+        y,
+        classes,
+        groups,
+        fs.ids,
+        fs.rows["path"],
+        missing,
+        columns,
+        excluded,
+        regrouped,
+    )
 
 
 def _existing(fs: FeatureSet, conditions: Sequence[Condition], shown: int = 12) -> str:

@@ -26,10 +26,10 @@ from cxr.extract.hashing import HashCache
 from cxr.extract.progress import Reporter, Silent, Summary
 from cxr.extract.reader import decode_stream
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
-from cxr.extract.weights import ResolvedWeights, parse_weights, resolve
+from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.store.provenance import library_versions
-from cxr.store.schema import StoreAttrs, hashes_path
+from cxr.store.schema import StoreAttrs, hashes_path, read_attrs, store_path
 
 if TYPE_CHECKING:  # the model module imports TensorFlow: only when work starts
     from cxr.extract.model import Embedder
@@ -140,6 +140,11 @@ def extract_features(
     if resize not in RESIZE_POLICIES:
         raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
     choices = parse_weights(list(weights), [s.name for s in specs], seed)
+    for spec in specs:  # no --weights for it: the weight file its store was built with
+        own = _stores_weight_file(features_dir, spec.name, weights)
+        if own is not None:
+            choices[spec.name] = WeightsChoice("file", path=own)
+            report.note(f"{spec.name}: the store's weight file {own} (--weights to choose others)")
     hashes = HashCache(hashes_path(features_dir), trust=not rehash)
     discovery = discover(data, manifest, hashes)
     source = f"manifest {discovery.manifest}" if discovery.manifest else "class folders"
@@ -190,6 +195,19 @@ def extract_features(
                 report.note(f"{s.backbone}: store updated (rows or metadata changed): {s.path}")
     report.finished(summaries)
     return summaries
+
+
+def _stores_weight_file(features_dir: Path, backbone: str, weights: Sequence[str]) -> Path | None:
+    """The file an existing store was built from, when this run names no weights for it: a
+    re-run of `cxr features DATA` then needs no --weights, offline included."""
+    if any("=" not in w or w.partition("=")[0] == backbone for w in weights):
+        return None
+    path = store_path(features_dir, backbone)
+    attrs = read_attrs(path) if path.is_file() else {}
+    recorded = Path(str(attrs.get("weights_path", "")))
+    if attrs.get("weights") == "file" and recorded.name and recorded.is_file():
+        return recorded
+    return None
 
 
 def _compute(

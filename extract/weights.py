@@ -39,6 +39,7 @@ class ResolvedWeights:
             "weights_file": self.path.name if self.path else "",
             "weights_sha256": self.sha256,
             "weights_seed": self.seed if self.kind == "random" else -1,
+            "weights_path": str(self.path.absolute()) if self.path else "",
         }
 
 
@@ -93,6 +94,9 @@ def _imagenet_file(spec: BackboneSpec) -> Path:
         if candidate.is_file():
             return candidate
     try:
+        from cxr.extract.quiet_tf import import_tensorflow
+
+        import_tensorflow()  # Keras imports TensorFlow: without its start-up chatter
         from keras.utils import get_file
 
         return Path(get_file(spec.weights_file, spec.weights_url, cache_subdir="models"))

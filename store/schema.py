@@ -66,6 +66,7 @@ class StoreAttrs(TypedDict, total=False):
     weights_file: str  # file name of the weights ("" for random)
     weights_sha256: str  # sha256 of the weight file ("" for random)
     weights_seed: int  # seed of random weights, -1 otherwise
+    weights_path: str  # where the weight file was (a hint for re-runs and predict, not identity)
     versions: str  # JSON object: python, tensorflow, keras, h5py, numpy, PIL, pydicom, cxr
     # Set when the store is published:
     data_root: str  # folder the rows' paths are relative to
@@ -219,6 +220,15 @@ def write_atomic(path: Path, content: StoreContent) -> None:
         for name in REJECT_COLUMNS:
             _write_strings(rejected, name, content.rejected[name])
     _publish_bytes(image.getvalue(), path, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+
+
+def read_attrs(path: Path) -> dict:
+    """A store's attributes only (no rows, no vectors); {} if the file is not readable."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return {k: _plain(v) for k, v in f.attrs.items()}
+    except OSError:
+        return {}
 
 
 def read_content(path: Path, *, load_X: bool = True) -> StoreContent:

@@ -113,29 +113,40 @@ def test_an_offline_download_error_says_why(tmp_path, monkeypatch):
     assert "failed (OSError: [Errno -3] Temporary failure in name resolution)" in result.output
 
 
-def test_predict_finds_the_models_own_weight_file_by_default(tmp_path, monkeypatch):
+def test_predict_and_reruns_use_the_weight_file_the_store_was_built_with(tmp_path, monkeypatch):
     real = real_weights(BACKBONE)
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / real.name).symlink_to(real)
     data = make_class_folders(tmp_path / "d", per_class=4)
-    assert features(data, tmp_path / "f").exit_code == 0
-    model = tmp_path / "m.skops"
-    trained = runner.invoke(
-        app, ["train", "--features", str(tmp_path / "f"), "--head", "logreg", "--out", str(model)]
-    )
-    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "f"
+    given = ["--weights", f"{BACKBONE}={tmp_path / 'w1' / real.name}"]
+    assert features(data, out, *given).exit_code == 0
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "nowhere"))
+    save_png(data / "covid" / "new.png", seed=77)
+    again = runner.invoke(app, ["features", str(data), "-b", BACKBONE, "--features", str(out)])
+    assert again.exit_code == 0, again.output  # no --weights: the store's own file, offline
+    assert "the store's weight file" in again.output and len(store.load(out, BACKBONE)) == 9
+    model = tmp_path / "m.skops"
+    args = ["train", "--features", str(out), "--head", "logreg", "--out", str(model)]
+    assert runner.invoke(app, args).exit_code == 0
+    found = runner.invoke(
+        app, ["predict", str(data / "covid"), "--model", str(model), "--json", "-"]
+    )
+    assert found.exit_code == 0, found.output  # the recorded path
+    assert len(json.loads(found.stdout)["predictions"]) == 5
+    (tmp_path / "w1" / real.name).unlink()  # the weight file moved away
     missing = runner.invoke(app, ["predict", str(data / "covid"), "--model", str(model)])
     assert missing.exit_code == 2
     assert f"{model}: trained with the weight file {real.name}" in missing.output
     assert "CXR_WEIGHTS_DIR" in missing.output
-    (tmp_path / "w").mkdir()
-    (tmp_path / "w" / real.name).symlink_to(real)
-    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "w"))
+    (tmp_path / "w2").mkdir()
+    (tmp_path / "w2" / real.name).symlink_to(real)
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "w2"))  # found again, by name
     found = runner.invoke(
         app, ["predict", str(data / "covid"), "--model", str(model), "--json", "-"]
     )
     assert found.exit_code == 0, found.output
-    assert len(json.loads(found.stdout)["predictions"]) == 4
 
 
 # ---- stage 2 ------------------------------------------------------------------------------
