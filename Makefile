@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dicom]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dicom,openvino]"
 	touch $@
 
 features: install

@@ -89,13 +89,19 @@ class Clock(Silent):
 # ---- extraction ---------------------------------------------------------------------------
 
 
+# End-to-end OpenVINO extraction against TensorFlow's raw forward rate (the runtime issue).
+OPENVINO_GOALS = {"mobilenet_v2": 1.5, "xception": 1.1}
+
+
 def extraction(backbone: str, weights: list[str], images: int, repeats: int, work: Path):
-    """Pipeline vs raw forward vs the idiomatic Keras pipeline, interleaved."""
+    """Pipeline vs raw forward vs the idiomatic Keras pipeline, interleaved; with OpenVINO
+    installed, its raw forward and its whole pipeline too, in the same rounds."""
     import keras
     import tensorflow as tf
 
     from cxr.extract.images import decode_pixels, resize
-    from cxr.extract.model import Embedder, build_model
+    from cxr.extract.model import Embedder, build_model, make_embedder
+    from cxr.extract.runtimes import Runtime, openvino_installed
 
     data = sample_images(work / f"data-{backbone}", images)
     files = sorted(p for p in data.rglob("*") if p.is_file())
@@ -113,17 +119,28 @@ def extraction(backbone: str, weights: list[str], images: int, repeats: int, wor
             embed(arrays[i : i + 32])
         return len(arrays) / (time.perf_counter() - start)
 
-    def pipeline(k: int) -> float:
+    def pipeline(k: int, runtime: str = "tensorflow") -> float:
         clock = Clock()
         extract_features(
             data=data,
             manifest=None,
             backbones=[backbone],
             weights=weights,
-            features_dir=work / f"features-{backbone}-{k}",
+            features_dir=work / f"features-{backbone}-{runtime}-{k}",
+            runtime=runtime,
             reporter=clock,
         )
         return len(files) / (clock.end - clock.start)
+
+    with_openvino = openvino_installed()
+    if with_openvino:
+        ov_embed = make_embedder(spec, resolved, 32, Runtime("openvino", "f32"))
+
+        def ov_raw() -> float:
+            start = time.perf_counter()
+            for i in range(0, len(arrays), 32):
+                ov_embed(arrays[i : i + 32])
+            return len(arrays) / (time.perf_counter() - start)
 
     def idiomatic() -> float:
         start = time.perf_counter()
@@ -134,12 +151,56 @@ def extraction(backbone: str, weights: list[str], images: int, repeats: int, wor
         model.predict(ds, verbose=0)
         return len(files) / (time.perf_counter() - start)
 
-    rates = {"raw": [], "pipeline": [], "keras": []}
+    rates = {"raw": [], "pipeline": [], "keras": [], "ov raw": [], "ov pipeline": []}
     for k in range(repeats):
         rates["raw"].append(raw())
         rates["pipeline"].append(pipeline(k))
         rates["keras"].append(idiomatic())
+        if with_openvino:
+            rates["ov raw"].append(ov_raw())
+            rates["ov pipeline"].append(pipeline(k, "openvino"))
     r, p, k = (max(rates[n]) for n in ("raw", "pipeline", "keras"))
+    extra = []
+    if with_openvino:
+        o_raw, o = max(rates["ov raw"]), max(rates["ov pipeline"])
+        tf_store = load(store_path(work / f"features-{backbone}-tensorflow-0", backbone))
+        ov_store = load(store_path(work / f"features-{backbone}-openvino-0", backbone))
+        order_tf, order_ov = np.argsort(tf_store.ids), np.argsort(ov_store.ids)
+        diff = float(np.abs(tf_store.X[order_tf] - ov_store.X[order_ov]).max())
+        goal = OPENVINO_GOALS.get(backbone, 1.0)
+        extra = [
+            result(
+                f"OpenVINO raw forward {backbone} vs TensorFlow raw",
+                "(reported)",
+                f"{o_raw:.1f} vs {r:.1f} img/s = {o_raw / r:.2f}x",
+                None,
+                0,
+            ),
+            result(
+                f"extraction {backbone} with OpenVINO vs TensorFlow raw forward",
+                f">= {goal:g}x",
+                f"{o:.1f} vs {r:.1f} img/s = {o / r:.2f}x",
+                o / r,
+                goal,
+                note=f"end to end, `--runtime openvino` f32; {o / o_raw:.2f} of OpenVINO's raw "
+                "rate",
+            ),
+            result(
+                f"extraction {backbone} with OpenVINO vs idiomatic Keras",
+                ">= 1.2x",
+                f"{o:.1f} vs {k:.1f} img/s = {o / k:.2f}x",
+                o / k,
+                1.2,
+            ),
+            result(
+                f"OpenVINO f32 vs TensorFlow embeddings, {backbone}",
+                "<= 1e-4",
+                f"max |difference| {diff:.2g} (values up to {np.abs(tf_store.X).max():.2g})",
+                diff,
+                1e-4,
+                higher=False,
+            ),
+        ]
     return [
         result(
             f"extraction {backbone} vs raw forward",
@@ -155,6 +216,67 @@ def extraction(backbone: str, weights: list[str], images: int, repeats: int, wor
             f"{p:.1f} vs {k:.1f} img/s = {p / k:.2f}x",
             p / k,
             1.2,
+        ),
+        *extra,
+    ]
+
+
+def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
+    """OpenVINO bf16 against f32 on the whole shared set: speed, and what the paper's protocol
+    (its composition, dataset 1, MLP, patient-grouped 10-fold CV) makes of each store."""
+    from cxr.extract.runtimes import choose
+
+    try:
+        choose("openvino", "bf16")
+    except Exception as exc:  # no OpenVINO, or no bf16 on this CPU
+        return [result("OpenVINO bf16", "(reported)", f"not run: {exc}", None, 0)]
+    mine = [w for w in weights if w.startswith("mobilenet_v2=")] or ["random"]
+    rates: dict[str, list[float]] = {"f32": [], "bf16": []}
+    for k in range(repeats):
+        for precision in ("f32", "bf16"):
+            clock = Clock()
+            extract_features(
+                data=CXR_DATA,
+                manifest=None,
+                backbones=["mobilenet_v2"],
+                weights=mine,
+                features_dir=work / f"bf16-study-{precision}-{k}",
+                runtime="openvino",
+                precision=precision,
+                reporter=clock,
+            )
+            rates[precision].append(2109 / (clock.end - clock.start))
+    f32, bf16 = max(rates["f32"]), max(rates["bf16"])
+    task = TaskSpec.from_options("covid,bacterial,normal", where=["label=covid | dataset=kermany"])
+    shown = {}
+    for precision in ("f32", "bf16"):
+        report = evaluate(
+            work / f"bf16-study-{precision}-0", ["mobilenet_v2"], ["mlp"], task, jobs=2
+        )
+        metrics = report["results"][0]["metrics"]
+        bal, sens = metrics["balanced_accuracy"], metrics["per_class"]["covid"]["sensitivity"]
+        shown[precision] = (
+            f"bal. accuracy {bal['pooled']:.3f} [{bal['ci95'][0]:.3f}, {bal['ci95'][1]:.3f}], "
+            f"COVID sensitivity {sens['pooled']:.3f} [{sens['ci95'][0]:.3f}, {sens['ci95'][1]:.3f}]"
+        )
+    a = load(store_path(work / "bf16-study-f32-0", "mobilenet_v2"))
+    b = load(store_path(work / "bf16-study-bf16-0", "mobilenet_v2"))
+    diff = float(np.abs(a.X[np.argsort(a.ids)] - b.X[np.argsort(b.ids)]).max())
+    return [
+        result(
+            "extraction mobilenet_v2, OpenVINO bf16 vs f32 (2,109 images)",
+            "(reported)",
+            f"{bf16:.1f} vs {f32:.1f} img/s = {bf16 / f32:.2f}x; embeddings differ by up to "
+            f"{diff:.2g}",
+            None,
+            0,
+        ),
+        result(
+            "paper protocol (dataset 1, MLP), f32 vs bf16 store",
+            "(reported)",
+            f"f32: {shown['f32']}; bf16: {shown['bf16']}",
+            None,
+            0,
         ),
     ]
 
@@ -504,6 +626,8 @@ def main() -> None:
                     lambda: results.append(finetune(features, CXR_DATA, weights, 5, cv())),
                 )
             )
+        if not quick and CXR_DATA.is_dir():
+            steps.append(("bf16", lambda: results.extend(bf16_study(weights, work, repeats))))
         steps.append(("start-up", lambda: results.extend(startup(repeats))))
         for name, step in steps:
             console.print(f"[bold]{name}[/] ...", highlight=False)

@@ -113,6 +113,8 @@ class ImageEmbedder(Protocol):
         weights: Sequence[str],
         resize: str,
         seed: int,
+        runtime: str,
+        precision: str,
     ) -> Embedded: ...
 
 
@@ -276,11 +278,14 @@ def predict(
     weights: Sequence[str] = (),
     *,
     trust_pickle: bool = False,
+    runtime: str | None = None,
 ) -> Predictions:
     """Class probabilities for new images, embedded by ``embed`` with the model's backbone.
 
     ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
     the embedding's fingerprint must equal the model's, else CxrError names both weight hashes.
+    ``runtime`` defaults to the model's; another f32 runtime is accepted for an f32 model (the
+    two agree within the probe's tolerance), a precision never changes.
     """
     bundle = load_model(model_path, trust_pickle=trust_pickle)
     expected = bundle["fingerprint"]
@@ -296,6 +301,8 @@ def predict(
             weights=list(weights) or [recorded],
             resize=str(expected["resize"]),
             seed=max(int(expected.get("weights_seed") or 0), 0),  # -1 unless random
+            runtime=runtime or str(expected.get("runtime") or "tensorflow"),
+            precision=str(expected.get("precision") or "f32"),
         )
     except CxrError as exc:
         if weights or not str(exc).startswith("--weights"):
@@ -307,6 +314,9 @@ def predict(
             f"{bundle['backbone']}=PATH"
         ) from None
     actual = jsonable(fingerprint(embedded.attrs))
+    expected = jsonable(fingerprint(expected))  # models of cxr < 0.3 lack runtime, precision
+    if actual["precision"] == expected["precision"] == "f32":
+        actual["runtime"] = expected["runtime"]  # equivalent within the probe's tolerance
     if actual != expected:
         differ = ", ".join(k for k in expected if expected[k] != actual.get(k))
         raise CxrError(

@@ -16,9 +16,22 @@ import numpy as np
 from cxr.errors import CxrError
 from cxr.extract.quiet_tf import import_tensorflow
 from cxr.extract.registry import BackboneSpec
+from cxr.extract.runtimes import Runtime
 from cxr.extract.weights import ResolvedWeights
 
 tf = import_tensorflow()
+
+
+def make_embedder(
+    spec: BackboneSpec, weights: ResolvedWeights, batch_size: int, runtime: Runtime | None = None
+):
+    """The embedder of a runtime: `Embedder` (TensorFlow) or `OpenVINOEmbedder`; both have
+    ``prepare``, ``forward`` and ``max_abs_diff`` (0 for the reference itself)."""
+    if runtime is not None and runtime.name == "openvino":
+        from cxr.extract.ov_runtime import OpenVINOEmbedder
+
+        return OpenVINOEmbedder(spec, weights, batch_size, runtime.precision)
+    return Embedder(spec, weights, batch_size)
 
 
 class Embedder:
@@ -29,6 +42,8 @@ class Embedder:
     it ran about 5% faster but changed the vectors by up to 2e-6 (relative; grappler rewrites
     the arithmetic), and a store must not mix vectors from two computations.
     """
+
+    max_abs_diff = 0.0  # the reference runtime
 
     def __init__(self, spec: BackboneSpec, weights: ResolvedWeights, batch_size: int):
         self.spec = spec

@@ -26,6 +26,7 @@ from cxr.extract.hashing import HashCache
 from cxr.extract.progress import Reporter, Silent, Summary
 from cxr.extract.reader import decode_stream
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
+from cxr.extract.runtimes import Runtime, choose
 from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.store.provenance import library_versions
@@ -34,6 +35,7 @@ from cxr.store.schema import StoreAttrs, hashes_path, read_attrs, store_path
 if TYPE_CHECKING:  # the model module imports TensorFlow: only when work starts
     from cxr.extract.model import Embedder
 
+REFERENCE = Runtime("tensorflow", "f32")
 PREFETCH = 4  # batches decoded ahead of the forward pass
 LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")  # recorded in every store
 
@@ -105,8 +107,19 @@ class _Job:
         self._thread.shutdown(wait=True)
 
 
-def store_attrs(spec: BackboneSpec, weights: ResolvedWeights, resize_policy: str) -> StoreAttrs:
-    """The attributes this run gives the store (the writer adds where the data came from)."""
+def store_attrs(
+    spec: BackboneSpec,
+    weights: ResolvedWeights,
+    resize_policy: str,
+    runtime: Runtime = REFERENCE,
+    max_abs_diff: float | None = None,
+) -> StoreAttrs:
+    """The attributes this run gives the store (the writer adds where the data came from).
+
+    ``max_abs_diff``: the runtime's probe against TensorFlow when known before any model is
+    built (from the converted-model cache); the embedder's own figure replaces it once built.
+    """
+    libraries = (*LIBRARIES, "openvino") if runtime.name == "openvino" else LIBRARIES
     return StoreAttrs(
         backbone=spec.name,
         constructor=spec.constructor_label,
@@ -116,8 +129,20 @@ def store_attrs(spec: BackboneSpec, weights: ResolvedWeights, resize_policy: str
         pooling="global average",
         resize=resize_policy,
         **weights.attrs(),
-        versions=json.dumps(library_versions(*LIBRARIES), sort_keys=True),
+        **runtime.attrs(),
+        runtime_max_abs_diff=float(max_abs_diff or 0.0),
+        versions=json.dumps(library_versions(*libraries), sort_keys=True),
     )
+
+
+def _known_difference(spec: BackboneSpec, weights: ResolvedWeights, runtime: Runtime, old: dict):
+    """The probe figure without building anything: the cache's, else the existing store's."""
+    if runtime.name != "openvino":
+        return 0.0
+    from cxr.extract.ov_runtime import recorded_difference
+
+    known = recorded_difference(spec, weights, runtime.precision)
+    return known if known is not None else old.get("runtime_max_abs_diff")
 
 
 def extract_features(
@@ -132,10 +157,13 @@ def extract_features(
     seed: int = 0,
     rehash: bool = False,
     rebuild: bool = False,
+    runtime: Runtime | str = "tensorflow",
+    precision: str = "f32",
     reporter: Reporter | None = None,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone."""
     report = reporter or Silent()
+    engine = runtime if isinstance(runtime, Runtime) else choose(runtime, precision)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
     if resize not in RESIZE_POLICIES:
         raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
@@ -165,7 +193,19 @@ def extract_features(
         for spec in specs:
             resolved = resolve(spec, choices[spec.name], hashes)
             writer = stack.enter_context(
-                StoreWriter(features_dir, store_attrs(spec, resolved, resize), rebuild=rebuild)
+                StoreWriter(
+                    features_dir,
+                    store_attrs(
+                        spec,
+                        resolved,
+                        resize,
+                        engine,
+                        _known_difference(
+                            spec, resolved, engine, read_attrs(store_path(features_dir, spec.name))
+                        ),
+                    ),
+                    rebuild=rebuild,
+                )
             )
             todo = list(
                 {e.sha256: e for e in discovery.entries if e.sha256 not in writer.cache}.values()
@@ -186,7 +226,7 @@ def extract_features(
             copies: dict[str, list[str]] = {}
             for entry in discovery.entries:
                 copies.setdefault(entry.sha256, []).append(entry.path)
-            _compute(jobs, resize, copies, report)
+            _compute(jobs, resize, copies, report, engine)
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
         summaries = [_publish(job, discovery, time.perf_counter() - started) for job in jobs]
@@ -211,10 +251,14 @@ def _stores_weight_file(features_dir: Path, backbone: str, weights: Sequence[str
 
 
 def _compute(
-    jobs: list[_Job], resize_policy: str, copies: dict[str, list[str]], report: Reporter
+    jobs: list[_Job],
+    resize_policy: str,
+    copies: dict[str, list[str]],
+    report: Reporter,
+    runtime: Runtime = REFERENCE,
 ) -> None:
     """Decode each distinct file once; ``copies`` names every path that holds the same bytes."""
-    from cxr.extract.model import Embedder
+    from cxr.extract.model import make_embedder
 
     needs: dict[str, list[_Job]] = {}
     for job in jobs:
@@ -223,7 +267,8 @@ def _compute(
     union = list({e.sha256: e for job in jobs for e in job.todo}.values())
     busy = [job for job in jobs if job.todo]
     for job in busy:
-        job.embedder = Embedder(job.spec, job.weights, job.batch_size)
+        job.embedder = make_embedder(job.spec, job.weights, job.batch_size, runtime)
+        job.writer.attrs["runtime_max_abs_diff"] = float(job.embedder.max_abs_diff)
         job.on_commit = lambda n, name=job.spec.name: report.advance(name, n)
     with report.computing({job.spec.name: len(job.todo) for job in busy}):
         sizes = lambda e: {j.spec.input_size for j in needs[e.sha256]}  # noqa: E731
@@ -270,6 +315,8 @@ def embed_images(
     resize: str = "squash",
     seed: int = 0,
     batch_size: int = 16,
+    runtime: str = "tensorflow",
+    precision: str = "f32",
 ) -> EmbedResult:
     """Embeddings of image files and folders of images (`cxr predict`), in listing order.
 
@@ -279,10 +326,11 @@ def embed_images(
     paths = list_images(inputs)
     spec = get_spec(backbone)
     resolved = resolve(spec, parse_weights(list(weights), [backbone], seed)[backbone])
-    attrs = store_attrs(spec, resolved, resize)
-    from cxr.extract.model import Embedder
+    engine = choose(runtime, precision)
+    from cxr.extract.model import make_embedder
 
-    embed = Embedder(spec, resolved, batch_size)
+    embed = make_embedder(spec, resolved, batch_size, engine)
+    attrs = store_attrs(spec, resolved, resize, engine, embed.max_abs_diff)
     entries = [Entry(path=str(p), file=Path(p), label="") for p in paths]
     kept, images, rejected = [], [], []
     for entry, result in decode_stream(

@@ -41,7 +41,17 @@ SUFFIX = ".h5"
 ROW_COLUMNS = ("id", "path", "label", "patient_id", "source")
 REJECT_COLUMNS = ("id", "path", "label", "reason")
 # Attributes that must agree before two pieces of work may share one store.
-FINGERPRINT = ("backbone", "input_size", "resize", "weights_sha256", "weights_seed")
+FINGERPRINT = (
+    "backbone",
+    "input_size",
+    "resize",
+    "weights_sha256",
+    "weights_seed",
+    "runtime",
+    "precision",
+)
+# What a store written before an attribute existed had, in effect.
+FINGERPRINT_DEFAULTS = {"runtime": "tensorflow", "precision": "f32"}
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
 REBUILD = (
@@ -67,6 +77,9 @@ class StoreAttrs(TypedDict, total=False):
     weights_sha256: str  # sha256 of the weight file ("" for random)
     weights_seed: int  # seed of random weights, -1 otherwise
     weights_path: str  # where the weight file was (a hint for re-runs and predict, not identity)
+    runtime: str  # tensorflow | openvino (absent in stores before 0.3: tensorflow)
+    precision: str  # f32 | bf16 (absent in stores before 0.3: f32)
+    runtime_max_abs_diff: float  # probe |OpenVINO - TensorFlow| (0 for TensorFlow itself)
     versions: str  # JSON object: python, tensorflow, keras, h5py, numpy, PIL, pydicom, cxr
     # Set when the store is published:
     data_root: str  # folder the rows' paths are relative to
@@ -155,7 +168,7 @@ def published_attrs(
 
 
 def fingerprint(attrs: Mapping) -> dict:
-    return {k: _plain(attrs.get(k)) for k in FINGERPRINT}
+    return {k: _plain(attrs.get(k, FINGERPRINT_DEFAULTS.get(k))) for k in FINGERPRINT}
 
 
 def _plain(value):

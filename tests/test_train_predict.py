@@ -42,7 +42,7 @@ def fake_extract(monkeypatch):
         fs = load(store_path)
         by_name = {Path(p).name: x for p, x in zip(fs.rows["path"], fs.X, strict=True)}
 
-        def embed_images(inputs, *, backbone, weights, resize="squash", seed=0):
+        def embed_images(inputs, *, backbone, weights, resize="squash", seed=0, **engine):
             paths = list_images(inputs)
             calls.append({"paths": paths, "backbone": backbone, "weights": weights})
             known = [p for p in paths if Path(p).name in by_name]
