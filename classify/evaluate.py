@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
+from joblib import Parallel, delayed
 
 from cxr.classify.compare import Comparison, Scored, compare, paired_difference, row_keys
 from cxr.classify.confounds import Confound, confounds
@@ -327,31 +328,49 @@ class _Run:
                 advance=done,
                 inputs=layout,
             )
+        for head, oof in oofs.items():
+            self._warn(oof.warnings)
+            if self.search:
+                grid = search_grid(head, self.params.get(head))
+                self._warn(f"{backbone}: {e}" for e in grid_edges(head, grid, oof.best_params))
+        pending = [
+            (h, part, oof.only(part.folds)) for h, oof in oofs.items() for part in plan.parts
+        ]
         with self.steps.step(
-            f"{shown}: bootstrap CIs ({self.n_boot} replicates)", len(oofs) * len(plan.parts)
+            f"{shown}: bootstrap CIs ({self.n_boot} replicates)", len(pending)
         ) as scored_one:
-            for head, oof in oofs.items():
-                self._warn(oof.warnings)
-                if self.search:
-                    grid = search_grid(head, self.params.get(head))
-                    self._warn(f"{backbone}: {e}" for e in grid_edges(head, grid, oof.best_params))
-                for part in plan.parts:
-                    self._result(backbone, head, plan, data, inputs, part, oof)
-                    scored_one(1)
+            # The fitting pool would idle while the main process bootstraps: it bootstraps.
+            scores = Parallel(n_jobs=self.jobs, return_as="generator")(
+                delayed(summarize)(
+                    mine.y,
+                    mine.proba,
+                    mine.fold,
+                    data.groups[mine.row] if data.has_groups else mine.row,
+                    data.classes,
+                    n_boot=self.n_boot,
+                    seed=self.seed,
+                    operating_point=self.operating_point,
+                )
+                for _, _, mine in pending
+            )
+            for (head, part, mine), score in zip(pending, scores, strict=True):
+                self._result(backbone, head, plan, data, inputs, part, mine, score)
+                scored_one(1)
         if self.sizes:
             self._curves(backbone, plan, data, inputs, layout)
 
     def _warn(self, messages) -> None:
         self.notes.extend(m for m in messages if m not in self.notes)
 
-    def _result(self, backbone, head, plan, data, inputs, part, oof) -> None:
-        mine = oof.only(part.folds)
+    def _result(self, backbone, head, plan, data, inputs, part, mine, scores) -> None:
         entry = _entry(
             backbone, head, data, self.task, plan.protocol, mine, self.params, self.search
         )
         entry["inputs"] = inputs
         entry["validation"] = part.validation
-        entry.update(_scores(data, mine, self.n_boot, self.seed, self.operating_point))
+        # Bootstrap over patients whenever ids are known (even with --group-by none): the
+        # patient is the independent unit; otherwise over images.
+        entry.update(scores, bootstrap_unit=data.group_unit if data.has_groups else "image")
         if self.predictions:
             entry["predictions"] = _predictions(data, mine)
         self.results.append(entry)
@@ -551,21 +570,3 @@ def _predictions(data: TaskData, oof: OutOfFold) -> Predictions:
         split=oof.fold.tolist(),
         proba={c: oof.proba[:, i].tolist() for i, c in enumerate(data.classes)},
     )
-
-
-def _scores(data: TaskData, oof: OutOfFold, n_boot: int, seed: int, operating_point: float) -> dict:
-    # Bootstrap over patients whenever ids are known (even with --group-by none): the patient is
-    # the independent unit; otherwise over images.
-    units = data.groups[oof.row] if data.has_groups else oof.row
-    scores = summarize(
-        oof.y,
-        oof.proba,
-        oof.fold,
-        units,
-        data.classes,
-        n_boot=n_boot,
-        seed=seed,
-        operating_point=operating_point,
-    )
-    scores["bootstrap_unit"] = data.group_unit if data.has_groups else "image"
-    return scores

@@ -29,6 +29,9 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 Params = dict[str, Any]
+# A parameter of every head, not of its classifier: the number of principal components the
+# standardised features are projected on, inside the fold, before the classifier (None: all).
+PCA = "pca"
 
 
 @dataclass(frozen=True)
@@ -83,17 +86,17 @@ HEADS: dict[str, Head] = {
             "logreg",
             "multinomial logistic regression (L2, lbfgs)",
             "sklearn.linear_model.LogisticRegression",
-            {"C": 1.0, "max_iter": 2000},
+            {"C": 1.0, "tol": 1e-3, "max_iter": 2000},
             {"C": [0.01, 0.1, 1.0, 10.0]},
         ),
         Head(
             "svm",
             "RBF support vector machine, sigmoid-calibrated probabilities",
             "sklearn.svm.SVC",
-            {"kernel": "rbf", "C": 1.0, "gamma": "scale"},
+            {"kernel": "rbf", "C": 1.0, "gamma": "scale", PCA: 128},
             {"C": [0.1, 1.0, 10.0], "gamma": ["scale", 1e-4]},
             calibrated=True,
-            cost=4,
+            cost=3,
         ),
         Head(
             "knn",
@@ -106,7 +109,7 @@ HEADS: dict[str, Head] = {
             "forest",
             "random forest",
             "sklearn.ensemble.RandomForestClassifier",
-            {"n_estimators": 100, "max_features": "sqrt", "n_jobs": 1},
+            {"n_estimators": 100, "max_features": "sqrt", "max_samples": 0.5, "n_jobs": 1},
             {"max_features": ["sqrt", 0.1], "min_samples_leaf": [1, 3]},
             cost=4,
         ),
@@ -186,7 +189,7 @@ def validate_params(name: str, params: Mapping[str, Any]) -> Params:
     """The parameters with lists read as grids where they must be; CxrError for an unknown head,
     an unknown parameter or a value scikit-learn rejects."""
     head = get_head(name)
-    known = head.classifier().get_params()
+    known = {**head.classifier().get_params(), PCA: None}
     for key in params:
         if key not in known:
             raise CxrError(
@@ -214,9 +217,15 @@ def _invalid(head: Head, key: str, value: Any) -> str:
 
 
 def _invalid_all(head: Head, params: Mapping[str, Any]) -> str:
+    components = params.get(PCA)
+    if components is not None and (
+        isinstance(components, bool) or not isinstance(components, int) or components < 1
+    ):
+        return f"{PCA} must be a number of components (>= 1) or none, not {components!r}"
     try:
         # scikit-learn's own parameter constraints, checked now instead of inside a fold.
-        head.classifier(**{**head.defaults, **params})._validate_params()
+        settings = {k: v for k, v in {**head.defaults, **params}.items() if k != PCA}
+        head.classifier(**settings)._validate_params()
     except (TypeError, ValueError) as exc:
         return str(exc)
     return ""
@@ -245,16 +254,22 @@ def build_head(
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from cxr.classify.reduce import Reduce
+
     head = get_head(name)
     settings = {k: v for k, v in effective_params(name, params).items() if not isinstance(v, Grid)}
     settings.update({k: head.defaults[k] for k in grids(params) if k in head.defaults})
+    components = settings.pop(PCA, None)
     if "random_state" in head.classifier().get_params():
         settings.setdefault("random_state", random_state)
     clf = head.classifier(**settings)
     if head.calibrated:
         clf = CalibratedClassifierCV(clf, method="sigmoid", cv=3, ensemble=False)
     steps = [("inputs", inputs)] if inputs is not None else []
-    return Pipeline([*steps, ("scale", StandardScaler()), ("clf", clf)])
+    steps.append(("scale", StandardScaler()))
+    if components is not None or PCA in grids(params):
+        steps.append(("reduce", Reduce(components, random_state=random_state)))
+    return Pipeline([*steps, ("clf", clf)])
 
 
 def search_grid(name: str, params: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
@@ -264,4 +279,6 @@ def search_grid(name: str, params: Mapping[str, Any] | None = None) -> dict[str,
     fixed = params or {}
     grid = {k: list(v) for k, v in head.grid.items() if k not in fixed}
     grid.update({k: list(v) for k, v in grids(params).items()})
-    return {f"{head.prefix}{k}": v for k, v in grid.items()}
+    return {
+        ("reduce__n_components" if k == PCA else f"{head.prefix}{k}"): v for k, v in grid.items()
+    }

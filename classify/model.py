@@ -46,6 +46,7 @@ TRUSTED_TYPES = frozenset(
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._ball_tree.BallTree",
         "sklearn.tree._tree.Tree",
+        "cxr.classify.reduce.Reduce",  # our own PCA step (classify/reduce.py): no code on load
     }
 )
 BUNDLE_KEYS = ("format", "pipeline", "backbone", "fingerprint", "weights", "classes", "n_features")

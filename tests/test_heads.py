@@ -78,3 +78,23 @@ def test_search_grid_uses_pipeline_names_and_skips_fixed_params():
     assert search_grid("logreg") == {"clf__C": [0.01, 0.1, 1.0, 10.0]}
     assert "clf__estimator__C" in search_grid("svm")
     assert "clf__alpha" not in search_grid("mlp", {"alpha": 1e-3})
+
+
+def test_svm_projects_on_principal_components_inside_the_fold_unless_told_not_to():
+    from cxr.classify.reduce import Reduce
+
+    steps = dict(build_head("svm", random_state=0).steps)
+    assert isinstance(steps["reduce"], Reduce) and steps["reduce"].n_components == 128
+    assert "reduce" not in dict(build_head("svm", parse_params(["svm.pca=none"])["svm"]).steps)
+    assert "reduce" not in dict(build_head("logreg").steps)  # only where the registry says
+    assert dict(build_head("logreg", {"pca": 16}).steps)["reduce"].n_components == 16
+    with pytest.raises(CxrError, match="pca must be a number of components"):
+        parse_params(["svm.pca=0"])
+    rng = np.random.default_rng(0)
+    wide = rng.normal(size=(50, 300))
+    assert Reduce(128).fit(wide).transform(wide).shape == (50, 49)  # capped by the rows
+    narrow = rng.normal(size=(50, 8))
+    assert Reduce(128).fit(narrow).transform(narrow) is narrow  # nothing to reduce
+    assert search_grid("svm", parse_params(["svm.pca=64,128,256"])["svm"])[
+        "reduce__n_components"
+    ] == [64, 128, 256]
