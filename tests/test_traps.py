@@ -320,3 +320,18 @@ def test_loading_a_folder_of_several_stores_names_them(make_synthetic_store):
     with pytest.raises(CxrError, match="2 stores here \\(mobilenet_v2, xception\\); name the"):
         store.load(first.parent)
     assert len(store.load(first.parent, "xception")) == len(store.load(first))
+
+
+def test_the_table_shows_the_pooled_value_beside_its_own_interval(make_synthetic_store, tmp_path):
+    """AUC 0.930 in the table and 0.925 in the plot: a fold mean beside a pooled CI. Now the
+    table's number is the pooled value its interval belongs to, as in the forest plot."""
+    path = make_synthetic_store(FOUR, separation=1.0)
+    out = tmp_path / "r.json"
+    args = ["--head", "logreg", "--folds", "3", "--bootstrap", "100", "--json", str(out)]
+    result = runner.invoke(app, ["evaluate", "--features", str(path.parent), *args])
+    assert result.exit_code == 0, result.output
+    [r] = json.loads(out.read_text())["results"]
+    auc = r["metrics"]["roc_auc"]
+    assert round(auc["mean"], 3) != round(auc["pooled"], 3)  # the two differ here
+    lo, hi = auc["ci95"]
+    assert f"{auc['pooled']:.3f} [{lo:.3f}, {hi:.3f}]" in result.output
