@@ -313,21 +313,14 @@ class _Run:
         """Fit, score and record every head on one store with one choice of inputs."""
         shown = backbone if layout is None else f"{backbone}, {inputs}"
         splits = plan.splits
-        with self.steps.step(
+        oofs = self._fit(
             f"{shown}: {len(self.heads)} head(s) x {len(splits)} fits",
-            len(self.heads) * len(splits),
-        ) as done:
-            oofs = run_splits(
-                data,
-                splits,
-                self.heads,
-                groups=plan.inner_groups,
-                seed=self.seed,
-                search=self.search,
-                jobs=self.jobs,
-                advance=done,
-                inputs=layout,
-            )
+            data,
+            splits,
+            layout,
+            groups=plan.inner_groups,
+            search=self.search,
+        )
         for head, oof in oofs.items():
             self._warn(oof.warnings)
             if self.search:
@@ -358,6 +351,21 @@ class _Run:
                 scored_one(1)
         if self.sizes:
             self._curves(backbone, plan, data, inputs, layout)
+
+    def _fit(self, label, data, splits, layout, *, groups, search) -> dict[str, OutOfFold]:
+        """Every head on every split, in one joblib pool, with a progress step."""
+        with self.steps.step(label, len(self.heads) * len(splits)) as done:
+            return run_splits(
+                data,
+                splits,
+                self.heads,
+                groups=groups,
+                seed=self.seed,
+                search=search,
+                jobs=self.jobs,
+                advance=done,
+                inputs=layout,
+            )
 
     def _warn(self, messages) -> None:
         self.notes.extend(m for m in messages if m not in self.notes)
@@ -391,20 +399,14 @@ class _Run:
         curve_plan = curve_splits(
             plan.splits, data.y, groups, self.sizes, self.seed, self.curve_draws
         )
-        with self.steps.step(
+        oofs = self._fit(
             f"{backbone}, {inputs}: learning curves, {len(curve_plan)} fits per head",
-            len(self.heads) * len(curve_plan),
-        ) as done:
-            oofs = run_splits(
-                data,
-                [c.split for c in curve_plan],
-                self.heads,
-                groups=None,
-                seed=self.seed,
-                jobs=self.jobs,
-                advance=done,
-                inputs=layout,
-            )
+            data,
+            [c.split for c in curve_plan],
+            layout,
+            groups=None,
+            search=False,
+        )
         units = data.groups if data.has_groups else data.paths
         for head, oof in oofs.items():
             for part in plan.parts:

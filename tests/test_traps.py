@@ -152,28 +152,18 @@ def test_predict_and_reruns_use_the_weight_file_the_store_was_built_with(tmp_pat
 # ---- stage 2 ------------------------------------------------------------------------------
 
 
+def evaluate_cli(store: Path, *args: str, bootstrap: str = "20"):
+    """`cxr evaluate` on a synthetic store: 3 folds and a short bootstrap, for speed."""
+    base = ["evaluate", "--features", str(store.parent), "--folds", "3", "--bootstrap", bootstrap]
+    return runner.invoke(app, [*base, *args])
+
+
 def test_repeated_merge_reaches_the_report(make_synthetic_store):
     path = make_synthetic_store(FOUR)
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            "--features",
-            str(path.parent),
-            "--head",
-            "logreg",
-            "--merge",
-            "pneumonia=bacterial",
-            "--merge",
-            "pneumonia=viral",
-            "--folds",
-            "3",
-            "--bootstrap",
-            "20",
-            "--json",
-            "-",
-        ],
-    )
+    result = evaluate_cli(
+        path, "--head", "logreg", "--merge", "pneumonia=bacterial", "--merge", "pneumonia=viral",
+        "--json", "-",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     [r] = json.loads(result.stdout)["results"]
     assert r["task"]["merge"] == {"pneumonia": ["bacterial", "viral"]}
@@ -229,22 +219,7 @@ def test_search_at_the_edge_of_its_grid_warns():
 
 def test_the_best_result_comes_with_a_caution(make_synthetic_store):
     path = make_synthetic_store(FOUR)
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            "--features",
-            str(path.parent),
-            "--head",
-            "logreg",
-            "--head",
-            "knn",
-            "--folds",
-            "3",
-            "--bootstrap",
-            "50",
-        ],
-    )
+    result = evaluate_cli(path, "--head", "logreg", "--head", "knn", bootstrap="50")
     assert result.exit_code == 0, result.output
     assert "caution: the best of 2 results picked on the same test rows" in result.output
 
@@ -275,20 +250,7 @@ def test_evaluate_reports_progress_to_a_progress_object(make_synthetic_store):
 
 def test_cli_is_quiet_off_a_terminal(make_synthetic_store):
     path = make_synthetic_store(FOUR)
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            "--features",
-            str(path.parent),
-            "--head",
-            "logreg",
-            "--folds",
-            "3",
-            "--bootstrap",
-            "20",
-        ],
-    )
+    result = evaluate_cli(path, "--head", "logreg")
     assert result.exit_code == 0 and "fits" not in result.output
 
 
@@ -327,8 +289,7 @@ def test_the_table_shows_the_pooled_value_beside_its_own_interval(make_synthetic
     table's number is the pooled value its interval belongs to, as in the forest plot."""
     path = make_synthetic_store(FOUR, separation=1.0)
     out = tmp_path / "r.json"
-    args = ["--head", "logreg", "--folds", "3", "--bootstrap", "100", "--json", str(out)]
-    result = runner.invoke(app, ["evaluate", "--features", str(path.parent), *args])
+    result = evaluate_cli(path, "--head", "logreg", "--json", str(out), bootstrap="100")
     assert result.exit_code == 0, result.output
     [r] = json.loads(out.read_text())["results"]
     auc = r["metrics"]["roc_auc"]
