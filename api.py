@@ -80,9 +80,12 @@ def evaluate(
     ``merge={"pneumonia": ["bacterial", "viral"]}``, ``where=["dataset=kermany"]`` (the CLI's
     syntax), ``params={"mlp": {"alpha": 1e-3}}`` (a list is a grid for ``search=True``).
     ``options`` are those of `cxr.classify.evaluate.evaluate`: folds, repeats, seed, jobs,
-    group_by, leave_out, test_where, search, n_boot, metric, operating_point, plots, progress.
+    group_by, leave_out, test_where, search, n_boot (or bootstrap), metric, operating_point,
+    plots, train_sizes (``[25, 50, "all"]`` or ``"25,50,all"``), curve_draws, curve_margin,
+    covariates (``["view"]`` or ``"view,age"``), covariates_only, progress.
     Out-of-fold predictions are kept by default (``Evaluation.predictions()``).
     """
+    from cxr.classify.curves import Size
     from cxr.classify.evaluate import evaluate as run
     from cxr.classify.heads import validate_params
     from cxr.classify.tasks import TaskSpec
@@ -96,6 +99,13 @@ def evaluate(
         target,
     )
     checked = {head: validate_params(head, dict(values)) for head, values in (params or {}).items()}
+    if "bootstrap" in options:  # the CLI's name for it
+        options["n_boot"] = options.pop("bootstrap")
+    sizes = options.get("train_sizes")
+    if isinstance(sizes, list | tuple) and not all(isinstance(s, Size) for s in sizes):
+        options["train_sizes"] = ",".join(map(str, sizes))  # [25, 50, "all"]: the CLI's syntax
+    if isinstance(options.get("covariates"), str):
+        options["covariates"] = [c.strip() for c in options["covariates"].split(",")]
     report = run(
         Path(features), backbones, heads, task, checked, predictions=predictions, **options
     )
@@ -196,6 +206,8 @@ class Evaluation:
         render(self.report, Console())
 
     def __repr__(self) -> str:
+        from cxr.classify.evaluate import result_name
+
         metric = self.report["settings"]["metric"]
         first = self.results[0]
         lines = [f"Evaluation: {first['task']['name']}, {len(self.results)} result(s), by {metric}"]
@@ -206,8 +218,7 @@ class Evaluation:
             lo, hi = stat["ci95"]
             mark = " (best)" if r.get("comparison", {}).get("is_best") else ""
             lines.append(
-                f"  {r['backbone']} + {r['head']}{where}: {stat['pooled']:.3f} "
-                f"[{lo:.3f}, {hi:.3f}]{mark}"
+                f"  {result_name(r)}{where}: {stat['pooled']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
             )
         lines += [f"  warning: {w}" for w in self.report["warnings"][:3]]
         return "\n".join(lines)

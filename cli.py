@@ -361,12 +361,21 @@ def _render_stores(document: dict, console: Console, features_dir: Path) -> None
             console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
         return
     table = Table(title=f"Feature stores in {features_dir}")
-    for col in ("backbone", "rows", "dim", "weights", "classes", "rejected"):
+    for col in ("backbone", "rows", "dim", "weights", "runtime", "classes", "rejected"):
         table.add_column(col)
     for s in stores:
         classes = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
+        runtime = s["runtime"]
+        if s["runtime_max_abs_diff"]:
+            runtime += f" (probe {s['runtime_max_abs_diff']:.1g})"
         table.add_row(
-            s["backbone"], str(s["rows"]), str(s["dim"]), s["weights"], classes, str(s["rejected"])
+            s["backbone"],
+            str(s["rows"]),
+            str(s["dim"]),
+            s["weights"],
+            runtime,
+            classes,
+            str(s["rejected"]),
         )
     console.print(table)
     for s in stores:
@@ -595,7 +604,12 @@ def evaluate(
         covariates_only=covariates_only,
         progress=_steps(quiet),
     )
-    _show(report, json_out, render)
+    console = _show(report, json_out, render)
+    if plots is not None:
+        written = report.get("plots", []) + [
+            p for r in report["results"] for p in r.get("plots", [])
+        ]
+        console.print(f"Wrote {len(written)} plot(s) to {plots}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -188,7 +188,7 @@ def evaluate(
     ]
     sizes = parse_sizes(train_sizes) if isinstance(train_sizes, str) else list(train_sizes)
     if covariates_only and not covariates:
-        raise CxrError("--covariates-only: name the columns with --covariates, e.g. age,sex,view")
+        raise CxrError("--covariates-only: name the columns with --covariates, e.g. view,age")
     run = _Run(
         task=task,
         heads={h: params.get(h, {}) for h in names},
@@ -424,6 +424,15 @@ class _Run:
                     operating_point=self.operating_point,
                     margin=self.curve_margin,
                 )
+                full = points[-1]["train_per_class"]
+                for point in points[:-1]:
+                    if point["train_per_class"] == full:
+                        self._warn(
+                            [
+                                f"--train-sizes {point['size']}: every class has fewer training "
+                                "images than that, so it is the same as 'all'"
+                            ]
+                        )
                 self.curves.append(
                     Curve(
                         backbone=backbone,

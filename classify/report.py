@@ -171,10 +171,18 @@ def _render_curves(curves: list[dict], metric: str, console: Console) -> None:
             continue
         console.print(
             f"{name}: within {c['margin']:g} of its full-data {metric} ({full:.3f}) from "
-            f"{c['within_margin_from']} training images per class",
+            + _size_words(c["within_margin_from"]),
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _size_words(size: str) -> str:
+    if size == "all":
+        return "all training images only"
+    if "." in size:
+        return f"{float(size):.0%} of the training images"
+    return f"{size} training images per class"
 
 
 def _render_search(results: list[dict], console: Console) -> None:

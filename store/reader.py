@@ -160,6 +160,8 @@ class StoreInfo(TypedDict):
     weights_sha256: str
     input_size: int
     resize: str
+    runtime: str  # tensorflow | openvino, with the precision: "openvino bf16"
+    runtime_max_abs_diff: float  # the runtime's probe against TensorFlow (0 for TensorFlow)
     classes: dict[str, int]  # label -> rows
     rejected: int
     pending_shards: int  # committed batches of an interrupted run, not yet published
@@ -182,6 +184,8 @@ def describe(path: Path) -> StoreInfo:
         weights_sha256=str(attrs.get("weights_sha256", "")),
         input_size=int(attrs["input_size"]),
         resize=str(attrs.get("resize", "")),
+        runtime=f"{attrs.get('runtime', 'tensorflow')} {attrs.get('precision', 'f32')}",
+        runtime_max_abs_diff=float(attrs.get("runtime_max_abs_diff", 0.0)),
         classes=dict(sorted(Counter(content.rows["label"].tolist()).items())),
         rejected=len(content.rejected),
         pending_shards=len(list(pending.glob("*.h5"))) if pending.is_dir() else 0,

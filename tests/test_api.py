@@ -113,3 +113,20 @@ def test_audit_is_callable_even_after_its_package_is_imported(monkeypatch):
     monkeypatch.setattr("cxr.api.audit", lambda *a, **k: calls.append((a, k)) or "report")
     assert cxr.audit("features", "mobilenet_v2", seed=3) == "report"
     assert calls == [(("features", "mobilenet_v2"), {"seed": 3})]
+
+
+def test_api_takes_the_cli_option_names_and_labels_covariate_results(make_synthetic_store):
+    path = make_synthetic_store(THREE, meta={"site": lambda r: "a" if len(r["id"]) % 2 else "b"})
+    ev = cxr.evaluate(
+        path.parent,
+        heads=["logreg"],
+        folds=3,
+        bootstrap=20,
+        train_sizes=[3, "all"],
+        covariates="site",
+        confound_columns=(),
+    )
+    assert ev.report["provenance"]["bootstrap"]["replicates"] == 20
+    assert [p["size"] for p in ev.report["learning_curves"][0]["points"]] == ["3", "all"]
+    text = repr(ev)
+    assert "mobilenet_v2 + logreg:" in text and "mobilenet_v2 & site + logreg:" in text

@@ -60,6 +60,10 @@ def test_openvino_f32_embeddings_equal_tensorflows(tmp_path, keras_home):
     [folder] = keras_home.iterdir()
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["probe"]["f32"] == attrs["runtime_max_abs_diff"]
+    info = runner.invoke(app, ["info", "--features", str(tmp_path / "ov"), "--json", "-"])
+    [listed] = json.loads(info.stdout)["stores"]
+    assert listed["runtime"] == "openvino f32"
+    assert listed["runtime_max_abs_diff"] == attrs["runtime_max_abs_diff"]
 
 
 def test_the_converted_model_is_cached_and_a_damaged_one_rebuilt(tmp_path, keras_home, monkeypatch):

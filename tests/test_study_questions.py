@@ -195,3 +195,10 @@ def test_covariates_are_refused_when_they_would_leak_or_do_not_exist(make_synthe
     assert "Covariates: mobilenet_v2 & marker, noise + logreg vs mobilenet_v2 + logreg" in (
         result.output.replace("\n", " ")
     )
+
+
+def test_a_size_larger_than_every_class_is_named_as_the_same_as_all(make_synthetic_store):
+    path = make_synthetic_store(TWO)
+    report = evaluate(path.parent, heads=["logreg"], folds=3, n_boot=20, train_sizes="5,5000")
+    assert any("--train-sizes 5000: every class has fewer" in w for w in report["warnings"])
+    assert not any("--train-sizes 5:" in w for w in report["warnings"])
