@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 from cxr.extract.hashing import HashCache
+from cxr.extract.images import is_dicom_file
 
 MANIFEST_NAME = "manifest.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
@@ -183,14 +184,7 @@ def list_images(inputs: Sequence[Path]) -> list[Path]:
 
 
 def _is_image_file(path: Path) -> bool:
-    """By suffix, or by the DICOM preamble: PACS exports are often named IM000001."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path)
 
 
 def _hash_all(entries: list[Entry], hashes: HashCache) -> Iterator[tuple[Entry, str, str]]:

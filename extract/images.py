@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -63,6 +64,18 @@ def decode_pixels(data: bytes, name: str = "") -> np.ndarray:
 
 def _is_dicom(data: bytes, name: str) -> bool:
     return data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """By suffix, or by the DICOM preamble (PACS exports are often named IM000001), reading
+    only the first 132 bytes; an unreadable file is not DICOM here (its reader will say why)."""
+    if path.name.lower().endswith(DICOM_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return _is_dicom(fh.read(132), "")
+    except OSError:
+        return False
 
 
 def _check_pixels(width: int, height: int) -> None:

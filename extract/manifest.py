@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 from cxr.extract.dataset import KNOWN_COLUMNS, from_folders, from_manifest
-from cxr.extract.images import DICOM_SUFFIXES
+from cxr.extract.images import is_dicom_file
 
 KEY_VARIABLE = "CXR_ID_KEY"
 # DICOM keyword -> manifest column, in the order the manifest lists them.
@@ -100,7 +100,7 @@ def build_manifest(
     for entry in entries:
         row = {"path": entry.path, "label": entry.label, "source": entry.source, **entry.meta}
         patient = entry.patient_id
-        if _looks_dicom(entry.file):
+        if is_dicom_file(entry.file):
             header, reason = _header(entry.file)
             if reason:
                 unreadable[entry.path] = reason
@@ -130,16 +130,6 @@ def build_manifest(
         columns=columns,
         filled=dict(Counter(c for row in rows for c in columns if row.get(c))),
     )
-
-
-def _looks_dicom(file: Path) -> bool:
-    if file.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(file, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
 
 
 def _header(file: Path) -> tuple[dict[str, str], str]:
