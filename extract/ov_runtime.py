@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -40,23 +41,18 @@ def cache_root() -> Path:
 
 
 def cache_dir(spec: BackboneSpec, weights: ResolvedWeights) -> Path:
-    import openvino as ov
-
+    """The cache folder of one converted model; named from package metadata, so looking it up
+    imports nothing heavy (a run with nothing to compute imports no engine)."""
     identity = weights.sha256[:16] if weights.sha256 else f"random{weights.seed}"
-    version = ov.get_version().split("-")[0]
+    version = metadata.version("openvino")
     return cache_root() / f"{spec.name}-{identity}-{spec.input_size}-ov{version}"
 
 
 def recorded_difference(spec: BackboneSpec, weights: ResolvedWeights, precision: str):
-    """The probe's figure from the cache, without importing anything heavy (None if unknown)."""
-    if not weights.sha256 and weights.kind != "random":
-        return None
-    root = cache_root()
-    identity = weights.sha256[:16] if weights.sha256 else f"random{weights.seed}"
-    for folder in sorted(root.glob(f"{spec.name}-{identity}-{spec.input_size}-ov*")):
-        meta = _read_meta(folder)
-        if meta and precision in meta.get("probe", {}):
-            return float(meta["probe"][precision])
+    """The probe's figure from the cache (None if this model was never probed at it)."""
+    meta = _read_meta(cache_dir(spec, weights))
+    if meta and precision in meta.get("probe", {}):
+        return float(meta["probe"][precision])
     return None
 
 

@@ -168,8 +168,9 @@ def extract_features(
     if resize not in RESIZE_POLICIES:
         raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
     choices = parse_weights(list(weights), [s.name for s in specs], seed)
+    existing = {s.name: read_attrs(store_path(features_dir, s.name)) for s in specs}
     for spec in specs:  # no --weights for it: the weight file its store was built with
-        own = _stores_weight_file(features_dir, spec.name, weights)
+        own = _stores_weight_file(existing[spec.name], spec.name, weights)
         if own is not None:
             choices[spec.name] = WeightsChoice("file", path=own)
             report.note(f"{spec.name}: the store's weight file {own} (--weights to choose others)")
@@ -200,9 +201,7 @@ def extract_features(
                         resolved,
                         resize,
                         engine,
-                        _known_difference(
-                            spec, resolved, engine, read_attrs(store_path(features_dir, spec.name))
-                        ),
+                        _known_difference(spec, resolved, engine, existing[spec.name]),
                     ),
                     rebuild=rebuild,
                 )
@@ -237,13 +236,11 @@ def extract_features(
     return summaries
 
 
-def _stores_weight_file(features_dir: Path, backbone: str, weights: Sequence[str]) -> Path | None:
-    """The file an existing store was built from, when this run names no weights for it: a
-    re-run of `cxr features DATA` then needs no --weights, offline included."""
+def _stores_weight_file(attrs: dict, backbone: str, weights: Sequence[str]) -> Path | None:
+    """The file an existing store (its ``attrs``) was built from, when this run names no weights
+    for it: a re-run of `cxr features DATA` then needs no --weights, offline included."""
     if any("=" not in w or w.partition("=")[0] == backbone for w in weights):
         return None
-    path = store_path(features_dir, backbone)
-    attrs = read_attrs(path) if path.is_file() else {}
     recorded = Path(str(attrs.get("weights_path", "")))
     if attrs.get("weights") == "file" and recorded.name and recorded.is_file():
         return recorded
