@@ -85,7 +85,6 @@ def evaluate(
     covariates (``["view"]`` or ``"view,age"``), covariates_only, progress.
     Out-of-fold predictions are kept by default (``Evaluation.predictions()``).
     """
-    from cxr.classify.curves import Size
     from cxr.classify.evaluate import evaluate as run
     from cxr.classify.heads import validate_params
     from cxr.classify.tasks import TaskSpec
@@ -101,11 +100,6 @@ def evaluate(
     checked = {head: validate_params(head, dict(values)) for head, values in (params or {}).items()}
     if "bootstrap" in options:  # the CLI's name for it
         options["n_boot"] = options.pop("bootstrap")
-    sizes = options.get("train_sizes")
-    if isinstance(sizes, list | tuple) and not all(isinstance(s, Size) for s in sizes):
-        options["train_sizes"] = ",".join(map(str, sizes))  # [25, 50, "all"]: the CLI's syntax
-    if isinstance(options.get("covariates"), str):
-        options["covariates"] = [c.strip() for c in options["covariates"].split(",")]
     report = run(
         Path(features), backbones, heads, task, checked, predictions=predictions, **options
     )

@@ -600,7 +600,7 @@ def evaluate(
         train_sizes=train_sizes or (),
         curve_draws=curve_draws,
         curve_margin=curve_margin,
-        covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
+        covariates=covariates or (),
         covariates_only=covariates_only,
         progress=_steps(quiet),
     )

@@ -47,30 +47,39 @@ class Size:
         return self.count is None and self.fraction is None
 
 
-def parse_sizes(text: str) -> list[Size]:
-    """``25,50,100,all`` (images per class) or ``0.1,0.25,0.5,all`` (fractions of each class)."""
-    sizes = []
-    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
-        try:
-            if part == ALL:
-                sizes.append(Size())
-            elif part.isdigit() and int(part) > 0:
-                sizes.append(Size(count=int(part)))
-            elif 0 < float(part) < 1:
-                sizes.append(Size(fraction=float(part)))
-            else:
-                raise ValueError
-        except ValueError:
-            raise CxrError(
-                f"--train-sizes {text!r}: {part!r} is neither a count per class (25), a fraction "
-                "(0.25) nor 'all'"
-            ) from None
+def parse_sizes(spec: str | Sequence[Size | int | float | str]) -> list[Size]:
+    """``25,50,100,all`` (images per class) or ``0.1,0.25,0.5,all`` (fractions of each class),
+    as the CLI's text or a Python list (``[25, 50, "all"]``, `Size` values); sorted, with
+    ``all`` added when missing."""
+    text = spec if isinstance(spec, str) else ",".join(map(str, spec))
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    sizes = [
+        item if isinstance(item, Size) else _size(str(item).strip().lower(), text)
+        for item in items
+        if isinstance(item, Size) or str(item).strip()
+    ]
     if not sizes:
         raise CxrError(f"--train-sizes {text!r}: give sizes like 25,50,100,all")
     if not any(s.is_all for s in sizes):
         sizes.append(Size())  # the full-data score every size is measured against
     key = lambda s: (s.is_all, s.count if s.count is not None else s.fraction)  # noqa: E731
     return sorted(dict.fromkeys(sizes), key=key)
+
+
+def _size(part: str, text: str) -> Size:
+    try:
+        if part == ALL:
+            return Size()
+        if part.isdigit() and int(part) > 0:
+            return Size(count=int(part))
+        if 0 < float(part) < 1:
+            return Size(fraction=float(part))
+    except ValueError:
+        pass
+    raise CxrError(
+        f"--train-sizes {text!r}: {part!r} is neither a count per class (25), a fraction "
+        "(0.25) nor 'all'"
+    )
 
 
 def subsample(

@@ -111,10 +111,10 @@ def evaluate(
     confound_columns: Sequence[str] | None = None,
     plots: Path | None = None,
     predictions: bool = False,
-    train_sizes: str | Sequence[Size] = (),
+    train_sizes: str | Sequence[Size | int | float | str] = (),
     curve_draws: int = SEEDS,
     curve_margin: float = MARGIN,
-    covariates: Sequence[str] = (),
+    covariates: str | Sequence[str] = (),
     covariates_only: bool = False,
     progress: Steps | None = None,
 ) -> EvaluateReport:
@@ -130,12 +130,12 @@ def evaluate(
     result carries its out-of-fold predictions per image (``Predictions``); ``progress``
     receives the stages (fits, bootstrap, comparisons).
 
-    ``train_sizes`` (``"25,50,all"`` or `Size` values) adds learning curves: every head refitted
-    on nested, stratified, patient-grouped subsamples of each training split (``curve_draws``
-    draws per size) and scored on the untouched test rows (`cxr.classify.curves`).
-    ``covariates`` (stored columns) adds results on embeddings + covariates, each with its paired
-    difference from the embeddings alone; ``covariates_only`` adds the covariates alone
-    (`cxr.classify.covariates`).
+    ``train_sizes`` (``"25,50,all"``, ``[25, 50, "all"]`` or `Size` values) adds learning
+    curves: every head refitted on nested, stratified, patient-grouped subsamples of each
+    training split (``curve_draws`` draws per size) and scored on the untouched test rows
+    (`cxr.classify.curves`). ``covariates`` (stored columns, a list or ``"a,b"``) adds results
+    on embeddings + covariates, each with its paired difference from the embeddings alone;
+    ``covariates_only`` adds the covariates alone (`cxr.classify.covariates`).
     """
     task = task or TaskSpec()
     params = params or {}
@@ -186,7 +186,9 @@ def evaluate(
         for h in params
         if h not in names
     ]
-    sizes = parse_sizes(train_sizes) if isinstance(train_sizes, str) else list(train_sizes)
+    sizes = parse_sizes(train_sizes) if train_sizes else []
+    if isinstance(covariates, str):  # the CLI's a,b,c
+        covariates = [c.strip() for c in covariates.split(",") if c.strip()]
     if covariates_only and not covariates:
         raise CxrError("--covariates-only: name the columns with --covariates, e.g. view,age")
     run = _Run(
