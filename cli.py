@@ -567,6 +567,9 @@ def evaluate(
     quiet: bool = QUIET,
 ) -> None:
     """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
+    from cxr.classify.workers import start_workers
+
+    start_workers(jobs, [h.value for h in head] or None)
     from cxr.classify.evaluate import evaluate as run_evaluate
     from cxr.classify.heads import parse_params
     from cxr.classify.report import render

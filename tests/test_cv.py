@@ -190,3 +190,24 @@ def test_fast_group_folds_are_scikit_learns(data, n_splits, n_classes, seed):
     assert len(ours) == len(theirs)
     for (a_train, a_test), (b_train, b_test) in zip(ours, theirs, strict=True):
         assert np.array_equal(a_test, b_test) and np.array_equal(a_train, b_train)
+
+
+def test_start_workers_warms_the_pool_that_fitting_reuses():
+    """The warm-up imports the head's modules in joblib's reusable workers, and the next
+    Parallel call runs on those same workers (fresh ones would not have the module)."""
+    from joblib import Parallel, delayed
+    from joblib.externals.loky import get_reusable_executor
+
+    from cxr.classify.workers import start_workers
+
+    loaded = "'sklearn.neighbors' in __import__('sys').modules"
+
+    def fresh_pool_has_module() -> list[bool]:
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
+        return Parallel(n_jobs=2)(delayed(eval)(loaded) for _ in range(2))
+
+    assert fresh_pool_has_module() == [False, False]
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    start_workers(2, ["knn"]).join()
+    assert any(Parallel(n_jobs=2)(delayed(eval)(loaded) for _ in range(8)))
+    assert start_workers(1, ["knn"]) is None

@@ -1,0 +1,37 @@
+"""Start joblib's worker processes before the main process needs them.
+
+A fresh ``cxr evaluate`` spends about a second importing scikit-learn in the main process, then
+waits another second while each loky worker imports it again on its first task. Started here,
+first thing, the workers import while the main process does: the two costs overlap instead of
+adding up (the pool is joblib's reusable one, so the later ``Parallel`` calls find it running).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Sequence
+
+
+def _import(modules: Sequence[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
+def start_workers(jobs: int, heads: Sequence[str] | None) -> threading.Thread | None:
+    """Warm ``jobs`` workers in the background with the modules that fitting ``heads`` (None:
+    every head) imports; the thread doing it, or None with one job (no pool)."""
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    from cxr.classify.heads import HEADS
+
+    n = effective_n_jobs(jobs)
+    if n < 2:
+        return None
+    modules = ["cxr.classify.cv", *(HEADS[h].classifier_path.rsplit(".", 1)[0] for h in heads or HEADS)]
+    warm = Parallel(n_jobs=jobs)
+    thread = threading.Thread(
+        target=warm, args=((delayed(_import)(modules) for _ in range(n)),), daemon=True
+    )
+    thread.start()
+    return thread
