@@ -20,14 +20,14 @@ REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf
 # files; elsewhere empty, and Keras downloads the ImageNet weights. WEIGHTS=... overrides.
 WEIGHTS   ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(filter $(addsuffix =%,$(BACKBONES)),$(REPRO_WEIGHTS)))
 
-.PHONY: install features evaluate reproduce test lint format bench bench-quick clean
+.PHONY: install features evaluate reproduce test lint format bench bench-quick bench-scale clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dicom,openvino]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dicom,openvino,dask]"
 	touch $@
 
 features: install
@@ -64,6 +64,15 @@ bench: install
 # The same measurements at toy sizes, to prove the benchmark runs (CI; no speed is asserted).
 bench-quick: install
 	$(BIN)/python benchmarks/bench.py --quick --out $(or $(TMPDIR),/tmp)/cxr-bench-quick.json
+
+# NIH ChestX-ray14's size on a synthetic store (112,120 x 1,280, 30,805 patients, planted
+# near-duplicates): publish/load/audit/evaluate time and memory, audit recall; with the shared
+# images, `cxr features` in one process against --scheduler with 2 workers. Writes
+# benchmarks/scale.json. Sizes: make bench-scale SCALE_ARGS="--rows 20000"; CI runs --quick.
+SCALE_ARGS ?=
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py $(SCALE_ARGS) \
+		$(if $(wildcard $(SHARED_WEIGHTS)),--data $(DATA) $(foreach w,$(REPRO_WEIGHTS),--weights $(w)))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from cxr import cluster  # imports Dask only when connecting
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
 from cxr.classify.metrics import overall_metrics  # numpy only
@@ -148,6 +149,7 @@ WEIGHTS = typer.Option(
 )
 SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (none either off a terminal).")
+SCHEDULER = typer.Option(None, "--scheduler", help=cluster.HELP)
 
 
 def _steps(quiet: bool):
@@ -201,6 +203,10 @@ def features(
         "--precision",
         help="f32, or bf16 (OpenVINO on a CPU with bf16: faster, other vectors, its own store).",
     ),
+    scheduler: str | None = SCHEDULER,
+    shard: int = typer.Option(
+        256, "--shard", min=1, help="With --scheduler: files per Dask task (one shard each)."
+    ),
     json_out: Path | None = JSON_OUT,
 ) -> None:
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
@@ -228,6 +234,8 @@ def features(
         runtime=runtime.value,
         precision=precision.value,
         reporter=reporter,
+        scheduler=scheduler,
+        shard=shard,
     )
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, lambda document, console: None)  # the table is printed
@@ -564,12 +572,14 @@ def evaluate(
         "--predictions",
         help="Put every out-of-fold prediction (image, fold, class probabilities) in --json.",
     ),
+    scheduler: str | None = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
     """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
     from cxr.classify.workers import start_workers
 
-    start_workers(jobs, [h.value for h in head] or None)
+    if scheduler is None:
+        start_workers(jobs, [h.value for h in head] or None)
     from cxr.classify.evaluate import evaluate as run_evaluate
     from cxr.classify.heads import parse_params
     from cxr.classify.report import render
@@ -606,6 +616,7 @@ def evaluate(
         covariates=covariates or (),
         covariates_only=covariates_only,
         progress=_steps(quiet),
+        scheduler=scheduler,
     )
     console = _show(report, json_out, render)
     if plots is not None:
@@ -730,6 +741,7 @@ def audit(
         None, "--exclude-out", help="Write the exclusion/merge file for `cxr evaluate --exclude`."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the probe's folds."),
+    scheduler: str | None = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
     """Find exact and near-duplicate images, label/patient conflicts and source confounds."""
@@ -748,6 +760,7 @@ def audit(
         probes=probe,
         seed=seed,
         progress=_steps(quiet),
+        scheduler=scheduler,
     )
     console = _show(result, json_out, render)
     if exclude_out is not None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
+from joblib import Parallel, delayed
 
 from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
 from cxr.errors import CxrError
@@ -73,7 +73,11 @@ def _hash_file(item: tuple[str, Path]) -> tuple[str, np.ndarray | str]:
 
 
 def hashes_for(
-    ids: Iterable[str], files: Iterable[Path], features_dir: Path, progress: Steps | None = None
+    ids: Iterable[str],
+    files: Iterable[Path],
+    features_dir: Path,
+    progress: Steps | None = None,
+    jobs: int = DECODE_WORKERS,
 ) -> tuple[dict[str, np.ndarray], list[str], int]:
     """Hashes of every id (decoding only uncached ones); returns (hashes, notes, n_computed).
 
@@ -91,11 +95,12 @@ def hashes_for(
     notes = []
     if todo:
         steps = progress or Silent()
-        with (
-            steps.step("perceptual hashes of new images", len(todo)) as done,
-            ThreadPoolExecutor(DECODE_WORKERS) as pool,
-        ):
-            for sha, result in pool.map(_hash_file, todo.items()):
+        # Threads here (decoding releases the GIL); tasks on the workers under a Dask backend.
+        hashed = Parallel(n_jobs=jobs, prefer="threads", return_as="generator")(
+            delayed(_hash_file)(item) for item in todo.items()
+        )
+        with steps.step("perceptual hashes of new images", len(todo)) as done:
+            for sha, result in hashed:
                 if isinstance(result, str):
                     notes.append(result)
                 else:

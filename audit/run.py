@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
+from joblib import Parallel, delayed
 
 from cxr.audit import duplicates, exclusions
-from cxr.audit.cache import hashes_for
+from cxr.audit.cache import DECODE_WORKERS, hashes_for
 from cxr.audit.phash import LEVELS, METHOD, N_BITS, WORDS
 from cxr.audit.probe import ProbeResult, probe
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD
+from cxr.cluster import on_cluster
 from cxr.errors import CxrError
 from cxr.progress import Silent, Steps
 from cxr.store import FeatureSet, find_stores, load
@@ -79,8 +81,38 @@ def audit(
     probes: Sequence[str] = (),
     seed: int = 0,
     progress: Steps | None = None,
+    scheduler: str | None = None,
 ) -> AuditReport:
-    """Duplicate clusters, conflicts, confound probes and the exclusion file, as one report."""
+    """Duplicate clusters, conflicts, confound probes and the exclusion file, as one report.
+
+    ``scheduler`` (a Dask address or ``local:N``): the perceptual hashes of new images and the
+    probes run on that cluster's workers (which must see the images at the same paths)."""
+    with on_cluster(scheduler):
+        return _audit(
+            features_dir,
+            backbone,
+            data=data,
+            hash_threshold=hash_threshold,
+            cosine_threshold=cosine_threshold,
+            probes=probes,
+            seed=seed,
+            progress=progress,
+            jobs=DECODE_WORKERS if scheduler is None else -1,
+        )
+
+
+def _audit(
+    features_dir: Path,
+    backbone: str | None,
+    *,
+    data: Path | None,
+    hash_threshold: int,
+    cosine_threshold: float,
+    probes: Sequence[str],
+    seed: int,
+    progress: Steps | None,
+    jobs: int,
+) -> AuditReport:
     if not 0 <= hash_threshold < N_BITS or not -1.0 <= cosine_threshold <= 1.0:
         raise CxrError(f"--hash-threshold must be 0..{N_BITS - 1} and --cosine-threshold -1..1")
     started = time.perf_counter()
@@ -89,7 +121,7 @@ def audit(
     ids, patients, labels = fs.ids, fs.patient_ids, fs.labels
     files = [root / p for p in fs.rows["path"]]
     steps = progress or Silent()
-    cache, notes, computed = hashes_for(ids, files, fs.path.parent, steps)
+    cache, notes, computed = hashes_for(ids, files, fs.path.parent, steps, jobs)
     hashed = np.flatnonzero([sha in cache for sha in ids])
     hashes = np.zeros((len(hashed), LEVELS, WORDS), np.uint64)
     for n, i in enumerate(hashed):
@@ -108,15 +140,23 @@ def audit(
     found = duplicates.clusters(len(fs), exact, by_hash, by_cosine, labels, patients)
 
     columns = list(dict.fromkeys(probes)) or [c for c in DEFAULT_PROBES if c in fs.columns()]
-    probe_results: dict[str, ProbeResult] = {}
-    with steps.step("probes: does the embedding give away the column?", len(columns)) as done:
-        for name in columns:
-            values = fs.column(name)
-            same = next((c for c in probe_results if np.array_equal(fs.column(c), values)), None)
-            probe_results[name] = (
-                ProbeResult(same_as=same) if same else probe(fs.X, values, patients, seed=seed)
-            )
+    firsts = {}  # column -> the first column with the same values (probed once)
+    for name in columns:
+        firsts[name] = next(
+            (c for c in firsts if np.array_equal(fs.column(c), fs.column(name))), name
+        )
+    distinct = [c for c in columns if firsts[c] == c]
+    with steps.step("probes: does the embedding give away the column?", len(distinct)) as done:
+        probed = {}
+        outputs = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(probe)(fs.X, fs.column(c), patients, seed=seed) for c in distinct
+        )
+        for name, result in zip(distinct, outputs, strict=True):
+            probed[name] = result
             done(1)
+    probe_results: dict[str, ProbeResult] = {
+        c: probed[c] if firsts[c] == c else ProbeResult(same_as=firsts[c]) for c in columns
+    }
 
     return AuditReport(
         store=str(fs.path),

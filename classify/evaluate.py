@@ -31,6 +31,7 @@ from cxr.classify.metrics import Metric, overall_metric, summarize
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.tasks import Condition, TaskData, TaskSpec
 from cxr.classify.validation import Design, design
+from cxr.cluster import on_cluster
 from cxr.errors import CxrError
 from cxr.progress import Silent, Steps
 from cxr.store import find_stores, load
@@ -117,6 +118,7 @@ def evaluate(
     covariates: str | Sequence[str] = (),
     covariates_only: bool = False,
     progress: Steps | None = None,
+    scheduler: str | None = None,
 ) -> EvaluateReport:
     """Validate heads on the stores' embeddings; ``{"results", "confounds", "warnings", ...}``.
 
@@ -136,6 +138,9 @@ def evaluate(
     (`cxr.classify.curves`). ``covariates`` (stored columns, a list or ``"a,b"``) adds results
     on embeddings + covariates, each with its paired difference from the embeddings alone;
     ``covariates_only`` adds the covariates alone (`cxr.classify.covariates`).
+
+    ``scheduler`` (a Dask address or ``local:N``) runs every fit and bootstrap through joblib's
+    Dask backend on that cluster, ``jobs`` then ignored; the report is the same as a local run's.
     """
     task = task or TaskSpec()
     params = params or {}
@@ -154,6 +159,8 @@ def evaluate(
         raise CxrError("--bootstrap must be >= 1")
     if jobs == 0:
         raise CxrError("--jobs must be a number of workers (1, 2, ...) or -1 for all cores")
+    if scheduler is not None:
+        jobs = -1  # every thread of the cluster's workers
     if not 0 < operating_point < 1:
         raise CxrError("--operating-point must be between 0 and 1, e.g. 0.95")
     try:
@@ -211,55 +218,58 @@ def evaluate(
     )
     results, scored = run.results, run.scored
     splits_cache: dict = {}  # stores of one data set share their folds
-    for path in paths:
-        fs = load(path)
-        plan = design(
-            fs,
-            task,
-            group_by=group_by,
-            leave_out=leave_out,
-            test_where=conditions,
-            folds=folds,
-            repeats=repeats,
-            seed=seed,
-            splits_cache=splits_cache,
-        )
-        data = plan.data
-        notes.extend(n for n in plan.notes if n not in notes)
-        if task.exclude is not None:
-            notes.append(
-                f"{path}: --exclude {task.exclude}: {data.excluded} image(s) dropped, "
-                f"{data.regrouped} kept in one group with their copies"
-            )
-        stores[fs.backbone] = {"path": str(path), "rows_sha256": data.rows_sha256(), **fs.attrs}
-        if not found and confound_columns != ():
-            found = _confounds(data, task.target, confound_columns, seed)
-        variants: list[tuple[str, TaskData, Covariates | None]] = [("embeddings", data, None)]
-        if covariates:
-            with_data, layout = with_covariates(data, covariates, task.target)
-            variants.append((f"embeddings + {layout.label}", with_data, layout))
-            if covariates_only and path == paths[0]:  # the same for every store: fit once
-                only_data, only = with_covariates(data, covariates, task.target, embeddings=False)
-                variants.append((f"{only.label} alone", only_data, only))
-        for inputs, variant, layout in variants:
-            run.variant(fs.backbone, plan, variant, inputs, layout)
-    groups = list(dict.fromkeys(g for g, _ in run.scored))
-    with steps.step("paired comparisons with the best", len(groups)) as compared:
-        for group in groups:
-            members = [i for i, (g, _) in enumerate(scored) if g == group]
-            comparisons = compare(
-                [scored[i][1] for i in members],
-                chosen,
-                unit=results[members[0]]["bootstrap_unit"],
-                n_boot=n_boot,
+    with on_cluster(scheduler):  # joblib's Dask backend for every Parallel call below
+        for path in paths:
+            fs = load(path)
+            plan = design(
+                fs,
+                task,
+                group_by=group_by,
+                leave_out=leave_out,
+                test_where=conditions,
+                folds=folds,
+                repeats=repeats,
                 seed=seed,
-                operating_point=operating_point,
+                splits_cache=splits_cache,
             )
-            for i, comparison in zip(members, comparisons, strict=True):
-                results[i]["comparison"] = comparison
-            compared(1)
-    if covariates:
-        run.covariate_gains()
+            data = plan.data
+            notes.extend(n for n in plan.notes if n not in notes)
+            if task.exclude is not None:
+                notes.append(
+                    f"{path}: --exclude {task.exclude}: {data.excluded} image(s) dropped, "
+                    f"{data.regrouped} kept in one group with their copies"
+                )
+            stores[fs.backbone] = {"path": str(path), "rows_sha256": data.rows_sha256(), **fs.attrs}
+            if not found and confound_columns != ():
+                found = _confounds(data, task.target, confound_columns, seed)
+            variants: list[tuple[str, TaskData, Covariates | None]] = [("embeddings", data, None)]
+            if covariates:
+                with_data, layout = with_covariates(data, covariates, task.target)
+                variants.append((f"embeddings + {layout.label}", with_data, layout))
+                if covariates_only and path == paths[0]:  # the same for every store: fit once
+                    only_data, only = with_covariates(
+                        data, covariates, task.target, embeddings=False
+                    )
+                    variants.append((f"{only.label} alone", only_data, only))
+            for inputs, variant, layout in variants:
+                run.variant(fs.backbone, plan, variant, inputs, layout)
+        groups = list(dict.fromkeys(g for g, _ in run.scored))
+        with steps.step("paired comparisons with the best", len(groups)) as compared:
+            for group in groups:
+                members = [i for i, (g, _) in enumerate(scored) if g == group]
+                comparisons = compare(
+                    [scored[i][1] for i in members],
+                    chosen,
+                    unit=results[members[0]]["bootstrap_unit"],
+                    n_boot=n_boot,
+                    seed=seed,
+                    operating_point=operating_point,
+                )
+                for i, comparison in zip(members, comparisons, strict=True):
+                    results[i]["comparison"] = comparison
+                compared(1)
+        if covariates:
+            run.covariate_gains()
     report = jsonable(
         EvaluateReport(
             results=results,

@@ -25,10 +25,13 @@ def start_workers(jobs: int, heads: Sequence[str] | None) -> threading.Thread | 
 
     from cxr.classify.heads import HEADS
 
-    n = effective_n_jobs(jobs)
+    n = effective_n_jobs(jobs) if jobs != 0 else 0  # 0 is evaluate's to refuse, in its words
     if n < 2:
         return None
-    modules = ["cxr.classify.cv", *(HEADS[h].classifier_path.rsplit(".", 1)[0] for h in heads or HEADS)]
+    modules = [
+        "cxr.classify.cv",
+        *(HEADS[h].classifier_path.rsplit(".", 1)[0] for h in heads or HEADS),
+    ]
     warm = Parallel(n_jobs=jobs)
     thread = threading.Thread(
         target=warm, args=((delayed(_import)(modules) for _ in range(n)),), daemon=True

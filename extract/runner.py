@@ -160,9 +160,19 @@ def extract_features(
     runtime: Runtime | str = "tensorflow",
     precision: str = "f32",
     reporter: Reporter | None = None,
+    scheduler: str | None = None,
+    shard: int | None = None,
 ) -> list[Summary]:
-    """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone."""
+    """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone.
+
+    ``scheduler``: compute on Dask (an address, or ``local:N``), ``shard`` files per task."""
     report = reporter or Silent()
+    if scheduler is not None:
+        from cxr.cluster import local_workers
+
+        local_workers(scheduler)  # a malformed local:N fails before any hashing
+    if shard is not None and shard < 1:
+        raise CxrError(f"--shard {shard}: give at least 1 file per task")
     engine = runtime if isinstance(runtime, Runtime) else choose(runtime, precision)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
     if resize not in RESIZE_POLICIES:
@@ -225,7 +235,15 @@ def extract_features(
             copies: dict[str, list[str]] = {}
             for entry in discovery.entries:
                 copies.setdefault(entry.sha256, []).append(entry.path)
-            _compute(jobs, resize, copies, report, engine)
+            if scheduler is None:
+                _compute(jobs, resize, copies, report, engine)
+            else:
+                from cxr.extract.distributed import SHARD_FILES, compute_on_cluster
+
+                busy = [job for job in jobs if job.todo]
+                compute_on_cluster(
+                    busy, resize, copies, report, engine, scheduler, shard or SHARD_FILES
+                )
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
         summaries = [_publish(job, discovery, time.perf_counter() - started) for job in jobs]

@@ -77,6 +77,7 @@ class StoreWriter:
         self._seq = 0
         self.rebuild = rebuild
         self.committed = 0  # images durable in shards (resumed or of this run), not yet published
+        self.adopted = 0  # shards committed by Dask workers for this run
         self.moved_aside: list[Path] = []
 
     def __enter__(self) -> StoreWriter:
@@ -195,6 +196,18 @@ class StoreWriter:
         self.cache.add(ids, X, table)
         self.committed += len(ids)
 
+    def adopt(self, shard: Path) -> int:
+        """Take in a shard another process committed (a Dask worker); returns its image count."""
+        try:
+            attrs, ids, X, rejected = read_shard(shard)
+        except (OSError, KeyError) as exc:
+            raise StoreError(f"{shard}: unreadable shard from a worker ({exc})") from None
+        self._check_compatible(shard, attrs)
+        self.cache.add(ids, X, rejected)
+        self.adopted += 1
+        self.committed += len(ids)
+        return len(ids)
+
     def publish(self, discovery: Discovery) -> bool:
         """Rebuild the store for the current data set; returns False when nothing changed."""
         entries = [e for e in discovery.entries if e.sha256 in self.cache.vectors]
@@ -206,12 +219,7 @@ class StoreWriter:
             if e.sha256 in self.cache.rejected
         ] + [{**e.record(), "reason": reason} for e, reason in discovery.rejects]
         rejected = Table.from_records(rejected_records, REJECT_COLUMNS)
-        dim = int(self.attrs["dim"])
-        X = (
-            np.stack([self.cache.vectors[e.sha256] for e in entries])
-            if entries
-            else np.empty((0, dim), np.float32)
-        )
+        X = [self.cache.vectors[e.sha256] for e in entries]  # rows, written block by block
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         created = str(self._old.attrs.get("created", "")) if self._old else None
         attrs = published_attrs(
@@ -235,7 +243,7 @@ class StoreWriter:
 
     def _unchanged(self, rows: Table, meta: Table, rejected: Table, attrs: dict) -> bool:
         old = self._old
-        if old is None or self.resumed_batches or self._seq:
+        if old is None or self.resumed_batches or self._seq or self.adopted:
             return False
         same_attrs = all(
             old.attrs.get(k) == v for k, v in attrs.items() if k not in ("created", "updated")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ FINGERPRINT = (
 FINGERPRINT_DEFAULTS = {"runtime": "tensorflow", "precision": "f32"}
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
+WRITE_BLOCK = 16 * ROW_CHUNK  # rows converted and compressed at a time when writing X
 REBUILD = (
     "`cxr features DATA -b {backbone} --rebuild` (with the same --weights) moves it aside and "
     "builds it again"
@@ -120,7 +121,7 @@ class StoreContent:
     attrs: dict
     rows: Table
     meta: Table
-    X: np.ndarray
+    X: np.ndarray | Sequence[np.ndarray]  # (N, dim), or N row vectors (written block by block)
     rejected: Table = field(
         default_factory=lambda: Table({c: _strings([]) for c in REJECT_COLUMNS})
     )
@@ -194,21 +195,25 @@ def _write_strings(group: h5py.Group, name: str, values: np.ndarray) -> None:
     )
 
 
-def _write_matrix(f: h5py.File, X: np.ndarray, dim: int) -> None:
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 and X.size == 0:
-        X = X.reshape(0, dim)
-    if X.ndim != 2 or X.shape[1] != dim:
-        raise ValueError(f"embeddings of shape {X.shape} do not match the store's dim {dim}")
-    f.create_dataset(
+def _write_matrix(f: h5py.File, X: np.ndarray | Sequence[np.ndarray], dim: int) -> None:
+    """The embeddings dataset. Given row vectors (the writer's cache), it is filled a chunk at a
+    time: publishing never holds a second (N, dim) copy of them."""
+    n = len(X)
+    out = f.create_dataset(
         "X",
-        data=X,
+        shape=(n, dim),
+        dtype=np.float32,
         maxshape=(None, dim),
-        chunks=(max(1, min(ROW_CHUNK, len(X))), dim),
+        chunks=(max(1, min(ROW_CHUNK, n)), dim),
         compression="gzip",
         compression_opts=4,
         shuffle=True,
     )
+    for start in range(0, n, WRITE_BLOCK):
+        block = np.asarray(X[start : start + WRITE_BLOCK], dtype=np.float32)
+        if block.ndim != 2 or block.shape[1] != dim:
+            raise ValueError(f"embeddings of shape {block.shape} do not fit the store's dim {dim}")
+        out[start : start + len(block)] = block
 
 
 def _read_table(group: h5py.Group | None, names) -> Table:
@@ -232,7 +237,7 @@ def write_atomic(path: Path, content: StoreContent) -> None:
         rejected = f.create_group("rejected")
         for name in REJECT_COLUMNS:
             _write_strings(rejected, name, content.rejected[name])
-    _publish_bytes(image.getvalue(), path, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    _publish_bytes(image, path, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
 
 
 def read_attrs(path: Path) -> dict:
@@ -287,7 +292,7 @@ def write_shard(path: Path, attrs: Mapping, ids: list[str], X: np.ndarray, rejec
         group = f.create_group("rejected")
         for name in REJECT_COLUMNS:
             _write_strings(group, name, rejected[name])
-    _publish_bytes(image.getvalue(), path, path.with_name(f".{path.name}.tmp"))
+    _publish_bytes(image, path, path.with_name(f".{path.name}.tmp"))
 
 
 @contextmanager
@@ -300,10 +305,10 @@ def _in_memory() -> Iterator[tuple[h5py.File, io.BytesIO]]:
         yield f, image
 
 
-def _publish_bytes(data: bytes, path: Path, tmp: Path) -> None:
+def _publish_bytes(image: io.BytesIO, path: Path, tmp: Path) -> None:
     """Write, fsync, rename into place, fsync the folder: the file is whole or absent."""
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb") as fh, image.getbuffer() as data:  # no copy of the file image
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -14,8 +14,9 @@ from helpers import CXR_DATA, SYNTHETIC_ATTRS, xray_like
 from PIL import Image
 from typer.testing import CliRunner
 
+from cxr.audit import duplicates
 from cxr.audit.cache import cache_path
-from cxr.audit.phash import distance, phash
+from cxr.audit.phash import LEVELS, WORDS, distance, phash
 from cxr.audit.probe import probe
 from cxr.audit.run import audit
 from cxr.audit.thresholds import HASH_THRESHOLD
@@ -260,3 +261,66 @@ def test_probe_reports_signal_and_chance():
     assert noise["balanced_accuracy"] < 0.6
     rare = probe(signal, np.array(["a"] * 117 + ["z"] * 3, dtype=object), patients)
     assert "skipped" in rare and rare["left_out_values"] == ["z"]
+
+
+# ---- the FAISS searches against an all-pairs reference --------------------------------------
+
+
+def all_pairs_hash(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+    """Every pair, every level, both ways: phash.distance by brute force."""
+    n = len(hashes)
+    d = np.array([[distance(hashes[i], hashes[j]) for j in range(n)] for i in range(n)])
+    return [(i, j, int(d[i, j])) for i, j in combinations(range(n), 2) if d[i, j] <= threshold]
+
+
+def all_pairs_cosine(X: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sim = Z.astype(np.float64) @ Z.T.astype(np.float64)
+    return [(i, j) for i, j in combinations(range(len(X)), 2) if sim[i, j] >= threshold]
+
+
+def test_hash_search_equals_all_pairs_on_real_films_and_their_copies():
+    """Real films of many patients plus their planted copies (crops, re-encodings): the same
+    pairs, with the same distances, as comparing everything with everything."""
+    images = real_images("bacterial", 24) + real_images("normal", 24)
+    hashes = [phash(im) for im in images]
+    for im in images[:6]:
+        hashes += [phash(copy) for copy in planted(im).values()]
+    H = np.stack(hashes)
+    for threshold in (HASH_THRESHOLD, 40):
+        found = duplicates.hash_pairs(H, threshold)
+        assert found == all_pairs_hash(H, threshold)
+        assert len(found) >= 6 * 6  # each planted copy pairs with its original at least
+
+
+def test_hash_search_equals_all_pairs_on_random_hashes_with_planted_neighbours():
+    rng = np.random.default_rng(1)
+    H = rng.integers(0, 2**63, size=(150, LEVELS, WORDS), dtype=np.uint64)
+    H[..., -1] &= np.uint64(2**63 - 1)  # 255 bits: the top bit is padding
+    for k in range(20):  # image 100 + k is a crop of image k, a few bits off
+        level = int(rng.integers(LEVELS))
+        flips = rng.choice(255, size=int(rng.integers(0, 30)), replace=False)
+        copy = H[k, 0].copy()
+        for bit in flips:
+            copy[bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
+        H[100 + k, level] = copy
+    assert duplicates.hash_pairs(H, HASH_THRESHOLD) == all_pairs_hash(H, HASH_THRESHOLD)
+
+
+def test_cosine_search_is_exact_through_its_projection():
+    """Low-rank vectors (as embeddings are) wider than the projection, with planted near
+    copies at cosines around the threshold: the same pairs as scoring every pair."""
+    rng = np.random.default_rng(2)
+    n, dim = 600, 300
+    X = rng.normal(size=(n, 20)) @ rng.normal(size=(20, dim)) + 0.3 * rng.normal(size=(n, dim))
+    for k in range(40):
+        X[n - 1 - k] = X[k] + rng.uniform(0.05, 0.6) * np.linalg.norm(X[k]) / np.sqrt(dim) * (
+            rng.normal(size=dim)
+        )
+    X = X.astype(np.float32)
+    assert dim > duplicates.PROJECTED_DIMS
+    for threshold in (0.9, 0.96, 0.99):
+        found = duplicates.cosine_pairs(X, threshold)
+        expected = all_pairs_cosine(X, threshold)
+        assert [(i, j) for i, j, _ in found] == expected
+        assert 0 < len(expected) < 40

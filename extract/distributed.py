@@ -1,0 +1,255 @@
+"""Sharded extraction on a Dask cluster (``cxr features --scheduler ADDRESS|local:N``).
+
+The client does what a local run does around the CNN: discovery, hashing, the store writers
+(lock, resume, publish). Only the decoding and the forward passes move. The images still to
+embed are cut into tasks of ``shard`` files; a worker decodes a task's files once, runs every
+backbone that needs them, and commits one shard per backbone with the store's own shard writer
+(written, fsynced, renamed: whole or absent). The client adopts each shard as its task finishes
+and then publishes exactly the store a local run would: rows in listing order, gathered by
+content hash.
+
+Each worker process builds a backbone once and keeps it for all its tasks (``_EMBEDDERS``).
+
+Faults: a task's shard names are fixed by the run and the task, so a task that runs twice (its
+worker died after writing) rewrites the same files, and rows are gathered by content hash, so no
+image can appear twice. Dask re-runs a lost worker's tasks elsewhere. If the client or the
+scheduler goes, the committed shards stay in ``<backbone>.parts/`` and the next run, local or
+distributed, resumes from them.
+
+Workers must see the data and the features folder at the client's paths (a shared file system):
+a worker that cannot read a file, or write a shard, fails its task with a line naming both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cxr.errors import CxrError
+from cxr.extract.dataset import Entry
+from cxr.extract.progress import Reporter
+from cxr.extract.reader import decode_stream
+from cxr.extract.registry import get_spec
+from cxr.extract.runtimes import Runtime
+from cxr.extract.weights import ResolvedWeights
+from cxr.store.schema import REJECT_COLUMNS, Table, write_shard
+
+if TYPE_CHECKING:
+    from cxr.extract.runner import _Job
+
+SHARD_FILES = 256  # files per task: a few batches, so a lost worker costs little to redo
+RETRIES = 2  # a task that raised is tried again (a lost worker's tasks are re-run by Dask itself)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backbone a task serves, with what its shard must record."""
+
+    backbone: str
+    weights: ResolvedWeights
+    attrs: dict  # the store's attributes (the shard keeps its fingerprint)
+    parts: str  # the store's parts folder, as the client sees it
+
+
+@dataclass(frozen=True)
+class File:
+    path: str  # as stored (relative to the data root)
+    file: str  # absolute, as the client sees it
+    label: str
+    sha256: str
+    backbones: tuple[str, ...]  # the targets that still need it
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # shard file name (the same in every target's parts folder)
+    files: tuple[File, ...]
+    targets: tuple[Target, ...]
+    resize: str
+    batch_size: int
+    runtime: Runtime
+
+
+@dataclass(frozen=True)
+class Done:
+    """What a task sends back: where its shards are, never the vectors themselves."""
+
+    name: str
+    shards: dict[str, str]  # backbone -> shard path
+    counts: dict[str, int]  # backbone -> files settled (embedded or rejected)
+    max_abs_diff: dict[str, float]  # backbone -> the runtime's probe against TensorFlow
+    rejected: list[tuple[str, str]]  # (path, reason)
+
+
+_EMBEDDERS: dict[tuple, object] = {}  # per worker process: built once, kept for every task
+
+
+def _embedder(target: Target, batch_size: int, runtime: Runtime):
+    key = (target.backbone, target.weights, batch_size, runtime)
+    if key not in _EMBEDDERS:
+        from cxr.extract.model import make_embedder
+
+        _EMBEDDERS[key] = make_embedder(
+            get_spec(target.backbone), target.weights, batch_size, runtime
+        )
+    return _EMBEDDERS[key]
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        return f"worker {get_worker().address}"
+    except (ImportError, ValueError):
+        return f"host {socket.gethostname()}"
+
+
+def embed_task(task: Task) -> Done:
+    """Run on a worker: decode the task's files once, embed them for every target, commit."""
+    for f in task.files:
+        if not os.access(f.file, os.R_OK):
+            raise CxrError(
+                f"{_where()} cannot read {f.file}, which the client can: every worker must see "
+                "the data at the client's path (a shared file system)"
+            )
+    for target in task.targets:
+        if not os.access(target.parts, os.W_OK):
+            raise CxrError(
+                f"{_where()} cannot write to {target.parts}: every worker must see the "
+                "features folder at the client's path (a shared file system)"
+            )
+    entries = [
+        Entry(path=f.path, file=Path(f.file), label=f.label, sha256=f.sha256) for f in task.files
+    ]
+    needs = {f.sha256: f.backbones for f in task.files}
+    sizes = {t.backbone: get_spec(t.backbone).input_size for t in task.targets}
+    kept: dict[str, list[str]] = {t.backbone: [] for t in task.targets}
+    images: dict[str, list[np.ndarray]] = {t.backbone: [] for t in task.targets}
+    rejects: dict[str, list[dict]] = {t.backbone: [] for t in task.targets}
+    rejected = []
+    wanted = lambda e: {sizes[b] for b in needs[e.sha256]}  # noqa: E731
+    for entry, result in decode_stream(entries, wanted, task.resize, 2 * task.batch_size):
+        if isinstance(result, str):
+            rejected.append((entry.path, result))
+        for backbone in needs[entry.sha256]:
+            if isinstance(result, str):
+                rejects[backbone].append(
+                    {"id": entry.sha256, "path": entry.path, "label": entry.label, "reason": result}
+                )
+            else:
+                kept[backbone].append(entry.sha256)
+                images[backbone].append(result[sizes[backbone]])
+    shards, counts, diffs = {}, {}, {}
+    for target in task.targets:
+        name = target.backbone
+        embed = _embedder(target, task.batch_size, task.runtime)
+        stack = images[name]
+        chunks = [
+            embed(np.stack(stack[i : i + task.batch_size]))
+            for i in range(0, len(stack), task.batch_size)
+        ]
+        dim = int(target.attrs["dim"])
+        X = np.concatenate(chunks) if chunks else np.empty((0, dim), np.float32)
+        path = Path(target.parts) / f"{task.name}.h5"
+        try:
+            write_shard(
+                path, target.attrs, kept[name], X, Table.from_records(rejects[name], REJECT_COLUMNS)
+            )
+        except OSError as exc:
+            raise CxrError(
+                f"{_where()} cannot write {path} ({exc.strerror or exc}); the shards already "
+                "committed are kept: fix the folder and run `cxr features` again to resume"
+            ) from None
+        shards[name] = str(path)
+        counts[name] = len(kept[name]) + len(rejects[name])
+        diffs[name] = float(embed.max_abs_diff)
+    return Done(task.name, shards, counts, diffs, rejected)
+
+
+def plan_tasks(
+    jobs: Sequence[_Job], resize: str, runtime: Runtime, shard: int = SHARD_FILES
+) -> list[Task]:
+    """Cut the union of the jobs' pending files into tasks of ``shard`` files."""
+    needs: dict[str, list[str]] = {}
+    first: dict[str, Entry] = {}
+    for job in jobs:
+        for entry in job.todo:
+            needs.setdefault(entry.sha256, []).append(job.spec.name)
+            first.setdefault(entry.sha256, entry)
+    files = [
+        File(e.path, str(e.file.absolute()), e.label, sha, tuple(needs[sha]))
+        for sha, e in first.items()
+    ]
+    run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-d"
+    batch = max(job.batch_size for job in jobs)
+    tasks = []
+    for index, start in enumerate(range(0, len(files), shard)):
+        mine = tuple(files[start : start + shard])
+        wanted = {b for f in mine for b in f.backbones}
+        targets = tuple(
+            Target(job.spec.name, job.weights, dict(job.writer.attrs), str(job.writer.parts))
+            for job in jobs
+            if job.spec.name in wanted
+        )
+        tasks.append(Task(f"{run}{index:07d}", mine, targets, resize, batch, runtime))
+    return tasks
+
+
+def compute_on_cluster(
+    jobs: Sequence[_Job],
+    resize: str,
+    copies: dict[str, list[str]],
+    report: Reporter,
+    runtime: Runtime,
+    scheduler: str,
+    shard: int = SHARD_FILES,
+) -> None:
+    """The distributed counterpart of the runner's local loop: tasks out, shards adopted."""
+    from distributed import KilledWorker, as_completed
+
+    from cxr.cluster import connect
+
+    busy = [job for job in jobs if job.todo]
+    for job in busy:
+        job.writer.parts.mkdir(parents=True, exist_ok=True)
+    tasks = plan_tasks(busy, resize, runtime, shard)
+    by_name = {job.spec.name: job for job in busy}
+    paths = {f.path: f.sha256 for task in tasks for f in task.files}
+    with connect(scheduler) as client:
+        report.note(
+            f"{len(tasks)} task(s) of up to {shard} files on {scheduler} "
+            f"({len(client.scheduler_info().get('workers', {}))} worker(s) now)"
+        )
+        futures = [
+            client.submit(embed_task, task, key=f"cxr-{task.name}", retries=RETRIES, pure=False)
+            for task in tasks
+        ]
+        with report.computing({job.spec.name: len(job.todo) for job in busy}):
+            try:
+                for future in as_completed(futures):
+                    done: Done = future.result()
+                    for name, path in done.shards.items():
+                        job = by_name[name]
+                        job.new += job.writer.adopt(Path(path))
+                        job.writer.attrs["runtime_max_abs_diff"] = done.max_abs_diff[name]
+                        report.advance(name, done.counts[name])
+                    for path, reason in done.rejected:
+                        for copy in copies[paths[path]]:
+                            report.rejected(copy, reason)
+            except KilledWorker as exc:
+                client.cancel(futures)
+                raise CxrError(
+                    f"--scheduler {scheduler}: a task's workers kept dying ({exc}; "
+                    "out of memory? each worker holds its backbones and one shard of images); "
+                    "the shards already committed are kept: run `cxr features` again to resume"
+                ) from None
+            except BaseException:
+                client.cancel(futures)
+                raise
