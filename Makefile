@@ -68,10 +68,11 @@ bench-quick: install
 # NIH ChestX-ray14's size on a synthetic store (112,120 x 1,280, 30,805 patients, planted
 # near-duplicates): publish/load/audit/evaluate time and memory, audit recall; with the shared
 # images, `cxr features` in one process against --scheduler with 2 workers. Writes
-# benchmarks/scale.json. Sizes: make bench-scale SCALE_ARGS="--rows 20000"; CI runs --quick.
+# benchmarks/scale.json and the README's scale section. Sizes: SCALE_ARGS="--rows 20000";
+# CI runs --quick into a temporary file (and leaves the README alone).
 SCALE_ARGS ?=
 bench-scale: install
-	$(BIN)/python benchmarks/scale.py $(SCALE_ARGS) \
+	$(BIN)/python benchmarks/scale.py --readme README.md $(SCALE_ARGS) \
 		$(if $(wildcard $(SHARED_WEIGHTS)),--data $(DATA) $(foreach w,$(REPRO_WEIGHTS),--weights $(w)))
 
 clean:

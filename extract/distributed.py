@@ -223,9 +223,10 @@ def compute_on_cluster(
     by_name = {job.spec.name: job for job in busy}
     paths = {f.path: f.sha256 for task in tasks for f in task.files}
     with connect(scheduler) as client:
+        workers = len(client.scheduler_info().get("workers", {}))
         report.note(
-            f"{len(tasks)} task(s) of up to {shard} files on {scheduler} "
-            f"({len(client.scheduler_info().get('workers', {}))} worker(s) now)"
+            f"{len(tasks)} task(s) of up to {shard} files on {scheduler} ({workers} worker(s) now)"
+            + ("" if workers else "; waiting for workers: start them with `dask worker ADDRESS`")
         )
         futures = [
             client.submit(embed_task, task, key=f"cxr-{task.name}", retries=RETRIES, pure=False)
