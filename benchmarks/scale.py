@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import sample_images
 from report import SCALE_END, SCALE_START, render_scale, replace_section
 
 HERE = Path(__file__).resolve()
@@ -181,16 +182,18 @@ def _sizes(args) -> list[str]:
 def on_dask(data: Path, weights: list[str], repeats: int, work: Path) -> dict:
     """`cxr features` over ``data`` in one process against `--scheduler` with two worker
     processes on this machine (a LocalCluster started here and reached by its address, as a
-    remote one would be), cold each time, interleaved; then each worker's peak memory."""
+    remote one would be), cold each time, interleaved; then each worker's peak memory (for
+    xception on 64 of the images: its memory only)."""
     from distributed import Client, LocalCluster
 
     from cxr.cluster import worker_env
 
     images = sum(1 for p in data.glob("*/*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     out: dict = {"images": images}
-    for backbone in ("mobilenet_v2", "xception"):
+    sample = sample_images(work / "sample", 64)  # xception: its worker memory only
+    for backbone, images_dir in (("mobilenet_v2", data), ("xception", sample)):
         flags = [f for w in weights if w.startswith(f"{backbone}=") for f in ("--weights", w)]
-        base = [*CXR, "features", str(data), "-b", backbone, *flags]
+        base = [*CXR, "features", str(images_dir), "-b", backbone, *flags]
         local, spread, peaks = [], [], []
         for r in range(repeats if backbone == "mobilenet_v2" else 1):
             with (
