@@ -30,6 +30,10 @@ _API = (
 __all__ = ["__version__", *_API]
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
+
 def __getattr__(name: str):
     """``cxr.evaluate`` and friends, imported when first used (PEP 562)."""
     if name in _API:

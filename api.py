@@ -47,7 +47,8 @@ def extract_features(
 ) -> list[Summary]:
     """`cxr features`: embed every image once per backbone (incremental). ``weights`` takes the
     CLI's syntax (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``); ``options``: batch_size,
-    resize, seed, rehash, rebuild, reporter."""
+    resize, seed, rehash, rebuild, runtime, precision, reporter, scheduler (a Dask address or
+    ``"local:N"``; a script using local:N runs under ``if __name__ == "__main__":``), shard."""
     from cxr.extract.runner import extract_features as run
 
     return run(
@@ -82,7 +83,7 @@ def evaluate(
     ``options`` are those of `cxr.classify.evaluate.evaluate`: folds, repeats, seed, jobs,
     group_by, leave_out, test_where, search, n_boot (or bootstrap), metric, operating_point,
     plots, train_sizes (``[25, 50, "all"]`` or ``"25,50,all"``), curve_draws, curve_margin,
-    covariates (``["view"]`` or ``"view,age"``), covariates_only, progress.
+    covariates (``["view"]`` or ``"view,age"``), covariates_only, progress, scheduler.
     Out-of-fold predictions are kept by default (``Evaluation.predictions()``).
     """
     from cxr.classify.evaluate import evaluate as run
@@ -108,7 +109,7 @@ def evaluate(
 
 def audit(features: Path | str = "features", backbone: str | None = None, **options: Any) -> Audit:
     """`cxr audit`: duplicates, label/patient conflicts and confound probes of one store.
-    ``options``: data, hash_threshold, cosine_threshold, probes, seed, progress."""
+    ``options``: data, hash_threshold, cosine_threshold, probes, seed, progress, scheduler."""
     from cxr.audit.run import audit as run
 
     return Audit(run(Path(features), backbone, **options))

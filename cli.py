@@ -21,6 +21,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from cxr import cluster  # imports Dask only when connecting
@@ -51,7 +52,10 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except CxrError as exc:
-            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # The message echoes user input: printed as text, never as markup or :emoji: codes.
+            err_console.print(
+                "[red]error:[/]", escape(str(exc)), highlight=False, emoji=False, soft_wrap=True
+            )
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -619,6 +623,8 @@ def evaluate(
         scheduler=scheduler,
     )
     console = _show(report, json_out, render)
+    if scheduler is not None:
+        console.print(f"Fits and bootstraps ran on Dask ({scheduler}).", highlight=False)
     if plots is not None:
         written = report.get("plots", []) + [
             p for r in report["results"] for p in r.get("plots", [])
@@ -763,6 +769,8 @@ def audit(
         scheduler=scheduler,
     )
     console = _show(result, json_out, render)
+    if scheduler is not None:
+        console.print(f"Hashes and probes ran on Dask ({scheduler}).", highlight=False)
     if exclude_out is not None:
         Exclusions.from_json(result["exclusions"]).write(exclude_out)
         console.print(f"Wrote {exclude_out} (for cxr evaluate --exclude)", soft_wrap=True)

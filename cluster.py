@@ -10,6 +10,7 @@ only when the option is given.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,12 +25,23 @@ HELP = (
     "Run on Dask: a scheduler address (tcp://host:8786) or local:N for N worker processes "
     "here. Workers must see the data and the features folder at the same paths."
 )
-CONNECT_TIMEOUT = "20s"
+CONNECT_TIMEOUT = "10s"
+_GUARD = (
+    "--scheduler local:N: the worker processes did not start; a Python script that uses "
+    'local:N must call cxr under `if __name__ == "__main__":` (the workers import it again)'
+)
 
 
 def local_workers(scheduler: str) -> int | None:
-    """N of ``local:N``; None for an address. A malformed ``local:`` raises CxrError."""
+    """N of ``local:N``; None for an address. Either malformed raises CxrError, before any
+    work and without contacting anything."""
     if not scheduler.startswith("local:"):
+        host, _, port = scheduler.rpartition("://")[2].rpartition(":")
+        if not host or not port.isdigit():
+            raise CxrError(
+                f"--scheduler {scheduler}: give a scheduler's address (tcp://HOST:PORT, as "
+                "`dask scheduler` prints it) or local:N"
+            )
         return None
     count = scheduler.partition(":")[2]
     if not count.isdigit() or int(count) < 1:
@@ -62,17 +74,20 @@ def connect(scheduler: str) -> Iterator[Client]:
             f"--scheduler {scheduler} needs Dask: pip install 'cxr-transfer[dask]'"
         ) from None
     if workers is not None:
-        with (
-            LocalCluster(
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            raise CxrError(_GUARD)  # this is a worker importing the user's script again
+        try:
+            local = LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # any free port: a second cluster must not warn
                 silence_logs=logging.ERROR,
                 env=worker_env(workers),
-            ) as local,
-            Client(local) as client,
-        ):
+            )
+        except RuntimeError as exc:  # "Nanny failed to start", most often the missing guard
+            raise CxrError(f"{_GUARD} ({exc})") from None
+        with local, Client(local) as client:
             yield client
         return
     try:

@@ -48,7 +48,11 @@ def _prepare(entry: Entry, sizes: set[int], policy: str) -> tuple[Entry, Decoded
     except OSError as exc:
         return entry, f"unreadable ({exc.strerror or exc})"
     if entry.sha256 and hashlib.sha256(data).hexdigest() != entry.sha256:
-        return entry, "file changed during the run; run `cxr features` again"
+        return (
+            entry,
+            "file changed since it was hashed; run `cxr features` again "
+            "(--rehash if its size and time stayed the same)",
+        )
     try:
         pixels = decode_pixels(data, entry.file.name)
         return entry, {size: resize(pixels, size, policy) for size in sizes}

@@ -201,3 +201,41 @@ def test_distributed_audit_equals_local(cluster, data, tmp_path):
         assert report["timing"].pop("hashes_computed") == 24
         reports.append({k: v for k, v in report.items() if k not in ("timing", "store")})
     assert json.dumps(reports[0], default=str) == json.dumps(reports[1], default=str)
+
+
+def test_scheduler_errors_are_plain_text_and_checked_with_nothing_to_do(data, tmp_path):
+    """`local:x` once printed as `local❌` (Rich read `:x:` as an emoji code); a mistyped
+    address must fail even when every image is stored already."""
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+
+    run(data, tmp_path)
+    runner = CliRunner()
+    for scheduler, words in (("local:x", "local:x: write local:N"), ("garbage", "garbage: give")):
+        result = runner.invoke(
+            app,
+            [
+                "features",
+                str(data),
+                "-b",
+                "mobilenet_025",
+                "--features",
+                str(tmp_path),
+                *[f for w in small_weights() for f in ("--weights", w)],
+                "--scheduler",
+                scheduler,
+            ],
+        )
+        assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_a_worker_importing_the_script_again_gets_the_guard_advice(monkeypatch):
+    """A script without `if __name__ == "__main__":` runs cxr again in each spawned worker."""
+    import multiprocessing
+
+    from cxr.cluster import connect
+
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(CxrError, match="__main__"), connect("local:1"):
+        pass
