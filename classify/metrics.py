@@ -279,18 +279,20 @@ def roc_auc_per_class(
         order = np.argsort(scores[:, c], kind="stable")
         s = scores[order, c]
         positive = y_true[order] == c
-        w = batch[:, order]
-        w_neg = np.where(positive, 0, w)
-        below = np.zeros((len(w), len(s) + 1), dtype=w.dtype)
-        np.cumsum(w_neg, axis=1, out=below[:, 1:])
+        # Cumulative weights of the negatives only, indexed by how many negatives precede a row:
+        # half the memory traffic of masking and summing all rows.
+        negatives_before = np.r_[0, np.cumsum(~positive)]
+        below = np.zeros((len(batch), int(negatives_before[-1]) + 1), dtype=batch.dtype)
+        np.cumsum(batch[:, order[~positive]], axis=1, out=below[:, 1:])
         first = np.r_[True, s[1:] != s[:-1]]  # rows with equal scores form one tie block
         block = np.cumsum(first) - 1
         starts = np.flatnonzero(first)
         start, end = starts[block], np.r_[starts[1:], len(s)][block]
         pos = np.flatnonzero(positive)
-        wins = below[:, start[pos]] + 0.5 * (below[:, end[pos]] - below[:, start[pos]])
-        numerator = (w[:, pos] * wins).sum(axis=1, dtype=float)
-        n_pos, n_neg = w[:, pos].sum(axis=1, dtype=float), below[:, -1].astype(float)
+        lo, hi = below[:, negatives_before[start[pos]]], below[:, negatives_before[end[pos]]]
+        w_pos = batch[:, order[pos]]
+        numerator = (w_pos * (lo + 0.5 * (hi - lo))).sum(axis=1, dtype=float)
+        n_pos, n_neg = w_pos.sum(axis=1, dtype=float), below[:, -1].astype(float)
         out[:, c] = _ratio(numerator, n_pos * n_neg)
     return out[0] if weights is None else out
 
@@ -320,17 +322,20 @@ def operating_points(
         s = scores[order, c]
         ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last row of each tie block
         positive = y_true[order] == c
-        w = batch[:, order]
-        tp = np.zeros((len(w), len(ends) + 1))
-        fp = np.zeros((len(w), len(ends) + 1))
-        tp[:, 1:] = np.cumsum(np.where(positive, w, 0), axis=1)[:, ends]
-        fp[:, 1:] = np.cumsum(np.where(positive, 0, w), axis=1)[:, ends]
+        # Each side summed over its own rows only, read at each block's end by how many of the
+        # side's rows come up to it.
+        tp = np.zeros((len(batch), len(ends) + 1))
+        fp = np.zeros((len(batch), len(ends) + 1))
+        for side, out in ((positive, tp), (~positive, fp)):
+            mine = np.zeros((len(batch), int(side.sum()) + 1), dtype=batch.dtype)
+            np.cumsum(batch[:, order[side]], axis=1, out=mine[:, 1:])
+            out[:, 1:] = mine[:, np.cumsum(side)[ends]]
         n_pos, n_neg = tp[:, -1:], fp[:, -1:]
         slack = 1e-9 * (n_pos + n_neg)
         # tp and fp grow along the thresholds: the last allowed one is the best.
         last = np.sum(fp <= (1 - target) * n_neg + slack, axis=1) - 1
         first = np.minimum(np.sum(tp < target * n_pos - slack, axis=1), tp.shape[1] - 1)
-        rows = np.arange(len(w))
+        rows = np.arange(len(batch))
         sens[:, c] = np.where(n_neg[:, 0] > 0, _ratio(tp[rows, last], n_pos[:, 0]), np.nan)
         spec[:, c] = np.where(n_pos[:, 0] > 0, 1 - _ratio(fp[rows, first], n_neg[:, 0]), np.nan)
     return (sens[0], spec[0]) if weights is None else (sens, spec)
