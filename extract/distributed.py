@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,17 +145,13 @@ def embed_task(task: Task) -> Done:
             else:
                 kept[backbone].append(entry.sha256)
                 images[backbone].append(result[sizes[backbone]])
+    from cxr.extract.model import embed_all
+
     shards, counts, diffs = {}, {}, {}
     for target in task.targets:
         name = target.backbone
         embed = _embedder(target, task.batch_size, task.runtime)
-        stack = images[name]
-        chunks = [
-            embed(np.stack(stack[i : i + task.batch_size]))
-            for i in range(0, len(stack), task.batch_size)
-        ]
-        dim = int(target.attrs["dim"])
-        X = np.concatenate(chunks) if chunks else np.empty((0, dim), np.float32)
+        X = embed_all(embed, images[name], task.batch_size, int(target.attrs["dim"]))
         path = Path(target.parts) / f"{task.name}.h5"
         try:
             write_shard(
@@ -187,7 +182,7 @@ def plan_tasks(
         File(e.path, str(e.file.absolute()), e.label, sha, tuple(needs[sha]))
         for sha, e in first.items()
     ]
-    run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-d"
+    run = f"{jobs[0].writer.run_id}-d"  # beside the client's own shard names, never on them
     batch = max(job.batch_size for job in jobs)
     tasks = []
     for index, start in enumerate(range(0, len(files), shard)):

@@ -74,6 +74,14 @@ class Embedder:
         return np.asarray(self._forward(batch), dtype=np.float32)[:n]
 
 
+def embed_all(embed, images: list[np.ndarray], batch_size: int, dim: int) -> np.ndarray:
+    """(n, dim) embeddings of decoded images, ``batch_size`` at a time through ``embed``."""
+    chunks = [
+        embed(np.stack(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(chunks) if chunks else np.empty((0, dim), np.float32)
+
+
 def build_model(spec: BackboneSpec, weights: ResolvedWeights):
     import keras
 

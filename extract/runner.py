@@ -240,9 +240,8 @@ def extract_features(
             else:
                 from cxr.extract.distributed import SHARD_FILES, compute_on_cluster
 
-                busy = [job for job in jobs if job.todo]
                 compute_on_cluster(
-                    busy, resize, copies, report, engine, scheduler, shard or SHARD_FILES
+                    jobs, resize, copies, report, engine, scheduler, shard or SHARD_FILES
                 )
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
@@ -342,7 +341,7 @@ def embed_images(
     spec = get_spec(backbone)
     resolved = resolve(spec, parse_weights(list(weights), [backbone], seed)[backbone])
     engine = choose(runtime, precision)
-    from cxr.extract.model import make_embedder
+    from cxr.extract.model import embed_all, make_embedder
 
     embed = make_embedder(spec, resolved, batch_size, engine)
     attrs = store_attrs(spec, resolved, resize, engine, embed.max_abs_diff)
@@ -356,8 +355,5 @@ def embed_images(
         else:
             kept.append(entry.path)
             images.append(result[spec.input_size])
-    chunks = [
-        embed(np.stack(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
-    ]
-    X = np.concatenate(chunks) if chunks else np.empty((0, spec.dim), np.float32)
+    X = embed_all(embed, images, batch_size, spec.dim)
     return EmbedResult(X=X, paths=kept, rejected=rejected, attrs=attrs)

@@ -73,7 +73,7 @@ class StoreWriter:
         self._old: StoreContent | None = None
         self.cache = _Cache()
         self.resumed_batches = 0
-        self._run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"  # names its shards
         self._seq = 0
         self.rebuild = rebuild
         self.committed = 0  # images durable in shards (resumed or of this run), not yet published
@@ -159,7 +159,7 @@ class StoreWriter:
     def _move_aside(self, path: Path) -> None:
         """Beside the store (not in the parts folder, which publishing empties)."""
         name = path.name if path == self.path else f"{self.backbone}.shard-{path.name}"
-        aside = self.directory / f"{name}.damaged-{self._run_id}"
+        aside = self.directory / f"{name}.damaged-{self.run_id}"
         try:
             os.replace(path, aside)
         except OSError as exc:
@@ -189,7 +189,7 @@ class StoreWriter:
         self._seq += 1
         try:
             self.parts.mkdir(exist_ok=True)
-            shard = self.parts / f"{self._run_id}-{self._seq:07d}.h5"
+            shard = self.parts / f"{self.run_id}-{self._seq:07d}.h5"
             write_shard(shard, self.attrs, ids, X, table)
         except OSError as exc:
             raise self._fault(exc, "next batch") from None
