@@ -14,13 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxr.errors import CxrError
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from cxr.audit.run import AuditReport
-    from cxr.classify.evaluate import EvaluateReport, Result
-    from cxr.classify.model import Predictions, TrainSummary
-    from cxr.extract.progress import Summary
+    from cxr.classify.designs import Design
+    from cxr.classify.model import PredictReport, TrainSummary
+    from cxr.classify.results import Evaluated, EvaluateReport, Outcome, Result
+    from cxr.classify.tasks import Condition
+    from cxr.extract.runner import Summary
+    from cxr.progress import Progress
     from cxr.store import FeatureSet
 
 
@@ -47,7 +52,7 @@ def extract_features(
 ) -> list[Summary]:
     """`cxr features`: embed every image once per backbone (incremental). ``weights`` takes the
     CLI's syntax (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``); ``options``: batch_size,
-    resize, seed, rehash, rebuild, runtime, precision, reporter, scheduler (a Dask address or
+    resize, seed, rehash, rebuild, runtime, precision, progress, scheduler (a Dask address or
     ``"local:N"``; a script using local:N runs under ``if __name__ == "__main__":``), shard."""
     from cxr.extract.runner import extract_features as run
 
@@ -69,42 +74,113 @@ def evaluate(
     classes: Sequence[str] = (),
     merge: Mapping[str, Sequence[str]] | None = None,
     binary: str | None = None,
-    where: Sequence[str] = (),
+    where: Sequence[str | Condition] = (),
     exclude: Path | str | None = None,
     target: str = "label",
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    design: Design | None = None,
+    folds: int | None = None,
+    repeats: int | None = None,
+    group_by: str = "auto",
+    leave_out: str | None = None,
+    test_where: Sequence[str | Condition] = (),
+    search: bool = False,
+    metric: str = "balanced_accuracy",
+    operating_point: float = 0.95,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    confounds: Sequence[str] | None = None,
     predictions: bool = True,
-    **options: Any,
+    train_sizes: Sequence[int | float | str] = (),
+    curve_draws: int = 3,
+    curve_margin: float = 0.02,
+    covariates: Sequence[str] = (),
+    covariates_only: bool = False,
+    jobs: int = -1,
+    scheduler: str | None = None,
+    plots: Path | str | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """`cxr evaluate`: every (backbone, head) validated on one task.
 
-    ``merge={"pneumonia": ["bacterial", "viral"]}``, ``where=["dataset=kermany"]`` (the CLI's
-    syntax), ``params={"mlp": {"alpha": 1e-3}}`` (a list is a grid for ``search=True``).
-    ``options`` are those of `cxr.classify.evaluate.evaluate`: folds, repeats, seed, jobs,
-    group_by, leave_out, test_where, search, n_boot (or bootstrap), metric, operating_point,
-    plots, train_sizes (``[25, 50, "all"]`` or ``"25,50,all"``), curve_draws, curve_margin,
-    covariates (``["view"]`` or ``"view,age"``), covariates_only, progress, scheduler.
-    Out-of-fold predictions are kept by default (``Evaluation.predictions()``).
+    The options of `cxr evaluate` as Python values: ``merge={"pneumonia": ["bacterial",
+    "viral"]}``, ``where=["label=covid | dataset=kermany"]`` (the ``--where`` expressions),
+    ``params={"mlp": {"alpha": 1e-3}}`` (a list is a grid for ``search=True``),
+    ``train_sizes=[25, 50, "all"]``, ``covariates=["view"]``, ``confounds=[]`` for none.
+    The design is cross-validation (``folds``, ``repeats``, ``group_by``), ``leave_out=COLUMN``
+    or ``test_where=[...]``; or pass any `cxr.classify.designs.Design` as ``design``.
+    ``plots`` writes the figures there. Out-of-fold predictions are kept by default
+    (``Evaluation.predictions()``).
     """
+    from cxr.classify.config import EvaluateConfig
+    from cxr.classify.designs import choose
     from cxr.classify.evaluate import evaluate as run
-    from cxr.classify.heads import validate_params
+    from cxr.classify.metrics import Bootstrap
     from cxr.classify.tasks import TaskSpec
 
-    task = TaskSpec.from_options(
-        ",".join(classes),
-        [f"{new}={','.join(olds)}" for new, olds in (merge or {}).items()],
-        binary,
-        list(where),
-        Path(exclude) if exclude else None,
-        target,
+    folder = _plot_folder(plots)
+    config = EvaluateConfig(
+        backbones=_names(backbones, "backbones", "mobilenet_v2"),
+        heads=_names(heads, "heads", "mlp"),
+        task=TaskSpec(
+            classes=_names(classes, "classes", "covid"),
+            merge={new: tuple(olds) for new, olds in (merge or {}).items()},
+            binary=binary,
+            where=_names(where, "where", "dataset=kermany"),
+            exclude=Path(exclude) if exclude else None,
+            target=target,
+        ),
+        params={head: dict(values) for head, values in (params or {}).items()},
+        design=design
+        or choose(
+            folds=folds,
+            repeats=repeats,
+            group_by=group_by,
+            leave_out=leave_out,
+            test_where=_names(test_where, "test_where", "dataset=ieee8023"),
+        ),
+        search=search,
+        metric=metric,
+        seed=seed,
+        bootstrap=Bootstrap(bootstrap, seed, operating_point),
+        confounds=None if confounds is None else _names(confounds, "confounds", "view"),
+        predictions=predictions,
+        train_sizes=_names(train_sizes, "train_sizes", 25),
+        curve_draws=curve_draws,
+        curve_margin=curve_margin,
+        covariates=_names(covariates, "covariates", "view"),
+        covariates_only=covariates_only,
+        jobs=jobs,
+        scheduler=scheduler,
     )
-    checked = {head: validate_params(head, dict(values)) for head, values in (params or {}).items()}
-    if "bootstrap" in options:  # the CLI's name for it
-        options["n_boot"] = options.pop("bootstrap")
-    report = run(
-        Path(features), backbones, heads, task, checked, predictions=predictions, **options
-    )
-    return Evaluation(report)
+    evaluation = Evaluation.of(run(Path(features), config, progress=progress))
+    if folder is not None:
+        evaluation.plot(folder)
+    return evaluation
+
+
+def _names(values: Sequence[Any], option: str, example: Any) -> tuple[Any, ...]:
+    """A list option as a tuple; a text there is a mistake Python would iterate letter by
+    letter (``covariates="view"``), so it is refused."""
+    if isinstance(values, str):
+        raise CxrError(
+            f"{option}: give a list of names, e.g. [{example!r}], not the text {values!r}"
+        )
+    return tuple(values)
+
+
+def _plot_folder(plots: Path | str | None) -> Path | None:
+    """The plots' folder, checked (and made) before any work."""
+    if plots is None:
+        return None
+    folder = Path(plots)
+    if folder.exists() and not folder.is_dir():
+        raise CxrError(f"plots={folder}: is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CxrError(f"plots={folder}: cannot create it ({exc.strerror})") from None
+    return folder
 
 
 def audit(features: Path | str = "features", backbone: str | None = None, **options: Any) -> Audit:
@@ -129,7 +205,7 @@ def train(
 
 def predict(
     model: Path | str, images: Sequence[Path | str], weights: Sequence[str] = ()
-) -> Predictions:
+) -> PredictReport:
     """`cxr predict`: class probabilities of new images with a trained model file."""
     from cxr.classify.model import predict as run
     from cxr.extract.runner import embed_images
@@ -139,9 +215,25 @@ def predict(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A `cxr evaluate` result: ``report`` is the JSON document, the methods are views of it."""
+    """A `cxr evaluate` result: ``report`` is the JSON document, the methods are views of it
+    (``outcomes``: each result's out-of-fold arrays, for ``plot``)."""
 
     report: EvaluateReport
+    outcomes: tuple[Outcome, ...] = ()
+
+    @classmethod
+    def of(cls, evaluated: Evaluated) -> Evaluation:
+        return cls(evaluated.report, evaluated.outcomes)
+
+    def plot(self, folder: Path | str) -> list[str]:
+        """Write the figures (confusion, ROC, reliability, forest, learning curves) to
+        ``folder``; their paths are added to the report and returned."""
+        from cxr.classify.plots import write_plots
+        from cxr.classify.results import Evaluated
+
+        if len(self.outcomes) != len(self.results):
+            raise CxrError("this Evaluation has no out-of-fold arrays to plot (made from JSON)")
+        return write_plots(Evaluated(self.report, self.outcomes), Path(folder))
 
     @property
     def results(self) -> list[Result]:
@@ -201,7 +293,7 @@ class Evaluation:
         render(self.report, Console())
 
     def __repr__(self) -> str:
-        from cxr.classify.evaluate import result_name
+        from cxr.classify.results import result_name
 
         metric = self.report["settings"]["metric"]
         first = self.results[0]
@@ -215,7 +307,7 @@ class Evaluation:
             lines.append(
                 f"  {result_name(r)}{where}: {stat['pooled']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
             )
-        lines += [f"  warning: {w}" for w in self.report["warnings"][:3]]
+        lines += [f"  warning: {w}" for w in self.report["warnings"]]
         return "\n".join(lines)
 
 
@@ -243,7 +335,7 @@ class Audit:
 
     def write_exclusions(self, path: Path | str) -> Path:
         """The exclusion file for ``evaluate(exclude=...)`` (`cxr audit --exclude-out`)."""
-        from cxr.audit.exclusions import Exclusions
+        from cxr.store.exclusions import Exclusions
 
         Exclusions.from_json(self.report["exclusions"]).write(Path(path))
         return Path(path)

@@ -22,6 +22,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 
 from cxr import cluster  # imports Dask only when connecting
@@ -121,25 +122,53 @@ def _writable(path: Path | None, option: str, folder: bool = False) -> None:
 
 
 def _show(document: Any, json_out: Path | None, render: Callable[[Any, Console], None]) -> Console:
-    """Render the result for people, and write its JSON as --json asks; the one meaning of
-    --json: PATH gets the document, ``-`` prints it alone on stdout (people's output then goes
-    to stderr). Returns the console for further notes."""
-    to_stdout = str(json_out) == "-"
+    """Render the result for people, and write its JSON as --json asks (see `_report`)."""
+    return _report(document, json_out, render)
+
+
+def _report(
+    document: Any,
+    json_out: Path | None,
+    render: Callable[[Any, Console], None],
+    then: Callable[[], None] = lambda: None,
+) -> Console:
+    """The one meaning of --json: PATH gets the document, ``-`` prints it alone on stdout
+    (people's output then goes to stderr). A file is written first, before anything that could
+    fail after the work (``then``, e.g. plots, which add to the document; the file is written
+    again after it); ``then``'s error is raised once the JSON is out and the result rendered.
+    Returns the console for further notes."""
     console = _console(json_out)
-    render(document, console)
-    if json_out is None:
-        return console
-    text = json.dumps(document, indent=2) + "\n"
-    if to_stdout:
-        sys.stdout.write(text)
-        return console
+    to_file = json_out is not None and str(json_out) != "-"
+    if to_file:
+        _write_json(document, json_out)
+    failure = None
     try:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text)
-    except OSError as exc:
-        raise CxrError(f"{json_out}: cannot write JSON ({exc.strerror})") from None
-    console.print(f"Wrote {json_out}", highlight=False, soft_wrap=True)
+        then()
+    except CxrError as exc:
+        failure = exc
+    if to_file and failure is None:
+        _write_json(document, json_out)
+    elif json_out is not None and not to_file:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    render(document, console)
+    if to_file:
+        console.print(f"Wrote {json_out}", markup=False, highlight=False, soft_wrap=True)
+    if failure is not None:
+        raise failure
     return console
+
+
+def _write_json(document: Any, path: Path) -> None:
+    text = json.dumps(document, indent=2) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot write JSON ({exc.strerror})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
@@ -158,9 +187,9 @@ SCHEDULER = typer.Option(None, "--scheduler", help=cluster.HELP)
 
 def _steps(quiet: bool):
     """Progress bars on stderr when a person is watching; silent in pipes, logs and CI."""
-    from cxr.progress import RichSteps, Silent
+    from cxr.progress import RichProgress, Silent
 
-    return Silent() if quiet or not err_console.is_terminal else RichSteps(err_console)
+    return Silent() if quiet else RichProgress(err_console)
 
 
 @app.command()
@@ -216,14 +245,13 @@ def features(
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
     from dataclasses import asdict
 
-    from cxr.extract.progress import RichReporter
     from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
+    from cxr.progress import RichProgress
 
     _writable(json_out, "--json")
     folder = out or features_dir
     if folder.exists() and not folder.is_dir():  # a typo, not a storage fault: nothing starts
         raise CxrError(f"--features {folder}: is a file")
-    reporter = RichReporter(_console(json_out))
     summaries = extract_features(
         data=data,
         manifest=manifest,
@@ -237,16 +265,37 @@ def features(
         rebuild=rebuild,
         runtime=runtime.value,
         precision=precision.value,
-        reporter=reporter,
+        progress=RichProgress(_console(json_out), bars=True),
         scheduler=scheduler,
         shard=shard,
     )
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
-    _show({"stores": stores}, json_out, lambda document, console: None)  # the table is printed
+    _show({"stores": stores}, json_out, _render_features)
     if not any(s.stored for s in summaries):
         raise RunFailed("no image could be used; see the rejected files above")
     if strict and any(s.rejected for s in summaries):
         raise RunFailed("--strict: some files were rejected (listed above)")
+
+
+def _render_features(document: dict, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title="Feature stores")
+    for column in ("backbone", "new", "cached", "rejected", "dim", "seconds", "store"):
+        justify = "left" if column in ("backbone", "store") else "right"
+        table.add_column(column, justify=justify, overflow="fold")
+    for s in document["stores"]:
+        cells = (
+            s["backbone"],
+            s["new"],
+            s["cached"],
+            s["rejected"],
+            s["dim"],
+            f"{s['seconds']:.1f}",
+        )
+        store = s["path"] + ("" if s["published"] else " (unchanged)")
+        table.add_row(*(Text(str(c)) for c in (*cells, store)))
+    console.print(table)
 
 
 @app.command()
@@ -580,56 +629,74 @@ def evaluate(
     quiet: bool = QUIET,
 ) -> None:
     """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
-    from cxr.classify.workers import start_workers
-
-    if scheduler is None:
-        start_workers(jobs, [h.value for h in head] or None)
+    from cxr.classify.config import EvaluateConfig
+    from cxr.classify.designs import choose
     from cxr.classify.evaluate import evaluate as run_evaluate
     from cxr.classify.heads import parse_params
+    from cxr.classify.metrics import Bootstrap
     from cxr.classify.report import render
-    from cxr.classify.tasks import Condition, TaskSpec
+    from cxr.classify.tasks import TaskSpec
 
     _writable(json_out, "--json")
     _writable(plots, "--plots", folder=True)
     if predictions and json_out is None:
         raise CxrError("--predictions goes into the JSON report: add --json PATH (or --json -)")
-    columns = {"auto": None, "none": ()}.get(confounds)
-    report = run_evaluate(
-        features_dir,
-        backbone,
-        [h.value for h in head],
-        TaskSpec.from_options(classes, merge, binary, where, exclude, target),
-        parse_params(head_params, config),
-        group_by=group_by,
-        leave_out=leave_out,
-        test_where=[Condition.parse(w, "--test-where") for w in test_where],
-        folds=folds,
-        repeats=repeats,
-        seed=seed,
-        jobs=jobs,
+    settings = EvaluateConfig(
+        backbones=tuple(backbone),
+        heads=tuple(h.value for h in head),
+        task=TaskSpec.from_options(classes, merge, binary, where, exclude, target),
+        params=parse_params(head_params, config),
+        design=choose(
+            folds=folds,
+            repeats=repeats,
+            group_by=group_by,
+            leave_out=leave_out,
+            test_where=test_where,
+        ),
         search=search,
-        n_boot=bootstrap,
         metric=metric.value,
-        operating_point=operating_point,
-        confound_columns=columns if confounds in ("auto", "none") else confounds.split(","),
-        plots=plots,
+        seed=seed,
+        bootstrap=Bootstrap(bootstrap, seed, operating_point),
+        confounds={"auto": None, "none": ()}.get(confounds, tuple(_listed(confounds))),
         predictions=predictions,
-        train_sizes=train_sizes or (),
+        train_sizes=tuple(_listed(train_sizes or "")),
         curve_draws=curve_draws,
         curve_margin=curve_margin,
-        covariates=covariates or (),
+        covariates=tuple(_listed(covariates or "")),
         covariates_only=covariates_only,
-        progress=_steps(quiet),
+        jobs=jobs,
         scheduler=scheduler,
     )
-    console = _show(report, json_out, render)
+    evaluated = run_evaluate(features_dir, settings, progress=_steps(quiet))
+    console = _report(evaluated.report, json_out, render, lambda: _plots(evaluated, plots))
     if scheduler is not None:
         console.print(f"Fits and bootstraps ran on Dask ({scheduler}).", highlight=False)
     if plots is not None:
-        written = report.get("plots", []) + [
-            p for r in report["results"] for p in r.get("plots", [])
+        written = evaluated.report.get("plots", []) + [
+            p for r in evaluated.report["results"] for p in r.get("plots", [])
         ]
-        console.print(f"Wrote {len(written)} plot(s) to {plots}", highlight=False, soft_wrap=True)
+        console.print(
+            f"Wrote {len(written)} plot(s) to {plots}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _listed(text: str) -> list[str]:
+    """``a,b,c`` as names (the CLI's list syntax)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _plots(evaluated, folder: Path | None) -> None:
+    if folder is None:
+        return
+    from cxr.classify.plots import write_plots
+
+    try:
+        write_plots(evaluated, folder)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CxrError(f"--plots {folder}: cannot write the plots ({exc})") from None
 
 
 @app.command()
@@ -751,9 +818,9 @@ def audit(
     quiet: bool = QUIET,
 ) -> None:
     """Find exact and near-duplicate images, label/patient conflicts and source confounds."""
-    from cxr.audit.exclusions import Exclusions
     from cxr.audit.report import render
     from cxr.audit.run import audit as run_audit
+    from cxr.store.exclusions import Exclusions
 
     _writable(json_out, "--json")
     _writable(exclude_out, "--exclude-out")

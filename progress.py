@@ -1,13 +1,14 @@
-"""Progress of long stage-2 work (evaluate, audit, reproduce): a protocol and two reporters.
+"""How long work reports itself, in both stages: one protocol and two reporters.
 
-Library calls are silent by default; the CLI hands in `RichSteps` when stderr is a terminal and
-``--quiet`` was not given, so logs, pipes and CI stay free of bars. (Extraction has its own,
-richer reporter in `cxr.extract.progress`: per-backbone bars with images per second.)
+The work never prints: extraction, evaluation, the audit and the study call a ``Progress``.
+Library calls are silent by default (`Silent`); the CLI hands in `RichProgress`, whose bars
+show only on a terminal unless asked, so logs, pipes and CI stay free of them. A notebook, a
+Dask worker or a test can pass its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
@@ -15,42 +16,103 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import (
+    Progress as Bars,
+)
+from rich.text import Text
 
-Advance = Callable[[int], None]
+Advance = Callable[[int], None]  # n more units done
+AdvanceEach = Callable[[str, int], None]  # n more units of one named part done
 
 
-class Steps(Protocol):
+class Progress(Protocol):
+    def note(self, text: str) -> None:
+        """A line of plain information (what was found, resuming, nothing to do)."""
+        ...
+
+    def warn(self, text: str) -> None:
+        """A line that asks for attention (a file that could not be used)."""
+        ...
+
     def step(self, description: str, total: int) -> AbstractContextManager[Advance]:
         """A stage of ``total`` units; call the yielded function with each unit count done."""
         ...
 
+    def parts(self, totals: Mapping[str, int]) -> AbstractContextManager[AdvanceEach]:
+        """Several named parts at once (a backbone each), ``totals`` units each."""
+        ...
+
 
 class Silent:
+    """The default for library calls: report nothing."""
+
+    def note(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
+
     @contextmanager
     def step(self, description: str, total: int) -> Iterator[Advance]:
         yield lambda n=1: None
 
+    @contextmanager
+    def parts(self, totals: Mapping[str, int]) -> Iterator[AdvanceEach]:
+        yield lambda name, n: None
 
-class RichSteps:
-    """One transient bar per stage on stderr: it vanishes when the stage is done."""
 
-    def __init__(self, console: Console | None = None):
+class RichProgress:
+    """Lines on ``console`` (printed as text, never as markup); a transient bar per step and a
+    bar per part with its rate, when ``bars`` (default: only if the console is a terminal)."""
+
+    def __init__(self, console: Console | None = None, *, bars: bool | None = None):
         self.console = console or Console(stderr=True)
+        self.bars = self.console.is_terminal if bars is None else bars
+
+    def note(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def warn(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True, style="yellow")
 
     @contextmanager
     def step(self, description: str, total: int) -> Iterator[Advance]:
+        if not self.bars:
+            yield lambda n=1: None
+            return
         columns = (
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, console=self.console, transient=True) as progress:
-            task = progress.add_task(description, total=total)
-            yield lambda n=1: progress.advance(task, n)
+        with Bars(*columns, console=self.console, transient=True) as bars:
+            task = bars.add_task(description, total=total)
+            yield lambda n=1: bars.advance(task, n)
+
+    @contextmanager
+    def parts(self, totals: Mapping[str, int]) -> Iterator[AdvanceEach]:
+        if not self.bars:
+            yield lambda name, n: None
+            return
+        columns = (
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeRemainingColumn(),
+        )
+        with Bars(*columns, console=self.console) as bars:
+            tasks = {name: bars.add_task(name, total=n) for name, n in totals.items()}
+            yield lambda name, n: bars.advance(tasks[name], n) if name in tasks else None
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:5.1f} img/s" if task.speed else "  ... img/s")

@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
 from cxr.errors import CxrError
 from cxr.extract.images import Rejected, decode_pixels
-from cxr.progress import Silent, Steps
+from cxr.progress import Progress, Silent
 
 CACHE_NAME = Path(".audit") / "phash.h5"
 DECODE_WORKERS = 2
@@ -76,7 +76,7 @@ def hashes_for(
     ids: Iterable[str],
     files: Iterable[Path],
     features_dir: Path,
-    progress: Steps | None = None,
+    progress: Progress | None = None,
     jobs: int = DECODE_WORKERS,
 ) -> tuple[dict[str, np.ndarray], list[str], int]:
     """Hashes of every id (decoding only uncached ones); returns (hashes, notes, n_computed).

@@ -17,7 +17,7 @@ from cxr.audit.probe import ProbeResult, probe
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD
 from cxr.cluster import on_cluster
 from cxr.errors import CxrError
-from cxr.progress import Silent, Steps
+from cxr.progress import Progress, Silent
 from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import store_path
 
@@ -80,7 +80,7 @@ def audit(
     cosine_threshold: float = COSINE_THRESHOLD,
     probes: Sequence[str] = (),
     seed: int = 0,
-    progress: Steps | None = None,
+    progress: Progress | None = None,
     scheduler: str | None = None,
 ) -> AuditReport:
     """Duplicate clusters, conflicts, confound probes and the exclusion file, as one report.
@@ -110,7 +110,7 @@ def _audit(
     cosine_threshold: float,
     probes: Sequence[str],
     seed: int,
-    progress: Steps | None,
+    progress: Progress | None,
     jobs: int,
 ) -> AuditReport:
     if not 0 <= hash_threshold < N_BITS or not -1.0 <= cosine_threshold <= 1.0:

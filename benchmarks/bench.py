@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from importlib import metadata
 from pathlib import Path
 
@@ -42,14 +41,16 @@ from report import render_readme, replace_section, rows
 from rich.console import Console
 from rich.table import Table
 
+from cxr.classify.config import EvaluateConfig
+from cxr.classify.designs import CrossValidation
 from cxr.classify.evaluate import evaluate
 from cxr.classify.heads import build_head
-from cxr.classify.tasks import TaskSpec, select
+from cxr.classify.tasks import TaskSpec
 from cxr.extract.dataset import list_images
-from cxr.extract.progress import Silent
 from cxr.extract.registry import get_spec
 from cxr.extract.runner import extract_features
 from cxr.extract.weights import parse_weights, resolve
+from cxr.progress import Silent
 from cxr.store import load
 from cxr.store.schema import ROW_COLUMNS, StoreContent, store_path, write_atomic
 from cxr.store.schema import Table as Columns
@@ -77,14 +78,12 @@ def best(times: list[float]) -> float:
 
 
 class Clock(Silent):
-    """A reporter that notes when work starts (after the model build) and when the run ends."""
+    """Progress that notes when the work starts (after the model build); the caller notes when
+    the run (publish included) ends."""
 
-    def computing(self, totals):
+    def parts(self, totals):
         self.start = time.perf_counter()
-        return nullcontext()
-
-    def finished(self, summaries):
-        self.end = time.perf_counter()
+        return super().parts(totals)
 
 
 # ---- extraction ---------------------------------------------------------------------------
@@ -129,9 +128,9 @@ def extraction(backbone: str, weights: list[str], images: int, repeats: int, wor
             weights=weights,
             features_dir=work / f"features-{backbone}-{runtime}-{k}",
             runtime=runtime,
-            reporter=clock,
+            progress=clock,
         )
-        return len(files) / (clock.end - clock.start)
+        return len(files) / (time.perf_counter() - clock.start)
 
     with_openvino = openvino_installed()
     if with_openvino:
@@ -244,16 +243,15 @@ def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
                 features_dir=work / f"bf16-study-{precision}-{k}",
                 runtime="openvino",
                 precision=precision,
-                reporter=clock,
+                progress=clock,
             )
-            rates[precision].append(2109 / (clock.end - clock.start))
+            rates[precision].append(2109 / (time.perf_counter() - clock.start))
     f32, bf16 = max(rates["f32"]), max(rates["bf16"])
-    task = TaskSpec.from_options("covid,bacterial,normal", where=["label=covid | dataset=kermany"])
+    task = TaskSpec(("covid", "bacterial", "normal"), where=("label=covid | dataset=kermany",))
     shown = {}
     for precision in ("f32", "bf16"):
-        report = evaluate(
-            work / f"bf16-study-{precision}-0", ["mobilenet_v2"], ["mlp"], task, jobs=2
-        )
+        config = EvaluateConfig(("mobilenet_v2",), ("mlp",), task, jobs=2)
+        report = evaluate(work / f"bf16-study-{precision}-0", config).report
         metrics = report["results"][0]["metrics"]
         bal, sens = metrics["balanced_accuracy"], metrics["per_class"]["covid"]["sensitivity"]
         shown[precision] = (
@@ -420,11 +418,11 @@ def bare_sklearn(features: Path, backbone: str, folds: int, params: dict, jobs: 
     here): a cost of the seeds, not of the tool."""
     from joblib import Parallel, delayed
 
-    from cxr.classify.cv import derive_seed, make_splits, plan_cv
+    from cxr.classify.designs import CrossValidation
+    from cxr.classify.folds import derive_seed
 
-    data = select(load(features, backbone), TaskSpec())
-    plan, _ = plan_cv(data, folds=folds)
-    splits = make_splits(plan, data.y)
+    plan = CrossValidation(folds).plan(load(features, backbone), TaskSpec(), seed=0)
+    data, splits = plan.data, plan.splits
     start = time.perf_counter()
     Parallel(n_jobs=jobs)(
         delayed(_fit_predict)(
@@ -452,7 +450,10 @@ bare_sklearn(Path({features!r}), {backbone!r}, {folds}, {params!r}, {jobs})
 
 def ours(features: Path, backbone: str, folds: int, params: dict, jobs: int) -> float:
     start = time.perf_counter()
-    evaluate(features, [backbone], ["mlp"], params={"mlp": params}, folds=folds, jobs=jobs)
+    config = EvaluateConfig(
+        (backbone,), ("mlp",), params={"mlp": params}, design=CrossValidation(folds), jobs=jobs
+    )
+    evaluate(features, config)
     return time.perf_counter() - start
 
 
@@ -512,7 +513,7 @@ def evaluation(features: Path, backbone: str, folds: int, repeats: int, jobs: in
 def default_grid(features: Path, jobs: int) -> dict:
     stores = sorted(p.stem for p in features.glob("*.h5"))
     start = time.perf_counter()
-    evaluate(features, stores, jobs=jobs)
+    evaluate(features, EvaluateConfig(tuple(stores), jobs=jobs))
     elapsed = time.perf_counter() - start
     return result(
         "default grid: every store x 5 heads x 10 grouped folds",
@@ -530,14 +531,13 @@ def finetune(features: Path, data: Path, weights: list[str], epochs: int, cv_sec
     import keras
     import tensorflow as tf
 
-    from cxr.classify.cv import make_splits, plan_cv
+    from cxr.classify.designs import CrossValidation
     from cxr.extract.model import build_model
 
     fs = load(features, "mobilenet_v2")
     root = Path(str(fs.attrs["data_root"]))
-    task = select(fs, TaskSpec())
-    plan, _ = plan_cv(task, folds=10)
-    split = make_splits(plan, task.y)[0]
+    plan = CrossValidation(10).plan(fs, TaskSpec(), seed=0)
+    task, split = plan.data, plan.splits[0]
     spec = get_spec("mobilenet_v2")
     mine = [w for w in weights if w.startswith("mobilenet_v2=")] or ["random"]
     base = build_model(

@@ -18,7 +18,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.metrics import Metric, Outcomes, bootstrap_weights
+from cxr.classify.metrics import Bootstrap, Metric
 
 
 class Comparison(TypedDict):
@@ -59,10 +59,7 @@ def paired_difference(
     a: Scored,
     b: Scored,
     metric: Metric,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    operating_point: float = 0.95,
+    bootstrap: Bootstrap,
 ) -> tuple[float | None, list[float | None], float | None, int]:
     """``metric(a) - metric(b)`` on the rows both predicted: point, 95% CI, p-value, rows."""
     _, ia, ib = np.intersect1d(a.keys, b.keys, return_indices=True)
@@ -71,11 +68,10 @@ def paired_difference(
     if len(ia) == 0:
         return None, [None, None], None, 0
     y, units = a.y[ia], a.units[ia]
-    draws = bootstrap_weights(units, n_boot, seed, y=y)
+    draws = bootstrap.weights(units, y=y)
 
     def value(scored: Scored, rows: np.ndarray, weights=None) -> np.ndarray:
-        o = Outcomes(y, scored.proba[rows], weights, operating_point=operating_point)
-        return np.asarray(metric.fn(o), dtype=float)
+        return np.asarray(metric.fn(bootstrap.outcomes(y, scored.proba[rows], weights)), float)
 
     point = float(value(a, ia) - value(b, ib))
     diffs = np.concatenate([value(a, ia, w) - value(b, ib, w) for w in draws])
@@ -90,11 +86,9 @@ def paired_difference(
 def compare(
     items: list[Scored],
     metric: Metric,
+    bootstrap: Bootstrap,
     *,
     unit: str,
-    n_boot: int = 1000,
-    seed: int = 0,
-    operating_point: float = 0.95,
 ) -> list[Comparison]:
     """Each result against the best of the group by ``metric`` (in the order of ``items``)."""
     sign = 1.0 if metric.higher_is_better else -1.0
@@ -107,9 +101,7 @@ def compare(
         elif item is best:
             diff, ci, p, n = 0.0, [0.0, 0.0], 1.0, len(item.keys)
         else:
-            diff, ci, p, n = paired_difference(
-                item, best, metric, n_boot=n_boot, seed=seed, operating_point=operating_point
-            )
+            diff, ci, p, n = paired_difference(item, best, metric, bootstrap)
         out.append(
             Comparison(
                 metric=metric.name,

@@ -20,8 +20,9 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.cv import OutOfFold, Split, derive_seed
-from cxr.classify.metrics import Metric, Outcomes, bootstrap_weights, sensitivity
+from cxr.classify.fitting import OutOfFold
+from cxr.classify.folds import Split, derive_seed
+from cxr.classify.metrics import Bootstrap, Metric, sensitivity
 from cxr.errors import CxrError
 
 ALL = "all"
@@ -170,10 +171,8 @@ def curve(
     classes: Sequence[str],
     units: np.ndarray,
     metric: Metric,
+    bootstrap: Bootstrap,
     *,
-    n_boot: int,
-    seed: int,
-    operating_point: float,
     margin: float = MARGIN,
 ) -> tuple[list[CurvePoint], str | None]:
     """Points of one (backbone, head) curve from the out-of-fold predictions of its splits.
@@ -190,13 +189,13 @@ def curve(
             order = np.argsort(part.row, kind="stable")  # the same row order for every draw
             per_draw.append((part.row[order], part.proba[order]))
         rows = per_draw[0][0]
-        weights = list(bootstrap_weights(units[rows], n_boot, seed, y=y[rows]))
+        weights = list(bootstrap.weights(units[rows], y=y[rows]))
         values, boots, sens, sens_boot = [], [], [], []
         for _, proba in per_draw:
-            o = Outcomes(y[rows], proba, operating_point=operating_point)
+            o = bootstrap.outcomes(y[rows], proba)
             values.append(float(metric.fn(o)))
             sens.append(sensitivity(o.cm))
-            chunks = [Outcomes(y[rows], proba, w, operating_point=operating_point) for w in weights]
+            chunks = [bootstrap.outcomes(y[rows], proba, w) for w in weights]
             boots.append(np.concatenate([np.asarray(metric.fn(c), dtype=float) for c in chunks]))
             sens_boot.append(np.concatenate([sensitivity(c.cm) for c in chunks]))
         value, boot = float(np.mean(values)), np.mean(boots, axis=0)

@@ -12,15 +12,43 @@ only re-weight rows, cost one cumulative sum instead of one scikit-learn call ea
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TypedDict
 
 import numpy as np
 
+from cxr.errors import CxrError
+
 BOOTSTRAP_CHUNK = 200
 ECE_BINS = 10
+MAX_REPLICATES = 100_000
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How every interval and paired comparison is resampled: replicates, their seed, and the
+    operating point at which the fixed-specificity (sensitivity) metrics are read."""
+
+    replicates: int = 1000
+    seed: int = 0
+    operating_point: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replicates <= MAX_REPLICATES:
+            raise CxrError(f"--bootstrap must be 1..{MAX_REPLICATES:,} replicates")
+        if not 0 < self.operating_point < 1:
+            raise CxrError("--operating-point must be between 0 and 1, e.g. 0.95")
+        if self.seed < 0:
+            raise CxrError("--seed must be >= 0")
+
+    def weights(self, units: np.ndarray, y: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """`bootstrap_weights` of these settings."""
+        return bootstrap_weights(units, self.replicates, self.seed, y=y)
+
+    def outcomes(self, y: np.ndarray, proba: np.ndarray, weights=None) -> Outcomes:
+        return Outcomes(y, proba, weights, operating_point=self.operating_point)
 
 
 class Stat(TypedDict, total=False):
@@ -407,29 +435,20 @@ def summarize(
     proba: np.ndarray,
     fold: np.ndarray,
     units: np.ndarray,
-    classes: tuple[str, ...],
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    operating_point: float = 0.95,
+    classes: Sequence[str],
+    bootstrap: Bootstrap,
 ) -> Scores:
     """All metrics of pooled out-of-fold predictions.
 
     ``mean``/``std`` (ddof=1) are over folds; ``pooled`` is the metric of all out-of-fold
     predictions together; ``ci95`` is the 2.5-97.5 percentile interval of the pooled metric over
-    ``n_boot`` bootstrap replicates that resample ``units`` (patients, or images) with replacement.
+    the bootstrap's replicates, which resample ``units`` (patients, or images) with replacement.
     """
     k = len(classes)
-    folds = [
-        Outcomes(y[fold == f], proba[fold == f], operating_point=operating_point)
-        for f in np.unique(fold)
-    ]
+    folds = [bootstrap.outcomes(y[fold == f], proba[fold == f]) for f in np.unique(fold)]
     per_fold = {m: np.stack([np.asarray(m.fn(o), dtype=float) for o in folds]) for m in METRICS}
-    pooled = _all_metrics(Outcomes(y, proba, operating_point=operating_point))
-    chunks = [
-        _all_metrics(Outcomes(y, proba, w, operating_point=operating_point))
-        for w in bootstrap_weights(units, n_boot, seed, y=y)
-    ]
+    pooled = _all_metrics(bootstrap.outcomes(y, proba))
+    chunks = [_all_metrics(bootstrap.outcomes(y, proba, w)) for w in bootstrap.weights(units, y=y)]
     boot = {m: np.concatenate([c[m] for c in chunks]) for m in METRICS}
     metrics: dict = {
         m.name: _summary(per_fold[m], pooled[m], boot[m], keep_folds=True)

@@ -23,13 +23,13 @@ from typing import Protocol, TypedDict
 
 import numpy as np
 
-from cxr.classify.cv import derive_seed
+from cxr.classify.folds import derive_seed
 from cxr.classify.heads import Params, build_head, effective_params
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.tasks import TaskSpec, rows_digest, select
 from cxr.errors import CxrError
 from cxr.store import find_stores, load
-from cxr.store.schema import fingerprint, store_path
+from cxr.store.schema import Reject, fingerprint, store_path
 
 MODEL_FORMAT = "cxr-head/2"
 PICKLE_FORMAT = "cxr-head/1"  # cxr < 0.2: joblib pickles
@@ -81,7 +81,7 @@ class Prediction(TypedDict):
     probabilities: dict[str, float]
 
 
-class Predictions(TypedDict):
+class PredictReport(TypedDict):
     """What `cxr predict` reports."""
 
     model: str
@@ -99,7 +99,7 @@ class Embedded(Protocol):
 
     X: np.ndarray
     paths: list[str]
-    rejected: list[tuple[str, str]]
+    rejected: Sequence[Reject]
     attrs: Mapping  # the store attributes these vectors would have (fingerprint included)
 
 
@@ -280,7 +280,7 @@ def predict(
     *,
     trust_pickle: bool = False,
     runtime: str | None = None,
-) -> Predictions:
+) -> PredictReport:
     """Class probabilities for new images, embedded by ``embed`` with the model's backbone.
 
     ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
@@ -325,7 +325,7 @@ def predict(
             f"sha256 {expected['weights_sha256']}, but these images were embedded with "
             f"{actual['backbone']} weights sha256 {actual['weights_sha256']} (differs in: {differ})"
         )
-    rejected = [{"path": str(p), "reason": str(r)} for p, r in embedded.rejected]
+    rejected = [{"path": r.path, "reason": r.reason} for r in embedded.rejected]
     if len(embedded.paths) == 0:
         first = rejected[0]
         raise CxrError(
@@ -353,7 +353,7 @@ def predict(
             "retrain if predictions look wrong"
         )
     return jsonable(
-        Predictions(
+        PredictReport(
             model=str(model_path),
             backbone=bundle["backbone"],
             head=bundle.get("head", ""),

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.audit.exclusions import Exclusions
+from cxr.classify.folds import patient_groups
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
+from cxr.store.exclusions import Exclusions
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,12 @@ class Condition:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What to classify; every field is optional and empty means "all stored labels"."""
+    """What to classify; every field is optional and empty means "all stored labels".
+
+    Built from Python values (``merge={"pneumonia": ["bacterial", "viral"]}``, ``where`` as
+    `Condition` values or their text) and checked here, once; the CLI parses its own syntax
+    with `from_options`.
+    """
 
     classes: tuple[str, ...] = ()
     merge: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -56,6 +62,30 @@ class TaskSpec:
     where: tuple[Condition, ...] = ()
     exclude: Path | None = None
     target: str = "label"  # any stored column; e.g. "dataset" probes for source shortcuts
+
+    def __post_init__(self) -> None:
+        classes = tuple(str(c).strip() for c in self.classes)
+        if any(not c for c in classes):
+            raise CxrError(f"--classes {','.join(classes)!r}: expected comma-separated names")
+        merge: dict[str, tuple[str, ...]] = {}
+        owner: dict[str, str] = {}
+        for new, olds in self.merge.items():
+            olds = (olds,) if isinstance(olds, str) else tuple(olds)
+            if not str(new).strip() or not olds:
+                raise CxrError(f"--merge {new}={','.join(olds)}: expected NAME=a,b[,...]")
+            for old in olds:
+                if owner.get(old, new) != new:
+                    raise CxrError(
+                        f"--merge: class {old!r} is merged into both {owner[old]!r} and {new!r}"
+                    )
+                owner[old] = new
+            merge[str(new).strip()] = tuple(dict.fromkeys(olds))
+        where = tuple(c if isinstance(c, Condition) else Condition.parse(c) for c in self.where)
+        object.__setattr__(self, "classes", classes)
+        object.__setattr__(self, "merge", merge)
+        object.__setattr__(self, "binary", self.binary or None)
+        object.__setattr__(self, "where", where)
+        object.__setattr__(self, "exclude", Path(self.exclude) if self.exclude else None)
 
     @classmethod
     def from_options(
@@ -118,6 +148,11 @@ class TaskData:
         return bool(np.all(self.groups != ""))
 
     @property
+    def patients(self) -> np.ndarray | None:
+        """The groups folds keep together and the bootstrap resamples (None: every row alone)."""
+        return self.groups if self.has_groups else None
+
+    @property
     def group_unit(self) -> str:
         """What one group is: a patient, or (no patient ids) a cluster from an exclusion file."""
         if self.missing_ids == 0:
@@ -151,19 +186,12 @@ def _names(text: str, option: str) -> tuple[str, ...]:
 
 
 def _merges(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """``--merge p=a --merge p=b`` is ``p=a,b``: repeating a name adds to it, never replaces it;
-    a class merged into two names is ambiguous and refused."""
+    """``--merge p=a --merge p=b`` is ``p=a,b``: repeating a name adds to it, never replaces it
+    (a class merged into two names is refused by `TaskSpec`)."""
     merged: dict[str, tuple[str, ...]] = {}
-    owner: dict[str, str] = {}
     for text in texts:
         new, olds = _assignment(text, "--merge")
-        for old in olds:
-            if owner.get(old, new) != new:
-                raise CxrError(
-                    f"--merge: class {old!r} is merged into both {owner[old]!r} and {new!r}"
-                )
-            owner[old] = new
-        merged[new] = tuple(dict.fromkeys(merged.get(new, ()) + olds))
+        merged[new] = merged.get(new, ()) + olds
     return merged
 
 
@@ -186,10 +214,7 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
                 f"{name}: no rows match --where {'; '.join(map(str, spec.where))} "
                 f"({_existing(full, spec.where)})"
             )
-    groups = np.asarray(fs.patient_ids, dtype=object).copy()
-    unknown = groups == ""
-    if unknown.any() and not unknown.all():  # some ids: a row without one is its own group
-        groups[unknown] = np.asarray([f"image:{i}" for i in fs.ids[unknown]], dtype=object)
+    groups = patient_groups(fs.patient_ids, fs.ids)
     excluded = regrouped = 0
     if spec.exclude is not None:
         exclusions = Exclusions.read(spec.exclude)

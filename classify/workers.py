@@ -29,7 +29,7 @@ def start_workers(jobs: int, heads: Sequence[str] | None) -> threading.Thread | 
     if n < 2:
         return None
     modules = [
-        "cxr.classify.cv",
+        "cxr.classify.fitting",
         *(HEADS[h].classifier_path.rsplit(".", 1)[0] for h in heads or HEADS),
     ]
     warm = Parallel(n_jobs=jobs)

@@ -16,6 +16,7 @@ from pathlib import Path
 from cxr.errors import CxrError
 from cxr.extract.hashing import HashCache
 from cxr.extract.images import is_dicom_file
+from cxr.store.schema import Reject
 
 MANIFEST_NAME = "manifest.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
@@ -44,12 +45,15 @@ class Entry:
             "source": self.source,
         }
 
+    def reject(self, reason: str) -> Reject:
+        return Reject(self.path, reason, self.sha256, self.label)
+
 
 @dataclass(frozen=True)
 class Discovery:
     root: Path
     entries: list[Entry]  # hashed and readable
-    rejects: list[tuple[Entry, str]]  # could not even be read
+    rejects: list[Reject]  # could not even be read
     manifest: Path | None
     meta_columns: tuple[str, ...]
     unlisted: list[str] = field(default_factory=list)  # images under the root, not in the manifest
@@ -69,14 +73,15 @@ def discover(
     elif data is None:
         raise CxrError("give a data folder (class folders) or --manifest CSV")
     else:
-        root, listed, rejects, meta_columns, unlisted = data, from_folders(data), [], (), []
-    entries = []
+        root, listed, meta_columns, unlisted = data, from_folders(data), (), []
+        rejects = []
+    entries, unusable = [], [entry.reject(reason) for entry, reason in rejects]
     for entry, digest, error in _hash_all(listed, hashes or HashCache()):
         if error:
-            rejects.append((entry, error))
+            unusable.append(entry.reject(error))
         else:
             entries.append(replace(entry, sha256=digest))
-    return Discovery(root, entries, rejects, manifest, meta_columns, unlisted)
+    return Discovery(root, entries, unusable, manifest, meta_columns, unlisted)
 
 
 def _unlisted(root: Path, listed: list[Entry]) -> list[str]:

@@ -25,23 +25,21 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxr.errors import CxrError
 from cxr.extract.dataset import Entry
-from cxr.extract.progress import Reporter
-from cxr.extract.reader import decode_stream
+from cxr.extract.job import Embedder, run_job
+from cxr.extract.job import Target as JobTarget
 from cxr.extract.registry import get_spec
+from cxr.extract.runner import Pending
 from cxr.extract.runtimes import Runtime
 from cxr.extract.weights import ResolvedWeights
-from cxr.store.schema import REJECT_COLUMNS, Table, write_shard
-
-if TYPE_CHECKING:
-    from cxr.extract.runner import _Job
+from cxr.progress import Progress
+from cxr.store.schema import Reject, reject_table, write_shard
 
 SHARD_FILES = 256  # files per task: a few batches, so a lost worker costs little to redo
 RETRIES = 2  # a task that raised is tried again (a lost worker's tasks are re-run by Dask itself)
@@ -84,13 +82,13 @@ class Done:
     shards: dict[str, str]  # backbone -> shard path
     counts: dict[str, int]  # backbone -> files settled (embedded or rejected)
     max_abs_diff: dict[str, float]  # backbone -> the runtime's probe against TensorFlow
-    rejected: list[tuple[str, str]]  # (path, reason)
+    rejected: list[Reject]
 
 
-_EMBEDDERS: dict[tuple, object] = {}  # per worker process: built once, kept for every task
+_EMBEDDERS: dict[tuple, Embedder] = {}  # per worker process: built once, kept for every task
 
 
-def _embedder(target: Target, batch_size: int, runtime: Runtime):
+def _embedder(target: Target, batch_size: int, runtime: Runtime) -> Embedder:
     key = (target.backbone, target.weights, batch_size, runtime)
     if key not in _EMBEDDERS:
         from cxr.extract.model import make_embedder
@@ -128,48 +126,64 @@ def embed_task(task: Task) -> Done:
         Entry(path=f.path, file=Path(f.file), label=f.label, sha256=f.sha256) for f in task.files
     ]
     needs = {f.sha256: f.backbones for f in task.files}
-    sizes = {t.backbone: get_spec(t.backbone).input_size for t in task.targets}
-    kept: dict[str, list[str]] = {t.backbone: [] for t in task.targets}
-    images: dict[str, list[np.ndarray]] = {t.backbone: [] for t in task.targets}
-    rejects: dict[str, list[dict]] = {t.backbone: [] for t in task.targets}
-    rejected = []
-    wanted = lambda e: {sizes[b] for b in needs[e.sha256]}  # noqa: E731
-    for entry, result in decode_stream(entries, wanted, task.resize, 2 * task.batch_size):
-        if isinstance(result, str):
-            rejected.append((entry.path, result))
-        for backbone in needs[entry.sha256]:
-            if isinstance(result, str):
-                rejects[backbone].append(
-                    {"id": entry.sha256, "path": entry.path, "label": entry.label, "reason": result}
-                )
-            else:
-                kept[backbone].append(entry.sha256)
-                images[backbone].append(result[sizes[backbone]])
-    from cxr.extract.model import embed_all
+    sinks = {t.backbone: _Shard(Path(t.parts) / f"{task.name}.h5", t.attrs) for t in task.targets}
+    targets = {}
+    for t in task.targets:
+        spec = get_spec(t.backbone)
+        embed = _embedder(t, task.batch_size, task.runtime)
+        sink = sinks[t.backbone]
+        targets[t.backbone] = JobTarget(
+            t.backbone, spec.input_size, spec.dim, embed, sink, task.batch_size
+        )
+    rejected: list[Reject] = []
+    run_job(
+        entries, needs, targets, task.resize, lambda e, reason: rejected.append(e.reject(reason))
+    )
+    for sink in sinks.values():
+        sink.write()
+    return Done(
+        task.name,
+        {name: str(sink.path) for name, sink in sinks.items()},
+        {name: sink.files for name, sink in sinks.items()},
+        {name: float(target.embedder.max_abs_diff) for name, target in targets.items()},
+        rejected,
+    )
 
-    shards, counts, diffs = {}, {}, {}
-    for target in task.targets:
-        name = target.backbone
-        embed = _embedder(target, task.batch_size, task.runtime)
-        X = embed_all(embed, images[name], task.batch_size, int(target.attrs["dim"]))
-        path = Path(target.parts) / f"{task.name}.h5"
+
+@dataclass
+class _Shard:
+    """A task's rows of one backbone, written as one shard when the task is done (whole or
+    absent: the store's own shard writer)."""
+
+    path: Path
+    attrs: dict
+    ids: list[str] = field(default_factory=list)
+    X: list[np.ndarray] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return len(self.ids) + len(self.rejects)
+
+    def commit(self, ids: Sequence[str], X: np.ndarray, rejected: Sequence[Reject]) -> None:
+        self.ids.extend(ids)
+        self.X.append(X)
+        self.rejects.extend(rejected)
+
+    def write(self) -> None:
+        dim = int(self.attrs["dim"])
+        X = np.concatenate(self.X) if self.X else np.empty((0, dim), np.float32)
         try:
-            write_shard(
-                path, target.attrs, kept[name], X, Table.from_records(rejects[name], REJECT_COLUMNS)
-            )
+            write_shard(self.path, self.attrs, self.ids, X, reject_table(self.rejects))
         except OSError as exc:
             raise CxrError(
-                f"{_where()} cannot write {path} ({exc.strerror or exc}); the shards already "
-                "committed are kept: fix the folder and run `cxr features` again to resume"
+                f"{_where()} cannot write {self.path} ({exc.strerror or exc}); the shards "
+                "already committed are kept: fix the folder and run `cxr features` again to resume"
             ) from None
-        shards[name] = str(path)
-        counts[name] = len(kept[name]) + len(rejects[name])
-        diffs[name] = float(embed.max_abs_diff)
-    return Done(task.name, shards, counts, diffs, rejected)
 
 
 def plan_tasks(
-    jobs: Sequence[_Job], resize: str, runtime: Runtime, shard: int = SHARD_FILES
+    jobs: Sequence[Pending], resize: str, runtime: Runtime, shard: int = SHARD_FILES
 ) -> list[Task]:
     """Cut the union of the jobs' pending files into tasks of ``shard`` files."""
     needs: dict[str, list[str]] = {}
@@ -198,10 +212,10 @@ def plan_tasks(
 
 
 def compute_on_cluster(
-    jobs: Sequence[_Job],
+    jobs: Sequence[Pending],
     resize: str,
     copies: dict[str, list[str]],
-    report: Reporter,
+    report: Progress,
     runtime: Runtime,
     scheduler: str,
     shard: int = SHARD_FILES,
@@ -227,18 +241,18 @@ def compute_on_cluster(
             client.submit(embed_task, task, key=f"cxr-{task.name}", retries=RETRIES, pure=False)
             for task in tasks
         ]
-        with report.computing({job.spec.name: len(job.todo) for job in busy}):
+        with report.parts({job.spec.name: len(job.todo) for job in busy}) as advance:
             try:
                 for future in as_completed(futures):
                     done: Done = future.result()
                     for name, path in done.shards.items():
                         job = by_name[name]
                         job.new += job.writer.adopt(Path(path))
-                        job.writer.attrs["runtime_max_abs_diff"] = done.max_abs_diff[name]
-                        report.advance(name, done.counts[name])
-                    for path, reason in done.rejected:
-                        for copy in copies[paths[path]]:
-                            report.rejected(copy, reason)
+                        job.writer.record_probe(done.max_abs_diff[name])
+                        advance(name, done.counts[name])
+                    for reject in done.rejected:
+                        for copy in copies[paths[reject.path]]:
+                            report.warn(f"rejected {copy}: {reject.reason}")
             except KilledWorker as exc:
                 client.cancel(futures)
                 raise CxrError(

@@ -1,43 +1,53 @@
 """Stage 1 end to end: discover -> skip what is cached -> decode once -> every backbone -> store.
 
-The loop only: files come from the decoding stream (`reader`), vectors from the backbone
-(`model.Embedder`), durability from the store writer (`writer`), and every word to the user goes
-through the caller's `progress.Reporter` (silent by default). Each distinct file is decoded once
-and resized for every backbone that still needs it; each backbone commits its own batches to its
-own store.
+The run only: files come from discovery, the work is `cxr.extract.job` (decode once, every
+backbone, rows to a sink), durability is the store writer's (`writer`), and every word to the
+user goes through the caller's `cxr.progress.Progress` (silent by default). Locally one job
+takes every file still to embed; with ``scheduler`` the same job runs per shard of files on
+Dask workers (`cxr.extract.distributed`), and the client adopts their shards.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxr.errors import CxrError
-from cxr.extract.dataset import Entry, discover, list_images
+from cxr.extract.dataset import Discovery, Entry, discover, list_images
 from cxr.extract.hashing import HashCache
-from cxr.extract.progress import Reporter, Silent, Summary
+from cxr.extract.job import Target, run_job
 from cxr.extract.reader import decode_stream
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
 from cxr.extract.runtimes import Runtime, choose
 from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
+from cxr.progress import Progress, Silent
 from cxr.store.provenance import library_versions
-from cxr.store.schema import StoreAttrs, hashes_path, read_attrs, store_path
-
-if TYPE_CHECKING:  # the model module imports TensorFlow: only when work starts
-    from cxr.extract.model import Embedder
+from cxr.store.schema import Reject, StoreAttrs, hashes_path, read_attrs, store_path
 
 REFERENCE = Runtime("tensorflow", "f32")
-PREFETCH = 4  # batches decoded ahead of the forward pass
 LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")  # recorded in every store
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one backbone's store looks like after a run."""
+
+    backbone: str
+    path: Path
+    dim: int
+    new: int
+    cached: int
+    rejected: int
+    stored: int
+    seconds: float
+    published: bool
 
 
 @dataclass(frozen=True)
@@ -46,65 +56,20 @@ class EmbedResult:
 
     X: np.ndarray
     paths: list[str]
-    rejected: list[tuple[str, str]]
+    rejected: list[Reject]
     attrs: StoreAttrs
 
 
 @dataclass
-class _Job:
-    """One backbone's share of the run: its pending batch, its store writer, its counters.
-
-    A full batch is prepared (stacked, converted, preprocessed) on the calling thread, then run
-    through the model and committed on the job's own thread, one batch in flight: the next
-    batch is decoded and prepared while the model works on this one. Batches commit in order.
-    """
+class Pending:
+    """One backbone's share of a run: what is left to embed, and the writer of its store."""
 
     spec: BackboneSpec
     weights: ResolvedWeights
     writer: StoreWriter
     todo: list[Entry]
     batch_size: int
-    embedder: Embedder | None = None
-    on_commit: Callable[[int], None] = lambda n: None
-    ids: list[str] = field(default_factory=list)
-    images: list[np.ndarray] = field(default_factory=list)
-    rejects: list[tuple[str, str, str, str]] = field(default_factory=list)
-    new: int = 0
-    _thread: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
-    _in_flight: Future | None = None
-
-    def add(self, entry: Entry, image: np.ndarray) -> None:
-        self.ids.append(entry.sha256)
-        self.images.append(image)
-        if len(self.images) == self.batch_size:
-            self.flush()
-
-    def reject(self, entry: Entry, reason: str) -> None:
-        self.rejects.append((entry.sha256, entry.path, entry.label, reason))
-
-    def flush(self) -> None:
-        if not self.ids and not self.rejects:
-            return
-        batch = self.embedder.prepare(np.stack(self.images)) if self.images else None
-        self.wait()
-        self._in_flight = self._thread.submit(self._finish, self.ids, batch, self.rejects)
-        self.ids, self.images, self.rejects = [], [], []
-
-    def _finish(self, ids: list[str], batch, rejects: list) -> None:
-        X = self.embedder.forward(batch, len(ids)) if batch is not None else None
-        X = X if X is not None else np.empty((0, self.spec.dim), np.float32)
-        self.writer.commit(ids, X, rejects)
-        self.new += len(ids)
-        self.on_commit(len(ids) + len(rejects))
-
-    def wait(self) -> None:
-        """Until the batch in flight is committed; its error, if any, is raised here."""
-        if self._in_flight is not None:
-            future, self._in_flight = self._in_flight, None
-            future.result()
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=True)
+    new: int = 0  # files embedded by this run
 
 
 def store_attrs(
@@ -159,14 +124,14 @@ def extract_features(
     rebuild: bool = False,
     runtime: Runtime | str = "tensorflow",
     precision: str = "f32",
-    reporter: Reporter | None = None,
+    progress: Progress | None = None,
     scheduler: str | None = None,
     shard: int | None = None,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone.
 
     ``scheduler``: compute on Dask (an address, or ``local:N``), ``shard`` files per task."""
-    report = reporter or Silent()
+    report = progress or Silent()
     if scheduler is not None:
         from cxr.cluster import local_workers
 
@@ -188,8 +153,8 @@ def extract_features(
     discovery = discover(data, manifest, hashes)
     source = f"manifest {discovery.manifest}" if discovery.manifest else "class folders"
     report.note(f"{len(discovery.entries)} files in {discovery.root} ({source})")
-    for entry, reason in discovery.rejects:
-        report.rejected(entry.path, reason)
+    for reject in discovery.rejects:
+        report.warn(f"rejected {reject.path}: {reject.reason}")
     if discovery.unlisted:
         report.note(
             f"warning: {len(discovery.unlisted)} image file(s) under {discovery.root} are not in "
@@ -200,7 +165,7 @@ def extract_features(
         raise CxrError(f"{discovery.root}: none of the listed files could be read (see above)")
 
     with ExitStack() as stack:
-        jobs = []
+        jobs: list[Pending] = []
         for spec in specs:
             resolved = resolve(spec, choices[spec.name], hashes)
             writer = stack.enter_context(
@@ -227,8 +192,7 @@ def extract_features(
                 report.note(
                     f"{spec.name}: resuming after {writer.resumed_batches} committed batch(es)"
                 )
-            jobs.append(_Job(spec, resolved, writer, todo, batch_size))
-            stack.callback(jobs[-1].close)
+            jobs.append(Pending(spec, resolved, writer, todo, batch_size))
         hashes.save()
         started = time.perf_counter()
         if any(job.todo for job in jobs):
@@ -249,7 +213,6 @@ def extract_features(
         for s in summaries:
             if s.published and not s.new:
                 report.note(f"{s.backbone}: store updated (rows or metadata changed): {s.path}")
-    report.finished(summaries)
     return summaries
 
 
@@ -265,44 +228,43 @@ def _stores_weight_file(attrs: dict, backbone: str, weights: Sequence[str]) -> P
 
 
 def _compute(
-    jobs: list[_Job],
+    jobs: list[Pending],
     resize_policy: str,
     copies: dict[str, list[str]],
-    report: Reporter,
+    report: Progress,
     runtime: Runtime = REFERENCE,
 ) -> None:
-    """Decode each distinct file once; ``copies`` names every path that holds the same bytes."""
+    """One job over every file still to embed, the stores' writers its sinks; ``copies``
+    names every path that holds the same bytes (a reject is said for each)."""
     from cxr.extract.model import make_embedder
 
-    needs: dict[str, list[_Job]] = {}
-    for job in jobs:
-        for entry in job.todo:
-            needs.setdefault(entry.sha256, []).append(job)
-    union = list({e.sha256: e for job in jobs for e in job.todo}.values())
     busy = [job for job in jobs if job.todo]
+    needs: dict[str, list[str]] = {}
     for job in busy:
-        job.embedder = make_embedder(job.spec, job.weights, job.batch_size, runtime)
-        job.writer.attrs["runtime_max_abs_diff"] = float(job.embedder.max_abs_diff)
-        job.on_commit = lambda n, name=job.spec.name: report.advance(name, n)
-    with report.computing({job.spec.name: len(job.todo) for job in busy}):
-        sizes = lambda e: {j.spec.input_size for j in needs[e.sha256]}  # noqa: E731
-        window = PREFETCH * max(job.batch_size for job in jobs)
-        for entry, result in decode_stream(union, sizes, resize_policy, window):
-            for job in needs[entry.sha256]:
-                if isinstance(result, str):
-                    job.reject(entry, result)
-                else:
-                    job.add(entry, result[job.spec.input_size])
-            if isinstance(result, str):
-                for path in copies[entry.sha256]:
-                    report.rejected(path, result)
-        for job in jobs:
-            job.flush()
-        for job in jobs:
-            job.wait()
+        for entry in job.todo:
+            needs.setdefault(entry.sha256, []).append(job.spec.name)
+    union = list({e.sha256: e for job in busy for e in job.todo}.values())
+    targets = {}
+    for job in busy:
+        embedder = make_embedder(job.spec, job.weights, job.batch_size, runtime)
+        job.writer.record_probe(embedder.max_abs_diff)
+        targets[job.spec.name] = Target(
+            job.spec.name, job.spec.input_size, job.spec.dim, embedder, job.writer, job.batch_size
+        )
+
+    def rejected(entry: Entry, reason: str) -> None:
+        for path in copies[entry.sha256]:
+            report.warn(f"rejected {path}: {reason}")
+
+    with report.parts({job.spec.name: len(job.todo) for job in busy}) as advance:
+        for name, target in targets.items():
+            target.on_commit = lambda n, name=name: advance(name, n)
+        run_job(union, needs, targets, resize_policy, rejected)
+    for job in busy:
+        job.new += targets[job.spec.name].new
 
 
-def _publish(job: _Job, discovery, seconds: float) -> Summary:
+def _publish(job: Pending, discovery: Discovery, seconds: float) -> Summary:
     published = job.writer.publish(discovery)
     stored = sum(e.sha256 in job.writer.cache.vectors for e in discovery.entries)
     rejected = len(discovery.rejects) + sum(
@@ -351,7 +313,7 @@ def embed_images(
         entries, lambda e: {spec.input_size}, resize, 2 * batch_size
     ):
         if isinstance(result, str):
-            rejected.append((entry.path, result))
+            rejected.append(entry.reject(result))
         else:
             kept.append(entry.path)
             images.append(result[spec.input_size])

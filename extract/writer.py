@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,8 @@ import numpy as np
 from cxr.errors import CxrError, RunFailed
 from cxr.extract.dataset import Discovery
 from cxr.store.schema import (
-    REJECT_COLUMNS,
     ROW_COLUMNS,
+    Reject,
     StoreAttrs,
     StoreContent,
     StoreError,
@@ -39,6 +40,7 @@ from cxr.store.schema import (
     published_attrs,
     read_content,
     read_shard,
+    reject_table,
     store_path,
     write_atomic,
     write_shard,
@@ -179,13 +181,14 @@ class StoreWriter:
                 "Use another --features folder, or --rebuild to move it aside and start again"
             )
 
-    def commit(
-        self, ids: list[str], X: np.ndarray, rejected: list[tuple[str, str, str, str]]
-    ) -> None:
-        """Make one finished batch durable. ``rejected`` rows are (id, path, label, reason)."""
-        table = Table.from_records(
-            [dict(zip(REJECT_COLUMNS, r, strict=True)) for r in rejected], REJECT_COLUMNS
-        )
+    def record_probe(self, max_abs_diff: float) -> None:
+        """The runtime's probe against TensorFlow, measured when its model was built (0 for
+        TensorFlow itself): the store records it."""
+        self.attrs["runtime_max_abs_diff"] = float(max_abs_diff)
+
+    def commit(self, ids: Sequence[str], X: np.ndarray, rejected: Sequence[Reject]) -> None:
+        """Make one finished batch durable: its embeddings by content hash, and its rejects."""
+        table = reject_table(rejected)
         self._seq += 1
         try:
             self.parts.mkdir(exist_ok=True)
@@ -213,12 +216,14 @@ class StoreWriter:
         entries = [e for e in discovery.entries if e.sha256 in self.cache.vectors]
         rows = Table.from_records([e.record() for e in entries], ROW_COLUMNS)
         meta = Table.from_records([e.meta for e in entries], discovery.meta_columns)
-        rejected_records = [
-            {**e.record(), "reason": self.cache.rejected[e.sha256]}
-            for e in discovery.entries
-            if e.sha256 in self.cache.rejected
-        ] + [{**e.record(), "reason": reason} for e, reason in discovery.rejects]
-        rejected = Table.from_records(rejected_records, REJECT_COLUMNS)
+        rejected = reject_table(
+            [
+                e.reject(self.cache.rejected[e.sha256])
+                for e in discovery.entries
+                if e.sha256 in self.cache.rejected
+            ]
+            + discovery.rejects
+        )
         X = [self.cache.vectors[e.sha256] for e in entries]  # rows, written block by block
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         created = str(self._old.attrs.get("created", "")) if self._old else None

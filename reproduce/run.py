@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from cxr.audit.exclusions import Exclusions
 from cxr.audit.probe import ProbeResult, probe
-from cxr.classify.evaluate import Result, evaluate
+from cxr.classify.config import EvaluateConfig
+from cxr.classify.designs import CrossValidation, ExternalTest
+from cxr.classify.evaluate import evaluate
+from cxr.classify.metrics import Bootstrap
 from cxr.classify.provenance import jsonable, library_versions
+from cxr.classify.results import Result
 from cxr.errors import CxrError
 from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
-from cxr.progress import Silent, Steps
+from cxr.progress import Progress, RichProgress, Silent
 from cxr.reproduce.protocols import (
     ADULT_NON_COVID,
     ALL_IMAGES,
@@ -47,6 +50,7 @@ from cxr.reproduce.results import (
     StudyReport,
 )
 from cxr.store import FeatureSet, load
+from cxr.store.exclusions import Exclusions
 from cxr.store.schema import store_path
 
 
@@ -60,7 +64,7 @@ def reproduce(
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
-    progress: Steps | None = None,
+    progress: Progress | None = None,
 ) -> StudyReport:
     """Run the whole study; write ``doc_path`` and return the report it was rendered from (the
     study's JSON: the CLI writes it with --json)."""
@@ -95,7 +99,7 @@ def run_study(
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
-    progress: Steps | None = None,
+    progress: Progress | None = None,
 ) -> StudyReport:
     """Protocols A and B and the shortcut checks on the stores listed as available."""
     console = console or Console(stderr=True)
@@ -114,17 +118,16 @@ def run_study(
         with steps.step(f"{backbone}: protocols A and B", len(runs)) as done:
             for protocol, task_key, spec in runs:
                 task = replace(spec, exclude=exclusions if protocol.drop_duplicates else None)
-                report = evaluate(
-                    features_dir,
-                    [backbone],
-                    [HEAD],
+                config = EvaluateConfig(
+                    (backbone,),
+                    (HEAD,),
                     task,
-                    group_by=protocol.group_by,
-                    folds=FOLDS,
+                    design=CrossValidation(FOLDS, group_by=protocol.group_by),
                     seed=seed,
+                    bootstrap=Bootstrap(n_boot, seed),
                     jobs=jobs,
-                    n_boot=n_boot,
                 )
+                report = evaluate(features_dir, config).report
                 rows.append(_row(backbone, protocol.key, task_key, report["results"][0]))
                 done(1)
         fs = first if backbone == available[0] else load(store_path(features_dir, backbone))
@@ -160,7 +163,6 @@ def extract_available(
     data: Path, weights: list[str], out: Path, console: Console
 ) -> dict[str, BackboneStatus]:
     """Build stores for every backbone whose weights can be had; say why for the others."""
-    from cxr.extract.progress import RichReporter
     from cxr.extract.registry import get_spec
     from cxr.extract.runner import extract_features
     from cxr.extract.weights import parse_weights, resolve
@@ -191,7 +193,7 @@ def extract_available(
             backbones=ready,
             weights=ready_weights,
             features_dir=out,
-            reporter=RichReporter(console),
+            progress=RichProgress(console, bars=True),
         )
         for s in summaries:
             status[s.backbone].update(
@@ -205,7 +207,7 @@ def extract_available(
 
 
 def duplicate_exclusions(
-    features_dir: Path, fs: FeatureSet, out_dir: Path, seed: int, progress: Steps | None = None
+    features_dir: Path, fs: FeatureSet, out_dir: Path, seed: int, progress: Progress | None = None
 ) -> tuple[Path, Duplicates]:
     """Protocol B's exclusion file, from `cxr audit` (exact, perceptual-hash and cosine copies).
 
@@ -264,17 +266,17 @@ def cross_source(
     """
     out = {}
     for task_key in CROSS_SOURCE_TASKS:
-        report = evaluate(
-            features_dir,
-            [backbone],
-            [HEAD],
+        config = EvaluateConfig(
+            (backbone,),
+            (HEAD,),
             replace(TASKS[task_key], exclude=exclusions),
-            test_where=ADULT_NON_COVID,
+            design=ExternalTest(ADULT_NON_COVID),
             seed=seed,
-            n_boot=n_boot,
+            bootstrap=Bootstrap(n_boot, seed),
+            confounds=(),
             jobs=jobs,
-            confound_columns=(),
         )
+        report = evaluate(features_dir, config).report
         [result] = report["results"]
         covid = result["classes"].index(POSITIVE)
         called = {

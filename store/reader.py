@@ -126,8 +126,13 @@ def load(
     backbone: str | None = None,
     *,
     where: Mapping[str, Collection[str]] | None = None,
+    embeddings: bool = True,
 ) -> FeatureSet:
-    """Load a store by file path, by folder and backbone name, or by a folder holding one store."""
+    """Load a store by file path, by folder and backbone name, or by a folder holding one store.
+
+    ``embeddings=False`` reads the rows only (``X`` then has no columns): what checking a task
+    against the store needs, at a fraction of the cost.
+    """
     path = store_path(location, backbone) if backbone else Path(location)
     if not backbone and path.is_dir():
         stores = find_stores(path)
@@ -137,8 +142,9 @@ def load(
         path = stores[0] if stores else path
     if not path.is_file():
         raise StoreError(f"{path}: no feature store here (run `cxr features` first)")
-    content = read_content(path)
-    fs = FeatureSet(path, content.attrs, content.X, content.rows, content.meta, content.rejected)
+    content = read_content(path, load_X=embeddings)
+    X = np.asarray(content.X) if embeddings else np.empty((len(content.rows), 0), np.float32)
+    fs = FeatureSet(path, content.attrs, X, content.rows, content.meta, content.rejected)
     return fs.where(where) if where else fs
 
 

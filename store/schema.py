@@ -115,6 +115,24 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Reject:
+    """A file that could not be used, and why: one record from discovery to the store's
+    ``/rejected`` table (and the rejects a run reports)."""
+
+    path: str
+    reason: str
+    id: str = ""  # sha256 of its bytes, when they could be read
+    label: str = ""
+
+    def record(self) -> dict[str, str]:
+        return {"id": self.id, "path": self.path, "label": self.label, "reason": self.reason}
+
+
+def reject_table(rejects: Sequence[Reject]) -> Table:
+    return Table.from_records([r.record() for r in rejects], REJECT_COLUMNS)
+
+
+@dataclass(frozen=True)
 class StoreContent:
     """Everything one store file holds, in memory."""
 

@@ -110,3 +110,12 @@ def dicom_bytes(pixels: np.ndarray, photometric="MONOCHROME2", with_pixels=True,
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def evaluate(features, **options) -> dict:
+    """`cxr.evaluate`'s report with the CLI's defaults for tests: no predictions, one job."""
+    import cxr
+
+    options.setdefault("predictions", False)
+    options.setdefault("jobs", 1)
+    return cxr.evaluate(features, **options).report

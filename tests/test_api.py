@@ -34,7 +34,7 @@ def test_predictions_reproduce_the_reported_metrics(make_synthetic_store):
     """The per-image predictions are the ones the metrics were computed from: scikit-learn's own
     metrics on them give the pooled values of the report."""
     path = make_synthetic_store(THREE, separation=1.5)
-    ev = cxr.evaluate(path.parent, heads=["logreg", "knn"], folds=5, n_boot=20)
+    ev = cxr.evaluate(path.parent, heads=["logreg", "knn"], folds=5, bootstrap=20)
     oof = ev.predictions()
     assert len(oof) == 2 * len(cxr.load_store(path))
     for r in ev.results:
@@ -98,7 +98,7 @@ def test_api_task_options_are_python_values(make_synthetic_store):
         params={"logreg": {"C": [0.1, 1.0]}},
         search=True,
         folds=3,
-        n_boot=20,
+        bootstrap=20,
     )
     [r] = ev.results
     assert r["classes"] == ["covid", "pneumonia"]
@@ -115,6 +115,14 @@ def test_audit_is_callable_even_after_its_package_is_imported(monkeypatch):
     assert calls == [(("features", "mobilenet_v2"), {"seed": 3})]
 
 
+def test_a_text_where_a_list_belongs_is_one_line_before_any_work(make_synthetic_store):
+    path = make_synthetic_store(THREE)
+    with pytest.raises(CxrError, match=r"covariates: give a list of names, e.g. \['view'\]"):
+        cxr.evaluate(path.parent, covariates="view,age")
+    with pytest.raises(CxrError, match="unknown head 'lgoreg'"):
+        cxr.evaluate(path.parent, heads=["lgoreg"])
+
+
 def test_api_takes_the_cli_option_names_and_labels_covariate_results(make_synthetic_store):
     path = make_synthetic_store(THREE, meta={"site": lambda r: "a" if len(r["id"]) % 2 else "b"})
     ev = cxr.evaluate(
@@ -123,8 +131,8 @@ def test_api_takes_the_cli_option_names_and_labels_covariate_results(make_synthe
         folds=3,
         bootstrap=20,
         train_sizes=[3, "all"],
-        covariates="site",
-        confound_columns=(),
+        covariates=["site"],
+        confounds=(),
     )
     assert ev.report["provenance"]["bootstrap"]["replicates"] == 20
     assert [p["size"] for p in ev.report["learning_curves"][0]["points"]] == ["3", "all"]

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cxr.classify import metrics
 from cxr.cli import app
 from cxr.errors import CxrError, RunFailed
-from cxr.extract.progress import Summary
+from cxr.extract.runner import Summary
 
 runner = CliRunner()
 

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import evaluate
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cxr.classify.cv import CVPlan, make_splits, plan_cv
-from cxr.classify.evaluate import evaluate
+from cxr.classify.designs import CrossValidation, make_splits
 from cxr.classify.tasks import TaskSpec, select
 from cxr.errors import CxrError
 from cxr.store import load
@@ -39,7 +39,7 @@ def test_grouped_folds_never_share_a_patient(data, folds, n_classes, seed):
     assume(all(group_label.count(c) >= folds for c in range(n_classes)))
     groups = np.repeat([f"p{g}" for g in range(n_groups)], sizes)
     y = np.repeat(group_label, sizes)
-    splits = make_splits(CVPlan(folds, 2, seed, grouped=True, groups=groups), y)
+    splits = make_splits(y, groups, folds, 2, seed)
     assert len(splits) == 2 * folds
     for repeat in range(2):
         tested = np.concatenate([s.test for s in splits if s.repeat == repeat])
@@ -48,28 +48,36 @@ def test_grouped_folds_never_share_a_patient(data, folds, n_classes, seed):
         assert not set(groups[split.train]) & set(groups[split.test])
 
 
+def plan(fs, folds=3, group_by="auto", seed=0):
+    return CrossValidation(folds, group_by=group_by).plan(fs, TaskSpec(), seed=seed)
+
+
 def test_plan_groups_by_patient_when_ids_exist(make_synthetic_store):
-    data = select(load(make_synthetic_store()), TaskSpec())
-    plan, notes = plan_cv(data, folds=3)
-    assert plan.grouped and plan.scheme == "StratifiedGroupKFold" and not notes
-    plan, notes = plan_cv(data, "none", folds=3)
-    assert not plan.grouped and "optimistic" in notes[0]
+    fs = load(make_synthetic_store())
+    grouped = plan(fs)
+    assert grouped.protocol["grouped"] and not grouped.notes
+    assert grouped.protocol["scheme"] == "StratifiedGroupKFold"
+    by_image = plan(fs, group_by="none")
+    assert not by_image.protocol["grouped"] and "optimistic" in by_image.notes[0]
 
 
 def test_plan_without_ids_warns_and_refuses_patient_grouping(make_synthetic_store):
-    data = select(load(make_synthetic_store(patient_ids=False)), TaskSpec())
-    plan, notes = plan_cv(data, folds=3)
-    assert plan.scheme == "StratifiedKFold" and "optimistic" in notes[0]
+    fs = load(make_synthetic_store(patient_ids=False))
+    ungrouped = plan(fs)
+    assert ungrouped.protocol["scheme"] == "StratifiedKFold" and "optimistic" in ungrouped.notes[0]
     with pytest.raises(CxrError, match="no patient id"):
-        plan_cv(data, "patient", folds=3)
+        plan(fs, group_by="patient")
 
 
-def test_class_with_fewer_patients_than_folds(make_synthetic_store):
+def test_class_with_fewer_patients_than_folds_names_the_folds_that_work(make_synthetic_store):
     path = make_synthetic_store({"covid": 3, "normal": 12})
-    data = select(load(path), TaskSpec())
     with pytest.raises(CxrError) as info:
-        plan_cv(data, folds=10)
-    assert str(info.value) == f"{path}: class 'covid' has 3 patients, fewer than --folds 10"
+        plan(load(path), folds=10)
+    assert str(info.value) == (
+        f"{path}: class 'covid' has 3 patients, fewer than --folds 10; the largest --folds that "
+        "works here is 3"
+    )
+    assert plan(load(path), folds=3).protocol["folds"] == 3  # and it does work
 
 
 def test_same_seed_same_json_whatever_the_jobs(make_synthetic_store):
@@ -83,7 +91,7 @@ def test_same_seed_same_json_whatever_the_jobs(make_synthetic_store):
             repeats=2,
             seed=7,
             jobs=jobs,
-            n_boot=200,
+            bootstrap=200,
         )
         for jobs in (1, 2)
     ]
@@ -96,7 +104,7 @@ def test_same_seed_same_json_whatever_the_jobs(make_synthetic_store):
         repeats=2,
         seed=8,
         jobs=1,
-        n_boot=200,
+        bootstrap=200,
     )
     assert other["results"][0]["metrics"] != runs[0]["results"][1]["metrics"]
 
@@ -108,7 +116,7 @@ def _balanced_accuracy(report, head):
 def test_separable_features_score_near_one(make_synthetic_store):
     path = make_synthetic_store({"a": 15, "b": 15, "c": 15}, dim=8, separation=8.0)
     report = evaluate(
-        path.parent, heads=["logreg", "knn", "mlp"], params=SMALL_MLP, folds=5, n_boot=200
+        path.parent, heads=["logreg", "knn", "mlp"], params=SMALL_MLP, folds=5, bootstrap=200
     )
     for head in ("logreg", "knn", "mlp"):
         assert _balanced_accuracy(report, head)["mean"] > 0.95
@@ -118,7 +126,7 @@ def test_shuffled_labels_score_near_chance(make_synthetic_store):
     path = make_synthetic_store(
         {"a": 40, "b": 40, "c": 40}, dim=8, separation=8.0, shuffle_labels=True
     )
-    report = evaluate(path.parent, heads=["logreg", "knn"], folds=5, n_boot=300)
+    report = evaluate(path.parent, heads=["logreg", "knn"], folds=5, bootstrap=300)
     for head in ("logreg", "knn"):
         score = _balanced_accuracy(report, head)
         assert abs(score["mean"] - 1 / 3) < 0.12
@@ -127,17 +135,15 @@ def test_shuffled_labels_score_near_chance(make_synthetic_store):
 
 def test_splits_are_computed_once_per_data_set(make_synthetic_store):
     data = select(load(make_synthetic_store()), TaskSpec())
-    plan, _ = plan_cv(data, folds=3)
     cache: dict = {}
-    first = make_splits(plan, data.y, cache)
-    assert make_splits(plan, data.y, cache) is first  # the second store of the run reuses them
-    fresh = make_splits(plan, data.y)
+    first = make_splits(data.y, data.groups, 3, 1, 0, cache)
+    assert make_splits(data.y, data.groups, 3, 1, 0, cache) is first  # the next store reuses them
+    fresh = make_splits(data.y, data.groups, 3, 1, 0)
     assert all(
         np.array_equal(a.train, b.train) and np.array_equal(a.test, b.test)
         for a, b in zip(first, fresh, strict=True)
     )
-    other, _ = plan_cv(data, folds=3, seed=1)
-    assert make_splits(other, data.y, cache) is not first and len(cache) == 2
+    assert make_splits(data.y, data.groups, 3, 1, 1, cache) is not first and len(cache) == 2
 
 
 def test_rows_without_a_patient_id_do_not_turn_off_patient_grouping(make_synthetic_store):
@@ -147,11 +153,11 @@ def test_rows_without_a_patient_id_do_not_turn_off_patient_grouping(make_synthet
     missing = np.zeros(len(fs), bool)
     missing[[0, 5, 9]] = True  # three images without an id, e.g. PNGs beside DICOMs
     rows["patient_id"] = np.where(missing, "", rows["patient_id"]).astype(object)
-    data = select(fs, TaskSpec())
-    plan, notes = plan_cv(data, folds=3)
-    assert plan.grouped and data.missing_ids == 3 and plan.unit == "patient (image where no id)"
-    assert any("3 row(s) have no patient id" in n for n in notes)
-    for split in make_splits(plan, data.y):
+    made = plan(fs)
+    assert made.protocol["grouped"] and made.data.missing_ids == 3
+    assert made.protocol["unit"] == "patient (image where no id)"
+    assert any("3 row(s) have no patient id" in n for n in made.notes)
+    for split in made.splits:
         known = ~missing
         train, test = (
             set(fs.patient_ids[split.train][known[split.train]]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,10 @@ from helpers import make_class_folders, small_weights
 from cxr.cluster import local_workers, worker_env
 from cxr.errors import CxrError
 from cxr.extract.distributed import File, Target, Task, embed_task
-from cxr.extract.progress import Silent
 from cxr.extract.runner import extract_features
 from cxr.extract.runtimes import Runtime
 from cxr.extract.weights import ResolvedWeights
+from cxr.progress import Silent
 from cxr.store import load
 from cxr.store.schema import parts_dir
 
@@ -88,14 +89,25 @@ def test_incremental_runs_mix_local_and_distributed(cluster, data, local_store, 
     same_store(load(tmp_path / "f", "mobilenet_025"), local_store)
 
 
-class KillOnFirstShard(Silent):
+class OnShard(Silent):
+    """Progress that calls ``adopted`` each time the client adopts a worker's shard."""
+
+    @contextmanager
+    def parts(self, totals):
+        yield lambda backbone, images: self.adopted()
+
+    def adopted(self) -> None:
+        raise NotImplementedError
+
+
+class KillOnFirstShard(OnShard):
     """Kills one worker process (SIGKILL, as the OOM killer would) once a shard is adopted."""
 
     def __init__(self, client):
         self.pids = client.run(os.getpid)  # address -> pid
         self.killed: list[int] = []
 
-    def advance(self, backbone: str, images: int) -> None:
+    def adopted(self) -> None:
         if not self.killed:
             pid = next(iter(self.pids.values()))
             os.kill(pid, signal.SIGKILL)
@@ -106,7 +118,7 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(cluster, data, loc
     with distributed.Client(cluster.scheduler_address) as client:
         reporter = KillOnFirstShard(client)
         (summary,) = run(
-            data, tmp_path, scheduler=cluster.scheduler_address, shard=3, reporter=reporter
+            data, tmp_path, scheduler=cluster.scheduler_address, shard=3, progress=reporter
         )
         assert reporter.killed
         client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
@@ -115,13 +127,13 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(cluster, data, loc
     same_store(store, local_store)
 
 
-class StopAfterShards(Silent):
+class StopAfterShards(OnShard):
     """The client goes away (Ctrl-C, a lost scheduler) after ``n`` adopted shards."""
 
     def __init__(self, n: int):
         self.left = n
 
-    def advance(self, backbone: str, images: int) -> None:
+    def adopted(self) -> None:
         self.left -= 1
         if self.left == 0:
             raise KeyboardInterrupt
@@ -136,7 +148,7 @@ def test_committed_shards_outlive_the_client_and_a_local_run_resumes(
             tmp_path,
             scheduler=cluster.scheduler_address,
             shard=4,
-            reporter=StopAfterShards(2),
+            progress=StopAfterShards(2),
         )
     parts = list(parts_dir(tmp_path, "mobilenet_025").glob("*.h5"))
     assert len(parts) >= 2
@@ -146,7 +158,7 @@ def test_committed_shards_outlive_the_client_and_a_local_run_resumes(
         def note(self, text: str) -> None:
             notes.append(text)
 
-    (summary,) = run(data, tmp_path, reporter=Notes())
+    (summary,) = run(data, tmp_path, progress=Notes())
     assert any("resuming after" in n for n in notes)
     assert summary.new < 24  # the adopted shards were not embedded again
     same_store(load(tmp_path, "mobilenet_025"), local_store)
@@ -179,7 +191,7 @@ def test_unreachable_scheduler_is_one_line(data, tmp_path):
 
 
 def test_distributed_evaluate_equals_local(cluster, make_synthetic_store):
-    from cxr.classify.evaluate import evaluate
+    from helpers import evaluate
 
     store = make_synthetic_store({"covid": 12, "normal": 12}, separation=1.0)
     reports = [

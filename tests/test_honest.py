@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from cxr.classify import metrics
 from cxr.classify.compare import Scored, compare, paired_difference
 from cxr.classify.confounds import cramers_v
-from cxr.classify.cv import make_splits, plan_cv
-from cxr.classify.tasks import TaskSpec, select
+from cxr.classify.designs import CrossValidation
+from cxr.classify.metrics import Bootstrap
+from cxr.classify.tasks import TaskSpec
 from cxr.cli import app
 from cxr.store import load
 from cxr.store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
@@ -171,11 +172,10 @@ def test_group_by_any_column_keeps_its_values_apart(make_synthetic_store):
         return f"s{int(record['patient_id'].rsplit('-p', 1)[1]) % 6}"
 
     fs = load(make_synthetic_store({"covid": 18, "normal": 18}, meta={"site": site}))
-    data = select(fs, TaskSpec())
-    plan, _ = plan_cv(data, "site", folds=3)
-    assert plan.unit == "site" and plan.grouped
-    column = data.column("site")
-    for split in make_splits(plan, data.y):
+    plan = CrossValidation(3, group_by="site").plan(fs, TaskSpec(), seed=0)
+    assert plan.protocol["unit"] == "site" and plan.protocol["grouped"]
+    column = plan.data.column("site")
+    for split in plan.splits:
         assert not set(column[split.train]) & set(column[split.test])
 
 
@@ -199,11 +199,11 @@ def test_paired_difference_by_hand():
     a_s, b_s = scored("a", y, right, units), scored("b", y, b, units)
     # every patient contributes one right and one wrong image to B: each replicate's balanced
     # accuracy of B is exactly 0.5, of A exactly 1, so the difference is 0.5 with no spread
-    diff, ci, p, n = paired_difference(a_s, b_s, BALANCED, n_boot=200)
+    diff, ci, p, n = paired_difference(a_s, b_s, BALANCED, Bootstrap(200))
     assert (diff, ci, p, n) == (pytest.approx(0.5), [pytest.approx(0.5)] * 2, 0.0, 40)
-    same = paired_difference(a_s, scored("c", y, right.copy(), units), BALANCED, n_boot=50)
+    same = paired_difference(a_s, scored("c", y, right.copy(), units), BALANCED, Bootstrap(50))
     assert same[:3] == (0.0, [0.0, 0.0], 1.0)
-    [best, other] = compare([a_s, b_s], BALANCED, unit="patient", n_boot=200)
+    [best, other] = compare([a_s, b_s], BALANCED, Bootstrap(200), unit="patient")
     assert best["is_best"] and best["indistinguishable"] and best["best"] == "a"
     assert not other["indistinguishable"] and other["difference"] == pytest.approx(-0.5)
 
@@ -215,7 +215,7 @@ def test_paired_bootstrap_matches_a_direct_loop():
     pa = np.clip(np.eye(2)[y] * 0.6 + rng.random((60, 2)) * 0.5, 0, None)
     pb = np.clip(np.eye(2)[y] * 0.5 + rng.random((60, 2)) * 0.6, 0, None)
     a, b = scored("a", y, pa, units), scored("b", y, pb, units)
-    diff, ci, _, _ = paired_difference(a, b, BALANCED, n_boot=300, seed=3)
+    diff, ci, _, _ = paired_difference(a, b, BALANCED, Bootstrap(300, seed=3))
     # the same patient draws, applied by repeating rows and scored by scikit-learn
     direct = []
     for weights in metrics.bootstrap_weights(units, 300, 3, y=y):

@@ -89,7 +89,7 @@ def test_summarize_against_sklearn_per_fold():
     proba = rng.dirichlet(np.ones(k), n)
     proba[np.arange(n), y] += 0.3  # some signal
     fold = rng.permutation(np.arange(n) % 4)
-    out = m.summarize(y, proba, fold, np.arange(n) // 2, ("a", "b", "c"), n_boot=300, seed=0)
+    out = m.summarize(y, proba, fold, np.arange(n) // 2, ("a", "b", "c"), m.Bootstrap(300))
     pred = proba.argmax(axis=1)
     accs = [accuracy_score(y[fold == f], pred[fold == f]) for f in range(4)]
     assert out["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(accs))

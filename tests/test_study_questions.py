@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import evaluate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
@@ -13,11 +14,10 @@ from typer.testing import CliRunner
 
 from cxr.classify.covariates import with_covariates
 from cxr.classify.curves import Size, parse_sizes, subsample
-from cxr.classify.cv import run_splits
-from cxr.classify.evaluate import evaluate
+from cxr.classify.designs import CrossValidation
+from cxr.classify.fitting import run_splits
 from cxr.classify.heads import build_head
 from cxr.classify.tasks import TaskSpec, select
-from cxr.classify.validation import design
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.store import load
@@ -73,7 +73,7 @@ def test_a_separable_signal_saturates_early_and_no_signal_stays_at_chance(make_s
     make_synthetic_store(TWO, separation=1.2, dim=32, backbone="weak")
     make_synthetic_store(TWO, shuffle_labels=True, backbone="none")
     report = evaluate(
-        strong.parent, heads=["logreg"], folds=5, n_boot=200, train_sizes="2,5,10,all"
+        strong.parent, heads=["logreg"], folds=5, bootstrap=200, train_sizes=[2, 5, 10, "all"]
     )
     curves = {c["backbone"]: c for c in report["learning_curves"]}
     assert set(curves) == {"strong", "weak", "none"}
@@ -140,8 +140,8 @@ def test_a_covariate_that_carries_the_label_helps_and_one_that_does_not_does_not
     path = marker_store(make_synthetic_store)
 
     def run(columns):
-        report = evaluate(path.parent, heads=["logreg"], folds=5, n_boot=300, covariates=columns,
-                          covariates_only=True, confound_columns=())  # fmt: skip
+        report = evaluate(path.parent, heads=["logreg"], folds=5, bootstrap=300, covariates=columns,
+                          covariates_only=True, confounds=())  # fmt: skip
         return {r["inputs"]: r for r in report["results"]}
 
     marked = run(["marker"])
@@ -161,7 +161,7 @@ def test_covariate_pipelines_match_scikit_learns_cross_val_predict(make_syntheti
     gives the same out-of-fold probabilities, so nothing is fitted outside the fold."""
     path = marker_store(make_synthetic_store)
     fs = load(path)
-    plan = design(fs, TaskSpec(), folds=5, seed=0)
+    plan = CrossValidation(5).plan(fs, TaskSpec(), seed=0)
     data, layout = with_covariates(plan.data, ["marker", "noise", "age"], "label")
     oof = run_splits(data, plan.splits, {"logreg": {}}, groups=None, seed=0, inputs=layout)
     ours = np.zeros((len(data.y), 2))
@@ -199,6 +199,6 @@ def test_covariates_are_refused_when_they_would_leak_or_do_not_exist(make_synthe
 
 def test_a_size_larger_than_every_class_is_named_as_the_same_as_all(make_synthetic_store):
     path = make_synthetic_store(TWO)
-    report = evaluate(path.parent, heads=["logreg"], folds=3, n_boot=20, train_sizes="5,5000")
+    report = evaluate(path.parent, heads=["logreg"], folds=3, bootstrap=20, train_sizes=[5, 5000])
     assert any("--train-sizes 5000: every class has fewer" in w for w in report["warnings"])
     assert not any("--train-sizes 5:" in w for w in report["warnings"])

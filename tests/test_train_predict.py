@@ -20,7 +20,7 @@ from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract.dataset import list_images
 from cxr.store import load
-from cxr.store.schema import fingerprint
+from cxr.store.schema import Reject, fingerprint
 
 runner = CliRunner()
 BUNDLE_STUB = {  # the bundle's other keys (see cxr.classify.model.BUNDLE_KEYS)
@@ -49,7 +49,9 @@ def fake_extract(monkeypatch):
             return types.SimpleNamespace(
                 X=np.stack([by_name[Path(p).name] for p in known]),
                 paths=[str(p) for p in known],
-                rejected=[(str(p), "cannot decode") for p in paths if Path(p).name not in by_name],
+                rejected=[
+                    Reject(str(p), "cannot decode") for p in paths if Path(p).name not in by_name
+                ],
                 attrs={**fs.attrs, **(attrs_override or {})},
             )
 

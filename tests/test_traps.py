@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_class_folders, real_weights, save_png, weight_flags
+from helpers import evaluate, make_class_folders, real_weights, save_png, weight_flags
 from typer.testing import CliRunner
 
 from cxr import store
-from cxr.classify.evaluate import evaluate, grid_edges
+from cxr.classify.evaluate import grid_edges
 from cxr.classify.heads import Grid, parse_params, search_grid
-from cxr.classify.report import roc_classes
+from cxr.classify.plots import roc_classes
 from cxr.cli import app
 from cxr.errors import CxrError
 
@@ -176,10 +176,8 @@ def test_classes_are_reported_in_the_order_given(make_synthetic_store):
         path.parent,
         heads=["logreg"],
         folds=3,
-        n_boot=20,
-        task=__import__("cxr.classify.tasks", fromlist=["TaskSpec"]).TaskSpec(
-            classes=("viral", "covid", "normal")
-        ),
+        bootstrap=20,
+        classes=["viral", "covid", "normal"],
     )
     [r] = report["results"]
     assert r["classes"] == ["viral", "covid", "normal"]
@@ -193,8 +191,10 @@ def test_a_list_widens_the_search_grid_and_needs_search(make_synthetic_store):
     assert search_grid("logreg", params["logreg"]) == {"clf__C": [10, 100, 1000]}
     path = make_synthetic_store(FOUR)
     with pytest.raises(CxrError, match="lists 3 values: add --search"):
-        evaluate(path.parent, heads=["logreg"], params=params, folds=3, n_boot=20)
-    report = evaluate(path.parent, heads=["logreg"], params=params, folds=3, n_boot=20, search=True)
+        evaluate(path.parent, heads=["logreg"], params=params, folds=3, bootstrap=20)
+    report = evaluate(
+        path.parent, heads=["logreg"], params=params, folds=3, bootstrap=20, search=True
+    )
     assert report["results"][0]["search"]["grid"] == {"clf__C": [10, 100, 1000]}
     assert {b["C"] for b in report["results"][0]["search"]["best_params"]} <= {10, 100, 1000}
 
@@ -243,7 +243,7 @@ def test_evaluate_reports_progress_to_a_progress_object(make_synthetic_store):
             yield done.append
             seen.append((description, total, sum(done)))
 
-    evaluate(path.parent, heads=["logreg", "knn"], folds=3, n_boot=20, progress=Recording())
+    evaluate(path.parent, heads=["logreg", "knn"], folds=3, bootstrap=20, progress=Recording())
     assert seen[0] == ("mobilenet_v2: 2 head(s) x 3 fits", 6, 6)
     assert all(total == done for _, total, done in seen)
 

@@ -1,0 +1,231 @@
+"""The PNG figures of an evaluation, drawn after it from what it returned (matplotlib, lazily).
+
+Per result a confusion matrix, a ROC plot and a reliability diagram; per task and design run a
+forest plot of the chosen metric; per task the learning curves. File names come from the
+design (`Design.slug`) and from names made safe here: whatever a store's attributes or a
+label hold, a plot lands in the folder it was asked for, under a name the file system takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from cxr.classify.designs import design_of, slug
+from cxr.classify.metrics import ECE_BINS, overall_metric
+from cxr.classify.report import number
+from cxr.classify.results import Evaluated, EvaluateReport, result_name
+
+MAX_STEM = 160  # characters of a file name before its suffix (file systems take 255 bytes)
+
+
+def write_plots(evaluated: Evaluated, out_dir: Path) -> list[str]:
+    """Every figure of the report into ``out_dir``; the paths are added to the report (each
+    result's ``plots``, the report's ``plots``) and returned."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = evaluated.report
+    written = []
+    for result, outcome in zip(report["results"], evaluated.outcomes, strict=True):
+        result["plots"] = result_plots(result, outcome.y, outcome.proba, out_dir)
+        written += result["plots"]
+    report["plots"] = forest_plots(report, out_dir) + curve_plots(report, out_dir)
+    return written + report["plots"]
+
+
+def safe_name(text: str) -> str:
+    """A file-name part from any text: letters, digits, dot, dash and underscore kept, the rest
+    a dash, no leading dot (so no hidden file and no ``..``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).lstrip(".-") or "x"
+
+
+def _file(out_dir: Path, stem: str, suffix: str) -> Path:
+    """``out_dir/<stem><suffix>``, the stem cut to MAX_STEM with a digest of the whole, so that
+    long names stay distinct."""
+    if len(stem) > MAX_STEM:
+        digest = hashlib.sha256(stem.encode()).hexdigest()[:12]
+        stem = f"{stem[: MAX_STEM - 13]}-{digest}"
+    return out_dir / f"{stem}{suffix}"
+
+
+def _title(ax, text: str, width: int) -> None:
+    """A title wrapped to the figure's width (about ``width`` characters a line)."""
+    ax.set_title("\n".join(textwrap.wrap(text, width)), fontsize=9)
+
+
+def roc_classes(classes: list[str], y: np.ndarray) -> list[int]:
+    """Classes whose one-vs-rest ROC curve is drawn: those with positive and negative rows; of
+    two classes only the positive (last) one, since the other curve is its mirror image."""
+    drawable = [c for c in range(len(classes)) if 0 < np.sum(y == c) < len(y)]
+    return drawable[-1:] if len(classes) == 2 else drawable
+
+
+def result_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -> list[str]:
+    """Confusion matrix, one-vs-rest ROC and reliability diagram PNGs of one result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    inputs = result.get("inputs", "embeddings")
+    extra = "" if inputs == "embeddings" else f"-{slug(inputs)}"
+    backbone, head = safe_name(result["backbone"]), safe_name(result["head"])
+    stem = f"{backbone}-{head}{extra}-{design_of(result).slug(result)}"
+    name = f"{result_name(result)}, {result['task']['name']}"
+    held = result.get("validation", {}).get("held_out")
+    name += f", held out: {held}" if held is not None else ""
+    classes, cm = result["classes"], np.asarray(result["confusion_matrix"])
+    written = []
+
+    size = 4 + 0.5 * len(classes)
+    fig, ax = plt.subplots(figsize=(size, size - 0.5))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), count in np.ndenumerate(cm):
+        color = "white" if count > cm.max() / 2 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=color)
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="true",
+    )
+    _title(ax, f"{name}: confusion matrix of the test rows", int(9 * size))
+    written.append(_save(fig, _file(out_dir, stem, "-confusion.png")))
+
+    drawable = roc_classes(classes, y)
+    if drawable:  # a ROC curve needs positive and negative rows
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for c in drawable:
+            fpr, tpr, _ = roc_curve(y == c, proba[:, c])
+            auc = result["metrics"]["per_class"][classes[c]]["roc_auc"]["pooled"]
+            ax.plot(fpr, tpr, label=f"{classes[c]} (AUC {number(auc)})")
+        ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity")
+        ax.legend(loc="lower right", fontsize=8)
+        kind = f"{classes[-1]} vs {classes[0]}" if len(classes) == 2 else "one-vs-rest"
+        _title(ax, f"{name}: ROC, {kind}", 45)
+        written.append(_save(fig, _file(out_dir, stem, "-roc.png")))
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    centres, accuracy, counts = [], [], []
+    for b in range(ECE_BINS):
+        inside = bins == b
+        if inside.any():
+            centres.append(confidence[inside].mean())
+            accuracy.append(correct[inside].mean())
+            counts.append(int(inside.sum()))
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    ax.plot(centres, accuracy, marker="o", label="observed")
+    for x, acc, n in zip(centres, accuracy, counts, strict=True):
+        right = x > 0.85  # keep the label inside the axes
+        offset = (-4, -10) if right else (4, -10)
+        ax.annotate(
+            str(n),
+            (x, acc),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=7,
+            ha="right" if right else "left",
+        )
+    ece = result["metrics"]["ece"]["pooled"]
+    ax.set(xlabel="confidence of the predicted class", ylabel="share correct", xlim=(0, 1))
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8)
+    _title(ax, f"{name}: reliability (ECE {number(ece)}; images per bin beside the points)", 45)
+    written.append(_save(fig, _file(out_dir, stem, "-reliability.png")))
+    return written
+
+
+def forest_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
+    """One forest plot per task: the chosen metric, pooled with its 95% CI, every result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = report["settings"]
+    chosen = overall_metric(settings["metric"])
+    label = chosen.title(settings["operating_point"])
+    written = []
+    forest_slug = lambda r: design_of(r).forest_slug(r)  # noqa: E731
+    for design in dict.fromkeys(forest_slug(r) for r in report["results"]):
+        rows = [r for r in report["results"] if forest_slug(r) == design][::-1]
+        task = rows[0]["task"]["name"]
+        fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.35 * len(rows)))
+        for i, r in enumerate(rows):
+            stat, comparison = r["metrics"][chosen.name], r.get("comparison", {})
+            if stat["pooled"] is None:
+                continue
+            lo, hi = (v if v is not None else stat["pooled"] for v in stat["ci95"])
+            best, tied = comparison.get("is_best"), comparison.get("indistinguishable")
+            color = "black" if best else ("tab:blue" if tied else "tab:grey")
+            ax.plot([lo, hi], [i, i], color=color, linewidth=1.5)
+            ax.plot(stat["pooled"], i, "o", color=color, fillstyle="full" if tied else "none")
+        names = []
+        for r in rows:
+            held = r.get("validation", {}).get("held_out")
+            names.append(result_name(r) + (f" | {held}" if held else ""))
+        ax.set_yticks(range(len(rows)), names, fontsize=8)
+        ax.set_xlabel(f"{label}: pooled, 95% CI (bootstrap over patients)")
+        _title(
+            ax,
+            f"{task}: filled = best or indistinguishable from it (paired bootstrap), "
+            "hollow = worse",
+            70,
+        )
+        written.append(_save(fig, _file(out_dir, design, f"-forest-{chosen.name}.png")))
+    return written
+
+
+def curve_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
+    """One learning-curve figure per task: a line per (inputs, backbone, head), shaded 95% CIs."""
+    curves = report.get("learning_curves", [])
+    if not curves:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = overall_metric(report["settings"]["metric"]).title(
+        report["settings"]["operating_point"]
+    )
+    written = []
+    for task in dict.fromkeys(c["task"] for c in curves):
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for c in (c for c in curves if c["task"] == task):
+            points = [p for p in c["points"] if p["value"] is not None]
+            x = [sum(p["train_per_class"].values()) / len(p["train_per_class"]) for p in points]
+            lo = [p["ci95"][0] if p["ci95"][0] is not None else p["value"] for p in points]
+            hi = [p["ci95"][1] if p["ci95"][1] is not None else p["value"] for p in points]
+            held = f" | {c['held_out']}" if c["held_out"] is not None else ""
+            line = ax.plot(
+                x, [p["value"] for p in points], marker="o", label=f"{result_name(c)}{held}"
+            )
+            ax.fill_between(x, lo, hi, alpha=0.2, color=line[0].get_color())
+        ax.set_xscale("log")
+        ax.minorticks_off()  # the sizes themselves are the ticks
+        ax.set_xticks(x, [f"{p['size']}\n({v:.0f})" for p, v in zip(points, x, strict=True)])
+        ax.set(xlabel="training images per class (mean over splits and classes)", ylabel=label)
+        ax.legend(fontsize=7, loc="lower right")
+        _title(ax, f"{task}: learning curves, pooled test rows, 95% CI", 70)
+        written.append(_save(fig, _file(out_dir, slug(task), "-learning-curves.png")))
+    return written
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,109 @@
+"""The result contract of `cxr evaluate`: what a report holds, and how results and tasks are named.
+
+The JSON `--json` writes is exactly these dicts; the terminal report, the plots, the Python API
+and the study read them by key, never by position. `Evaluated` carries, beside the report, the
+out-of-fold arrays each result was scored on, so that plots are drawn after the evaluation
+without putting the predictions into the JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
+
+import numpy as np
+
+from cxr.classify.compare import Comparison
+from cxr.classify.confounds import Confound
+from cxr.classify.curves import Curve
+
+if TYPE_CHECKING:
+    from cxr.classify.tasks import TaskSpec
+
+
+class Predictions(TypedDict):
+    """Out-of-fold predictions of one result, column-wise (one entry per test row and repeat)."""
+
+    id: list[str]  # image sha256
+    path: list[str]
+    group: list[str]  # the bootstrap unit (patient id) of the row
+    label: list[str]  # true class of the task
+    split: list[int]  # the split that tested the row (CV: repeat * folds + fold)
+    proba: dict[str, list[float]]  # class -> probability
+
+
+class Result(TypedDict, total=False):
+    """One (backbone, head) on the task."""
+
+    backbone: str
+    head: str
+    params: dict  # the classifier's effective parameters
+    search: dict | None  # grid, inner_folds, scoring, best_params per fold (with --search)
+    task: dict  # name and TaskSpec.to_dict()
+    cv: dict  # the design's protocol (scheme and its settings)
+    n: int
+    n_patients: int | None
+    classes: list[str]
+    class_counts: dict[str, int]
+    metrics: dict  # overall metric name -> Stat, and "per_class": {class: {name: Stat}}
+    confusion_matrix: list[list[int]]  # summed over folds (rows: true, columns: predicted)
+    bootstrap_unit: str  # patient, image, or duplicate groups
+    validation: dict  # kind (cross-validation, leave-one-out, external) and its details
+    comparison: Comparison  # against the best result of its group (paired bootstrap)
+    plots: list[str]  # with --plots
+    predictions: Predictions  # with --predictions: every out-of-fold prediction
+    inputs: str  # "embeddings", "embeddings + age, sex", or "age, sex alone"
+    covariate_gain: dict  # with --covariates: this result minus the embeddings alone (paired)
+
+
+class Provenance(TypedDict):
+    versions: dict[str, str]
+    stores: dict[str, dict]  # backbone -> path, rows_sha256 and every store attribute
+    seed: int
+    bootstrap: dict  # replicates, seed, percentiles
+    disclaimer: str
+
+
+class EvaluateReport(TypedDict, total=False):
+    results: list[Result]
+    confounds: list[Confound]  # metadata columns that predict the target, strongest first
+    warnings: list[str]
+    settings: dict  # metric (best and comparisons), operating_point
+    provenance: Provenance
+    plots: list[str]  # with --plots: the forest plot (and learning curves) of each task
+    learning_curves: list[Curve]  # with --train-sizes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The test rows one result was scored on: true classes and predicted probabilities."""
+
+    y: np.ndarray
+    proba: np.ndarray
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What `evaluate` returns: the report (the JSON) and, aligned with ``report["results"]``,
+    each result's out-of-fold arrays (for plots; the JSON holds them only with --predictions)."""
+
+    report: EvaluateReport
+    outcomes: tuple[Outcome, ...]
+
+
+def result_name(result: Result | Curve) -> str:
+    """``mobilenet_v2 + mlp``, ``mobilenet_v2 & age, sex + mlp``, or ``age, sex alone + mlp``."""
+    inputs = str(result.get("inputs", "embeddings"))
+    if inputs == "embeddings":
+        return f"{result['backbone']} + {result['head']}"
+    if inputs.startswith("embeddings + "):
+        return f"{result['backbone']} & {inputs.removeprefix('embeddings + ')} + {result['head']}"
+    return f"{inputs} + {result['head']}"
+
+
+def task_name(classes: Sequence[str], spec: TaskSpec) -> str:
+    """Short human name, e.g. ``covid vs non-covid`` or ``bacterial / covid / normal``."""
+    name = " vs ".join(reversed(classes)) if spec.binary else " / ".join(classes)
+    where = "; ".join(map(str, spec.where))
+    return f"{name} ({where})" if where else name
