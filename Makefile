@@ -20,7 +20,7 @@ REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf
 # files; elsewhere empty, and Keras downloads the ImageNet weights. WEIGHTS=... overrides.
 WEIGHTS   ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(filter $(addsuffix =%,$(BACKBONES)),$(REPRO_WEIGHTS)))
 
-.PHONY: install features evaluate reproduce test lint format bench bench-quick bench-scale clean
+.PHONY: install features evaluate reproduce test test-fast lint format bench bench-quick bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -47,9 +47,18 @@ reproduce: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Every test but the README run and those marked slow (whole commands in subprocesses, large
+# backbones, Dask clusters): the loop while changing code.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not readme"
+
+# mypy checks the package as it is installed (`cxr`, whose folder is the repository root):
+# through a link named cxr in the virtual environment.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/cxr
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p cxr
 
 format: install
 	$(BIN)/ruff check --fix .

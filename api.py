@@ -113,6 +113,7 @@ def evaluate(
     (``Evaluation.predictions()``).
     """
     from cxr.classify.config import EvaluateConfig
+    from cxr.classify.curves import parse_sizes
     from cxr.classify.designs import choose
     from cxr.classify.evaluate import evaluate as run
     from cxr.classify.metrics import Bootstrap
@@ -126,7 +127,7 @@ def evaluate(
             classes=_names(classes, "classes", "covid"),
             merge={new: tuple(olds) for new, olds in (merge or {}).items()},
             binary=binary,
-            where=_names(where, "where", "dataset=kermany"),
+            where=_conditions(where, "where"),
             exclude=Path(exclude) if exclude else None,
             target=target,
         ),
@@ -137,7 +138,7 @@ def evaluate(
             repeats=repeats,
             group_by=group_by,
             leave_out=leave_out,
-            test_where=_names(test_where, "test_where", "dataset=ieee8023"),
+            test_where=_conditions(test_where, "test_where"),
         ),
         search=search,
         metric=metric,
@@ -145,7 +146,9 @@ def evaluate(
         bootstrap=Bootstrap(bootstrap, seed, operating_point),
         confounds=None if confounds is None else _names(confounds, "confounds", "view"),
         predictions=predictions,
-        train_sizes=_names(train_sizes, "train_sizes", 25),
+        train_sizes=tuple(parse_sizes(_names(train_sizes, "train_sizes", 25)))
+        if train_sizes
+        else (),
         curve_draws=curve_draws,
         curve_margin=curve_margin,
         covariates=_names(covariates, "covariates", "view"),
@@ -167,6 +170,16 @@ def _names(values: Sequence[Any], option: str, example: Any) -> tuple[Any, ...]:
             f"{option}: give a list of names, e.g. [{example!r}], not the text {values!r}"
         )
     return tuple(values)
+
+
+def _conditions(values: Sequence[str | Condition], option: str) -> tuple[Condition, ...]:
+    """``where``-style conditions: `Condition` values, or their text (``dataset=kermany``)."""
+    from cxr.classify.tasks import Condition
+
+    return tuple(
+        v if isinstance(v, Condition) else Condition.parse(v, option)
+        for v in _names(values, option, "dataset=kermany")
+    )
 
 
 def _plot_folder(plots: Path | str | None) -> Path | None:

@@ -86,12 +86,13 @@ def _main(
     scikit-learn heads on them. For research, not diagnosis."""
 
 
-# Choices straight from the registries, so help text and validation cannot drift from them.
-HeadName = Enum("HeadName", {name: name for name in HEADS}, type=str)
-ResizePolicy = Enum("ResizePolicy", {name: name for name in RESIZE_POLICIES}, type=str)
-MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, type=str)
-RuntimeName = Enum("RuntimeName", {name: name for name in RUNTIMES}, type=str)
-PrecisionName = Enum("PrecisionName", {name: name for name in PRECISIONS}, type=str)
+# Choices straight from the registries, so help text and validation cannot drift from them
+# (functional Enums: their members are data, which a type checker cannot list).
+HeadName = Enum("HeadName", {name: name for name in HEADS}, type=str)  # type: ignore[misc]
+ResizePolicy = Enum("ResizePolicy", {n: n for n in RESIZE_POLICIES}, type=str)  # type: ignore[misc]
+MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, type=str)  # type: ignore[misc]
+RuntimeName = Enum("RuntimeName", {name: name for name in RUNTIMES}, type=str)  # type: ignore[misc]
+PrecisionName = Enum("PrecisionName", {n: n for n in PRECISIONS}, type=str)  # type: ignore[misc]
 RUNTIME = typer.Option(
     "tensorflow",
     "--runtime",
@@ -138,21 +139,21 @@ def _report(
     again after it); ``then``'s error is raised once the JSON is out and the result rendered.
     Returns the console for further notes."""
     console = _console(json_out)
-    to_file = json_out is not None and str(json_out) != "-"
-    if to_file:
-        _write_json(document, json_out)
+    to_file = json_out if json_out is not None and str(json_out) != "-" else None
+    if to_file is not None:
+        _write_json(document, to_file)
     failure = None
     try:
         then()
     except CxrError as exc:
         failure = exc
-    if to_file and failure is None:
-        _write_json(document, json_out)
-    elif json_out is not None and not to_file:
+    if to_file is not None and failure is None:
+        _write_json(document, to_file)
+    elif json_out is not None and to_file is None:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     render(document, console)
-    if to_file:
-        console.print(f"Wrote {json_out}", markup=False, highlight=False, soft_wrap=True)
+    if to_file is not None:
+        console.print(f"Wrote {to_file}", markup=False, highlight=False, soft_wrap=True)
     if failure is not None:
         raise failure
     return console
@@ -282,8 +283,8 @@ def _render_features(document: dict, console: Console) -> None:
 
     table = Table(title="Feature stores")
     for column in ("backbone", "new", "cached", "rejected", "dim", "seconds", "store"):
-        justify = "left" if column in ("backbone", "store") else "right"
-        table.add_column(column, justify=justify, overflow="fold")
+        left = column in ("backbone", "store")
+        table.add_column(column, justify="left" if left else "right", overflow="fold")
     for s in document["stores"]:
         cells = (
             s["backbone"],
@@ -630,6 +631,7 @@ def evaluate(
 ) -> None:
     """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
     from cxr.classify.config import EvaluateConfig
+    from cxr.classify.curves import parse_sizes
     from cxr.classify.designs import choose
     from cxr.classify.evaluate import evaluate as run_evaluate
     from cxr.classify.heads import parse_params
@@ -659,7 +661,7 @@ def evaluate(
         bootstrap=Bootstrap(bootstrap, seed, operating_point),
         confounds={"auto": None, "none": ()}.get(confounds, tuple(_listed(confounds))),
         predictions=predictions,
-        train_sizes=tuple(_listed(train_sizes or "")),
+        train_sizes=tuple(parse_sizes(train_sizes)) if train_sizes else (),
         curve_draws=curve_draws,
         curve_margin=curve_margin,
         covariates=tuple(_listed(covariates or "")),

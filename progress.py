@@ -48,6 +48,14 @@ class Progress(Protocol):
         ...
 
 
+def _nothing(n: int = 1) -> None:
+    pass
+
+
+def _nothing_each(name: str, n: int) -> None:
+    pass
+
+
 class Silent:
     """The default for library calls: report nothing."""
 
@@ -59,11 +67,11 @@ class Silent:
 
     @contextmanager
     def step(self, description: str, total: int) -> Iterator[Advance]:
-        yield lambda n=1: None
+        yield _nothing
 
     @contextmanager
     def parts(self, totals: Mapping[str, int]) -> Iterator[AdvanceEach]:
-        yield lambda name, n: None
+        yield _nothing_each
 
 
 class RichProgress:
@@ -83,7 +91,7 @@ class RichProgress:
     @contextmanager
     def step(self, description: str, total: int) -> Iterator[Advance]:
         if not self.bars:
-            yield lambda n=1: None
+            yield _nothing
             return
         columns = (
             TextColumn("{task.description}", markup=False),
@@ -94,12 +102,16 @@ class RichProgress:
         )
         with Bars(*columns, console=self.console, transient=True) as bars:
             task = bars.add_task(description, total=total)
-            yield lambda n=1: bars.advance(task, n)
+
+            def advance(n: int = 1) -> None:
+                bars.advance(task, n)
+
+            yield advance
 
     @contextmanager
     def parts(self, totals: Mapping[str, int]) -> Iterator[AdvanceEach]:
         if not self.bars:
-            yield lambda name, n: None
+            yield _nothing_each
             return
         columns = (
             TextColumn("{task.description}", markup=False),
@@ -110,7 +122,12 @@ class RichProgress:
         )
         with Bars(*columns, console=self.console) as bars:
             tasks = {name: bars.add_task(name, total=n) for name, n in totals.items()}
-            yield lambda name, n: bars.advance(tasks[name], n) if name in tasks else None
+
+            def advance(name: str, n: int) -> None:
+                if name in tasks:
+                    bars.advance(tasks[name], n)
+
+            yield advance
 
 
 class _RateColumn(ProgressColumn):

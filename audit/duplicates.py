@@ -196,8 +196,8 @@ def clusters(
 ) -> list[Cluster]:
     """Union of all pairs -> clusters of 2+ rows; conflicts first, then larger, then first row."""
     uf = UnionFind(n)
-    for i, j, *_ in (*exact, *by_hash, *by_cosine):
-        uf.union(i, j)
+    for pair in (*exact, *by_hash, *by_cosine):
+        uf.union(int(pair[0]), int(pair[1]))
     groups: dict[int, Cluster] = {}
     for i in range(n):
         groups.setdefault(uf.find(i), Cluster(rows=[])).rows.append(i)

@@ -27,7 +27,7 @@ def build(clusters: list[Cluster], ids: np.ndarray, patients: np.ndarray) -> Exc
         first = index[keys[cluster.rows[0]]]
         for row in cluster.rows[1:]:
             uf.union(first, index[keys[row]])
-    root_name = {}
+    root_name: dict[int, str] = {}
     for n, name in enumerate(names):  # names are sorted, so a root's first member names it
         root_name.setdefault(uf.find(n), name)
     members: dict[int, int] = {}

@@ -43,9 +43,9 @@ WORDS = 4  # uint64 words per hash
 TOLERANCE = 0.02
 # Crop boxes as fractions cut off (left, top, right, bottom); the whole image must come first.
 CROPS: tuple[tuple[float, float, float, float], ...] = (
-    *((p / 100,) * 4 for p in range(11)),  # centre crops 0, 1, ..., 10 % per side
+    *((p / 100, p / 100, p / 100, p / 100) for p in range(11)),  # centre crops 0..10 % a side
     *(
-        tuple(cut if side == k else 0.0 for k in range(4))
+        (cut * (side == 0), cut * (side == 1), cut * (side == 2), cut * (side == 3))
         for cut in (0.025, 0.05, 0.075, 0.10)
         for side in range(4)
     ),  # one side only: 2.5, 5, 7.5 or 10 % off the left, top, right or bottom

@@ -140,7 +140,7 @@ def _audit(
     found = duplicates.clusters(len(fs), exact, by_hash, by_cosine, labels, patients)
 
     columns = list(dict.fromkeys(probes)) or [c for c in DEFAULT_PROBES if c in fs.columns()]
-    firsts = {}  # column -> the first column with the same values (probed once)
+    firsts: dict[str, str] = {}  # column -> the first column with the same values (probed once)
     for name in columns:
         firsts[name] = next(
             (c for c in firsts if np.array_equal(fs.column(c), fs.column(name))), name

@@ -45,7 +45,7 @@ from cxr.classify.config import EvaluateConfig
 from cxr.classify.designs import CrossValidation
 from cxr.classify.evaluate import evaluate
 from cxr.classify.heads import build_head
-from cxr.classify.tasks import TaskSpec
+from cxr.classify.tasks import Condition, TaskSpec
 from cxr.extract.dataset import list_images
 from cxr.extract.registry import get_spec
 from cxr.extract.runner import extract_features
@@ -247,7 +247,8 @@ def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
             )
             rates[precision].append(2109 / (time.perf_counter() - clock.start))
     f32, bf16 = max(rates["f32"]), max(rates["bf16"])
-    task = TaskSpec(("covid", "bacterial", "normal"), where=("label=covid | dataset=kermany",))
+    where = (Condition.parse("label=covid | dataset=kermany"),)
+    task = TaskSpec(("covid", "bacterial", "normal"), where=where)
     shown = {}
     for precision in ("f32", "bf16"):
         config = EvaluateConfig(("mobilenet_v2",), ("mlp",), task, jobs=2)

@@ -13,6 +13,7 @@ cross-validation, a held-out source and an external test set.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -84,7 +85,7 @@ def paired_difference(
 
 
 def compare(
-    items: list[Scored],
+    items: Sequence[Scored],
     metric: Metric,
     bootstrap: Bootstrap,
     *,
@@ -92,10 +93,15 @@ def compare(
 ) -> list[Comparison]:
     """Each result against the best of the group by ``metric`` (in the order of ``items``)."""
     sign = 1.0 if metric.higher_is_better else -1.0
-    scored = [i for i in items if i.value is not None]
-    best = max(scored, key=lambda i: sign * i.value) if scored else None
+    values = {id(i): i.value for i in items if i.value is not None}
+    best = max(
+        (i for i in items if id(i) in values), key=lambda i: sign * values[id(i)], default=None
+    )
     out = []
     for item in items:
+        diff: float | None
+        ci: list[float | None]
+        p: float | None
         if best is None:  # the metric is undefined for every result (e.g. AUC of one class)
             diff, ci, p, n = None, [None, None], None, 0
         elif item is best:
@@ -110,7 +116,9 @@ def compare(
                 difference=diff,
                 ci95=ci,
                 p=p,
-                indistinguishable=bool(ci[0] is not None and ci[0] <= 0 <= ci[1]),
+                indistinguishable=bool(
+                    ci[0] is not None and ci[1] is not None and ci[0] <= 0 <= ci[1]
+                ),
                 n_paired=n,
                 unit=unit,
             )

@@ -99,7 +99,7 @@ class EvaluateConfig:
             from cxr.cluster import local_workers  # Dask itself is imported only to connect
 
             local_workers(self.scheduler)
-        sizes = tuple(parse_sizes(list(self.train_sizes))) if self.train_sizes else ()
+        sizes = tuple(parse_sizes(list(self.train_sizes))) if self.train_sizes else ()  # sorted
         _set(self, "backbones", tuple(dict.fromkeys(self.backbones)))
         _set(self, "heads", heads)
         _set(self, "params", params)

@@ -80,11 +80,11 @@ def with_covariates(
                 "rows instead of learning"
             )
         data.column(name, "--covariates")
-    numeric = tuple(n for n in names if _numbers(data.column(n)) is not None)
-    categorical = tuple(n for n in names if n not in numeric)
-    columns = [_numbers(data.column(n)) for n in numeric] + [
-        _codes(data.column(n)) for n in categorical
-    ]
+    as_numbers = {n: _numbers(data.column(n)) for n in names}
+    numbers = {n: values for n, values in as_numbers.items() if values is not None}
+    numeric = tuple(numbers)
+    categorical = tuple(n for n in names if n not in numbers)
+    columns = [*numbers.values(), *(_codes(data.column(n)) for n in categorical)]
     C = np.column_stack(columns).astype(np.float32)
     X = np.hstack([data.X, C]) if embeddings else C
     layout = Covariates(numeric, categorical, data.X.shape[1] if embeddings else 0)

@@ -97,7 +97,7 @@ def subsample(
     keep = []
     for label in np.unique(y[train]):
         rows = train[y[train] == label]
-        wanted = size.count if size.count is not None else round(size.fraction * len(rows))
+        wanted = size.count if size.count is not None else round((size.fraction or 0) * len(rows))
         order = np.argsort([rank[g] for g in groups[rows].tolist()], kind="stable")
         rows = rows[order]
         # every row of a patient is taken with the patient's first row

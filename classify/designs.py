@@ -124,7 +124,12 @@ def choose(
             "with --leave-out or --test-where, whose splits are given by the rows"
         )
     if test_where:
-        return ExternalTest(tuple(test_where))
+        return ExternalTest(
+            tuple(
+                c if isinstance(c, Condition) else Condition.parse(c, "--test-where")
+                for c in test_where
+            )
+        )
     if leave_out:
         return LeaveOneOut(leave_out)
     return CrossValidation(folds or FOLDS, repeats or 1, group_by)
@@ -299,9 +304,9 @@ def make_splits(
         key = (folds, repeats, seed, groups is not None, digest.hexdigest())
         if key in cache:
             return cache[key]
-    splits = []
+    splits: list[Split] = []
     for repeat in range(repeats):
-        parts = kfold(y, groups, folds, derive_seed(seed, repeat))
+        parts = kfold(y, groups, folds, derive_seed(seed, repeat))  # (train, test) pairs
         splits.extend(Split(repeat, f, train, test) for f, (train, test) in enumerate(parts))
     if cache is not None:
         cache[key] = splits
@@ -439,13 +444,9 @@ class ExternalTest(Design):
     kind: ClassVar[str] = "external"
 
     def __post_init__(self) -> None:
-        parsed = tuple(
-            c if isinstance(c, Condition) else Condition.parse(c, "--test-where")
-            for c in self.conditions
-        )
-        if not parsed:
+        if not self.conditions:
             raise CxrError("--test-where: give the test rows, e.g. dataset=ieee8023")
-        object.__setattr__(self, "conditions", parsed)
+        object.__setattr__(self, "conditions", tuple(self.conditions))
 
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
         is_test = np.logical_and.reduce([c.mask(fs) for c in self.conditions])

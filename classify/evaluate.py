@@ -35,6 +35,7 @@ from cxr.classify.results import (
     Predictions,
     Provenance,
     Result,
+    Settings,
     result_name,
     task_name,
 )
@@ -150,8 +151,8 @@ class _Run:
             if config.covariates_only and first:  # the same for every store: fit once
                 only_data, only = with_covariates(data, config.covariates, target, embeddings=False)
                 variants.append((f"{only.label} alone", only_data, only))
-        for inputs, variant, layout in variants:
-            self.variant(fs.backbone, plan, variant, inputs, layout)
+        for inputs, variant, columns in variants:
+            self.variant(fs.backbone, plan, variant, inputs, columns)
 
     def variant(
         self, backbone: str, plan: Plan, data: TaskData, inputs: str, layout: Covariates | None
@@ -219,9 +220,10 @@ class _Run:
         entry = _entry(backbone, head, data, self.config, plan.protocol, mine)
         entry["inputs"] = inputs
         entry["validation"] = part.validation
+        entry["metrics"], entry["confusion_matrix"] = scores["metrics"], scores["confusion_matrix"]
         # Bootstrap over patients whenever ids are known (even with --group-by none): the
         # patient is the independent unit; otherwise over images.
-        entry.update(scores, bootstrap_unit=data.group_unit if data.has_groups else "image")
+        entry["bootstrap_unit"] = data.group_unit if data.has_groups else "image"
         if self.config.predictions:
             entry["predictions"] = _predictions(data, mine)
         self.results.append(entry)
@@ -332,7 +334,7 @@ class _Run:
                 results=self.results,
                 confounds=self.confounds,
                 warnings=self.notes,
-                settings={"metric": config.metric, "operating_point": scoring.operating_point},
+                settings=Settings(metric=config.metric, operating_point=scoring.operating_point),
                 provenance=Provenance(
                     versions=library_versions(),
                     stores=self.stores,

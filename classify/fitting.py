@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.model_selection import GridSearchCV
 from threadpoolctl import threadpool_limits
 
 from cxr.classify.folds import Folds, Split, derive_seed
@@ -88,6 +87,8 @@ def _fit_fold(
         estimator = build_head(head, params, random_state, transformer)
         train = split.train
         if search:
+            from sklearn.model_selection import GridSearchCV
+
             estimator = GridSearchCV(
                 estimator,
                 search_grid(head, params),

@@ -388,7 +388,7 @@ def bootstrap_weights(
     if y is None:
         strata = np.zeros(len(codes), dtype=int)
     else:
-        classes_of = [frozenset() for _ in codes]
+        classes_of: list[frozenset[int]] = [frozenset() for _ in codes]
         for code, label in set(zip(inverse.tolist(), np.asarray(y).tolist(), strict=True)):
             classes_of[code] = classes_of[code] | {label}
         names = sorted(set(classes_of), key=sorted)
@@ -414,7 +414,7 @@ def _number(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _summary(folds: np.ndarray, pooled: float, boot: np.ndarray, keep_folds: bool) -> Stat:
+def _summary(folds: np.ndarray, pooled: np.ndarray, boot: np.ndarray, keep_folds: bool) -> Stat:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         std = np.nanstd(folds, ddof=1) if np.sum(np.isfinite(folds)) > 1 else np.nan

@@ -95,12 +95,20 @@ class PredictReport(TypedDict):
 
 
 class Embedded(Protocol):
-    """What an embedder returns: vectors of the files it could use, the rest with a reason."""
+    """What an embedder returns: vectors of the files it could use, the rest with a reason
+    (and the store attributes these vectors would have, fingerprint included)."""
 
-    X: np.ndarray
-    paths: list[str]
-    rejected: Sequence[Reject]
-    attrs: Mapping  # the store attributes these vectors would have (fingerprint included)
+    @property
+    def X(self) -> np.ndarray: ...
+
+    @property
+    def paths(self) -> Sequence[str]: ...
+
+    @property
+    def rejected(self) -> Sequence[Reject]: ...
+
+    @property
+    def attrs(self) -> Mapping: ...
 
 
 class ImageEmbedder(Protocol):

@@ -18,7 +18,7 @@ import numpy as np
 from cxr.classify.designs import design_of, slug
 from cxr.classify.metrics import ECE_BINS, overall_metric
 from cxr.classify.report import number
-from cxr.classify.results import Evaluated, EvaluateReport, result_name
+from cxr.classify.results import Evaluated, EvaluateReport, Result, result_name
 
 MAX_STEM = 160  # characters of a file name before its suffix (file systems take 255 bytes)
 
@@ -63,7 +63,7 @@ def roc_classes(classes: list[str], y: np.ndarray) -> list[int]:
     return drawable[-1:] if len(classes) == 2 else drawable
 
 
-def result_plots(result: dict, y: np.ndarray, proba: np.ndarray, out_dir: Path) -> list[str]:
+def result_plots(result: Result, y: np.ndarray, proba: np.ndarray, out_dir: Path) -> list[str]:
     """Confusion matrix, one-vs-rest ROC and reliability diagram PNGs of one result."""
     import matplotlib
 
@@ -205,12 +205,12 @@ def curve_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
         for c in (c for c in curves if c["task"] == task):
             points = [p for p in c["points"] if p["value"] is not None]
             x = [sum(p["train_per_class"].values()) / len(p["train_per_class"]) for p in points]
-            lo = [p["ci95"][0] if p["ci95"][0] is not None else p["value"] for p in points]
-            hi = [p["ci95"][1] if p["ci95"][1] is not None else p["value"] for p in points]
+            value = np.asarray([p["value"] for p in points], dtype=float)
+            lo = np.asarray([p["ci95"][0] for p in points], dtype=float)  # None: NaN
+            hi = np.asarray([p["ci95"][1] for p in points], dtype=float)
+            lo, hi = np.where(np.isnan(lo), value, lo), np.where(np.isnan(hi), value, hi)
             held = f" | {c['held_out']}" if c["held_out"] is not None else ""
-            line = ax.plot(
-                x, [p["value"] for p in points], marker="o", label=f"{result_name(c)}{held}"
-            )
+            line = ax.plot(x, value, marker="o", label=f"{result_name(c)}{held}")
             ax.fill_between(x, lo, hi, alpha=0.2, color=line[0].get_color())
         ax.set_xscale("log")
         ax.minorticks_off()  # the sizes themselves are the ticks

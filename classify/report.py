@@ -7,31 +7,41 @@ Rich markup: a label like ``[left]`` stays on screen, and ``[/b]`` cannot break 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from cxr.classify.designs import design_of
-from cxr.classify.metrics import overall_metric, overall_metrics, per_class_metrics
+from cxr.classify.metrics import Metric, overall_metric, overall_metrics, per_class_metrics
 from cxr.classify.provenance import DISCLAIMER
+from cxr.classify.results import EvaluateReport, Provenance, Result
 from cxr.classify.results import result_name as _name
+
+if TYPE_CHECKING:
+    from cxr.classify.compare import Comparison
+    from cxr.classify.confounds import Confound
+    from cxr.classify.curves import Curve
+    from cxr.classify.model import PredictReport, TrainSummary
 
 SHOWN_TABLES = 2  # contingency tables printed for the strongest confounds; --json has all
 
 
-def number(v) -> str:
+def number(v: float | None) -> str:
     """A metric for people: three decimals, or n/a where it is undefined."""
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _pooled(stat: dict) -> str:
+def _pooled(stat: Mapping[str, Any]) -> str:
     """``pooled [lo, hi]``, for results scored on one test set."""
     lo, hi = stat["ci95"]
     return f"{number(stat['pooled'])} [{number(lo)}, {number(hi)}]"
 
 
-def _versus(comparison: dict | None, replicates: int) -> str:
+def _versus(comparison: Comparison | None, replicates: int) -> str:
     """The summary table's verdict against the best result of the group."""
     if not comparison:
         return ""
@@ -46,16 +56,16 @@ def _versus(comparison: dict | None, replicates: int) -> str:
     return f"{mark}{comparison['difference']:+.3f}\n[{lo:+.3f}, {hi:+.3f}] {shown}"
 
 
-def _cell(value) -> Text:
+def _cell(value: object) -> Text:
     """A table cell shown as it is (Rich parses plain strings as markup)."""
     return Text(str(value))
 
 
-def render(report: dict, console: Console) -> None:
+def render(report: EvaluateReport, console: Console) -> None:
     """Confounds, the summary with paired comparisons, each group's best per class, provenance."""
     results = report["results"]
     first = results[0]
-    settings = report.get("settings", {"metric": "balanced_accuracy", "operating_point": 0.95})
+    settings = report["settings"]
     op = settings["operating_point"]
     chosen = overall_metric(settings["metric"])
     design = design_of(first)
@@ -101,7 +111,9 @@ def render(report: dict, console: Console) -> None:
     _render_provenance(report["provenance"], console)
 
 
-def _render_gains(results: list[dict], metric: str, replicates: int, console: Console) -> None:
+def _render_gains(
+    results: Sequence[Result], metric: str, replicates: int, console: Console
+) -> None:
     """--covariates: what adding them changed, paired on the same images."""
     for r in results:
         gain = r.get("covariate_gain")
@@ -125,7 +137,7 @@ def _render_gains(results: list[dict], metric: str, replicates: int, console: Co
         )
 
 
-def _render_curves(curves: list[dict], metric: str, console: Console) -> None:
+def _render_curves(curves: Sequence[Curve], metric: str, console: Console) -> None:
     """--train-sizes: one table per task, a row per size, a column per (inputs, head)."""
     if not curves:
         return
@@ -171,7 +183,7 @@ def _size_words(size: str) -> str:
     return f"{size} training images per class"
 
 
-def _render_search(results: list[dict], console: Console) -> None:
+def _render_search(results: Sequence[Result], console: Console) -> None:
     """What --search chose, per fold, counted: ``logreg C: 10 (9 folds), 1 (1 fold)``."""
     for r in results:
         chosen = (r.get("search") or {}).get("best_params") or []
@@ -195,7 +207,7 @@ def _render_search(results: list[dict], console: Console) -> None:
         )
 
 
-def _comparison_caption(chosen, op: float, unit: str) -> str:
+def _comparison_caption(chosen: Metric, op: float, unit: str) -> str:
     better = "higher" if chosen.higher_is_better else "lower"
     return (
         f"vs best: difference in pooled {chosen.title(op)} ({better} is better) from the best "
@@ -204,7 +216,7 @@ def _comparison_caption(chosen, op: float, unit: str) -> str:
     )
 
 
-def _render_confounds(found: list[dict], first: dict, console: Console) -> None:
+def _render_confounds(found: Sequence[Confound], first: Result, console: Console) -> None:
     warned = [c for c in found if c.get("warn")]
     if not warned:
         return
@@ -244,7 +256,7 @@ def _render_confounds(found: list[dict], first: dict, console: Console) -> None:
         )
 
 
-def _render_best(best: dict, metric: str, op: float, console: Console) -> None:
+def _render_best(best: Result, metric: str, op: float, console: Console) -> None:
     where = best.get("validation", {}).get("held_out")
     title = f"Best by {metric}: {_name(best)}"
     title += f" (held out: {where})" if where is not None else ""
@@ -269,7 +281,7 @@ def _render_best(best: dict, metric: str, op: float, console: Console) -> None:
     console.print(cm)
 
 
-def _caution(best: dict, results: list[dict], metric: str, console: Console) -> None:
+def _caution(best: Result, results: Sequence[Result], metric: str, console: Console) -> None:
     """The best of several results scored on the same rows is not a finding by itself."""
     group = [
         r
@@ -279,7 +291,9 @@ def _caution(best: dict, results: list[dict], metric: str, console: Console) -> 
     if len(group) < 2:
         return
     tied = [
-        r for r in group if r is not best and (r.get("comparison") or {}).get("indistinguishable")
+        r
+        for r in group
+        if r is not best and "comparison" in r and r["comparison"]["indistinguishable"]
     ]
     text = (
         f"caution: the best of {len(group)} results picked on the same test rows; its "
@@ -295,7 +309,7 @@ def _caution(best: dict, results: list[dict], metric: str, console: Console) -> 
     console.print(Text(text, style="yellow"), highlight=False, soft_wrap=True)
 
 
-def _render_provenance(prov: dict, console: Console) -> None:
+def _render_provenance(prov: Provenance, console: Console) -> None:
     console.print("[bold]Provenance[/]", highlight=False)
     for backbone, attrs in prov["stores"].items():
         console.print(
@@ -311,7 +325,7 @@ def _render_provenance(prov: dict, console: Console) -> None:
     console.print(f"[italic]{DISCLAIMER}[/]")
 
 
-def render_training(summary: dict, console: Console) -> None:
+def render_training(summary: TrainSummary, console: Console) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
     console.print(
         f"Saved {summary['head']} on {summary['backbone']} ({summary['n']} rows: {counts}) to "
@@ -324,7 +338,7 @@ def render_training(summary: dict, console: Console) -> None:
     console.print(f"[italic]{DISCLAIMER}[/]")
 
 
-def render_predictions(result: dict, console: Console) -> None:
+def render_predictions(result: PredictReport, console: Console) -> None:
     table = Table(title=escape(f"{result['model']}: {result['head']} on {result['backbone']}"))
     for col in ("image", "predicted", *result["classes"]):
         table.add_column(_cell(col))

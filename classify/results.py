@@ -8,9 +8,9 @@ without putting the predictions into the JSON.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -65,11 +65,16 @@ class Provenance(TypedDict):
     disclaimer: str
 
 
+class Settings(TypedDict):
+    metric: str  # picks the best result, is compared and plotted
+    operating_point: float  # of the fixed-specificity (sensitivity) metrics
+
+
 class EvaluateReport(TypedDict, total=False):
     results: list[Result]
     confounds: list[Confound]  # metadata columns that predict the target, strongest first
     warnings: list[str]
-    settings: dict  # metric (best and comparisons), operating_point
+    settings: Settings
     provenance: Provenance
     plots: list[str]  # with --plots: the forest plot (and learning curves) of each task
     learning_curves: list[Curve]  # with --train-sizes
@@ -92,7 +97,7 @@ class Evaluated:
     outcomes: tuple[Outcome, ...]
 
 
-def result_name(result: Result | Curve) -> str:
+def result_name(result: Mapping[str, Any]) -> str:
     """``mobilenet_v2 + mlp``, ``mobilenet_v2 & age, sex + mlp``, or ``age, sex alone + mlp``."""
     inputs = str(result.get("inputs", "embeddings"))
     if inputs == "embeddings":

@@ -52,8 +52,8 @@ class TaskSpec:
     """What to classify; every field is optional and empty means "all stored labels".
 
     Built from Python values (``merge={"pneumonia": ["bacterial", "viral"]}``, ``where`` as
-    `Condition` values or their text) and checked here, once; the CLI parses its own syntax
-    with `from_options`.
+    `Condition` values) and checked here, once; the CLI parses its own syntax with
+    `from_options`.
     """
 
     classes: tuple[str, ...] = ()
@@ -80,11 +80,10 @@ class TaskSpec:
                     )
                 owner[old] = new
             merge[str(new).strip()] = tuple(dict.fromkeys(olds))
-        where = tuple(c if isinstance(c, Condition) else Condition.parse(c) for c in self.where)
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "merge", merge)
         object.__setattr__(self, "binary", self.binary or None)
-        object.__setattr__(self, "where", where)
+        object.__setattr__(self, "where", tuple(self.where))
         object.__setattr__(self, "exclude", Path(self.exclude) if self.exclude else None)
 
     @classmethod

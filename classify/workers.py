@@ -1,9 +1,10 @@
 """Start joblib's worker processes before the main process needs them.
 
 A fresh ``cxr evaluate`` spends about a second importing scikit-learn in the main process, then
-waits another second while each loky worker imports it again on its first task. Started here,
-first thing, the workers import while the main process does: the two costs overlap instead of
-adding up (the pool is joblib's reusable one, so the later ``Parallel`` calls find it running).
+waits another second while each loky worker imports it again on its first task. Started as soon
+as the configuration and the stores' rows are checked, the workers import while the main process
+does: the two costs overlap instead of adding up (the pool is joblib's reusable one, so the
+later ``Parallel`` calls find it running).
 """
 
 from __future__ import annotations

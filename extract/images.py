@@ -90,9 +90,9 @@ def _decode_pil(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_pixels(*image.size)
-            image = ImageOps.exif_transpose(image)
+            opened = Image.open(io.BytesIO(data))
+            _check_pixels(*opened.size)
+            image = ImageOps.exif_transpose(opened)
             image.load()
     except Image.DecompressionBombError:
         raise Rejected(
@@ -212,13 +212,14 @@ def resize(pixels: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
     """(H, W) or (H, W, 3) uint8 -> (size, size, 3) uint8 under the given policy."""
     image = Image.fromarray(pixels)
     if policy == "squash":
-        out = np.asarray(image.resize((size, size), Image.BILINEAR))
+        out = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
     elif policy == "pad":
         scale = size / max(image.size)
         inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         canvas = Image.new(image.mode, (size, size))
         canvas.paste(
-            image.resize(inner, Image.BILINEAR), ((size - inner[0]) // 2, (size - inner[1]) // 2)
+            image.resize(inner, Image.Resampling.BILINEAR),
+            ((size - inner[0]) // 2, (size - inner[1]) // 2),
         )
         out = np.asarray(canvas)
     else:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +259,7 @@ def _compute(
 
     with report.parts({job.spec.name: len(job.todo) for job in busy}) as advance:
         for name, target in targets.items():
-            target.on_commit = lambda n, name=name: advance(name, n)
+            target.on_commit = partial(advance, name)
         run_job(union, needs, targets, resize_policy, rejected)
     for job in busy:
         job.new += targets[job.spec.name].new

@@ -84,7 +84,10 @@ def resolve(
     """Find (or download) the weight file and hash it; random weights have no file."""
     if choice.kind == "random":
         return ResolvedWeights("random", None, "", choice.seed)
-    path = choice.path if choice.kind == "file" else _imagenet_file(spec)
+    if choice.kind == "file" and choice.path is not None:  # parse_weights gives files a path
+        path = choice.path
+    else:
+        path = _imagenet_file(spec)
     return ResolvedWeights(choice.kind, path, (hashes or HashCache()).sha256(path), -1)
 
 
@@ -110,9 +113,9 @@ def _imagenet_file(spec: BackboneSpec) -> Path:
 
 def _reason(exc: Exception) -> str:
     """The cause a user can act on: Keras wraps the network error in a bare Exception."""
-    cause = exc
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__
+    cause: BaseException = exc
+    while (deeper := cause.__cause__ or cause.__context__) is not None:
+        cause = deeper
     if cause is not exc and str(cause).strip():
         return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"[:300]
     lines = str(exc).strip().splitlines()

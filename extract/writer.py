@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +168,7 @@ class StoreWriter:
             raise self._fault(exc, f"moved-aside copy of {path.name}") from None
         self.moved_aside.append(aside)
 
-    def _check_compatible(self, path: Path, attrs: dict) -> None:
+    def _check_compatible(self, path: Path, attrs: Mapping) -> None:
         theirs, ours = fingerprint(attrs), fingerprint(self.attrs)
         if theirs != ours:
             diff = ", ".join(
@@ -246,7 +246,7 @@ class StoreWriter:
         self._remove_shards()
         return True
 
-    def _unchanged(self, rows: Table, meta: Table, rejected: Table, attrs: dict) -> bool:
+    def _unchanged(self, rows: Table, meta: Table, rejected: Table, attrs: Mapping) -> bool:
         old = self._old
         if old is None or self.resumed_batches or self._seq or self.adopted:
             return False

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
 from cxr.reproduce.protocols import CROSS_SOURCE_TASKS, NON_COVID, PROTOCOLS, SMALL_BACKBONES
-from cxr.reproduce.results import StudyReport
+from cxr.reproduce.results import ResultRow, StudyReport
 
 UNAVAILABLE = "weights not available offline — run `make reproduce` with network access"
 
 
-def pct(stat: dict | None) -> str:
+def pct(stat: Mapping[str, Any] | None) -> str:
     """``pooled [ci95]`` in percent; the CI is a patient-level bootstrap of the pooled value."""
     if not stat or stat.get("pooled") is None:
         return "n/a"
@@ -17,12 +20,12 @@ def pct(stat: dict | None) -> str:
     return f"{100 * stat['pooled']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def share(result: dict, key: str) -> str:
+def share(result: Mapping[str, Any], key: str) -> str:
     """A probe's rate in percent, or why it was skipped."""
     return f"{100 * result[key]:.1f}" if key in result else f"n/a ({result.get('skipped', '')})"
 
 
-def _results_table(report: dict, protocol: str) -> list[str]:
+def _results_table(report: StudyReport, protocol: str) -> list[str]:
     lines = [
         "| backbone | task | n | accuracy | COVID-19 sensitivity | COVID-19 specificity |",
         "|---|---|---:|---|---|---|",
@@ -41,11 +44,11 @@ def _results_table(report: dict, protocol: str) -> list[str]:
     return lines
 
 
-def _row(report: dict, backbone: str, protocol: str, task: str) -> dict | None:
+def _row(report: StudyReport, backbone: str, protocol: str, task: str) -> ResultRow:
     for row in report["results"]:
         if (row["backbone"], row["protocol"], row["task"]) == (backbone, protocol, task):
             return row
-    return None
+    raise KeyError(f"no result for {backbone}, protocol {protocol}, {task}")
 
 
 def headline(report: StudyReport) -> str:

@@ -196,13 +196,14 @@ def extract_available(
             progress=RichProgress(console, bars=True),
         )
         for s in summaries:
-            status[s.backbone].update(
-                rows=s.stored,
-                new=s.new,
-                rejected=s.rejected,
-                dim=s.dim,
-                seconds=round(time.perf_counter() - started, 1),
+            done = status[s.backbone]
+            done["rows"], done["new"], done["rejected"], done["dim"] = (
+                s.stored,
+                s.new,
+                s.rejected,
+                s.dim,
             )
+            done["seconds"] = round(time.perf_counter() - started, 1)
     return status
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -18,7 +18,7 @@ class FeatureSet:
     """Rows of one store, aligned: ``X[i]`` belongs to ``rows[...][i]`` and ``meta[...][i]``."""
 
     path: Path
-    attrs: dict
+    attrs: Mapping[str, Any]
     X: np.ndarray
     rows: Table
     meta: Table

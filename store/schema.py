@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import h5py
 import numpy as np
@@ -136,7 +136,7 @@ def reject_table(rejects: Sequence[Reject]) -> Table:
 class StoreContent:
     """Everything one store file holds, in memory."""
 
-    attrs: dict
+    attrs: Mapping[str, Any]
     rows: Table
     meta: Table
     X: np.ndarray | Sequence[np.ndarray]  # (N, dim), or N row vectors (written block by block)
@@ -298,7 +298,9 @@ def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
     return StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
 
 
-def write_shard(path: Path, attrs: Mapping, ids: list[str], X: np.ndarray, rejected: Table) -> None:
+def write_shard(
+    path: Path, attrs: Mapping, ids: Sequence[str], X: np.ndarray, rejected: Table
+) -> None:
     """One batch of work in progress: embeddings by content hash plus the batch's rejects."""
     with _in_memory() as (f, image):
         for key in FINGERPRINT:

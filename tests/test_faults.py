@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from helpers import make_class_folders, weight_flags
 from typer.testing import CliRunner
 
@@ -44,6 +45,7 @@ def last_error(stderr: str) -> str:
     return line
 
 
+@pytest.mark.slow  # `cxr features` processes
 def test_a_full_disk_at_publish_loses_nothing_and_the_next_run_resumes(tmp_path):
     data, out = make_class_folders(tmp_path / "data", per_class=6), tmp_path / "features"
     failed = features(data, out, file_limit=20_000)  # shards fit, the store does not
@@ -57,6 +59,7 @@ def test_a_full_disk_at_publish_loses_nothing_and_the_next_run_resumes(tmp_path)
     assert len(load(out, BACKBONE)) == 12
 
 
+@pytest.mark.slow  # `cxr features` processes
 def test_a_full_disk_mid_run_keeps_the_published_store(tmp_path):
     data, out = make_class_folders(tmp_path / "data", per_class=2), tmp_path / "features"
     assert features(data, out).returncode == 0
@@ -80,6 +83,7 @@ def test_an_unusable_features_folder_is_one_line(tmp_path):
     assert str(blocker / "f") in result.stderr and "again to resume" in result.stderr
 
 
+@pytest.mark.slow  # `cxr features` processes
 def test_a_damaged_store_says_how_to_recover_and_rebuild_touches_nothing_else(tmp_path):
     data, out = make_class_folders(tmp_path / "data", per_class=3), tmp_path / "features"
     other = out / "other.h5"
@@ -105,6 +109,7 @@ def test_a_damaged_store_says_how_to_recover_and_rebuild_touches_nothing_else(tm
     assert other.read_bytes() == b"another store, left alone"
 
 
+@pytest.mark.slow  # `cxr features` processes
 def test_a_newer_schema_is_refused_with_the_way_out(tmp_path):
     data, out = make_class_folders(tmp_path / "data", per_class=2), tmp_path / "features"
     assert features(data, out).returncode == 0
@@ -114,6 +119,7 @@ def test_a_newer_schema_is_refused_with_the_way_out(tmp_path):
     assert result.exit_code == 2 and "upgrade cxr" in result.output and "--rebuild" in result.output
 
 
+@pytest.mark.slow  # `cxr features` processes
 def test_info_lists_healthy_stores_beside_a_damaged_one(tmp_path):
     data, out = make_class_folders(tmp_path / "data", per_class=2), tmp_path / "features"
     assert features(data, out).returncode == 0
@@ -123,6 +129,7 @@ def test_info_lists_healthy_stores_beside_a_damaged_one(tmp_path):
     assert "broken.h5" in result.stdout and "-b broken --rebuild" in result.stdout
 
 
+@pytest.mark.slow  # `cxr features` processes
 def test_rebuild_keeps_a_damaged_shard_beside_the_store(tmp_path):
     data, out = make_class_folders(tmp_path / "data", per_class=2), tmp_path / "features"
     parts = parts_dir(out, BACKBONE)

@@ -79,6 +79,7 @@ def slice_of_shared_data(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.readme
 @pytest.mark.realweights
 def test_every_readme_command_and_the_python_example_run(tmp_path, monkeypatch):
     if not (CXR_DATA / "manifest.csv").is_file():

@@ -34,9 +34,10 @@ def test_each_backbone_builds_with_random_weights(name):
 
 def test_help_and_registry_do_not_import_tensorflow():
     code = (
-        "import sys; from typer.testing import CliRunner; import cli, extract.registry, store;"
-        "r = CliRunner().invoke(cli.app, ['--help']); assert r.exit_code == 0, r.output;"
-        "r = CliRunner().invoke(cli.app, ['backbones']); assert r.exit_code == 0, r.output;"
+        "import sys; from typer.testing import CliRunner; import cxr.extract.registry, cxr.store;"
+        "from cxr.cli import app;"
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
+        "r = CliRunner().invoke(app, ['backbones']); assert r.exit_code == 0, r.output;"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

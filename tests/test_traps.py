@@ -77,6 +77,7 @@ def test_class_folders_differing_only_in_case_are_refused(tmp_path):
     assert "Covid/ and covid/ differ only in case" in result.output
 
 
+@pytest.mark.slow  # a `cxr features` process
 def test_tensorflow_start_up_chatter_is_not_shown(tmp_path):
     """No 'E0000 ... failed call to cuInit: CUDA error' for a clinician to worry about."""
     data = make_class_folders(tmp_path / "d", per_class=1)
