@@ -3,7 +3,8 @@
 If ``source`` (or any metadata column) is predictable far above chance, a classifier of the label
 can score by recognising the source instead of the disease whenever label and source are related.
 The probe is a standardised logistic regression, cross-validated in 5 stratified folds, grouped
-by patient when every row has a patient id, seeded. Chance is reported beside each score:
+by patient as evaluate's folds are (`cxr.classify.folds`: when ids exist, a row without one is
+its own group), seeded. Chance is reported beside each score:
 the majority-class rate for accuracy, 1/k for balanced accuracy.
 """
 
@@ -17,9 +18,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from cxr.classify.folds import kfold, patient_groups
 
 FOLDS = 5
 
@@ -47,15 +50,25 @@ class ProbeResult(TypedDict, total=False):
 MAX_ITER = 100
 
 
-def probe(X: np.ndarray, values: np.ndarray, patients: np.ndarray, *, seed: int = 0) -> ProbeResult:
+def probe(
+    X: np.ndarray,
+    values: np.ndarray,
+    patients: np.ndarray,
+    *,
+    seed: int = 0,
+    ids: np.ndarray | None = None,
+) -> ProbeResult:
     """Cross-validated accuracy of predicting ``values`` from ``X``; a dict for the report.
 
     Rows with an empty value are left out, and so are values held by fewer than FOLDS patients
     (images when ungrouped): they cannot appear in every fold. Both are counted in the result.
+    ``ids`` name the rows (a row without a patient id is its own group); default: their index.
     """
     values = np.asarray(values, dtype=object)
-    grouped = bool(np.all(patients != ""))
-    units = patients if grouped else np.arange(len(values)).astype(str)
+    rows = np.asarray(ids, dtype=object) if ids is not None else np.arange(len(values)).astype(str)
+    groups = patient_groups(np.asarray(patients, dtype=object), rows)
+    grouped = bool(np.all(groups != ""))
+    units = groups if grouped else rows
     present = values != ""
     per_value = {v: len(set(units[present & (values == v)])) for v in set(values[present])}
     kept_values = sorted(v for v, n in per_value.items() if n >= FOLDS)
@@ -71,17 +84,11 @@ def probe(X: np.ndarray, values: np.ndarray, patients: np.ndarray, *, seed: int 
     if len(kept_values) < 2:
         return ProbeResult(**result, skipped=f"fewer than 2 values with {FOLDS}+ patients")
     y = values[keep]
-    splitter = (
-        StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed)
-        if grouped
-        else StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    )
+    splits = list(kfold(y, units[keep] if grouped else None, FOLDS, seed))
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, C=0.1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        predicted = cross_val_predict(
-            model, X[keep], y, groups=units[keep] if grouped else None, cv=splitter, n_jobs=1
-        )
+        predicted = cross_val_predict(model, X[keep], y, cv=splits, n_jobs=1)
     majority = max(Counter(y.tolist()).values()) / len(y)
     return ProbeResult(
         **result,

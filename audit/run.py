@@ -149,7 +149,7 @@ def _audit(
     with steps.step("probes: does the embedding give away the column?", len(distinct)) as done:
         probed = {}
         outputs = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(probe)(fs.X, fs.column(c), patients, seed=seed) for c in distinct
+            delayed(probe)(fs.X, fs.column(c), patients, seed=seed, ids=fs.ids) for c in distinct
         )
         for name, result in zip(distinct, outputs, strict=True):
             probed[name] = result

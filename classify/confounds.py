@@ -21,7 +21,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.folds import stratified_group_folds
+from cxr.classify.folds import kfold
 from cxr.classify.tasks import TaskData
 
 CRAMERS_V_WARN = 0.5
@@ -150,15 +150,11 @@ def _measure(
 
 def _folds(data: TaskData, seed: int) -> list | None:
     """FOLDS stratified folds, grouped by patient when ids are known (None: too few rows)."""
-    from sklearn.model_selection import StratifiedKFold
-
     k = len(data.classes)
     folds = min(FOLDS, int(np.bincount(data.y, minlength=k).min()))
     if folds < 2:
         return None
-    if data.has_groups:
-        return list(stratified_group_folds(data.y, data.groups, folds, seed))
-    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(data.y, data.y))
+    return list(kfold(data.y, data.patients, folds, seed))
 
 
 def _column_alone(code: np.ndarray, data: TaskData, folds: list | None) -> float:

@@ -250,7 +250,7 @@ def source_probes(fs: FeatureSet, seed: int) -> dict[str, ProbeResult]:
     dataset = fs.column("dataset")
     rows = {ALL_IMAGES: np.ones(len(fs), dtype=bool), NON_COVID: fs.labels != POSITIVE}
     return {
-        name: probe(fs.X[keep], dataset[keep], fs.patient_ids[keep], seed=seed)
+        name: probe(fs.X[keep], dataset[keep], fs.patient_ids[keep], seed=seed, ids=fs.ids[keep])
         for name, keep in rows.items()
     }
 
