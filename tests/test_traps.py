@@ -107,9 +107,9 @@ def test_an_offline_download_error_says_why(tmp_path, monkeypatch):
             raise Exception("URL fetch failure on https://example/w.h5: None") from exc
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    result = features(
-        make_class_folders(tmp_path / "d", per_class=1), tmp_path / "f", "-b", "vgg19"
-    )
+    data = make_class_folders(tmp_path / "d", per_class=1)
+    # vgg19's ImageNet weights, to be downloaded (whatever weights the other backbone gets)
+    result = features(data, tmp_path / "f", "-b", "vgg19", "--weights", "vgg19=imagenet")
     assert result.exit_code == 2
     assert "failed (OSError: [Errno -3] Temporary failure in name resolution)" in result.output
 
