@@ -84,6 +84,22 @@ def paired_difference(
     return point, [float(lo), float(hi)], float(p), len(ia)
 
 
+def caution(others: Sequence[tuple[str, bool]], metric: str) -> str:
+    """What picking the best result over ``others`` (name, indistinguishable from the best) on
+    the same rows means."""
+    text = (
+        f"caution: the best of {len(others) + 1} results picked on the same test rows; its "
+        f"{metric} is optimistic as an estimate for new data (selection), "
+    )
+    tied = [name for name, indistinguishable in others if indistinguishable]
+    if tied:
+        more = f" and {len(tied) - 4} more" if len(tied) > 4 else ""
+        text += f"and it is not distinguishable from {', '.join(tied[:4])}{more} (≈ above)."
+    else:
+        text += "though every other result is distinguishably worse."
+    return text + " Confirm a choice on an external test set (--test-where) before reporting it."
+
+
 def compare(
     items: Sequence[Scored],
     metric: Metric,

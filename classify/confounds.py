@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
@@ -42,6 +43,28 @@ class Confound(TypedDict, total=False):
     table: dict[str, dict[str, int]]  # value -> class -> rows
     skipped: str  # why the column was not measured
     same_as: str  # an earlier column that splits the rows the same way (not repeated)
+
+
+def warnings(found: Sequence[Confound], target: str, held_out: str | None) -> list[str]:
+    """The report's warning for each column that predicts the target (``held_out``: the column
+    the run holds out, if any, which then needs no other test)."""
+    lines = []
+    for c in (c for c in found if c.get("warn")):
+        twins = [t["column"] for t in found if t.get("same_as") == c["column"]]
+        same = f" (and {', '.join(twins)}, which groups the rows the same way)" if twins else ""
+        column = c["column"]
+        test = (
+            f"This run holds each {column} out."
+            if held_out == column
+            else f"Test it with the same command and --leave-out {column}, or "
+            f"`cxr audit --probe {column}`."
+        )
+        lines.append(
+            f"confound: {column}{same} predicts the {target} (Cramér's V {c['cramers_v']:.2f}; "
+            f"the column alone gives balanced accuracy {c['balanced_accuracy']:.2f} vs "
+            f"{c['chance']:.2f} by chance): a head can score by recognising {column}. {test}"
+        )
+    return lines
 
 
 def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Confound]:

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from cxr.classify.compare import Scored, compare, paired_difference, row_keys
+from cxr.classify.compare import Scored, caution, compare, paired_difference, row_keys
 from cxr.classify.config import EvaluateConfig
 from cxr.classify.confounds import Confound, confounds
+from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
-from cxr.classify.designs import Part, Plan
+from cxr.classify.designs import Part, Plan, design_of
 from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
 from cxr.classify.heads import effective_params, search_grid
 from cxr.classify.metrics import summarize
@@ -286,20 +287,36 @@ class _Run:
                 )
 
     def compare(self) -> None:
-        """Each result against the best of its group (a held-out value, or the design)."""
+        """Each result against the best of its group (a held-out value, or the design), and a
+        caution for each best picked among several."""
         groups = list(dict.fromkeys(g for g, _ in self.scored))
+        metric = self.config.chosen_metric
+        cautions = []
         with self.steps.step("paired comparisons with the best", len(groups)) as compared:
             for group in groups:
                 members = [i for i, (g, _) in enumerate(self.scored) if g == group]
                 comparisons = compare(
                     [self.scored[i][1] for i in members],
-                    self.config.chosen_metric,
+                    metric,
                     self.config.scoring,
                     unit=self.results[members[0]]["bootstrap_unit"],
                 )
                 for i, comparison in zip(members, comparisons, strict=True):
                     self.results[i]["comparison"] = comparison
+                others = [
+                    (self.scored[i][1].name, c["indistinguishable"])
+                    for i, c in zip(members, comparisons, strict=True)
+                    if not c["is_best"]
+                ]
+                if others and any(c["is_best"] for c in comparisons):
+                    cautions.append(
+                        caution(others, metric.title(self.config.scoring.operating_point))
+                    )
                 compared(1)
+        first = self.results[0]
+        held_out = design_of(first).held_out_column(first)
+        found = confound_warnings(self.confounds, self.config.task.target, held_out)
+        self.notes[:] = [*found, *self.notes, *cautions]
 
     def covariate_gains(self) -> None:
         """Each embeddings + covariates result against the embeddings alone, paired."""

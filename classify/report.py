@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.designs import design_of
 from cxr.classify.metrics import Metric, overall_metric, overall_metrics, per_class_metrics
 from cxr.classify.provenance import DISCLAIMER
@@ -56,6 +57,13 @@ def _versus(comparison: Comparison | None, replicates: int) -> str:
     return f"{mark}{comparison['difference']:+.3f}\n[{lo:+.3f}, {hi:+.3f}] {shown}"
 
 
+def _warning(text: str) -> Text:
+    """A warning line: the word in yellow, the text as it is."""
+    if text.startswith("caution: "):
+        return Text(text, style="yellow")
+    return Text.assemble(("warning: ", "yellow"), text)
+
+
 def _cell(value: object) -> Text:
     """A table cell shown as it is (Rich parses plain strings as markup)."""
     return Text(str(value))
@@ -76,7 +84,11 @@ def render(report: EvaluateReport, console: Console) -> None:
         f"({report['provenance']['bootstrap']['replicates']} replicates)",
         highlight=False,
     )
-    _render_confounds(report.get("confounds", []), first, console)
+    found = report.get("confounds", [])
+    target = first["task"].get("target", "label")
+    confound_lines = confound_warnings(found, target, design.held_out_column(first))
+    shown = [w for w in report["warnings"] if w in confound_lines]
+    _render_confounds(found, shown, first, console)
     table = Table(
         title=escape(design.summary_title),
         caption=escape(_comparison_caption(chosen, op, first["bootstrap_unit"])),
@@ -105,9 +117,9 @@ def render(report: EvaluateReport, console: Console) -> None:
     _render_curves(report.get("learning_curves", []), chosen.title(op), console)
     for best in (r for r in results if r.get("comparison", {}).get("is_best")):
         _render_best(best, chosen.title(op), op, console)
-        _caution(best, results, chosen.title(op), console)
     for note in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        if note not in shown:
+            console.print(_warning(note), highlight=False, soft_wrap=True)
     _render_provenance(report["provenance"], console)
 
 
@@ -216,30 +228,15 @@ def _comparison_caption(chosen: Metric, op: float, unit: str) -> str:
     )
 
 
-def _render_confounds(found: Sequence[Confound], first: Result, console: Console) -> None:
+def _render_confounds(
+    found: Sequence[Confound], shown: Sequence[str], first: Result, console: Console
+) -> None:
+    """The confound warnings (``shown``: their text, as the report's warnings hold it) first,
+    with the contingency tables of the strongest."""
     warned = [c for c in found if c.get("warn")]
-    if not warned:
-        return
+    for line in shown:
+        console.print(_warning(line), highlight=False, soft_wrap=True)
     target = first["task"].get("target", "label")
-    held_out = design_of(first).held_out_column(first)
-    for c in warned:
-        twins = [t["column"] for t in found if t.get("same_as") == c["column"]]
-        same = f" (and {', '.join(twins)}, which groups the rows the same way)" if twins else ""
-        column = escape(c["column"])
-        console.print(
-            f"[yellow]warning: confound:[/] [bold]{column}[/]{escape(same)} predicts the "
-            f"{escape(target)} (Cramér's V {c['cramers_v']:.2f}; the column alone gives balanced "
-            f"accuracy {c['balanced_accuracy']:.2f} vs {c['chance']:.2f} by chance): a head can "
-            f"score by recognising {column}. "
-            + (
-                f"This run holds each {column} out."
-                if held_out == c["column"]
-                else f"Test it with the same command and --leave-out {column}, or "
-                f"`cxr audit --probe {column}`."
-            ),
-            highlight=False,
-            soft_wrap=True,
-        )
     for c in warned[:SHOWN_TABLES]:
         classes = list(next(iter(c["table"].values())))
         table = Table(title=escape(f"{c['column']} x {target} (rows)"))
@@ -279,34 +276,6 @@ def _render_best(best: Result, metric: str, op: float, console: Console) -> None
     for cls, row in zip(best["classes"], best["confusion_matrix"], strict=True):
         cm.add_row(*map(_cell, [cls, *row]))
     console.print(cm)
-
-
-def _caution(best: Result, results: Sequence[Result], metric: str, console: Console) -> None:
-    """The best of several results scored on the same rows is not a finding by itself."""
-    group = [
-        r
-        for r in results
-        if r.get("validation", {}).get("held_out") == best.get("validation", {}).get("held_out")
-    ]
-    if len(group) < 2:
-        return
-    tied = [
-        r
-        for r in group
-        if r is not best and "comparison" in r and r["comparison"]["indistinguishable"]
-    ]
-    text = (
-        f"caution: the best of {len(group)} results picked on the same test rows; its "
-        f"{metric} is optimistic as an estimate for new data (selection), "
-    )
-    if tied:
-        names = ", ".join(_name(r) for r in tied[:4])
-        more = f" and {len(tied) - 4} more" if len(tied) > 4 else ""
-        text += f"and it is not distinguishable from {names}{more} (≈ above)."
-    else:
-        text += "though every other result is distinguishably worse."
-    text += " Confirm a choice on an external test set (--test-where) before reporting it."
-    console.print(Text(text, style="yellow"), highlight=False, soft_wrap=True)
 
 
 def _render_provenance(prov: Provenance, console: Console) -> None:

@@ -352,3 +352,24 @@ def test_a_column_restating_the_target_is_not_a_confound(make_synthetic_store):
     _, report = evaluate(path, "--target", "site", "--folds", "3")
     dataset = next(c for c in report["confounds"] if c["column"] == "dataset")
     assert dataset == {"column": "dataset", "values": 2, "skipped": "restates site"}
+
+
+def test_every_warning_the_terminal_prints_is_in_the_json_and_the_api(make_synthetic_store):
+    """A notebook user sees what a terminal user sees: the confound warning and the caution
+    about picking the best are in the JSON's warnings and in the API's repr."""
+    import cxr
+
+    path = source_only_store(make_synthetic_store)
+    result, report = evaluate(path, "--folds", "5", "--head", "knn")
+    printed = [
+        line.removeprefix("warning: ")
+        for line in result.stdout.splitlines()
+        if line.startswith(("warning: ", "caution: "))
+    ]
+    assert any(line.startswith("confound: site predicts the label") for line in printed)
+    assert any(line.startswith("caution: the best of 2 results") for line in printed)
+    assert printed and set(printed) <= set(report["warnings"])
+    ev = cxr.evaluate(path.parent, heads=["logreg", "knn"], folds=5, bootstrap=200, jobs=1)
+    assert ev.report["warnings"] == report["warnings"]
+    text = repr(ev)
+    assert all(f"warning: {w}" in text for w in report["warnings"])
