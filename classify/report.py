@@ -36,14 +36,14 @@ def number(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _pooled(stat: Mapping[str, Any]) -> str:
-    """``pooled [lo, hi]``, for results scored on one test set."""
+def pooled(stat: Mapping[str, Any]) -> str:
+    """``pooled [lo, hi]``: a metric and its 95% interval, as every table shows it."""
     lo, hi = stat["ci95"]
     return f"{number(stat['pooled'])} [{number(lo)}, {number(hi)}]"
 
 
-def _versus(comparison: Comparison | None, replicates: int) -> str:
-    """The summary table's verdict against the best result of the group."""
+def versus(comparison: Comparison | None, replicates: int) -> str:
+    """The summary table's verdict against the best result of the group (two lines)."""
     if not comparison:
         return ""
     if comparison["is_best"]:
@@ -104,12 +104,12 @@ def render(report: EvaluateReport, console: Console) -> None:
     table.add_column(f"vs best ({chosen.title(op)})", overflow="fold")
     replicates = report["provenance"]["bootstrap"]["replicates"]
     for r in results:
-        cells = [_pooled(r["metrics"][m.name]) for m in summary]
+        cells = [pooled(r["metrics"][m.name]) for m in summary]
         extra = [str(r["validation"]["held_out"])] if held else []
         extra = ([r.get("inputs", "embeddings")] if mixed else []) + extra
-        versus = _versus(r.get("comparison"), replicates)
+        verdict = versus(r.get("comparison"), replicates)
         backbone = r["backbone"] if r.get("inputs", "embeddings").startswith("embeddings") else "-"
-        row = [backbone, r["head"], *extra, str(r["n"]), *cells, versus]
+        row = [backbone, r["head"], *extra, str(r["n"]), *cells, verdict]
         table.add_row(*map(_cell, row))
     console.print(table)
     _render_gains(results, chosen.title(op), replicates, console)
@@ -168,7 +168,7 @@ def _render_curves(curves: Sequence[Curve], metric: str, console: Console) -> No
         cells = []
         for c in curves:
             point = next(p for p in c["points"] if p["size"] == size)
-            cells.append(_pooled({"pooled": point["value"], "ci95": point["ci95"]}))
+            cells.append(pooled({"pooled": point["value"], "ci95": point["ci95"]}))
         counts = next(p for p in curves[0]["points"] if p["size"] == size)["train_per_class"]
         mean = sum(counts.values()) / max(len(counts), 1)
         table.add_row(*map(_cell, [f"{size} (~{mean:.0f}/class)", *cells]))
@@ -180,14 +180,15 @@ def _render_curves(curves: Sequence[Curve], metric: str, console: Console) -> No
             continue
         console.print(
             f"{name}: within {c['margin']:g} of its full-data {metric} ({full:.3f}) from "
-            + _size_words(c["within_margin_from"]),
+            + size_words(c["within_margin_from"]),
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
 
 
-def _size_words(size: str) -> str:
+def size_words(size: str) -> str:
+    """A learning-curve size in words: ``200 training images per class``."""
     if size == "all":
         return "all training images only"
     if "." in size:
@@ -262,12 +263,12 @@ def _render_best(best: Result, metric: str, op: float, console: Console) -> None
     for col in ("class", "n", *(m.title(op) for m in columns)):
         per_class.add_column(_cell(col), overflow="fold")
     for cls, stats in best["metrics"]["per_class"].items():
-        cells = (_pooled(stats[m.name]) for m in columns)
+        cells = (pooled(stats[m.name]) for m in columns)
         per_class.add_row(*map(_cell, [cls, best["class_counts"][cls], *cells]))
     console.print(per_class)
     others = [m for m in overall_metrics() if not m.summary]
     if others:
-        shown = "; ".join(f"{m.title(op)} {_pooled(best['metrics'][m.name])}" for m in others)
+        shown = "; ".join(f"{m.title(op)} {pooled(best['metrics'][m.name])}" for m in others)
         console.print(f"Calibration and other metrics: {shown}", markup=False, highlight=False)
     cm = Table(title="Confusion matrix of the test rows (rows: true, columns: predicted)")
     cm.add_column(_cell("true \\ predicted"))

@@ -5,6 +5,8 @@ from runs on the whole set; here each command must simply succeed."""
 from __future__ import annotations
 
 import csv
+import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -105,3 +107,31 @@ def test_every_readme_command_and_the_python_example_run(tmp_path, monkeypatch):
         assert result.exit_code == 0, f"cxr {shlex.join(args)}:\n{result.output}"
     for example in python_examples(text):
         exec(compile(example, "README.md", "exec"), {})
+
+
+def outputs_module():
+    spec = importlib.util.spec_from_file_location("docs_outputs", ROOT / "docs" / "outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readmes_real_outputs_are_the_generated_ones():
+    """Every block the README calls real output is the one `make docs` wrote to
+    docs/outputs.json, and none is missing."""
+    outputs = outputs_module()
+    generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
+    found = outputs.sections(README.read_text())
+    assert set(found) == set(outputs.BLOCKS) == set(generated["blocks"])
+    for name, text in found.items():
+        assert text == outputs.section(name, generated["blocks"][name]), name
+
+
+def test_the_generated_outputs_come_from_the_current_code():
+    """A cheap staleness check: the code's fingerprint when `make docs` last ran is today's.
+    Changing the code that makes the numbers (docstrings and comments aside) fails this until
+    `make docs` runs again."""
+    generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
+    assert generated["fingerprint"] == outputs_module().fingerprint(), (
+        "the README's real outputs are older than the code: run `make docs`"
+    )
