@@ -6,10 +6,12 @@ store's rows and of the training rows, and library versions. ``predict`` is hand
 (stage 1's ``cxr.extract.runner.embed_images``, given by the CLI: stage 2 never imports stage 1),
 asks it for the recorded backbone and weights, and refuses to go on if the fingerprints differ.
 
-skops files load only the types they declare, and only if every one is on TRUSTED_TYPES (what
-the registered heads need beyond skops' own safe defaults): a file from someone else cannot run
-code here. Model files of cxr < 0.2 are joblib pickles, which run whatever they hold when loaded:
-they are refused unless ``trust_pickle`` says the file is your own.
+A model file may come from anyone: ``cxr.classify.modelfile`` bounds the archive, admits only the
+types of cxr's own heads anywhere in its schema (not skops' wider defaults), and checks what skops
+built (bundle fields, tree nodes, neighbour indices, support vectors) before anything predicts, so
+a hostile file is one line, never code run, a crash or a hang. Model files of cxr < 0.2 are joblib
+pickles, which run whatever they hold when loaded: they are refused unless ``trust_pickle`` says
+the file is your own (their contents are then checked the same way).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Protocol, TypedDict
 
 import numpy as np
 
+from cxr.classify import modelfile
 from cxr.classify.cv import derive_seed
 from cxr.classify.heads import Params, build_head, effective_params
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
@@ -34,21 +37,6 @@ from cxr.store.schema import fingerprint, store_path
 MODEL_FORMAT = "cxr-head/2"
 PICKLE_FORMAT = "cxr-head/1"  # cxr < 0.2: joblib pickles
 SUFFIX = ".skops"
-# Types the heads' fitted pipelines hold beyond skops' defaults (checked by a test that saves
-# every registered head); nothing else in a model file is ever constructed.
-TRUSTED_TYPES = frozenset(
-    {
-        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-        "sklearn.calibration._CalibratedClassifier",
-        "sklearn.calibration._SigmoidCalibration",
-        "sklearn.metrics._dist_metrics.EuclideanDistance64",
-        "sklearn.neighbors._kd_tree.KDTree",
-        "sklearn.neighbors._ball_tree.BallTree",
-        "sklearn.tree._tree.Tree",
-        "cxr.classify.reduce.Reduce",  # our own PCA step (classify/reduce.py): no code on load
-    }
-)
 BUNDLE_KEYS = ("format", "pipeline", "backbone", "fingerprint", "weights", "classes", "n_features")
 
 
@@ -218,8 +206,9 @@ def _check_replaceable(out: Path, backbone: str, head: str, task: TaskSpec) -> N
 
 
 def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
-    """Load and check a model bundle; CxrError naming the file if it is not one of ours, or if
-    loading it could run code (untrusted types, or a pickle without ``trust_pickle``)."""
+    """Load and check a model bundle; CxrError naming the file if it is not one of ours, if
+    loading it could run code (untrusted types, or a pickle without ``trust_pickle``), or if
+    what it holds could not predict safely (``cxr.classify.modelfile``)."""
     path = Path(path)
     if not path.is_file():
         raise CxrError(f"{path}: model file not found (run `cxr train` first)")
@@ -250,26 +239,29 @@ def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
     missing = [k for k in BUNDLE_KEYS if k not in bundle]
     if missing:
         raise CxrError(f"{path}: model file lacks {', '.join(missing)}")
+    try:
+        modelfile.check_bundle(bundle)
+        modelfile.check_pipeline(
+            bundle["pipeline"], int(bundle["n_features"]), len(bundle["classes"])
+        )
+    except modelfile.ModelProblem as exc:
+        raise CxrError(f"{path}: refused: {exc}; retrain with `cxr train`") from None
     return bundle
 
 
 def _load_skops(path: Path) -> dict:
-    import skops.io as sio
-
     try:
-        declared = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # not a skops archive after all
-        raise CxrError(f"{path}: not a readable skops model file ({type(exc).__name__})") from None
-    unknown = sorted(set(declared) - TRUSTED_TYPES)
-    if unknown:
+        return modelfile.read_skops(path)
+    except modelfile.UntrustedTypes as exc:
         raise CxrError(
-            f"{path}: refused: it declares types cxr does not trust ({', '.join(unknown)}); "
+            f"{path}: refused: it declares types cxr does not trust ({exc}); "
             "nothing in it was loaded or run"
-        )
-    try:
-        return sio.load(path, trusted=declared)
-    except Exception as exc:  # a damaged archive
-        raise CxrError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        ) from None
+    except modelfile.ModelProblem as exc:
+        raise CxrError(f"{path}: refused: {exc}; nothing in it was loaded") from None
+    except Exception as exc:  # skops on a damaged archive: any of its many exception types
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CxrError(f"{path}: cannot load the model ({type(exc).__name__}: {reason})") from None
 
 
 def predict(
