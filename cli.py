@@ -201,6 +201,12 @@ def features(
         help="Move these backbones' stores (and unreadable shards) aside, then build them again.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
+    allow_outside_data: bool = typer.Option(
+        False,
+        "--allow-outside-data",
+        help="Read manifest paths that are absolute or climb out of DATA with '..' (refused by "
+        "default: a manifest from elsewhere must not point the tool at other files).",
+    ),
     runtime: RuntimeName = RUNTIME,
     precision: PrecisionName = typer.Option(
         "f32",
@@ -216,6 +222,7 @@ def features(
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
     from dataclasses import asdict
 
+    from cxr.extract.dataset import ALLOW_OUTSIDE_DATA
     from cxr.extract.progress import RichReporter
     from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
 
@@ -224,23 +231,27 @@ def features(
     if folder.exists() and not folder.is_dir():  # a typo, not a storage fault: nothing starts
         raise CxrError(f"--features {folder}: is a file")
     reporter = RichReporter(_console(json_out))
-    summaries = extract_features(
-        data=data,
-        manifest=manifest,
-        backbones=backbone,
-        weights=weights,
-        features_dir=out or features_dir,
-        batch_size=batch_size,
-        resize=resize.value,
-        seed=seed,
-        rehash=rehash,
-        rebuild=rebuild,
-        runtime=runtime.value,
-        precision=precision.value,
-        reporter=reporter,
-        scheduler=scheduler,
-        shard=shard,
-    )
+    allowed = ALLOW_OUTSIDE_DATA.set(allow_outside_data)  # discovery reads it (see dataset.py)
+    try:
+        summaries = extract_features(
+            data=data,
+            manifest=manifest,
+            backbones=backbone,
+            weights=weights,
+            features_dir=out or features_dir,
+            batch_size=batch_size,
+            resize=resize.value,
+            seed=seed,
+            rehash=rehash,
+            rebuild=rebuild,
+            runtime=runtime.value,
+            precision=precision.value,
+            reporter=reporter,
+            scheduler=scheduler,
+            shard=shard,
+        )
+    finally:
+        ALLOW_OUTSIDE_DATA.reset(allowed)
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, lambda document, console: None)  # the table is printed
     if not any(s.stored for s in summaries):

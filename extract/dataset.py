@@ -2,25 +2,44 @@
 
 User errors that make the whole run pointless (missing path, empty folder, manifest without the
 required columns) raise CxrError before any model is loaded; a single bad file only becomes a
-reject with a reason.
+reject with a reason:
+
+- anything but a regular file (a FIFO, a device, a socket, a symlink to one): never opened
+  (``cxr.extract.hashing.open_regular``);
+- a file name that is not UTF-8 (POSIX names are bytes; Python keeps the odd ones as surrogate
+  escapes, which the store's UTF-8 text cannot hold): rejected here, shown with the odd bytes as
+  ``\\xNN``. Not stored under an invented name: the stored path is how `cxr audit`, exclusion
+  files and people find the file again, and an altered name would point at nothing;
+- a manifest path that is absolute or climbs out of the data folder with ``..``, unless the
+  caller allows it (``cxr features --allow-outside-data``): a manifest from elsewhere must not
+  make the tool read files its user did not point it at.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxr.errors import CxrError
-from cxr.extract.hashing import HashCache
+from cxr.extract.hashing import HashCache, UnusableFile
 from cxr.extract.images import is_dicom_file
 
 MANIFEST_NAME = "manifest.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "patient_id", "source")
+# Whether manifest paths may be absolute or climb out of the data folder. The CLI sets it for
+# `cxr features --allow-outside-data`: extract_features (runner.py) does not take the option yet.
+ALLOW_OUTSIDE_DATA: ContextVar[bool] = ContextVar("cxr_allow_outside_data", default=False)
+OUTSIDE = (
+    "outside the data folder ({how}); pass --allow-outside-data to read files the manifest "
+    "names there"
+)
 
 
 @dataclass(frozen=True)
@@ -56,20 +75,31 @@ class Discovery:
 
 
 def discover(
-    data: Path | None, manifest: Path | None, hashes: HashCache | None = None
+    data: Path | None,
+    manifest: Path | None,
+    hashes: HashCache | None = None,
+    *,
+    allow_outside: bool | None = None,
 ) -> Discovery:
     """List the data set, then hash every file (threads: hashing releases the GIL); files that
-    ``hashes`` knows unchanged are not read."""
+    ``hashes`` knows unchanged are not read. ``allow_outside`` (default: ALLOW_OUTSIDE_DATA):
+    read manifest paths that are absolute or climb out of the data folder."""
+    if allow_outside is None:
+        allow_outside = ALLOW_OUTSIDE_DATA.get()
     if manifest is None and data is not None and (data / MANIFEST_NAME).is_file():
         manifest = data / MANIFEST_NAME
+    for given in (data, manifest):
+        if given is not None and _shown(str(given))[1]:
+            raise CxrError(f"{_shown(str(given))[0]}: {_shown(str(given))[1]}")
     if manifest is not None:
         root = data if data is not None else manifest.parent
-        listed, rejects, meta_columns = from_manifest(manifest, root)
+        listed, rejects, meta_columns = from_manifest(manifest, root, allow_outside=allow_outside)
         unlisted = _unlisted(root, listed + [entry for entry, _ in rejects])
     elif data is None:
         raise CxrError("give a data folder (class folders) or --manifest CSV")
     else:
-        root, listed, rejects, meta_columns, unlisted = data, from_folders(data), [], (), []
+        listed, rejects = from_folders(data)
+        root, meta_columns, unlisted = data, (), []
     entries = []
     for entry, digest, error in _hash_all(listed, hashes or HashCache()):
         if error:
@@ -84,7 +114,7 @@ def _unlisted(root: Path, listed: list[Entry]) -> list[str]:
     into covid/ after the manifest was written would otherwise be ignored without a word."""
     known = {entry.file.resolve() for entry in listed}
     return sorted(
-        file.relative_to(root).as_posix()
+        _shown(file.relative_to(root).as_posix())[0]
         for file in root.rglob("*")
         if file.suffix.lower() in IMAGE_SUFFIXES
         and not any(p.startswith(".") for p in file.relative_to(root).parts)
@@ -92,7 +122,20 @@ def _unlisted(root: Path, listed: list[Entry]) -> list[str]:
     )
 
 
-def from_folders(data: Path) -> list[Entry]:
+def _shown(name: str) -> tuple[str, str]:
+    """(the name as it can be shown and stored, "" or why it cannot be stored as it is): a
+    POSIX name that is not UTF-8 has its odd bytes written as \\xNN."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+        return shown, "file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"
+    return name, ""
+
+
+def from_folders(data: Path) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    """Every file under the class folders (none hidden), and those rejected already by their
+    name; anything that is not a regular file is listed, and rejected when it is hashed."""
     if not data.exists():
         raise CxrError(f"{data}: data folder does not exist")
     if not data.is_dir():
@@ -108,21 +151,36 @@ def from_folders(data: Path) -> list[Entry]:
                 f"{data}: class folders {other}/ and {d.name}/ differ only in case and would be "
                 "two classes; merge them into one folder"
             )
-    entries = [
-        Entry(path=file.relative_to(data).as_posix(), file=file, label=class_dir.name)
-        for class_dir in class_dirs
-        for file in sorted(class_dir.rglob("*"))
-        if (file.is_file() or file.is_symlink())
-        and not any(p.startswith(".") for p in file.relative_to(data).parts)
-    ]
-    if not entries:
+    entries, rejects = [], []
+    for class_dir in class_dirs:
+        for file in sorted(class_dir.rglob("*")):
+            if file.is_dir() or any(p.startswith(".") for p in file.relative_to(data).parts):
+                continue
+            path, problem = _shown(file.relative_to(data).as_posix())
+            entry = Entry(path=path, file=file, label=_shown(class_dir.name)[0])
+            if problem:
+                rejects.append((entry, problem))
+            else:
+                entries.append(entry)
+    if not entries and not rejects:
         raise CxrError(
             f"{data}: no images found (expected one sub-folder per class, e.g. covid/, normal/)"
         )
-    return entries
+    return entries, rejects
 
 
-def from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
+def outside_data(rel: str) -> str:
+    """How a manifest path leaves the data folder ("" if it does not)."""
+    if Path(rel).is_absolute():
+        return "an absolute path"
+    if os.path.normpath(rel).split(os.sep)[0] == "..":
+        return "it climbs out with .."
+    return ""
+
+
+def from_manifest(
+    manifest: Path, root: Path, *, allow_outside: bool = False
+) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
     if not manifest.is_file():
         raise CxrError(f"{manifest}: manifest does not exist")
     if not root.is_dir():
@@ -144,21 +202,26 @@ def from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[E
         raise CxrError(f"{manifest}: manifest lists no images")
     meta_columns = tuple(c for c in columns if c not in KNOWN_COLUMNS)
     entries, rejects, seen = [], [], set()
-    for row in rows:
-        rel = (row["path"] or "").strip()
+    for raw in rows:
+        row = {c: raw.get(c) or "" for c in columns}
+        rel = row["path"].strip()
         file = Path(rel) if Path(rel).is_absolute() else root / rel
         entry = Entry(
             path=rel,
             file=file,
-            label=(row["label"] or "").strip(),
-            patient_id=(row.get("patient_id") or "").strip(),
-            source=(row.get("source") or "").strip(),
-            meta={c: row.get(c) or "" for c in meta_columns},
+            label=row["label"].strip(),
+            patient_id=row.get("patient_id", "").strip(),
+            source=row.get("source", "").strip(),
+            meta={c: row[c] for c in meta_columns},
         )
         if rel in seen:
             rejects.append((entry, "listed twice in the manifest"))
         elif not entry.label:
             rejects.append((entry, "no label in the manifest"))
+        elif "\0" in rel:
+            rejects.append((entry, "the manifest's path holds a NUL character"))
+        elif outside_data(rel) and not allow_outside:
+            rejects.append((entry, OUTSIDE.format(how=outside_data(rel))))
         else:
             seen.add(rel)
             entries.append(entry)
@@ -197,6 +260,8 @@ def _hash_one(entry: Entry, hashes: HashCache) -> tuple[Entry, str, str]:
         digest = hashes.sha256(entry.file)
     except FileNotFoundError:
         return entry, "", "file not found"
+    except UnusableFile as exc:
+        return entry, "", str(exc)
     except OSError as exc:
         return entry, "", f"unreadable ({exc.strerror or exc})"
     return entry, digest, ""

@@ -25,12 +25,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxr.extract.hashing import open_regular
 from cxr.extract.registry import RESIZE_POLICIES
 
 MIN_SIDE = 32  # smaller is a thumbnail or an icon, not a radiograph
 MAX_PIXELS = (
     80_000_000  # decompression-bomb guard: above any real radiograph (e.g. 4k x 5k = 20 MP)
 )
+MAX_FILE_BYTES = 512 << 20  # a file is read whole to be decoded: larger is not one radiograph
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
@@ -72,7 +74,7 @@ def is_dicom_file(path: Path) -> bool:
     if path.name.lower().endswith(DICOM_SUFFIXES):
         return True
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO or a device is not DICOM, and is not opened
             return _is_dicom(fh.read(132), "")
     except OSError:
         return False

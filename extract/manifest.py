@@ -93,10 +93,11 @@ def build_manifest(
         entries, rejects, meta = from_manifest(data, data.parent)
         entries += [entry for entry, _ in rejects]  # listed twice or unlabelled: still listed
     else:
-        entries, meta = from_folders(data), ()
+        (entries, rejects), meta = from_folders(data), ()
     columns = (*KNOWN_COLUMNS, *meta, *HEADER_COLUMNS.values(), *EXTRA)
     columns = tuple(dict.fromkeys(columns))
-    rows, unreadable, dicom = [], {}, 0
+    rows, dicom = [], 0
+    unreadable = {entry.path: reason for entry, reason in rejects}  # names not UTF-8
     for entry in entries:
         row = {"path": entry.path, "label": entry.label, "source": entry.source, **entry.meta}
         patient = entry.patient_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import types
@@ -15,17 +16,21 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import skops.io as sio
+from helpers import save_png
 from typer.testing import CliRunner
 
 from cxr.classify.heads import build_head
 from cxr.classify.model import MODEL_FORMAT, load_model, predict
 from cxr.cli import app
 from cxr.errors import CxrError
+from cxr.extract.dataset import discover
 
 runner = CliRunner()
 CLASSES = ["a", "b", "c"]
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
 
 def _bundle(head: str, dim: int = 8, rows: int = 60, **params) -> dict:
@@ -298,3 +303,80 @@ def test_two_trains_cannot_both_replace_one_model(make_synthetic_store, tmp_path
     assert result.exit_code == 2 and "another `cxr train` is writing" in result.stderr
     assert "pid 4242" in result.stderr and out.read_bytes() == before
     assert _train(store, out, "--head", "logreg", "--seed", "3").exit_code == 0  # lock released
+
+
+# ---- regular files only -------------------------------------------------------------------------
+
+DISCOVER_FIFO = """
+import json, sys
+from pathlib import Path
+from cxr.extract.dataset import Entry, discover
+from cxr.extract.manifest import build_manifest
+from cxr.extract.reader import _prepare
+data, fifo = Path(sys.argv[1]), Path(sys.argv[2])
+found = {}
+for manifest in (None, data / "list.csv"):
+    found[str(manifest)] = sorted([e.path, r] for e, r in discover(data, manifest).rejects)
+found["read"] = _prepare(Entry("x.png", fifo, "covid", sha256="0" * 64), {224}, "squash")[1]
+found["manifest"] = build_manifest(data, data.parent / "m.csv", keep_ids=True).rows
+print(json.dumps(found))
+"""
+
+
+def test_fifos_and_devices_are_rejects_not_hangs(tmp_path):
+    """A FIFO or a symlink to /dev/zero in a class folder or a manifest hung `cxr features` (and
+    `cxr manifest`) before it printed anything; run in a subprocess with a timeout."""
+    data = tmp_path / "data"
+    save_png(data / "covid" / "a.png", 1)
+    save_png(data / "normal" / "b.png", 2)
+    os.mkfifo(data / "covid" / "pipe.png")
+    (data / "normal" / "zero.png").symlink_to("/dev/zero")
+    (data / "list.csv").write_text(
+        "path,label\ncovid/a.png,covid\ncovid/pipe.png,covid\nnormal/zero.png,normal\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", DISCOVER_FIFO, str(data), str(data / "covid" / "pipe.png")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("discovery hung on a FIFO or a device")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    expected = [
+        ["covid/pipe.png", "not a regular file (a FIFO)"],
+        ["normal/zero.png", "not a regular file (a character device)"],
+    ]
+    assert found["None"] == expected and found[str(data / "list.csv")] == expected
+    assert found["read"] == "not a regular file (a FIFO)"  # swapped in after hashing
+    assert found["manifest"] == 4  # listed; features rejects them with the reasons above
+
+
+def test_manifest_paths_outside_the_data_folder_are_refused_unless_asked(tmp_path):
+    data = tmp_path / "data"
+    save_png(data / "covid" / "a.png", 1)
+    secret = save_png(tmp_path / "elsewhere" / "s.png", 2)
+    (data / "manifest.csv").write_text(
+        f"path,label\ncovid/a.png,covid\n../elsewhere/s.png,covid\n{secret},normal\n"
+        "covid/../covid/a.png,covid\n"
+    )
+    found = discover(data, None)
+    reasons = {e.path: r for e, r in found.rejects}
+    assert [e.path for e in found.entries] == ["covid/a.png", "covid/../covid/a.png"]
+    assert reasons["../elsewhere/s.png"].startswith("outside the data folder (it climbs out")
+    assert reasons[str(secret)].startswith("outside the data folder (an absolute path)")
+    assert "--allow-outside-data" in reasons[str(secret)]
+    allowed = discover(data, None, allow_outside=True)
+    assert len(allowed.entries) == 4 and not allowed.rejects
+
+
+def test_a_name_that_is_not_utf8_is_one_reject_at_discovery(tmp_path):
+    data = tmp_path / "data"
+    save_png(data / "covid" / "a.png", 1)
+    save_png(data / "covid" / os.fsdecode(b"caf\xe9.png"), 2)  # a Latin-1 name from a PACS
+    found = discover(data, None)
+    assert [e.path for e in found.entries] == ["covid/a.png"]
+    [(entry, reason)] = found.rejects
+    assert entry.path == "covid/caf\\xe9.png" and reason.startswith("file name is not valid UTF-8")
