@@ -2,7 +2,8 @@
 
 PACS exports carry in their headers what grouped folds and confound checks need: the patient,
 the view (portable AP films come from sicker patients, a known shortcut), the modality, the
-scanner. This reads the headers only (never the pixel data) of every file in class folders or
+scanner. This reads the headers only (never the pixel data, not even inflated: see
+``cxr.extract.images.read_dicom``) of every file in class folders or
 in an existing manifest, and writes them as manifest columns. Patient ids and institution names
 are pseudonymised with a keyed hash (HMAC-SHA256), so the manifest can leave the hospital while
 the same patient keeps the same id across exports made with the same key. So are the columns of
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 from cxr.extract.dataset import KNOWN_COLUMNS, from_folders, from_manifest
-from cxr.extract.images import is_dicom_file
+from cxr.extract.hashing import open_regular
+from cxr.extract.images import is_dicom_file, read_dicom
 
 KEY_VARIABLE = "CXR_ID_KEY"
 # DICOM keyword -> manifest column, in the order the manifest lists them.
@@ -135,14 +137,13 @@ def build_manifest(
 
 def _header(file: Path) -> tuple[dict[str, str], str]:
     """The manifest's DICOM columns, read without the pixel data; or the reason it failed."""
-    import pydicom
-
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(file) as fh:
             warnings.simplefilter("ignore")  # odd but readable headers are the norm in exports
-            ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
+            ds = read_dicom(fh, header_only=True)
     except Exception as exc:  # pydicom raises many types for garbage input
-        return {}, f"cannot read DICOM header ({str(exc).splitlines()[0]})"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return {}, f"cannot read DICOM header ({reason})"
     if not any(k in ds for k in ("SOPClassUID", "Modality", "PatientID", "PixelData")):
         return {}, "not a DICOM file (no SOP class, modality, patient or pixel data)"
     header = {column: _text(ds.get(keyword)) for keyword, column in HEADER_COLUMNS.items()}

@@ -9,24 +9,29 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import types
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import skops.io as sio
-from helpers import save_png
+from helpers import save_png, xray_like
+from PIL import Image
 from typer.testing import CliRunner
 
+import cxr
 from cxr.classify.heads import build_head
 from cxr.classify.model import MODEL_FORMAT, load_model, predict
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract.dataset import discover
+from cxr.extract.images import Rejected, decode_pixels
 
 runner = CliRunner()
 CLASSES = ["a", "b", "c"]
@@ -305,6 +310,38 @@ def test_two_trains_cannot_both_replace_one_model(make_synthetic_store, tmp_path
     assert _train(store, out, "--head", "logreg", "--seed", "3").exit_code == 0  # lock released
 
 
+# ---- decoders: only the formats the tool supports ----------------------------------------------
+
+POSTSCRIPT = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto 64 64 lineto stroke\n"
+)
+
+
+def test_postscript_named_png_never_reaches_ghostscript(monkeypatch):
+    """Pillow identifies PostScript by its content and hands it to Ghostscript; only PNG, JPEG,
+    BMP and TIFF may be opened."""
+    from PIL import EpsImagePlugin
+
+    calls = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a) or 1 / 0)
+    with pytest.raises(Rejected, match=r"^not an image \(unrecognised format\)$"):
+        decode_pixels(POSTSCRIPT, "film.png")
+    assert calls == []
+
+
+def test_one_function_opens_every_image_and_every_dicom():
+    """features, predict and the audit's hashes decode through extract/images.py alone (and
+    `cxr manifest` reads headers through it), so its limits hold everywhere."""
+    package = Path(cxr.__file__).parent
+    openers = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if path.relative_to(package).parts[0] not in ("tests", "benchmarks", ".venv")
+        and ("Image.open(" in path.read_text() or "dcmread(" in path.read_text())
+    }
+    assert openers == {"extract/images.py"}
+
+
 # ---- regular files only -------------------------------------------------------------------------
 
 DISCOVER_FIFO = """
@@ -380,3 +417,241 @@ def test_a_name_that_is_not_utf8_is_one_reject_at_discovery(tmp_path):
     assert [e.path for e in found.entries] == ["covid/a.png"]
     [(entry, reason)] = found.rejects
     assert entry.path == "covid/caf\\xe9.png" and reason.startswith("file name is not valid UTF-8")
+
+
+# ---- decompression bombs ------------------------------------------------------------------------
+
+
+def _encapsulated(name: str, patch) -> bytes:
+    """A real compressed DICOM of pydicom's whose codestream is patched by ``patch``."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(PYDICOM_FILES / name)
+    code = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    patch(code)
+    ds.PixelData = encapsulate([bytes(code)])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def _j2k_bomb() -> bytes:
+    """JPEG 2000 whose SIZ marker declares 40000 x 40000 px in one tile (the header: 256 x 1024):
+    3.2 GB of memory to be told it cannot be decoded."""
+
+    def patch(code):
+        struct.pack_into(
+            ">8I", code, code.find(b"\xff\x51") + 6, *(40000,) * 2, 0, 0, *(40000,) * 2, 0, 0
+        )
+
+    return _encapsulated("JPEG2000.dcm", patch)
+
+
+def _jpeg_bomb() -> bytes:
+    """Baseline JPEG whose frame header declares 30000 x 30000 x 3 (the header: 100 x 100):
+    10 GB of memory, 20 s."""
+    return _encapsulated(
+        "SC_rgb_jpeg_dcmtk.dcm",
+        lambda code: struct.pack_into(">HH", code, code.find(b"\xff\xc0") + 5, 30000, 30000),
+    )
+
+
+def _dicom_header(**elements):
+    from pydicom.dataset import Dataset
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds.Modality, ds.PatientID, ds.PatientAge, ds.ViewPosition = "CR", "PAT-1", "093Y", "PA"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", 64, 64
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def _written(ds=None, *, syntax, tail: bytes = b"") -> bytes:
+    """Preamble, file meta and the data set (explicit VR little endian), then ``tail``."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        generate_uid(),
+    )
+    meta.TransferSyntaxUID = syntax
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_file_meta_info(fp, meta)
+    if ds is not None:
+        write_dataset(fp, ds)
+    return b"\0" * 128 + b"DICM" + fp.getvalue() + tail
+
+
+def _deflated_bomb(inflated: int = 3 << 30) -> bytes:
+    """Deflated explicit VR: a 64 x 64 header whose pixel data inflates to 3 GB, from 3 MB of
+    file (one full-flushed megabyte of zeros, repeated). pydicom inflated all of it, even with
+    stop_before_pixels; this machine's kernel killed the process."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, _dicom_header())
+    pixel_data = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, inflated)
+    head = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = head.compress(fp.getvalue() + pixel_data) + head.flush(zlib.Z_FULL_FLUSH)
+    zeros = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = zeros.compress(bytes(1 << 20)) + zeros.flush(zlib.Z_FULL_FLUSH)
+    stream += chunk * (inflated >> 20) + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+    return _written(syntax=DeflatedExplicitVRLittleEndian, tail=stream)
+
+
+def _rle_bomb(side: int = 8900) -> bytes:
+    """RLE, 8900 x 8900 px (under the 80-megapixel guard) x 3 samples x 32 bits: 950 MB to
+    decode from a file of 700 bytes (12 segments of 2 bytes)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    offsets = [64 + 2 * i for i in range(12)]
+    frame = struct.pack("<16I", 12, *offsets, *[0] * 3) + b"\x81\x00" * 12
+    ds = _dicom_header(Rows=side, Columns=side, SamplesPerPixel=3, PhotometricInterpretation="RGB")
+    ds.PlanarConfiguration, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 0, 32, 32, 31
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    return _written(ds, syntax=RLELossless)
+
+
+BOMBS = {"j2k": _j2k_bomb, "jpeg": _jpeg_bomb, "deflated": _deflated_bomb, "rle": _rle_bomb}
+DECODE_UNDER_LIMIT = """
+import json, resource, sys
+from pathlib import Path
+from cxr.extract.images import Rejected, decode_pixels
+from cxr.extract.manifest import _header
+limit = 1 << 30  # 1 GB of address space: every bomb above needs more
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+found = {}
+for file in map(Path, sys.argv[1:]):
+    try:
+        decode_pixels(file.read_bytes(), file.name)
+        found[file.stem] = "decoded"
+    except Rejected as exc:
+        found[file.stem] = str(exc)
+found["header"] = _header(Path(sys.argv[1]).with_name("deflated.dcm"))
+found["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(json.dumps(found))
+"""
+
+
+def test_decompression_bombs_are_refused_before_memory_is_taken(tmp_path):
+    """Tiny files declaring huge sizes where the 80-megapixel guard (Rows x Columns of the DICOM
+    header) did not look; decoded in a subprocess allowed 1 GB of address space."""
+    files = []
+    for name, make in BOMBS.items():
+        files.append(tmp_path / f"{name}.dcm")
+        files[-1].write_bytes(make())
+        assert files[-1].stat().st_size < 4 << 20
+    done = subprocess.run(
+        [sys.executable, "-c", DECODE_UNDER_LIMIT, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    for name in BOMBS:
+        assert "possible decompression bomb" in found[name], (name, found[name])
+    assert "40000x40000" in found["j2k"] and "30000x30000" in found["jpeg"]
+    assert "3 samples x 32 bits" in found["rle"] and "inflates to more than" in found["deflated"]
+    header, reason = found["header"]  # cxr manifest reads the header without the 3 GB of pixels
+    assert reason == "" and header["modality"] == "CR" and header["age"] == "90"
+    assert found["maxrss_mb"] < 700
+
+
+def test_a_codestream_that_disagrees_with_its_header_is_refused():
+    """Within the limits, but not the image the header describes: not decoded."""
+    small = _encapsulated(
+        "SC_rgb_jpeg_dcmtk.dcm",
+        lambda code: struct.pack_into(">HH", code, code.find(b"\xff\xc0") + 5, 200, 100),
+    )
+    with pytest.raises(Rejected, match="declares 100x200 px, its DICOM header 100x100"):
+        decode_pixels(small, "x.dcm")
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outlier", [np.inf, -np.inf, 1e30, np.nan])
+def test_one_odd_float_pixel_does_not_black_out_the_film(outlier):
+    """TIFF mode F with one +-inf or 1e30 pixel was embedded as an all-black (or all-white)
+    film; it is windowed on the percentiles of its finite values."""
+    film = xray_like(3, (96, 80)).astype(np.float32) / 255
+
+    def tiff(values) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(values, mode="F").save(buffer, format="TIFF")
+        return buffer.getvalue()
+
+    odd = film.copy()
+    odd[5, 5] = outlier
+    clean, got = decode_pixels(tiff(film), "a.tif"), decode_pixels(tiff(odd), "b.tif")
+    assert got.std() > 30 and np.corrcoef(got.ravel(), clean.ravel())[0, 1] > 0.99
+
+
+def test_a_float_dicom_with_an_outlier_is_windowed_too():
+    film = xray_like(4, (96, 80)).astype(np.float32)
+    odd = film.copy()
+    odd[0, 0] = 1e30
+    ds = _dicom_header(Rows=80, Columns=96, BitsAllocated=32)
+    for keyword in ("BitsStored", "HighBit", "PixelRepresentation"):
+        delattr(ds, keyword)
+    ds.FloatPixelData = odd.tobytes()
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    got = decode_pixels(_written(ds, syntax=ExplicitVRLittleEndian), "f.dcm")
+    assert got.std() > 30 and np.corrcoef(got.ravel(), film.ravel())[0, 1] > 0.95
+
+
+# ---- one `cxr features` run over all of it -------------------------------------------------------
+
+
+def test_features_stores_the_good_films_and_names_every_odd_file(tmp_path, monkeypatch):
+    """Class folders as a careless export leaves them: PostScript named .png, a Latin-1 name, a
+    JPEG 2000 bomb, a float TIFF with an infinite pixel. Before, the Latin-1 name stopped the
+    run at the publish (UnicodeEncodeError naming no file) and no store was ever written."""
+    from PIL import EpsImagePlugin
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: 1 / 0)
+    data = tmp_path / "data"
+    for i, name in enumerate(("covid/a.png", "covid/b.png", "normal/c.png", "normal/d.png")):
+        save_png(data / name, i)
+    (data / "covid" / "ghost.png").write_bytes(POSTSCRIPT)
+    save_png(data / "normal" / os.fsdecode(b"caf\xe9.png"), 7)
+    (data / "covid" / "bomb.dcm").write_bytes(_j2k_bomb())
+    film = xray_like(8, (96, 80)).astype(np.float32)
+    film[1, 1] = np.inf
+    Image.fromarray(film, mode="F").save(data / "normal" / "float.tif")
+    features = tmp_path / "features"
+    args = ["features", str(data), "-b", "mobilenet_025", "--weights", "random"]
+    result = runner.invoke(app, [*args, "--features", str(features), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    from cxr.store import load
+
+    fs = load(features, "mobilenet_025")
+    assert sorted(fs.rows["path"]) == [
+        "covid/a.png",
+        "covid/b.png",
+        "normal/c.png",
+        "normal/d.png",
+        "normal/float.tif",
+    ]
+    reasons = dict(zip(fs.rejected["path"], fs.rejected["reason"], strict=True))
+    assert reasons["covid/ghost.png"] == "not an image (unrecognised format)"
+    assert reasons["normal/caf\\xe9.png"].startswith("file name is not valid UTF-8")
+    assert "possible decompression bomb" in reasons["covid/bomb.dcm"]
+    assert "Traceback" not in result.output
