@@ -304,8 +304,17 @@ def _render_manifest(document: dict, console: Console) -> None:
     filled = document["filled"]
     shown = ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
     console.print(f"Rows with a value, per column: {shown}", highlight=False, soft_wrap=True)
+    if document["dropped"]:
+        console.print(
+            f"Dropped (not on the allow-list of shareable columns; --keep-ids keeps them): "
+            f"{escape(', '.join(document['dropped']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
     for path, reason in document["unreadable"].items():
-        console.print(f"[yellow]unreadable header:[/] {path}: {reason}", highlight=False)
+        console.print(
+            f"[yellow]unreadable header:[/] {escape(path)}: {escape(reason)}", highlight=False
+        )
 
 
 @app.command()

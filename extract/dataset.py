@@ -13,6 +13,9 @@ reject with a reason:
 - a manifest path that is absolute or climbs out of the data folder with ``..``, unless the
   caller allows it (``cxr features --allow-outside-data``): a manifest from elsewhere must not
   make the tool read files its user did not point it at.
+
+Manifest cells are read through ``unescape_cell``, the inverse of the spreadsheet escaping that
+`cxr manifest` writes (``escape_cell``), so paths and labels come back as they were.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ MANIFEST_NAME = "manifest.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "patient_id", "source")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Whether manifest paths may be absolute or climb out of the data folder. The CLI sets it for
 # `cxr features --allow-outside-data`: extract_features (runner.py) does not take the option yet.
 ALLOW_OUTSIDE_DATA: ContextVar[bool] = ContextVar("cxr_allow_outside_data", default=False)
@@ -169,6 +174,20 @@ def from_folders(data: Path) -> tuple[list[Entry], list[tuple[Entry, str]]]:
     return entries, rejects
 
 
+def escape_cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading ' before = + - @ tab or CR (and before
+    a ' that the reader would otherwise take for this escape). ``unescape_cell`` undoes it."""
+    return "'" + value if value.startswith(FORMULA_STARTS) or _escaped(value) else value
+
+
+def unescape_cell(value: str) -> str:
+    return value[1:] if _escaped(value) else value
+
+
+def _escaped(value: str) -> bool:
+    return value[:1] == "'" and value[1:2] in (*FORMULA_STARTS, "'")
+
+
 def outside_data(rel: str) -> str:
     """How a manifest path leaves the data folder ("" if it does not)."""
     if Path(rel).is_absolute():
@@ -188,7 +207,8 @@ def from_manifest(
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            columns = tuple(reader.fieldnames or ())
+            columns = tuple(unescape_cell(c) for c in reader.fieldnames or ())
+            reader.fieldnames = list(columns)
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CxrError(f"{manifest}: cannot read manifest ({exc})") from None
@@ -203,7 +223,7 @@ def from_manifest(
     meta_columns = tuple(c for c in columns if c not in KNOWN_COLUMNS)
     entries, rejects, seen = [], [], set()
     for raw in rows:
-        row = {c: raw.get(c) or "" for c in columns}
+        row = {c: unescape_cell(raw.get(c) or "") for c in columns}
         rel = row["path"].strip()
         file = Path(rel) if Path(rel).is_absolute() else root / rel
         entry = Entry(

@@ -655,3 +655,60 @@ def test_features_stores_the_good_films_and_names_every_odd_file(tmp_path, monke
     assert reasons["normal/caf\\xe9.png"].startswith("file name is not valid UTF-8")
     assert "possible decompression bomb" in reasons["covid/bomb.dcm"]
     assert "Traceback" not in result.output
+
+
+# ---- cxr manifest: what leaves the hospital -----------------------------------------------------
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_manifest_writes_an_allow_list_of_columns_and_caps_every_age(tmp_path):
+    """A MIMIC-style export: subject, study and image ids, an accession number, a UID, a URL and
+    free text; before, only names matching a regex were pseudonymised, the rest (and ages over
+    89 from the CSV itself) went out verbatim."""
+    from cxr.extract.manifest import build_manifest
+
+    data = tmp_path / "data"
+    save_png(data / "covid" / "a.png", 1)
+    save_png(data / "normal" / "b.png", 2)
+    given = data / "export.csv"
+    given.write_text(
+        "path,label,subject_id,study_id,dicom_id,AccessionNumber,SOPInstanceUID,finding,"
+        "orig_url,notes,age\n"
+        "covid/a.png,covid,10000032,50414267,02aa804e,ACC-991,1.2.840.1.5,COVID-19,"
+        "https://pacs.example/10000032,seen by Dr Roe,95\n"
+        "normal/b.png,normal,10000033,50414268,02aa804f,ACC-992,1.2.840.1.6,,,,42\n"
+    )
+    summary = build_manifest(given, tmp_path / "out.csv", key="k")
+    text = (tmp_path / "out.csv").read_text()
+    for secret in ("10000032", "50414267", "02aa804e", "ACC-991", "1.2.840.1.5", "Roe", "pacs"):
+        assert secret not in text, secret
+    assert set(summary.dropped) == {"orig_url", "notes"}
+    a, b = _csv_rows(tmp_path / "out.csv")
+    assert (a["finding"], a["age"], b["age"]) == ("COVID-19", "90", "42")
+    assert a["subject_id"].startswith("i-") and a["subject_id"] != b["subject_id"]
+
+
+def test_manifest_cells_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_path):
+    """Class folders and files named like formulas (a careless export or an attacker): the CSV
+    shows them as text, and `cxr features` reads the original names back."""
+    from cxr.extract.dataset import from_manifest
+    from cxr.extract.manifest import build_manifest
+
+    data = tmp_path / "data"
+    names = ["=HYPERLINK(x)/+1.png", "=HYPERLINK(x)/@a.png", "-2/'=b.png", "-2/plain.png"]
+    for i, name in enumerate(names):
+        save_png(data / name, i)
+    out = data / "manifest.csv"
+    build_manifest(data, out, keep_ids=True)
+    for line in out.read_text().splitlines()[1:]:
+        assert all(not cell.startswith(("=", "+", "-", "@")) for cell in line.split(","))
+    entries, rejects, _ = from_manifest(out, data)
+    assert not rejects and sorted(e.path for e in entries) == sorted(names)
+    assert {e.label for e in entries} == {"=HYPERLINK(x)", "-2"}
+    assert all(e.file.is_file() for e in entries)
