@@ -76,6 +76,8 @@ def _hash_file(item: tuple[str, Path]) -> tuple[str, np.ndarray | str]:
         return expected, phash(decode_pixels(data, file.name))
     except Rejected as exc:
         return expected, f"{file}: {exc}"
+    except Exception as exc:  # a decoder's own bug costs one file's hash, never the audit
+        return expected, f"{file}: cannot decode ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def hashes_for(

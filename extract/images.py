@@ -287,7 +287,11 @@ def _check_codestream(ds, columns: int, rows: int) -> None:
     header says: it is bounded too, and must agree with the header."""
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is None or not syntax.is_encapsulated or syntax == "1.2.840.10008.1.2.5":
+    try:
+        native = syntax is None or not syntax.is_encapsulated or syntax == "1.2.840.10008.1.2.5"
+    except ValueError:  # not a transfer syntax at all: the decoder will say so
+        return
+    if native:
         return  # native pixel data, or RLE: decoded into the size the header declares
     from pydicom.encaps import generate_frames
 
