@@ -26,8 +26,9 @@ Hostile files (the README's "Untrusted files"):
   everywhere it is declared: the pixels (``MAX_PIXELS``) and the decoded bytes, rows x columns x
   samples x bits x frames (``MAX_PIXEL_BYTES``), of the DICOM header; the compressed image's own
   header (the JPEG or JPEG-LS frame header, the JPEG 2000 SIZ marker), which must also agree with
-  the DICOM header; and a deflated data set is inflated here, at most ``MAX_PIXEL_BYTES`` plus
-  ``DICOM_HEADER_BYTES`` of it (pydicom would inflate all of it, even to read the header alone).
+  the DICOM header; and a deflated data set is inflated here, its header first (at most
+  ``DICOM_HEADER_BYTES``), then only the pixels that header declares (pydicom would inflate all
+  of it in one call, even to read the header alone).
 """
 
 from __future__ import annotations
@@ -184,18 +185,7 @@ def _decode_dicom(data: bytes) -> np.ndarray:
         raise Rejected(f"cannot read DICOM ({_first_line(exc)})") from None
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise Rejected("DICOM has no pixel data")
-    try:
-        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        bits = int(ds.get("BitsAllocated") or 8)
-    except (TypeError, ValueError):
-        raise Rejected("DICOM Rows/Columns are not numbers") from None
-    frames = _frames(ds)
-    _check_pixels(columns, rows)
-    _check_bytes(
-        f"{columns}x{rows} px x {samples} samples x {bits} bits x {frames} frames",
-        columns * rows * max(samples, 1) * -(-max(bits, 1) // 8) * max(frames, 1),
-    )
+    rows, columns, frames = _check_declared(ds)
     if frames > 1:
         raise Rejected(
             f"multi-frame DICOM ({frames} frames): a chest radiograph is one frame; export the "
@@ -216,14 +206,39 @@ def _decode_dicom(data: bytes) -> np.ndarray:
         raise Rejected(f"cannot apply the DICOM display values ({_first_line(exc)})") from None
 
 
+def _check_declared(ds) -> tuple[int, int, int]:
+    """(rows, columns, frames) of a DICOM header whose pixels are within the limits: at most
+    MAX_PIXELS a frame, at most MAX_PIXEL_BYTES decoded (rows x columns x samples x bits
+    allocated x frames); Rejected otherwise."""
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        raise Rejected("DICOM Rows/Columns are not numbers") from None
+    frames = _frames(ds)
+    _check_pixels(columns, rows)
+    _check_bytes(
+        f"{columns}x{rows} px x {samples} samples x {bits} bits x {frames} frames",
+        _pixel_bytes(rows, columns, samples, bits, frames),
+    )
+    return rows, columns, frames
+
+
+def _pixel_bytes(rows: int, columns: int, samples: int, bits: int, frames: int) -> int:
+    return rows * columns * max(samples, 1) * -(-max(bits, 1) // 8) * max(frames, 1)
+
+
 def read_dicom(source: BinaryIO, *, header_only: bool = False):
     """The one reader of DICOM data sets (the decoder, and `cxr manifest` with ``header_only``,
     which stops before the pixel data and leaves values over 1 MB unread).
 
     A deflated data set (Deflated Explicit VR Little Endian) is inflated here, chunk by chunk:
     pydicom inflates the whole of it in one call, pixels included, even for the header alone.
-    Full reads stop with Rejected past MAX_PIXEL_BYTES + DICOM_HEADER_BYTES; a header read
-    inflates at most DICOM_HEADER_BYTES, and refuses a header that does not end within them.
+    First at most DICOM_HEADER_BYTES, which must hold the header (everything before the pixel
+    data); then, for a full read, only as much more as the pixels that header declares (within
+    the limits of ``_check_declared``) and DICOM_HEADER_BYTES of trailing elements: a bomb costs
+    tens of megabytes to refuse, whatever it would inflate to.
     """
     import pydicom
     from pydicom.filebase import DicomBytesIO
@@ -234,30 +249,38 @@ def read_dicom(source: BinaryIO, *, header_only: bool = False):
     meta = _read_file_meta_info(source)
     if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
         source.seek(start)
-        return pydicom.dcmread(
-            source,
-            force=True,
-            stop_before_pixels=header_only,
-            defer_size="1 MB" if header_only else None,
-        )
-    limit = DICOM_HEADER_BYTES if header_only else MAX_PIXEL_BYTES + DICOM_HEADER_BYTES
-    inflated, whole = _inflate(source, limit)
-    if not whole and not header_only:
-        raise Rejected(
-            f"too large: its deflated data set inflates to more than {limit:,} bytes; possible "
-            "decompression bomb"
-        )
-    reached = []  # stop at the pixel data (header_only)
+        defer = "1 MB" if header_only else None  # large values stay unread
+        return pydicom.dcmread(source, force=True, stop_before_pixels=header_only, defer_size=defer)
+    inflater = _Inflater(source)
+    inflated = inflater.read(DICOM_HEADER_BYTES + 1)
+    reached = []
 
     def at_pixels(tag, vr, length) -> bool:
-        if header_only and tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):
+        if tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # (float, double) pixel data
             reached.append(tag)
             return True
         return False
 
-    dataset = read_dataset(DicomBytesIO(inflated), False, True, stop_when=at_pixels)
-    if not whole and not reached:
+    header = read_dataset(DicomBytesIO(bytes(inflated)), False, True, stop_when=at_pixels)
+    more = len(inflated) > DICOM_HEADER_BYTES  # the stream goes on
+    if more and not reached:
         raise Rejected(f"its deflated header is larger than {DICOM_HEADER_BYTES:,} bytes")
+    dataset = header
+    if not header_only:
+        if more:
+            rows, columns, frames = _check_declared(header)
+            samples = int(header.get("SamplesPerPixel") or 1)
+            limit = DICOM_HEADER_BYTES + _pixel_bytes(
+                rows, columns, samples, int(header.get("BitsAllocated") or 8), frames
+            )
+            rest = inflater.read(limit + 1)
+            if len(rest) > limit:
+                raise Rejected(
+                    "too large: its deflated data set inflates to more than its header "
+                    f"declares ({len(inflated) + limit:,} bytes); possible decompression bomb"
+                )
+            inflated += rest
+        dataset = read_dataset(DicomBytesIO(bytes(inflated)), False, True)
     ds = pydicom.dataset.FileDataset(
         getattr(source, "name", "") or "", dataset, preamble, meta, False, True
     )
@@ -265,21 +288,24 @@ def read_dicom(source: BinaryIO, *, header_only: bool = False):
     return ds
 
 
-def _inflate(source: BinaryIO, limit: int) -> tuple[bytearray, bool]:
-    """At most ``limit`` bytes of the raw deflate stream in ``source``, and whether it ended
-    within them (a truncated stream ends where its bytes do)."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    out, pending = bytearray(), b""
-    while not inflater.eof:
-        pending = pending or source.read(1 << 16)
-        if not pending:
-            break
-        out += inflater.decompress(pending, limit + 1 - len(out))
-        pending = inflater.unconsumed_tail
-        if len(out) > limit:
-            del out[limit:]
-            return out, False
-    return out, True
+class _Inflater:
+    """A raw deflate stream, read from ``source`` a bounded piece at a time."""
+
+    def __init__(self, source: BinaryIO):
+        self.source, self.pending = source, b""
+        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+
+    def read(self, limit: int) -> bytearray:
+        """At most ``limit`` more inflated bytes; fewer when the stream (or its bytes) ends."""
+        out = bytearray()
+        while len(out) < limit and not self.inflater.eof:
+            if not self.pending:
+                self.pending = self.source.read(1 << 16)
+                if not self.pending:
+                    break
+            out += self.inflater.decompress(self.pending, limit - len(out))
+            self.pending = self.inflater.unconsumed_tail
+        return out
 
 
 def _check_codestream(ds, columns: int, rows: int) -> None:

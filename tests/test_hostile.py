@@ -542,7 +542,9 @@ for file in map(Path, sys.argv[1:]):
     except Rejected as exc:
         found[file.stem] = str(exc)
 found["header"] = _header(Path(sys.argv[1]).with_name("deflated.dcm"))
-found["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+found["peak_mb"] = int(peak[0].split()[1]) // 1024  # this image's own peak (ru_maxrss may
+# report the forking parent's)
 print(json.dumps(found))
 """
 
@@ -567,10 +569,10 @@ def test_decompression_bombs_are_refused_before_memory_is_taken(tmp_path):
     for name in BOMBS:
         assert "possible decompression bomb" in found[name], (name, found[name])
     assert "40000x40000" in found["j2k"] and "30000x30000" in found["jpeg"]
-    assert "3 samples x 32 bits" in found["rle"] and "inflates to more than" in found["deflated"]
+    assert "3 samples x 32 bits" in found["rle"] and "more than its header" in found["deflated"]
     header, reason = found["header"]  # cxr manifest reads the header without the 3 GB of pixels
     assert reason == "" and header["modality"] == "CR" and header["age"] == "90"
-    assert found["maxrss_mb"] < 700
+    assert found["peak_mb"] < 300, found["peak_mb"]
 
 
 def test_a_codestream_that_disagrees_with_its_header_is_refused():
