@@ -295,21 +295,20 @@ def manifest(
 def _render_manifest(document: dict, console: Console) -> None:
     console = err_console if document["out"] == "-" else console  # stdout holds the CSV
     ids = "pseudonymised" if document["pseudonymised"] else "real (--keep-ids: do not share)"
-    console.print(
+    text = partial(console.print, highlight=False, soft_wrap=True, markup=False)  # names: text
+    text(
         f"Wrote {document['out']}: {document['rows']} rows, {document['dicom']} DICOM headers "
-        f"read, {document['with_patient_id']} with a patient id ({ids}).",
-        highlight=False,
-        soft_wrap=True,
+        f"read, {document['with_patient_id']} with a patient id ({ids})."
     )
     filled = document["filled"]
-    shown = ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
-    console.print(f"Rows with a value, per column: {shown}", highlight=False, soft_wrap=True)
+    text(
+        "Rows with a value, per column: "
+        + ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
+    )
     if document["dropped"]:
-        console.print(
-            f"Dropped (not on the allow-list of shareable columns; --keep-ids keeps them): "
-            f"{escape(', '.join(document['dropped']))}",
-            highlight=False,
-            soft_wrap=True,
+        text(
+            "Dropped (not on the allow-list of shareable columns; --keep-ids keeps them): "
+            + ", ".join(document["dropped"])
         )
     for path, reason in document["unreadable"].items():
         console.print(

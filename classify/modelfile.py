@@ -92,9 +92,11 @@ def check_archive(fh: BinaryIO, size: int) -> dict:
             document = json.loads(text)
         except ModelProblem:
             raise
+        except RecursionError:
+            raise ModelProblem("schema.json is nested too deep to parse") from None
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
             raise ModelProblem(f"a damaged archive ({type(exc).__name__}: {exc})") from None
-        except (ValueError, RecursionError) as exc:  # JSON, or a .npy header
+        except ValueError as exc:
             raise ModelProblem(f"schema.json is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(document, dict):
         raise ModelProblem("schema.json does not describe an object")

@@ -807,3 +807,14 @@ def test_a_store_cannot_make_the_tool_read_another_file(make_synthetic_store, tm
         f["rows/label"] = h5py.ExternalLink(str(other), "rows/label")
     with pytest.raises(StoreError, match="rows/label is a link to somewhere else"):
         load(path)
+
+
+def test_manifest_columns_named_like_markup_are_printed_as_text(tmp_path):
+    """Rich read a column name of a hospital CSV as markup: '[/]_id' crashed the summary."""
+    data = tmp_path / "data"
+    save_png(data / "covid" / "a.png", 1)
+    (data / "m.csv").write_text("path,label,[/]_id,[bold]age\ncovid/a.png,covid,123,95\n")
+    args = ["manifest", str(data / "m.csv"), "--out", str(tmp_path / "out.csv"), "--key", "k"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "[/]_id 1" in result.output and "keeps them): [bold]age" in result.output
