@@ -231,6 +231,12 @@ def features(
         help="Move these backbones' stores (and unreadable shards) aside, then build them again.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
+    allow_outside_data: bool = typer.Option(
+        False,
+        "--allow-outside-data",
+        help="Read manifest paths that are absolute or climb out of DATA with '..' (refused by "
+        "default: a manifest from elsewhere must not point the tool at other files).",
+    ),
     runtime: RuntimeName = RUNTIME,
     precision: PrecisionName = typer.Option(
         "f32",
@@ -269,6 +275,7 @@ def features(
         progress=RichProgress(_console(json_out), bars=True),
         scheduler=scheduler,
         shard=shard,
+        allow_outside_data=allow_outside_data,
     )
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, _render_features)
@@ -334,17 +341,25 @@ def manifest(
 def _render_manifest(document: dict, console: Console) -> None:
     console = err_console if document["out"] == "-" else console  # stdout holds the CSV
     ids = "pseudonymised" if document["pseudonymised"] else "real (--keep-ids: do not share)"
-    console.print(
+    text = partial(console.print, highlight=False, soft_wrap=True, markup=False)  # names: text
+    text(
         f"Wrote {document['out']}: {document['rows']} rows, {document['dicom']} DICOM headers "
-        f"read, {document['with_patient_id']} with a patient id ({ids}).",
-        highlight=False,
-        soft_wrap=True,
+        f"read, {document['with_patient_id']} with a patient id ({ids})."
     )
     filled = document["filled"]
-    shown = ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
-    console.print(f"Rows with a value, per column: {shown}", highlight=False, soft_wrap=True)
+    text(
+        "Rows with a value, per column: "
+        + ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
+    )
+    if document["dropped"]:
+        text(
+            "Dropped (not on the allow-list of shareable columns; --keep-ids keeps them): "
+            + ", ".join(document["dropped"])
+        )
     for path, reason in document["unreadable"].items():
-        console.print(f"[yellow]unreadable header:[/] {path}: {reason}", highlight=False)
+        console.print(
+            f"[yellow]unreadable header:[/] {escape(path)}: {escape(reason)}", highlight=False
+        )
 
 
 @app.command()

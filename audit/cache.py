@@ -20,7 +20,8 @@ from joblib import Parallel, delayed
 
 from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
 from cxr.errors import CxrError
-from cxr.extract.images import Rejected, decode_pixels
+from cxr.extract.hashing import UnusableFile, read_regular
+from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels
 from cxr.progress import Progress, Silent
 
 CACHE_NAME = Path(".audit") / "phash.h5"
@@ -63,13 +64,20 @@ def write_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
 def _hash_file(item: tuple[str, Path]) -> tuple[str, np.ndarray | str]:
     """(sha256, file) -> (sha256, hash) or (sha256, reason it has no hash)."""
     expected, file = item
-    data = file.read_bytes()
+    try:
+        data = read_regular(file, MAX_FILE_BYTES)  # the features run's reader, the same limits
+    except UnusableFile as exc:
+        return expected, f"{file}: {exc}"
+    except OSError as exc:
+        return expected, f"{file}: unreadable ({exc.strerror or exc})"
     if hashlib.sha256(data).hexdigest() != expected:
         return expected, f"{file}: changed since `cxr features` (sha256 differs); re-extract"
     try:
         return expected, phash(decode_pixels(data, file.name))
     except Rejected as exc:
         return expected, f"{file}: {exc}"
+    except Exception as exc:  # a decoder's own bug costs one file's hash, never the audit
+        return expected, f"{file}: cannot decode ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def hashes_for(

@@ -6,23 +6,29 @@ store's rows and of the training rows, and library versions. ``predict`` is hand
 (stage 1's ``cxr.extract.runner.embed_images``, given by the CLI: stage 2 never imports stage 1),
 asks it for the recorded backbone and weights, and refuses to go on if the fingerprints differ.
 
-skops files load only the types they declare, and only if every one is on TRUSTED_TYPES (what
-the registered heads need beyond skops' own safe defaults): a file from someone else cannot run
-code here. Model files of cxr < 0.2 are joblib pickles, which run whatever they hold when loaded:
-they are refused unless ``trust_pickle`` says the file is your own.
+A model file may come from anyone: ``cxr.classify.modelfile`` bounds the archive, admits only the
+types of cxr's own heads anywhere in its schema (not skops' wider defaults), and checks what skops
+built (bundle fields, tree nodes, neighbour indices, support vectors) before anything predicts, so
+a hostile file is one line, never code run, a crash or a hang. Model files of cxr < 0.2 are joblib
+pickles, which run whatever they hold when loaded: they are refused unless ``trust_pickle`` says
+the file is your own (their contents are then checked the same way).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypedDict
 
 import numpy as np
 
+from cxr.classify import modelfile
+from cxr.classify.fitting import INNER_FOLDS
 from cxr.classify.folds import derive_seed
 from cxr.classify.heads import Params, build_head, effective_params
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
@@ -34,21 +40,6 @@ from cxr.store.schema import Reject, fingerprint, store_path
 MODEL_FORMAT = "cxr-head/2"
 PICKLE_FORMAT = "cxr-head/1"  # cxr < 0.2: joblib pickles
 SUFFIX = ".skops"
-# Types the heads' fitted pipelines hold beyond skops' defaults (checked by a test that saves
-# every registered head); nothing else in a model file is ever constructed.
-TRUSTED_TYPES = frozenset(
-    {
-        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-        "sklearn.calibration._CalibratedClassifier",
-        "sklearn.calibration._SigmoidCalibration",
-        "sklearn.metrics._dist_metrics.EuclideanDistance64",
-        "sklearn.neighbors._kd_tree.KDTree",
-        "sklearn.neighbors._ball_tree.BallTree",
-        "sklearn.tree._tree.Tree",
-        "cxr.classify.reduce.Reduce",  # our own PCA step (classify/reduce.py): no code on load
-    }
-)
 BUNDLE_KEYS = ("format", "pipeline", "backbone", "fingerprint", "weights", "classes", "n_features")
 
 
@@ -160,53 +151,100 @@ def train(
     out = Path(out or Path("models") / f"{fs.backbone}-{head}{SUFFIX}")
     if out.suffix != SUFFIX:
         raise CxrError(f"{out}: a model file is a skops file and its name must end in {SUFFIX}")
-    if out.exists() and not force:
-        _check_replaceable(out, fs.backbone, head, task)
-    data = select(fs, task)
+    with _writing(out):
+        if out.exists() and not force:
+            _check_replaceable(out, fs.backbone, head, task)
+        data = select(fs, task)
+        pipeline, caught = _fit(fs.path, head, chosen, seed, data)
+        summary = jsonable(
+            TrainSummary(
+                model=str(out),
+                backbone=fs.backbone,
+                head=head,
+                params=effective_params(head, chosen),
+                seed=seed,
+                task=task.to_dict(),
+                classes=list(data.classes),
+                class_counts=data.class_counts,
+                n=len(data.y),
+                store=str(fs.path),
+                store_rows_sha256=rows_digest(fs.ids, fs.labels),
+                train_rows_sha256=data.rows_sha256(),
+                fingerprint=fingerprint(fs.attrs),
+                weights=str(fs.attrs.get("weights", "")),
+                weights_file=str(fs.attrs.get("weights_file", "")),
+                weights_path=str(fs.attrs.get("weights_path", "")),
+                versions=library_versions(),
+                warnings=caught,
+            )
+        )
+        bundle = {
+            "format": MODEL_FORMAT,
+            "pipeline": pipeline,
+            "n_features": int(data.X.shape[1]),
+            **{k: v for k, v in summary.items() if k != "warnings"},
+        }
+        import skops.io as sio
+
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            sio.dump(bundle, tmp)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise CxrError(f"{out}: cannot write the model file ({exc.strerror})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    return summary
+
+
+def _fit(store: Path, head: str, chosen: Params, seed: int, data) -> tuple[object, list[str]]:
+    """The head fitted on the task's rows, and the warnings fitting gave; a class too small to
+    fit, or a fit that would not load as a model, is one line naming the store."""
+    for name, count in data.class_counts.items():
+        if count < INNER_FOLDS:  # as `cxr evaluate` checks its folds before fitting
+            raise CxrError(
+                f"{store}: class {name!r} has {count} row(s); the {head} head needs at least "
+                f"{INNER_FOLDS} per class (the SVM's calibration and the MLP's early stopping "
+                "split them); drop it with --classes or merge it with --merge"
+            )
     pipeline = build_head(head, chosen, random_state=derive_seed(seed))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pipeline.fit(data.X, data.y)
-    summary = jsonable(
-        TrainSummary(
-            model=str(out),
-            backbone=fs.backbone,
-            head=head,
-            params=effective_params(head, chosen),
-            seed=seed,
-            task=task.to_dict(),
-            classes=list(data.classes),
-            class_counts=data.class_counts,
-            n=len(data.y),
-            store=str(fs.path),
-            store_rows_sha256=rows_digest(fs.ids, fs.labels),
-            train_rows_sha256=data.rows_sha256(),
-            fingerprint=fingerprint(fs.attrs),
-            weights=str(fs.attrs.get("weights", "")),
-            weights_file=str(fs.attrs.get("weights_file", "")),
-            weights_path=str(fs.attrs.get("weights_path", "")),
-            versions=library_versions(),
-            warnings=sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
-        )
-    )
-    bundle = {
-        "format": MODEL_FORMAT,
-        "pipeline": pipeline,
-        "n_features": int(data.X.shape[1]),
-        **{k: v for k, v in summary.items() if k != "warnings"},
-    }
-    import skops.io as sio
+        try:
+            pipeline.fit(data.X, data.y)
+        except ValueError as exc:  # scikit-learn's own limits on what it can fit
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise CxrError(f"{store}: cannot fit the {head} head here ({reason})") from None
+    try:  # what `cxr predict` would refuse is never written
+        modelfile.check_pipeline(pipeline, int(data.X.shape[1]), len(data.classes))
+    except modelfile.ModelProblem as exc:
+        raise CxrError(f"{store}: the fitted {head} head cannot predict ({exc})") from None
+    return pipeline, sorted({f"{w.category.__name__}: {w.message}" for w in caught})
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """One `cxr train` per --out: an flock on ``.<name>.lock`` beside it, held from the check of
+    the old file to the rename of the new one (released by the kernel if the process dies)."""
     try:
-        sio.dump(bundle, tmp)
-        os.replace(tmp, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out.with_name(f".{out.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise CxrError(f"{out}: cannot write the model file ({exc.strerror})") from None
+        raise CxrError(f"{out}: cannot create its lock file ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise CxrError(
+                f"{out}: another `cxr train` is writing this model file (pid {holder}); wait "
+                "for it to finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
     finally:
-        tmp.unlink(missing_ok=True)
-    return summary
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _check_replaceable(out: Path, backbone: str, head: str, task: TaskSpec) -> None:
@@ -226,8 +264,9 @@ def _check_replaceable(out: Path, backbone: str, head: str, task: TaskSpec) -> N
 
 
 def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
-    """Load and check a model bundle; CxrError naming the file if it is not one of ours, or if
-    loading it could run code (untrusted types, or a pickle without ``trust_pickle``)."""
+    """Load and check a model bundle; CxrError naming the file if it is not one of ours, if
+    loading it could run code (untrusted types, or a pickle without ``trust_pickle``), or if
+    what it holds could not predict safely (``cxr.classify.modelfile``)."""
     path = Path(path)
     if not path.is_file():
         raise CxrError(f"{path}: model file not found (run `cxr train` first)")
@@ -258,26 +297,29 @@ def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
     missing = [k for k in BUNDLE_KEYS if k not in bundle]
     if missing:
         raise CxrError(f"{path}: model file lacks {', '.join(missing)}")
+    try:
+        modelfile.check_bundle(bundle)
+        modelfile.check_pipeline(
+            bundle["pipeline"], int(bundle["n_features"]), len(bundle["classes"])
+        )
+    except modelfile.ModelProblem as exc:
+        raise CxrError(f"{path}: refused: {exc}; retrain with `cxr train`") from None
     return bundle
 
 
-def _load_skops(path: Path) -> dict:
-    import skops.io as sio
-
+def _load_skops(path: Path) -> object:
     try:
-        declared = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # not a skops archive after all
-        raise CxrError(f"{path}: not a readable skops model file ({type(exc).__name__})") from None
-    unknown = sorted(set(declared) - TRUSTED_TYPES)
-    if unknown:
+        return modelfile.read_skops(path)
+    except modelfile.UntrustedTypes as exc:
         raise CxrError(
-            f"{path}: refused: it declares types cxr does not trust ({', '.join(unknown)}); "
+            f"{path}: refused: it declares types cxr does not trust ({exc}); "
             "nothing in it was loaded or run"
-        )
-    try:
-        return sio.load(path, trusted=declared)
-    except Exception as exc:  # a damaged archive
-        raise CxrError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        ) from None
+    except modelfile.ModelProblem as exc:
+        raise CxrError(f"{path}: refused: {exc}; nothing in it was loaded") from None
+    except Exception as exc:  # skops on a damaged archive: any of its many exception types
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CxrError(f"{path}: cannot load the model ({type(exc).__name__}: {reason})") from None
 
 
 def predict(

@@ -180,7 +180,9 @@ def quick_start(run: Runner) -> str:
     from cxr.classify.designs import design_of
 
     lines = ["```", *shown(command)]
-    lines += wrapped(f"Task: {first['task']['name']}   Validation: {design_of(first).describe(first)}")
+    lines += wrapped(
+        f"Task: {first['task']['name']}   Validation: {design_of(first).describe(first)}"
+    )
     for warning in warnings_of(report, "confound: "):
         lines += wrapped(f"warning: {warning}")
     rows = [
@@ -233,7 +235,8 @@ def leave_out(run: Runner) -> str:
     lines.append("```")
     from cxr.store import load
 
-    labels = dict(zip(*(load(run.features, "mobilenet_v2").column(c) for c in ("path", "label"))))
+    fs = load(run.features, "mobilenet_v2")
+    labels = dict(zip(fs.column("path"), fs.column("label"), strict=True))
     called = {}
     for r in report["results"]:
         p = r["predictions"]

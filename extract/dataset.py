@@ -2,19 +2,33 @@
 
 User errors that make the whole run pointless (missing path, empty folder, manifest without the
 required columns) raise CxrError before any model is loaded; a single bad file only becomes a
-reject with a reason.
+reject with a reason:
+
+- anything but a regular file (a FIFO, a device, a socket, a symlink to one): never opened
+  (``cxr.extract.hashing.open_regular``);
+- a file name that is not UTF-8 (POSIX names are bytes; Python keeps the odd ones as surrogate
+  escapes, which the store's UTF-8 text cannot hold): rejected here, shown with the odd bytes as
+  ``\\xNN``. Not stored under an invented name: the stored path is how `cxr audit`, exclusion
+  files and people find the file again, and an altered name would point at nothing;
+- a manifest path that is absolute or climbs out of the data folder with ``..``, unless the
+  caller allows it (``cxr features --allow-outside-data``): a manifest from elsewhere must not
+  make the tool read files its user did not point it at.
+
+Manifest cells are read through ``unescape_cell``, the inverse of the spreadsheet escaping that
+`cxr manifest` writes (``escape_cell``), so paths and labels come back as they were.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxr.errors import CxrError
-from cxr.extract.hashing import HashCache
+from cxr.extract.hashing import HashCache, UnusableFile
 from cxr.extract.images import is_dicom_file
 from cxr.store.schema import Reject
 
@@ -22,6 +36,12 @@ MANIFEST_NAME = "manifest.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "patient_id", "source")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+OUTSIDE = (
+    "outside the data folder ({how}); pass --allow-outside-data to read files the manifest "
+    "names there"
+)
 
 
 @dataclass(frozen=True)
@@ -60,21 +80,29 @@ class Discovery:
 
 
 def discover(
-    data: Path | None, manifest: Path | None, hashes: HashCache | None = None
+    data: Path | None,
+    manifest: Path | None,
+    hashes: HashCache | None = None,
+    *,
+    allow_outside: bool = False,
 ) -> Discovery:
     """List the data set, then hash every file (threads: hashing releases the GIL); files that
-    ``hashes`` knows unchanged are not read."""
+    ``hashes`` knows unchanged are not read. ``allow_outside``: read manifest paths that are
+    absolute or climb out of the data folder (`cxr features --allow-outside-data`)."""
     if manifest is None and data is not None and (data / MANIFEST_NAME).is_file():
         manifest = data / MANIFEST_NAME
+    for given in (data, manifest):
+        if given is not None and shown_name(str(given))[1]:
+            raise CxrError(f"{shown_name(str(given))[0]}: {shown_name(str(given))[1]}")
     if manifest is not None:
         root = data if data is not None else manifest.parent
-        listed, rejects, meta_columns = from_manifest(manifest, root)
+        listed, rejects, meta_columns = from_manifest(manifest, root, allow_outside=allow_outside)
         unlisted = _unlisted(root, listed + [entry for entry, _ in rejects])
     elif data is None:
         raise CxrError("give a data folder (class folders) or --manifest CSV")
     else:
-        root, listed, meta_columns, unlisted = data, from_folders(data), (), []
-        rejects = []
+        listed, rejects = from_folders(data)
+        root, meta_columns, unlisted = data, (), []
     entries, unusable = [], [entry.reject(reason) for entry, reason in rejects]
     for entry, digest, error in _hash_all(listed, hashes or HashCache()):
         if error:
@@ -89,7 +117,7 @@ def _unlisted(root: Path, listed: list[Entry]) -> list[str]:
     into covid/ after the manifest was written would otherwise be ignored without a word."""
     known = {entry.file.resolve() for entry in listed}
     return sorted(
-        file.relative_to(root).as_posix()
+        shown_name(file.relative_to(root).as_posix())[0]
         for file in root.rglob("*")
         if file.suffix.lower() in IMAGE_SUFFIXES
         and not any(p.startswith(".") for p in file.relative_to(root).parts)
@@ -97,7 +125,20 @@ def _unlisted(root: Path, listed: list[Entry]) -> list[str]:
     )
 
 
-def from_folders(data: Path) -> list[Entry]:
+def shown_name(name: str) -> tuple[str, str]:
+    """(the name as it can be shown and stored, "" or why it cannot be stored as it is): a
+    POSIX name that is not UTF-8 has its odd bytes written as \\xNN."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+        return shown, "file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"
+    return name, ""
+
+
+def from_folders(data: Path) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    """Every file under the class folders (none hidden), and those rejected already by their
+    name; anything that is not a regular file is listed, and rejected when it is hashed."""
     if not data.exists():
         raise CxrError(f"{data}: data folder does not exist")
     if not data.is_dir():
@@ -113,21 +154,50 @@ def from_folders(data: Path) -> list[Entry]:
                 f"{data}: class folders {other}/ and {d.name}/ differ only in case and would be "
                 "two classes; merge them into one folder"
             )
-    entries = [
-        Entry(path=file.relative_to(data).as_posix(), file=file, label=class_dir.name)
-        for class_dir in class_dirs
-        for file in sorted(class_dir.rglob("*"))
-        if (file.is_file() or file.is_symlink())
-        and not any(p.startswith(".") for p in file.relative_to(data).parts)
-    ]
-    if not entries:
+    entries, rejects = [], []
+    for class_dir in class_dirs:
+        for file in sorted(class_dir.rglob("*")):
+            if file.is_dir() or any(p.startswith(".") for p in file.relative_to(data).parts):
+                continue
+            path, problem = shown_name(file.relative_to(data).as_posix())
+            entry = Entry(path=path, file=file, label=shown_name(class_dir.name)[0])
+            if problem:
+                rejects.append((entry, problem))
+            else:
+                entries.append(entry)
+    if not entries and not rejects:
         raise CxrError(
             f"{data}: no images found (expected one sub-folder per class, e.g. covid/, normal/)"
         )
-    return entries
+    return entries, rejects
 
 
-def from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
+def escape_cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading ' before = + - @ tab or CR (and before
+    a ' that the reader would otherwise take for this escape). ``unescape_cell`` undoes it."""
+    return "'" + value if value.startswith(FORMULA_STARTS) or _escaped(value) else value
+
+
+def unescape_cell(value: str) -> str:
+    return value[1:] if _escaped(value) else value
+
+
+def _escaped(value: str) -> bool:
+    return value[:1] == "'" and value[1:2] in (*FORMULA_STARTS, "'")
+
+
+def outside_data(rel: str) -> str:
+    """How a manifest path leaves the data folder ("" if it does not)."""
+    if Path(rel).is_absolute():
+        return "an absolute path"
+    if os.path.normpath(rel).split(os.sep)[0] == "..":
+        return "it climbs out with .."
+    return ""
+
+
+def from_manifest(
+    manifest: Path, root: Path, *, allow_outside: bool = False
+) -> tuple[list[Entry], list[tuple[Entry, str]], tuple]:
     if not manifest.is_file():
         raise CxrError(f"{manifest}: manifest does not exist")
     if not root.is_dir():
@@ -135,7 +205,8 @@ def from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[E
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            columns = tuple(reader.fieldnames or ())
+            columns = tuple(unescape_cell(c) for c in reader.fieldnames or ())
+            reader.fieldnames = list(columns)
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CxrError(f"{manifest}: cannot read manifest ({exc})") from None
@@ -149,21 +220,26 @@ def from_manifest(manifest: Path, root: Path) -> tuple[list[Entry], list[tuple[E
         raise CxrError(f"{manifest}: manifest lists no images")
     meta_columns = tuple(c for c in columns if c not in KNOWN_COLUMNS)
     entries, rejects, seen = [], [], set()
-    for row in rows:
-        rel = (row["path"] or "").strip()
+    for raw in rows:
+        row = {c: unescape_cell(raw.get(c) or "") for c in columns}
+        rel = row["path"].strip()
         file = Path(rel) if Path(rel).is_absolute() else root / rel
         entry = Entry(
             path=rel,
             file=file,
-            label=(row["label"] or "").strip(),
-            patient_id=(row.get("patient_id") or "").strip(),
-            source=(row.get("source") or "").strip(),
-            meta={c: row.get(c) or "" for c in meta_columns},
+            label=row["label"].strip(),
+            patient_id=row.get("patient_id", "").strip(),
+            source=row.get("source", "").strip(),
+            meta={c: row[c] for c in meta_columns},
         )
         if rel in seen:
             rejects.append((entry, "listed twice in the manifest"))
         elif not entry.label:
             rejects.append((entry, "no label in the manifest"))
+        elif "\0" in rel:
+            rejects.append((entry, "the manifest's path holds a NUL character"))
+        elif outside_data(rel) and not allow_outside:
+            rejects.append((entry, OUTSIDE.format(how=outside_data(rel))))
         else:
             seen.add(rel)
             entries.append(entry)
@@ -202,6 +278,8 @@ def _hash_one(entry: Entry, hashes: HashCache) -> tuple[Entry, str, str]:
         digest = hashes.sha256(entry.file)
     except FileNotFoundError:
         return entry, "", "file not found"
+    except UnusableFile as exc:
+        return entry, "", str(exc)
     except OSError as exc:
         return entry, "", f"unreadable ({exc.strerror or exc})"
     return entry, digest, ""

@@ -6,6 +6,9 @@ reason; the caller records it and goes on. pydicom is imported only when a DICOM
 Policies (documented in the README):
 - JPEG EXIF orientation is applied.
 - More than 8 bits (16-bit PNG/TIFF, DICOM) -> linear rescale of the image's own min..max to 0..255.
+  Float images (TIFF mode F, float DICOM) and any with NaN or infinite values are windowed on the
+  0.5th..99.5th percentiles of their finite values instead: one 1e30 or inf pixel would otherwise
+  turn the film black (or white), and it would be embedded as such without a word.
 - Alpha (RGBA, LA, palette with transparency) is composited onto black, the X-ray background.
 - DICOM: modality LUT (rescale slope/intercept), then VOI LUT or window, then MONOCHROME1 inverted.
   Compressed transfer syntaxes (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE) are
@@ -13,6 +16,19 @@ Policies (documented in the README):
   a chest radiograph is one frame, and a series or cine loop is not one.
 - Resize: ``squash`` stretches to the square input (the paper); ``pad`` keeps the aspect ratio and
   pads with black. Bilinear (antialiased) in both cases.
+
+Hostile files (the README's "Untrusted files"):
+- Pillow opens only ``PIL_FORMATS`` (PNG, JPEG, BMP, TIFF): without ``formats=`` it would hand a
+  PostScript file named .png to Ghostscript. Every image the tool decodes goes through
+  ``decode_pixels`` (features, predict, the audit's hashes), every DICOM through ``read_dicom``
+  (the decoder and `cxr manifest`).
+- Decompression bombs: before anything is decoded, the size a file declares is bounded
+  everywhere it is declared: the pixels (``MAX_PIXELS``) and the decoded bytes, rows x columns x
+  samples x bits x frames (``MAX_PIXEL_BYTES``), of the DICOM header; the compressed image's own
+  header (the JPEG or JPEG-LS frame header, the JPEG 2000 SIZ marker), which must also agree with
+  the DICOM header; and a deflated data set is inflated here, its header first (at most
+  ``DICOM_HEADER_BYTES``), then only the pixels that header declares (pydicom would inflate all
+  of it in one call, even to read the header alone).
 """
 
 from __future__ import annotations
@@ -20,18 +36,29 @@ from __future__ import annotations
 import importlib.util
 import io
 import warnings
+import zlib
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxr.extract.hashing import open_regular
 from cxr.extract.registry import RESIZE_POLICIES
 
 MIN_SIDE = 32  # smaller is a thumbnail or an icon, not a radiograph
 MAX_PIXELS = (
     80_000_000  # decompression-bomb guard: above any real radiograph (e.g. 4k x 5k = 20 MP)
 )
+# Decoded bytes: an 80-megapixel image at 4 bytes a pixel (a 16-bit mammogram of 20 MP is 40 MB).
+# Pillow's modes hold at most 4 bytes a pixel, so for them MAX_PIXELS bounds this already.
+MAX_PIXEL_BYTES = 4 * MAX_PIXELS
+MAX_FILE_BYTES = 512 << 20  # a file is read whole to be decoded: larger is not one radiograph
+DICOM_HEADER_BYTES = 16 << 20  # everything but the pixels; kilobytes in practice
 DICOM_SUFFIXES = (".dcm", ".dicom")
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # IMAGE_SUFFIXES' formats; nothing else is opened
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+ROBUST_PERCENTILES = (0.5, 99.5)
 
 
 class Rejected(Exception):
@@ -72,7 +99,7 @@ def is_dicom_file(path: Path) -> bool:
     if path.name.lower().endswith(DICOM_SUFFIXES):
         return True
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO or a device is not DICOM, and is not opened
             return _is_dicom(fh.read(132), "")
     except OSError:
         return False
@@ -86,11 +113,19 @@ def _check_pixels(width: int, height: int) -> None:
         )
 
 
+def _check_bytes(what: str, nbytes: int) -> None:
+    if nbytes > MAX_PIXEL_BYTES:
+        raise Rejected(
+            f"too large ({what} = {nbytes:,} bytes decoded; limit {MAX_PIXEL_BYTES:,}): "
+            "possible decompression bomb"
+        )
+
+
 def _decode_pil(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
+            opened = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
             _check_pixels(*opened.size)
             image = ImageOps.exif_transpose(opened)
             image.load()
@@ -107,7 +142,7 @@ def _decode_pil(data: bytes) -> np.ndarray:
 
 def _pil_to_pixels(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return _to_gray8(np.asarray(image, dtype=np.float64))
+        return _to_gray8(np.asarray(image, dtype=np.float64), robust=image.mode == "F")
     if image.mode == "L":
         return np.asarray(image, dtype=np.uint8)
     if image.mode == "P":
@@ -119,35 +154,44 @@ def _pil_to_pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def _to_gray8(values: np.ndarray) -> np.ndarray:
-    """Linear min..max window to 8 bits; a constant image becomes black."""
-    values = np.nan_to_num(values.astype(np.float64))
-    lo, hi = float(values.min()), float(values.max())
+def _to_gray8(values: np.ndarray, robust: bool = False) -> np.ndarray:
+    """Linear window to 8 bits: the image's min..max, or (``robust``, or any NaN or infinite
+    value) the ROBUST_PERCENTILES of its finite values, outside values clipped (NaN as the low
+    end, +inf as the high end); a constant image becomes black."""
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if robust or not finite.all():
+        known = values[finite]
+        if not known.size:
+            raise Rejected("no pixel has a finite value (all NaN or infinite)")
+        lo, hi = (float(v) for v in np.percentile(known, ROBUST_PERCENTILES))
+        if hi <= lo:  # mostly one value: the finite range, at least
+            lo, hi = float(known.min()), float(known.max())
+        values = np.clip(np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo), lo, hi)
+    else:
+        lo, hi = float(values.min()), float(values.max())
     scaled = np.zeros_like(values) if hi <= lo else (values - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def _decode_dicom(data: bytes) -> np.ndarray:
-    import pydicom
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # odd values are judged below, file by file
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            ds = read_dicom(io.BytesIO(data))
+    except Rejected:
+        raise
     except Exception as exc:  # pydicom raises many types for garbage input
         raise Rejected(f"cannot read DICOM ({_first_line(exc)})") from None
-    if "PixelData" not in ds:
+    if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise Rejected("DICOM has no pixel data")
-    try:
-        _check_pixels(int(ds.get("Columns") or 0), int(ds.get("Rows") or 0))
-    except (TypeError, ValueError):
-        raise Rejected("DICOM Rows/Columns are not numbers") from None
-    frames = _frames(ds)
+    rows, columns, frames = _check_declared(ds)
     if frames > 1:
         raise Rejected(
             f"multi-frame DICOM ({frames} frames): a chest radiograph is one frame; export the "
             "frame to use as its own file"
         )
+    _check_codestream(ds, columns, rows)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -160,6 +204,192 @@ def _decode_dicom(data: bytes) -> np.ndarray:
         raise
     except Exception as exc:  # an odd header (zero window width, text where a number goes)
         raise Rejected(f"cannot apply the DICOM display values ({_first_line(exc)})") from None
+
+
+def _check_declared(ds) -> tuple[int, int, int]:
+    """(rows, columns, frames) of a DICOM header whose pixels are within the limits: at most
+    MAX_PIXELS a frame, at most MAX_PIXEL_BYTES decoded (rows x columns x samples x bits
+    allocated x frames); Rejected otherwise."""
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        raise Rejected("DICOM Rows/Columns are not numbers") from None
+    frames = _frames(ds)
+    _check_pixels(columns, rows)
+    _check_bytes(
+        f"{columns}x{rows} px x {samples} samples x {bits} bits x {frames} frames",
+        _pixel_bytes(rows, columns, samples, bits, frames),
+    )
+    return rows, columns, frames
+
+
+def _pixel_bytes(rows: int, columns: int, samples: int, bits: int, frames: int) -> int:
+    return rows * columns * max(samples, 1) * -(-max(bits, 1) // 8) * max(frames, 1)
+
+
+def read_dicom(source: BinaryIO, *, header_only: bool = False):
+    """The one reader of DICOM data sets (the decoder, and `cxr manifest` with ``header_only``,
+    which stops before the pixel data and leaves values over 1 MB unread).
+
+    A deflated data set (Deflated Explicit VR Little Endian) is inflated here, chunk by chunk:
+    pydicom inflates the whole of it in one call, pixels included, even for the header alone.
+    First at most DICOM_HEADER_BYTES, which must hold the header (everything before the pixel
+    data); then, for a full read, only as much more as the pixels that header declares (within
+    the limits of ``_check_declared``) and DICOM_HEADER_BYTES of trailing elements: a bomb costs
+    tens of megabytes to refuse, whatever it would inflate to.
+    """
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
+    start = source.tell()
+    preamble = read_preamble(source, force=True)
+    meta = _read_file_meta_info(source)
+    if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        source.seek(start)
+        defer = "1 MB" if header_only else None  # large values stay unread
+        return pydicom.dcmread(source, force=True, stop_before_pixels=header_only, defer_size=defer)
+    inflater = _Inflater(source)
+    inflated = inflater.read(DICOM_HEADER_BYTES + 1)
+    reached = []
+
+    def at_pixels(tag, vr, length) -> bool:
+        if tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # (float, double) pixel data
+            reached.append(tag)
+            return True
+        return False
+
+    header = read_dataset(_stream(inflated), False, True, stop_when=at_pixels)
+    more = len(inflated) > DICOM_HEADER_BYTES  # the stream goes on
+    if more and not reached:
+        raise Rejected(f"its deflated header is larger than {DICOM_HEADER_BYTES:,} bytes")
+    dataset = header
+    if not header_only:
+        if more:
+            rows, columns, frames = _check_declared(header)
+            samples = int(header.get("SamplesPerPixel") or 1)
+            limit = DICOM_HEADER_BYTES + _pixel_bytes(
+                rows, columns, samples, int(header.get("BitsAllocated") or 8), frames
+            )
+            rest = inflater.read(limit + 1)
+            if len(rest) > limit:
+                raise Rejected(
+                    "too large: its deflated data set inflates to more than its header "
+                    f"declares ({len(inflated) + limit:,} bytes); possible decompression bomb"
+                )
+            inflated += rest
+        dataset = read_dataset(_stream(inflated), False, True)
+    ds = pydicom.dataset.FileDataset(
+        getattr(source, "name", "") or "", dataset, preamble, meta, False, True
+    )
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+class _Inflater:
+    """A raw deflate stream, read from ``source`` a bounded piece at a time."""
+
+    def __init__(self, source: BinaryIO):
+        self.source, self.pending = source, b""
+        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+
+    def read(self, limit: int) -> bytearray:
+        """At most ``limit`` more inflated bytes; fewer when the stream (or its bytes) ends."""
+        out = bytearray()
+        while len(out) < limit and not self.inflater.eof:
+            if not self.pending:
+                self.pending = self.source.read(1 << 16)
+                if not self.pending:
+                    break
+            out += self.inflater.decompress(self.pending, limit - len(out))
+            self.pending = self.inflater.unconsumed_tail
+        return out
+
+
+def _check_codestream(ds, columns: int, rows: int) -> None:
+    """A compressed image declares its own size, which the decoder follows, whatever the DICOM
+    header says: it is bounded too, and must agree with the header."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    try:
+        native = syntax is None or not syntax.is_encapsulated or syntax == "1.2.840.10008.1.2.5"
+    except ValueError:  # not a transfer syntax at all: the decoder will say so
+        return
+    if native:
+        return  # native pixel data, or RLE: decoded into the size the header declares
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception:  # not encapsulated after all: the decoder will say what is wrong
+        return
+    declared = _jpeg_size(frame) or _j2k_size(frame)
+    if declared is None:
+        raise Rejected(f"cannot decode DICOM pixel data (no image size in its {syntax} codestream)")
+    width, height, components, bits = declared
+    _check_pixels(width, height)
+    _check_bytes(
+        f"a {width}x{height} px x {components} components x {bits} bits codestream",
+        width * height * max(components, 1) * -(-max(bits, 1) // 8),
+    )
+    if (width, height) != (columns, rows):
+        raise Rejected(
+            f"its compressed image declares {width}x{height} px, its DICOM header "
+            f"{columns}x{rows}: not decoded"
+        )
+
+
+def _jpeg_size(code: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, components, bits) from a JPEG or JPEG-LS frame header (SOFn, SOF55)."""
+    if code[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 4 <= len(code):
+        if code[at] != 0xFF:
+            return None
+        marker = code[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length follows
+            at += 2
+            continue
+        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or marker == 0xF7:
+            if at + 10 > len(code):
+                return None
+            bits, height, width = code[at + 4], code[at + 5 : at + 7], code[at + 7 : at + 9]
+            return (
+                int.from_bytes(width, "big"),
+                int.from_bytes(height, "big"),
+                code[at + 9],
+                bits,
+            )
+        if marker in (0xD9, 0xDA):  # the end, or the scan, before any frame header
+            return None
+        at += 2 + int.from_bytes(code[at + 2 : at + 4], "big")
+    return None
+
+
+def _j2k_size(code: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, components, bits) from a JPEG 2000 SIZ marker (a bare codestream, or one
+    inside a JP2 file's boxes)."""
+    at = code.find(b"\xff\x4f\xff\x51", 0, 1 << 16)
+    if at < 0 or at + 42 > len(code):
+        return None
+    siz = code[at + 4 :]
+    number = lambda offset, size: int.from_bytes(siz[offset : offset + size], "big")  # noqa: E731
+    width, height = number(4, 4) - number(12, 4), number(8, 4) - number(16, 4)
+    components = number(36, 2)
+    bits = max((siz[38 + 3 * c] & 0x7F) + 1 for c in range(min(components, (len(siz) - 38) // 3)))
+    return width, height, components, bits
+
+
+def _stream(data: bytes | bytearray) -> BinaryIO:
+    """Inflated DICOM bytes as the file object pydicom's reader takes."""
+    from pydicom.filebase import DicomBytesIO
+
+    return cast(BinaryIO, DicomBytesIO(bytes(data)))
 
 
 def _display(ds, pixels: np.ndarray) -> np.ndarray:
@@ -176,7 +406,7 @@ def _display(ds, pixels: np.ndarray) -> np.ndarray:
     values = apply_modality_lut(pixels, ds)
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
         values = apply_voi_lut(values, ds)
-    gray = _to_gray8(np.asarray(values, dtype=np.float64))
+    gray = _to_gray8(np.asarray(values, dtype=np.float64), robust=pixels.dtype.kind == "f")
     return 255 - gray if photometric == "MONOCHROME1" else gray
 
 

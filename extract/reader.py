@@ -17,7 +17,8 @@ from itertools import islice
 import numpy as np
 
 from cxr.extract.dataset import Entry
-from cxr.extract.images import Rejected, decode_pixels, resize
+from cxr.extract.hashing import UnusableFile, read_regular
+from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels, resize
 
 # Decoding costs about a twentieth of a forward pass (0.8 ms of CPU per shared image against
 # ~16 ms for MobileNetV2): one decoder per four cores keeps ahead of the model, and leaves the
@@ -44,7 +45,9 @@ def decode_stream(
 
 def _prepare(entry: Entry, sizes: set[int], policy: str) -> tuple[Entry, Decoded]:
     try:
-        data = entry.file.read_bytes()
+        data = read_regular(entry.file, MAX_FILE_BYTES)  # a FIFO swapped in cannot block it
+    except UnusableFile as exc:
+        return entry, str(exc)
     except OSError as exc:
         return entry, f"unreadable ({exc.strerror or exc})"
     if entry.sha256 and hashlib.sha256(data).hexdigest() != entry.sha256:

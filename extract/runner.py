@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.errors import CxrError
-from cxr.extract.dataset import Discovery, Entry, discover, list_images
+from cxr.extract.dataset import Discovery, Entry, discover, list_images, shown_name
 from cxr.extract.hashing import HashCache
 from cxr.extract.job import Target, run_job
 from cxr.extract.reader import decode_stream
@@ -128,10 +128,12 @@ def extract_features(
     progress: Progress | None = None,
     scheduler: str | None = None,
     shard: int | None = None,
+    allow_outside_data: bool = False,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone.
 
-    ``scheduler``: compute on Dask (an address, or ``local:N``), ``shard`` files per task."""
+    ``scheduler``: compute on Dask (an address, or ``local:N``), ``shard`` files per task.
+    ``allow_outside_data``: read manifest paths that are absolute or leave the data folder."""
     report = progress or Silent()
     if scheduler is not None:
         from cxr.cluster import local_workers
@@ -151,7 +153,7 @@ def extract_features(
             choices[spec.name] = WeightsChoice("file", path=own)
             report.note(f"{spec.name}: the store's weight file {own} (--weights to choose others)")
     hashes = HashCache(hashes_path(features_dir), trust=not rehash)
-    discovery = discover(data, manifest, hashes)
+    discovery = discover(data, manifest, hashes, allow_outside=allow_outside_data)
     source = f"manifest {discovery.manifest}" if discovery.manifest else "class folders"
     report.note(f"{len(discovery.entries)} files in {discovery.root} ({source})")
     for reject in discovery.rejects:
@@ -308,8 +310,14 @@ def embed_images(
 
     embed = make_embedder(spec, resolved, batch_size, engine)
     attrs = store_attrs(spec, resolved, resize, engine, embed.max_abs_diff)
-    entries = [Entry(path=str(p), file=Path(p), label="") for p in paths]
-    kept, images, rejected = [], [], []
+    kept, images, rejected, entries = [], [], [], []
+    for p in paths:
+        name, problem = shown_name(str(p))
+        entry = Entry(path=name, file=Path(p), label="")
+        if problem:  # a name that is not UTF-8 could not be printed or written to JSON
+            rejected.append(entry.reject(problem))
+        else:
+            entries.append(entry)
     for entry, result in decode_stream(
         entries, lambda e: {spec.input_size}, resize, 2 * batch_size
     ):

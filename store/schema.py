@@ -19,6 +19,14 @@ A published store file is immutable: the writer builds a new file beside it and 
 atomic rename, so any number of readers can hold it open while a run goes on. Work in progress lives
 in shard files under ``<dir>/.<backbone>.parts/`` (same layout minus the row metadata); each shard
 is itself written then renamed, so a crash never exposes half a batch.
+
+A store read from disk may be damaged or made by someone else, so every read checks it once
+(``_checked``), before anything is decoded: the attributes stage 2 relies on and their types;
+``X`` 2-D float32 of the recorded dim with one row per id; every column 1-D text of that length;
+everything a plain dataset inside this file (no external or soft link, no external raw storage,
+no virtual dataset: a store must not make the tool read a file its user did not name); with the
+vectors loaded, every value finite. One StoreError names the store and what is wrong; `cxr info`
+runs the same checks from the datasets' metadata, without reading X.
 """
 
 from __future__ import annotations
@@ -92,6 +100,32 @@ class StoreAttrs(TypedDict, total=False):
 
 class StoreError(CxrError):
     """A store is missing, unreadable or inconsistent; the message names the file."""
+
+
+class DamagedShard(OSError):
+    """A shard whose layout is wrong: an OSError, as the writer treats an unreadable shard."""
+
+
+# Attributes every store must have (stage 2 reads them unguarded), and the types of the others.
+REQUIRED_ATTRS = {"backbone": str, "dim": int, "input_size": int, "schema_version": int}
+ATTR_TYPES = {
+    **REQUIRED_ATTRS,
+    "resize": str,
+    "weights": str,
+    "weights_file": str,
+    "weights_sha256": str,
+    "weights_seed": int,
+    "weights_path": str,
+    "runtime": str,
+    "precision": str,
+    "runtime_max_abs_diff": float,
+    "data_root": str,
+    "manifest": str,
+    "created": str,
+    "updated": str,
+}
+MAX_ROWS = 20_000_000  # plausibility: 50 times MIMIC-CXR; a hostile file may declare anything
+MAX_DIM = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -268,34 +302,130 @@ def read_attrs(path: Path) -> dict:
 
 
 def read_content(path: Path, *, load_X: bool = True) -> StoreContent:
-    """Read a whole store file; raises StoreError naming the file if it is not a store."""
+    """Read a whole store file, checked (see the module's docstring); StoreError naming the file
+    and what is wrong. ``load_X=False`` (`cxr info`) checks X's shape and type without reading
+    it, and gives an empty (0, dim) X."""
+    rebuild = REBUILD.format(backbone=path.stem)
     try:
         with h5py.File(path, "r", locking=False) as f:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             if attrs.get("schema_version") is None or "X" not in f or "rows" not in f:
                 raise StoreError(
                     f"{path}: not a cxr feature store (missing schema_version, X or rows); "
-                    f"{REBUILD.format(backbone=path.stem)}"
+                    f"{rebuild}"
                 )
-            if int(attrs["schema_version"]) > SCHEMA_VERSION:
+            if _is_int(attrs["schema_version"]) and attrs["schema_version"] > SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: store schema {attrs['schema_version']} is newer than this tool "
-                    f"understands ({SCHEMA_VERSION}); upgrade cxr, or "
-                    f"{REBUILD.format(backbone=path.stem)}"
+                    f"understands ({SCHEMA_VERSION}); upgrade cxr, or {rebuild}"
                 )
+            meta_names = _checked(f, attrs)
             rows = _read_table(f["rows"], ROW_COLUMNS)
-            meta_group = f["rows"].get("meta")
-            meta = _read_table(meta_group, tuple(meta_group) if meta_group is not None else ())
+            meta = _read_table(f["rows/meta"] if meta_names else None, meta_names)
             rejected = _read_table(f.get("rejected"), REJECT_COLUMNS)
             X = f["X"][()] if load_X else np.empty((0, int(attrs["dim"])), np.float32)
+            _check_finite(X)
     except StoreError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except Damaged as exc:
+        raise StoreError(f"{path}: damaged feature store: {exc}; {rebuild}") from None
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0]
-        raise StoreError(
-            f"{path}: cannot read feature store ({reason}); {REBUILD.format(backbone=path.stem)}"
-        ) from None
+        raise StoreError(f"{path}: cannot read feature store ({reason}); {rebuild}") from None
     return StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
+
+
+def _check_finite(X: np.ndarray) -> None:
+    bad = [  # a block at a time: no N x D mask
+        start + np.flatnonzero(~np.isfinite(X[start : start + WRITE_BLOCK]).all(axis=1))
+        for start in range(0, len(X), WRITE_BLOCK)
+    ]
+    rows = np.concatenate(bad) if bad else np.empty(0, int)
+    if len(rows):
+        raise Damaged(
+            f"{len(rows)} row(s) have NaN or infinite features in X (the first is row {rows[0]})"
+        )
+
+
+class Damaged(Exception):
+    """What is wrong with a store or shard file's layout (one line, without the file)."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked(f: h5py.File, attrs: Mapping) -> tuple[str, ...]:
+    """Damaged unless the file has the layout of a store; returns its metadata columns."""
+    for name, kind in ATTR_TYPES.items():
+        if name not in attrs:
+            if name in REQUIRED_ATTRS:
+                raise Damaged(f"attribute {name} is missing")
+            continue
+        value = attrs[name]
+        fits = _is_int(value) if kind is int else isinstance(value, kind)
+        if kind is float:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not fits:
+            raise Damaged(f"attribute {name} is {value!r}, not {kind.__name__}")
+    dim = attrs["dim"]
+    if not 1 <= dim <= MAX_DIM or attrs["input_size"] < 1:
+        raise Damaged(f"attribute dim {dim} or input_size {attrs['input_size']} is impossible")
+    rows = _plain_dataset(f, "rows/id", text=True)
+    n = rows.shape[0]
+    X = _plain_dataset(f, "X")
+    if X.ndim != 2 or X.dtype != np.float32 or X.shape != (n, dim):
+        raise Damaged(
+            f"X is {X.dtype} {X.shape}, expected float32 ({n}, {dim}): one row of the recorded "
+            "dim per id"
+        )
+    for name in ROW_COLUMNS:
+        _plain_dataset(f, f"rows/{name}", text=True, length=n)
+    meta = f["rows"].get("meta", getlink=True)
+    names: tuple[str, ...] = ()
+    if meta is not None:
+        _plain_link(f, "rows/meta")
+        names = tuple(f["rows/meta"])
+        for name in names:
+            _plain_dataset(f, f"rows/meta/{name}", text=True, length=n)
+    if "rejected" in f:
+        _plain_link(f, "rejected")
+        m = _plain_dataset(f, "rejected/id", text=True).shape[0]
+        for name in REJECT_COLUMNS:
+            _plain_dataset(f, f"rejected/{name}", text=True, length=m)
+    return names
+
+
+def _plain_link(f: h5py.File, name: str) -> None:
+    parent, _, leaf = name.rpartition("/")
+    link = (f[parent] if parent else f).get(leaf, getlink=True)
+    if link is None:
+        raise Damaged(f"{name} is missing")
+    if not isinstance(link, h5py.HardLink):
+        raise Damaged(f"{name} is a link to somewhere else ({type(link).__name__})")
+
+
+def _plain_dataset(
+    f: h5py.File, name: str, *, text: bool = False, length: int | None = None
+) -> h5py.Dataset:
+    """The dataset at ``name``, held in this file: no link out, no external raw storage, not
+    virtual; 1-D text of ``length`` rows when asked."""
+    parts = name.split("/")
+    for depth in range(1, len(parts) + 1):
+        _plain_link(f, "/".join(parts[:depth]))
+    dataset = f[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise Damaged(f"{name} is not a dataset")
+    if dataset.is_virtual or dataset.external:
+        raise Damaged(f"{name} is stored outside the store file")
+    if text:
+        if dataset.ndim != 1 or h5py.check_string_dtype(dataset.dtype) is None:
+            raise Damaged(f"{name} is {dataset.dtype} {dataset.shape}, not one column of text")
+        if dataset.shape[0] > MAX_ROWS:
+            raise Damaged(f"{name} declares {dataset.shape[0]:,} rows (limit {MAX_ROWS:,})")
+        if length is not None and dataset.shape[0] != length:
+            raise Damaged(f"{name} has {dataset.shape[0]} rows, expected {length}")
+    return dataset
 
 
 def write_shard(
@@ -343,7 +473,22 @@ def _publish_bytes(image: io.BytesIO, path: Path, tmp: Path) -> None:
 
 
 def read_shard(path: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:
+    """A shard's fingerprint attributes, ids, vectors and rejects; DamagedShard (an OSError, as
+    for any unreadable shard) if its layout is not a shard's."""
     with h5py.File(path, "r", locking=False) as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        try:
+            n = _plain_dataset(f, "id", text=True).shape[0]
+            X = _plain_dataset(f, "X")
+            dim = attrs.get("dim")
+            if not _is_int(dim) or X.dtype != np.float32 or X.shape != (n, dim):
+                raise Damaged(f"X is {X.dtype} {X.shape} for {n} ids of dim {dim!r}")
+            m = _plain_dataset(f, "rejected/id", text=True).shape[0]
+            for name in REJECT_COLUMNS:
+                _plain_dataset(f, f"rejected/{name}", text=True, length=m)
+            X = X[()]
+            _check_finite(X)
+        except Damaged as exc:
+            raise DamagedShard(f"damaged shard: {exc}") from None
         ids = _strings(f["id"].asstr()[()])
-        return attrs, ids, f["X"][()], _read_table(f["rejected"], REJECT_COLUMNS)
+        return attrs, ids, X, _read_table(f["rejected"], REJECT_COLUMNS)

@@ -25,7 +25,13 @@ from cxr.store.schema import Reject, fingerprint
 runner = CliRunner()
 BUNDLE_STUB = {  # the bundle's other keys (see cxr.classify.model.BUNDLE_KEYS)
     "backbone": "b",
-    "fingerprint": {"backbone": "b", "input_size": 224, "resize": "squash"},
+    "fingerprint": {
+        "backbone": "b",
+        "input_size": 224,
+        "resize": "squash",
+        "weights_sha256": "ab" * 32,
+        "weights_seed": -1,
+    },
     "weights": "imagenet",
     "classes": ["a", "b", "c"],
     "n_features": 5,
@@ -184,7 +190,8 @@ def test_every_head_saves_and_loads_without_trusting_anything_else(tmp_path):
     for head in HEADS:
         pipeline = build_head(head, random_state=0).fit(X, y)
         path = tmp_path / f"{head}.skops"
-        sio.dump({"format": MODEL_FORMAT, "pipeline": pipeline, **BUNDLE_STUB}, path)
+        bundle = {"format": MODEL_FORMAT, "pipeline": pipeline, **BUNDLE_STUB, "n_features": 140}
+        sio.dump(bundle, path)
         bundle = load_model(path)
         np.testing.assert_array_equal(
             bundle["pipeline"].predict_proba(X), pipeline.predict_proba(X), head
