@@ -216,7 +216,7 @@ def features(
     ),
     out: Path | None = typer.Option(None, "--out", hidden=True),  # the old name of --features
     batch_size: int = typer.Option(
-        32, "--batch-size", min=1, help="Images per forward pass (and per commit)."
+        32, "--batch-size", min=1, max=1024, help="Images per forward pass (and per commit)."
     ),
     resize: ResizePolicy = typer.Option(
         "squash", "--resize", help="squash (the paper: stretch to the input) or pad (keep aspect)."
@@ -245,7 +245,11 @@ def features(
     ),
     scheduler: str | None = SCHEDULER,
     shard: int = typer.Option(
-        256, "--shard", min=1, help="With --scheduler: files per Dask task (one shard each)."
+        256,
+        "--shard",
+        min=1,
+        max=100_000,
+        help="With --scheduler: files per Dask task (one shard each).",
     ),
     json_out: Path | None = JSON_OUT,
 ) -> None:
@@ -483,7 +487,10 @@ def reproduce(
     quiet: bool = QUIET,
 ) -> None:
     """Reproduce the paper (protocol A) and the honest protocol B, end to end from the images."""
+    from cxr.classify.config import check_jobs
     from cxr.reproduce.run import reproduce as run_reproduce
+
+    check_jobs(jobs)  # before the stores are built, not after
 
     _writable(json_path, "--json")
     _writable(doc_path, "--doc")

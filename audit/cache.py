@@ -20,8 +20,8 @@ from joblib import Parallel, delayed
 
 from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
 from cxr.errors import CxrError
-from cxr.extract.hashing import UnusableFile, read_regular
 from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels
+from cxr.files import UnusableFile, read_regular
 from cxr.progress import Progress, Silent
 
 CACHE_NAME = Path(".audit") / "phash.h5"

@@ -87,6 +87,8 @@ def hash_pairs(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]
 
     if not 0 <= threshold < N_BITS:
         raise ValueError(f"hash threshold must be in 0..{N_BITS - 1}")
+    if not len(hashes):  # no file could be hashed (moved, unreadable): no pair
+        return []
     levels = hashes.shape[1]
     codes = _shuffled(hashes)
     half = codes.shape[1] // 2

@@ -1,9 +1,15 @@
-"""Show an audit: Rich tables for people, JSON for machines (the same dict either way)."""
+"""Show an audit: Rich tables for people, JSON for machines (the same dict either way).
+
+Paths, labels, patient ids, column names and values come from files: they are printed as text,
+never as Rich markup (a label ``[/b]`` must not end the report).
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 WORST = 10  # clusters shown in the terminal; --json has all of them
 
@@ -11,8 +17,8 @@ WORST = 10  # clusters shown in the terminal; --json has all of them
 def render(result: dict, console: Console) -> None:
     counts, settings = result["counts"], result["settings"]
     console.print(
-        f"[bold]Audit of {result['store']}[/] ({result['rows']} rows, images in "
-        f"{result['data_root']}; pHash <= {settings['hash_threshold']} bits, "
+        f"[bold]Audit of {escape(result['store'])}[/] ({result['rows']} rows, images in "
+        f"{escape(result['data_root'])}; pHash <= {settings['hash_threshold']} bits, "
         f"cosine >= {settings['cosine_threshold']})",
         highlight=False,
     )
@@ -41,11 +47,12 @@ def render(result: dict, console: Console) -> None:
         conflict = (
             f" [red]conflict: {', '.join(cluster['conflicts'])}[/]" if cluster["conflicts"] else ""
         )
-        table = Table(title=f"Cluster {number}: {cluster['size']} images ({evidence}){conflict}")
+        title = f"Cluster {number}: {cluster['size']} images ({escape(evidence)}){conflict}"
+        table = Table(title=title)
         for column in ("path", "label", "patient_id", "source"):
             table.add_column(column, overflow="fold")
         for m in cluster["members"]:
-            table.add_row(m["path"], m["label"], m["patient_id"], m["source"])
+            table.add_row(*(Text(m[c]) for c in ("path", "label", "patient_id", "source")))
         console.print(table)
     if len(result["clusters"]) > WORST:
         console.print(f"... {len(result['clusters']) - WORST} more clusters in --json.")
@@ -57,7 +64,7 @@ def render(result: dict, console: Console) -> None:
         highlight=False,
     )
     for note in result["notes"]:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     timing = result["timing"]
     console.print(
         f"{timing['hashes_computed']} image(s) hashed ({timing['hash_seconds']} s); "
@@ -78,13 +85,13 @@ def _render_probes(probes: dict, console: Console) -> None:
         table.add_column(col)
     for name, p in probes.items():
         if "same_as" in p:
-            table.add_row(name, f"identical to {p['same_as']}", "", "", "", "")
+            table.add_row(Text(name), Text(f"identical to {p['same_as']}"), "", "", "", "")
         elif "skipped" in p:
-            table.add_row(name, p["skipped"], "", "", "", "")
+            table.add_row(Text(name), Text(p["skipped"]), "", "", "", "")
         else:
             table.add_row(
-                name,
-                ", ".join(f"{k} {v}" for k, v in p["classes"].items()),
+                Text(name),
+                Text(", ".join(f"{k} {v}" for k, v in p["classes"].items())),
                 f"{p['accuracy']:.3f}",
                 f"{p['chance_accuracy']:.3f}",
                 f"{p['balanced_accuracy']:.3f}",

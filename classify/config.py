@@ -28,6 +28,16 @@ def max_jobs() -> int:
     return JOBS_PER_CORE * (os.cpu_count() or 1)
 
 
+def check_jobs(jobs: int) -> None:
+    """--jobs: a number of workers this machine can use, or -1 (-2, ...) for all cores (but
+    one, ...); checked before any worker starts."""
+    if jobs == 0 or not -(os.cpu_count() or 1) <= jobs <= max_jobs():
+        raise CxrError(
+            f"--jobs {jobs}: give a number of workers, 1..{max_jobs()} here "
+            f"({JOBS_PER_CORE} per core), or -1 for all cores"
+        )
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """What `cxr evaluate` does: stores x heads on one task, validated by one design.
@@ -83,11 +93,7 @@ class EvaluateConfig:
             overall_metric(self.metric)
         except ValueError as exc:
             raise CxrError(f"--metric: {exc}") from None
-        if self.jobs == 0 or not -(os.cpu_count() or 1) <= self.jobs <= max_jobs():
-            raise CxrError(
-                f"--jobs {self.jobs}: give a number of workers, 1..{max_jobs()} here "
-                f"({JOBS_PER_CORE} per core), or -1 for all cores"
-            )
+        check_jobs(self.jobs)
         if not 1 <= self.curve_draws <= MAX_DRAWS:
             raise CxrError(f"--curve-draws must be 1..{MAX_DRAWS}")
         if self.curve_margin < 0:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr.errors import CxrError
+from cxr.files import read_text
 
 if TYPE_CHECKING:
     from sklearn.base import BaseEstimator
@@ -151,9 +152,10 @@ def parse_params(assignments: Iterable[str] = (), config: Path | None = None) ->
     """
     params: dict[str, Params] = {}
     if config is not None:
+        text = read_text(Path(config), "TOML file of hyper-parameters")
         try:
-            document = tomllib.loads(Path(config).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise CxrError(f"{config}: cannot read TOML hyper-parameters ({exc})") from None
         for head, table in document.items():
             if not isinstance(table, dict):

@@ -5,7 +5,7 @@ required columns) raise CxrError before any model is loaded; a single bad file o
 reject with a reason:
 
 - anything but a regular file (a FIFO, a device, a socket, a symlink to one): never opened
-  (``cxr.extract.hashing.open_regular``);
+  (``cxr.files.open_regular``);
 - a file name that is not UTF-8 (POSIX names are bytes; Python keeps the odd ones as surrogate
   escapes, which the store's UTF-8 text cannot hold): rejected here, shown with the odd bytes as
   ``\\xNN``. Not stored under an invented name: the stored path is how `cxr audit`, exclusion
@@ -28,8 +28,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxr.errors import CxrError
-from cxr.extract.hashing import HashCache, UnusableFile
+from cxr.extract.hashing import HashCache
 from cxr.extract.images import is_dicom_file
+from cxr.files import UnusableFile
 from cxr.store.schema import Reject
 
 MANIFEST_NAME = "manifest.csv"

@@ -43,8 +43,8 @@ from typing import BinaryIO, cast
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cxr.extract.hashing import open_regular
 from cxr.extract.registry import RESIZE_POLICIES
+from cxr.files import open_regular
 
 MIN_SIDE = 32  # smaller is a thumbnail or an icon, not a radiograph
 MAX_PIXELS = (

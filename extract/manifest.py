@@ -45,8 +45,8 @@ from cxr.extract.dataset import (
     from_manifest,
     outside_data,
 )
-from cxr.extract.hashing import open_regular
 from cxr.extract.images import is_dicom_file, read_dicom
+from cxr.files import open_regular
 
 KEY_VARIABLE = "CXR_ID_KEY"
 # DICOM keyword -> manifest column, in the order the manifest lists them.

@@ -17,8 +17,8 @@ from itertools import islice
 import numpy as np
 
 from cxr.extract.dataset import Entry
-from cxr.extract.hashing import UnusableFile, read_regular
 from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels, resize
+from cxr.files import UnusableFile, read_regular
 
 # Decoding costs about a twentieth of a forward pass (0.8 ms of CPU per shared image against
 # ~16 ms for MobileNetV2): one decoder per four cores keeps ahead of the model, and leaves the

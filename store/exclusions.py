@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.errors import CxrError
+from cxr.files import read_text
 
 FORMAT = "cxr-exclusions/1"
 
@@ -61,11 +62,7 @@ class Exclusions:
 
     @classmethod
     def read(cls, path: Path) -> Exclusions:
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or exc
-            raise CxrError(f"{path}: cannot read exclusion file ({reason})") from None
+        text = read_text(Path(path), "exclusion file")
         if not text.lstrip().startswith("{"):
             lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
             return cls(frozenset(line for line in lines if line))
