@@ -29,7 +29,7 @@ from cxr import cluster  # imports Dask only when connecting
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
 from cxr.classify.metrics import overall_metrics  # numpy only
-from cxr.errors import CxrError, RunFailed
+from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 from cxr.extract.runtimes import PRECISIONS, RUNTIMES  # plain data
 
@@ -54,9 +54,8 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except CxrError as exc:
             # The message echoes user input: printed as text, never as markup or :emoji: codes.
-            err_console.print(
-                "[red]error:[/]", escape(str(exc)), highlight=False, emoji=False, soft_wrap=True
-            )
+            word = "[yellow]stopped:[/]" if isinstance(exc, Interrupted) else "[red]error:[/]"
+            err_console.print(word, escape(str(exc)), highlight=False, emoji=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -263,30 +262,46 @@ def features(
     folder = out or features_dir
     if folder.exists() and not folder.is_dir():  # a typo, not a storage fault: nothing starts
         raise CxrError(f"--features {folder}: is a file")
-    summaries = extract_features(
-        data=data,
-        manifest=manifest,
-        backbones=backbone,
-        weights=weights,
-        features_dir=out or features_dir,
-        batch_size=batch_size,
-        resize=resize.value,
-        seed=seed,
-        rehash=rehash,
-        rebuild=rebuild,
-        runtime=runtime.value,
-        precision=precision.value,
-        progress=RichProgress(_console(json_out), bars=True),
-        scheduler=scheduler,
-        shard=shard,
-        allow_outside_data=allow_outside_data,
-    )
+    try:
+        summaries = extract_features(
+            data=data,
+            manifest=manifest,
+            backbones=backbone,
+            weights=weights,
+            features_dir=folder,
+            batch_size=batch_size,
+            resize=resize.value,
+            seed=seed,
+            rehash=rehash,
+            rebuild=rebuild,
+            runtime=runtime.value,
+            precision=precision.value,
+            progress=RichProgress(_console(json_out), bars=True),
+            scheduler=scheduler,
+            shard=shard,
+            allow_outside_data=allow_outside_data,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(_kept(folder, backbone)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, _render_features)
     if not any(s.stored for s in summaries):
         raise RunFailed("no image could be used; see the rejected files above")
     if strict and any(s.rejected for s in summaries):
         raise RunFailed("--strict: some files were rejected (listed above)")
+
+
+def _kept(folder: Path, backbones: list[str]) -> str:
+    """What an interrupted `cxr features` leaves: the batches committed, per backbone."""
+    from cxr.store.schema import parts_dir
+
+    counts = {
+        b: len(list(parts_dir(folder, b).glob("*.h5")))
+        for b in dict.fromkeys(backbones)
+        if parts_dir(folder, b).is_dir()
+    }
+    kept = ", ".join(f"{n} batch(es) of {b}" for b, n in counts.items() if n) or "no batch"
+    return f"interrupted: {kept} kept in {folder}; run the same command to resume"
 
 
 def _render_features(document: dict, console: Console) -> None:
@@ -312,15 +327,26 @@ def _render_features(document: dict, console: Console) -> None:
 
 @app.command()
 def manifest(
-    data: Path = typer.Argument(..., help="Class folders, or a manifest CSV to complete."),
-    out: Path = typer.Option(
-        Path("manifest.csv"), "--out", help="The manifest to write ('-': stdout)."
+    data: Path = typer.Argument(
+        ..., help="Class folders, a flat export of DICOM files, or a manifest CSV to complete."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="The manifest to write ('-': stdout). Default: DATA/manifest.csv, where "
+        "`cxr features DATA` looks.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    features_dir: Path = typer.Option(
+        Path("features"),
+        "--features",
+        help="The study's features folder: its key file (.id-key) pseudonymises the ids.",
     ),
     key: str | None = typer.Option(
         None,
         "--key",
-        help="Secret for the keyed hash of patient ids and institutions. Prefer $CXR_ID_KEY: "
-        "a key on the command line stays in the shell history.",
+        help="Secret for the keyed hash of patient ids and institutions, instead of the study's "
+        "key file. Prefer $CXR_ID_KEY: a key on the command line stays in the shell history.",
         show_default=False,
     ),
     keep_ids: bool = typer.Option(
@@ -331,20 +357,31 @@ def manifest(
     """Write a manifest from DICOM headers: patient, view, modality, manufacturer, ... ."""
     from dataclasses import asdict
 
-    from cxr.extract.manifest import build_manifest
+    from cxr.extract.headers import StudyKey
+    from cxr.extract.manifest import build_manifest, default_out
 
-    _writable(out, "--out")
+    target = out if out is not None else default_out(data)
+    _writable(target, "--out")
     _writable(json_out, "--json")
-    if str(out) == "-" and str(json_out) == "-":
+    if str(target) == "-" and str(json_out) == "-":
         raise CxrError("--out - and --json - would both write to stdout; choose one")
-    summary = build_manifest(data, out, key=key, keep_ids=keep_ids)
+    if str(target) != "-" and target.exists() and not force:
+        raise CxrError(f"{target}: exists; pass --force to replace it, or choose another --out")
+    study = StudyKey(features_dir, key)
+    summary = build_manifest(data, target, key=study, keep_ids=keep_ids)
     document = {**asdict(summary), "out": str(summary.out)}
-    _show(document, json_out if str(out) != "-" else None, _render_manifest)
+    document["key"] = "" if keep_ids else study.source
+    _show(document, json_out if str(target) != "-" else None, _render_manifest)
 
 
 def _render_manifest(document: dict, console: Console) -> None:
     console = err_console if document["out"] == "-" else console  # stdout holds the CSV
-    ids = "pseudonymised" if document["pseudonymised"] else "real (--keep-ids: do not share)"
+    ids = (
+        f"pseudonymised with {document['key']}: keep it private, and keep it, since the same key "
+        "gives the same ids"
+        if document["pseudonymised"]
+        else "real (--keep-ids: do not share)"
+    )
     text = partial(console.print, highlight=False, soft_wrap=True, markup=False)  # names: text
     text(
         f"Wrote {document['out']}: {document['rows']} rows, {document['dicom']} DICOM headers "
@@ -789,6 +826,12 @@ def predict(
         help="tensorflow, openvino or auto; default: the runtime the model's store used.",
     ),
     json_out: Path | None = JSON_OUT,
+    csv_out: Path | None = typer.Option(
+        None,
+        "--csv",
+        help="Also write a CSV here: one row per image, its predicted class and each class's "
+        "probability (rejected images with their reason).",
+    ),
 ) -> None:
     """Class probabilities for new images, embedded with the model's backbone and weights."""
     from cxr.classify.model import predict as run_predict
@@ -796,6 +839,7 @@ def predict(
     from cxr.extract.runner import embed_images  # stage 1 is handed to stage 2 here, at the edge
 
     _writable(json_out, "--json")
+    _writable(csv_out, "--csv")
     result = run_predict(
         model,
         inputs,
@@ -804,7 +848,35 @@ def predict(
         trust_pickle=trust_pickle,
         runtime=runtime.value if runtime else None,
     )
-    _show(result, json_out, render_predictions)
+    console = _report(
+        result, json_out, render_predictions, lambda: _predictions_csv(result, csv_out)
+    )
+    if csv_out is not None:
+        console.print(f"Wrote {csv_out}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _predictions_csv(result: Any, path: Path | None) -> None:
+    """One row per image: its path, the predicted class and each class's probability; a
+    rejected image has its reason instead (cells a spreadsheet would run are escaped)."""
+    if path is None:
+        return
+    import csv
+    import io
+
+    from cxr.files import escape_cell
+
+    classes = result["classes"]
+    rows = [["image", "predicted", *(f"p_{c}" for c in classes), "rejected"]]
+    for p in result["predictions"]:
+        chances = [f"{p['probabilities'][c]:.6f}" for c in classes]
+        rows.append([p["path"], p["predicted"], *chances, ""])
+    rows += [[r["path"], "", *("" for _ in classes), r["reason"]] for r in result["rejected"]]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([[escape_cell(c) for c in r] for r in rows])
+    try:
+        path.write_text(text.getvalue())
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot write the CSV ({exc.strerror})") from None
 
 
 @app.command()

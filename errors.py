@@ -15,3 +15,9 @@ class RunFailed(CxrError):
     """The input was valid but the run did not reach its goal (nothing stored, --strict)."""
 
     exit_code = 1
+
+
+class Interrupted(CxrError):
+    """Stopped by the user (Ctrl-C); the message says what was kept and how to go on."""
+
+    exit_code = 130  # the shell's code for SIGINT

@@ -4,7 +4,8 @@ A FIFO blocks its reader until someone writes, and ``/dev/zero`` never ends: eit
 image, a manifest, an exclusion file or a configuration, would hang a run before it printed
 anything. A file is checked with ``os.stat`` before it is opened (a device is never opened at
 all), then opened with ``O_NONBLOCK`` and checked again on the descriptor, in case it was
-swapped for something else in between. Both stages use this (no heavy import here).
+swapped for something else in between. Both stages use this (no heavy import here). And the
+CSV cells the tool writes are escaped here, so a spreadsheet never runs one as a formula.
 """
 
 from __future__ import annotations
@@ -102,3 +103,21 @@ def read_text(path: Path, what: str, limit: int = TEXT_LIMIT) -> str:
         raise CxrError(
             f"{path}: the {what} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
         ) from None
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading ' before = + - @ tab or CR (and before
+    a ' that the reader would otherwise take for this escape). ``unescape_cell`` undoes it."""
+    return "'" + value if value.startswith(FORMULA_STARTS) or _escaped(value) else value
+
+
+def unescape_cell(value: str) -> str:
+    return value[1:] if _escaped(value) else value
+
+
+def _escaped(value: str) -> bool:
+    return value[:1] == "'" and value[1:2] in (*FORMULA_STARTS, "'")

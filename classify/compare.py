@@ -84,11 +84,12 @@ def paired_difference(
     return point, [float(lo), float(hi)], float(p), len(ia)
 
 
-def caution(others: Sequence[tuple[str, bool]], metric: str) -> str:
+def caution(others: Sequence[tuple[str, bool]], metric: str, where: str = "") -> str:
     """What picking the best result over ``others`` (name, indistinguishable from the best) on
-    the same rows means."""
+    the same rows means; ``where`` names those rows when a run has several groups."""
+    rows = f"the same test rows ({where})" if where else "the same test rows"
     text = (
-        f"caution: the best of {len(others) + 1} results picked on the same test rows; its "
+        f"caution: the best of {len(others) + 1} results picked on {rows}; its "
         f"{metric} is optimistic as an estimate for new data (selection), "
     )
     tied = [name for name, indistinguishable in others if indistinguishable]

@@ -32,6 +32,11 @@ SHOWN_PATIENTS = 5  # patient ids quoted in a refusal
 FOLDS = 10  # the paper's 10-fold cross-validation
 MAX_FOLDS, MAX_REPEATS = 1000, 100
 MAX_VALUES = 50  # more distinct values than this is an identifier, not a group to hold out
+# What gives a store its patient ids, said wherever their absence makes scores optimistic.
+FIX_IDS = (
+    "Give them: `cxr features` reads them from DICOM headers; for other files, a manifest with a "
+    "patient_id column (`cxr features DATA --manifest CSV`)"
+)
 # --group-by: these words, or the name of any stored column (dataset, source, view, ...).
 GROUP_BY = ("auto", "patient", "none")
 
@@ -202,7 +207,7 @@ class CrossValidation(Design):
             notes.append(
                 f"{data.source}: no patient ids; folds keep only the --exclude file's duplicate "
                 "groups together, so images of one patient can still be split and scores are "
-                "optimistic"
+                f"optimistic. {FIX_IDS}"
             )
         elif grouped and unit == data.group_unit and data.missing_ids:
             notes.append(
@@ -213,7 +218,7 @@ class CrossValidation(Design):
         elif not grouped and not data.has_groups:
             notes.append(
                 f"{data.source}: no patient ids, so folds split images, not patients; if a "
-                "patient has several images, these scores are optimistic"
+                f"patient has several images, these scores are optimistic. {FIX_IDS}"
             )
         elif not grouped:
             notes.append(

@@ -309,9 +309,14 @@ class _Run:
                     if not c["is_best"]
                 ]
                 if others and any(c["is_best"] for c in comparisons):
-                    cautions.append(
-                        caution(others, metric.title(self.config.scoring.operating_point))
+                    validation = self.results[members[0]]["validation"]
+                    where = (
+                        f"held out: {validation.get('column')}={validation['held_out']}"
+                        if "held_out" in validation
+                        else ""
                     )
+                    title = metric.title(self.config.scoring.operating_point)
+                    cautions.append(caution(others, title, where))
                 compared(1)
         first = self.results[0]
         held_out = design_of(first).held_out_column(first)

@@ -29,8 +29,9 @@ def write_plots(evaluated: Evaluated, out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = evaluated.report
     written = []
+    op = report["settings"]["operating_point"]
     for result, outcome in zip(report["results"], evaluated.outcomes, strict=True):
-        result["plots"] = result_plots(result, outcome.y, outcome.proba, out_dir)
+        result["plots"] = result_plots(result, outcome.y, outcome.proba, out_dir, op)
         written += result["plots"]
     report["plots"] = forest_plots(report, out_dir) + curve_plots(report, out_dir)
     return written + report["plots"]
@@ -63,8 +64,11 @@ def roc_classes(classes: list[str], y: np.ndarray) -> list[int]:
     return drawable[-1:] if len(classes) == 2 else drawable
 
 
-def result_plots(result: Result, y: np.ndarray, proba: np.ndarray, out_dir: Path) -> list[str]:
-    """Confusion matrix, one-vs-rest ROC and reliability diagram PNGs of one result."""
+def result_plots(
+    result: Result, y: np.ndarray, proba: np.ndarray, out_dir: Path, operating_point: float
+) -> list[str]:
+    """Confusion matrix (counts and each true class's share), one-vs-rest ROC (with the
+    operating point) and reliability diagram PNGs of one result."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,10 +87,13 @@ def result_plots(result: Result, y: np.ndarray, proba: np.ndarray, out_dir: Path
 
     size = 4 + 0.5 * len(classes)
     fig, ax = plt.subplots(figsize=(size, size - 0.5))
-    ax.imshow(cm, cmap="Blues")
+    totals = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)  # the colour is the row's share
     for (i, j), count in np.ndenumerate(cm):
-        color = "white" if count > cm.max() / 2 else "black"
-        ax.text(j, i, str(count), ha="center", va="center", color=color)
+        color = "white" if share[i, j] > 0.5 else "black"
+        shown = f"{count}\n{share[i, j]:.0%}" if totals[i, 0] else str(count)
+        ax.text(j, i, shown, ha="center", va="center", color=color, fontsize=9)
     ax.set(
         xticks=range(len(classes)),
         yticks=range(len(classes)),
@@ -95,7 +102,11 @@ def result_plots(result: Result, y: np.ndarray, proba: np.ndarray, out_dir: Path
         xlabel="predicted",
         ylabel="true",
     )
-    _title(ax, f"{name}: confusion matrix of the test rows", int(9 * size))
+    _title(
+        ax,
+        f"{name}: confusion matrix of the test rows (count, and its share of the true class)",
+        int(9 * size),
+    )
     written.append(_save(fig, _file(out_dir, stem, "-confusion.png")))
 
     drawable = roc_classes(classes, y)
@@ -104,7 +115,17 @@ def result_plots(result: Result, y: np.ndarray, proba: np.ndarray, out_dir: Path
         for c in drawable:
             fpr, tpr, _ = roc_curve(y == c, proba[:, c])
             auc = result["metrics"]["per_class"][classes[c]]["roc_auc"]["pooled"]
-            ax.plot(fpr, tpr, label=f"{classes[c]} (AUC {number(auc)})")
+            line = ax.plot(fpr, tpr, label=f"{classes[c]} (AUC {number(auc)})")
+            allowed = fpr <= 1 - operating_point + 1e-9
+            at = np.flatnonzero(allowed)[np.argmax(tpr[allowed])]  # fpr 0 always qualifies
+            ax.plot(
+                fpr[at],
+                tpr[at],
+                "o",
+                color=line[0].get_color(),
+                label=f"{classes[c]}: sensitivity {tpr[at]:.2f} at specificity "
+                f">= {operating_point:.0%}",
+            )
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
         ax.set(xlabel="1 - specificity", ylabel="sensitivity")
         ax.legend(loc="lower right", fontsize=8)
@@ -126,27 +147,29 @@ def result_plots(result: Result, y: np.ndarray, proba: np.ndarray, out_dir: Path
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
     ax.plot(centres, accuracy, marker="o", label="observed")
     for x, acc, n in zip(centres, accuracy, counts, strict=True):
-        right = x > 0.85  # keep the label inside the axes
-        offset = (-4, -10) if right else (4, -10)
+        above = acc < 0.9  # above the marker, unless that leaves the axes: then below it
         ax.annotate(
             str(n),
             (x, acc),
             textcoords="offset points",
-            xytext=offset,
+            xytext=(0, 7 if above else -8),
             fontsize=7,
-            ha="right" if right else "left",
+            ha="center",
+            va="bottom" if above else "top",
+            bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none"},
         )
     ece = result["metrics"]["ece"]["pooled"]
     ax.set(xlabel="confidence of the predicted class", ylabel="share correct", xlim=(0, 1))
     ax.set_ylim(0, 1.02)
     ax.legend(loc="upper left", fontsize=8)
-    _title(ax, f"{name}: reliability (ECE {number(ece)}; images per bin beside the points)", 45)
+    _title(ax, f"{name}: reliability (ECE {number(ece)}; images per bin by the points)", 45)
     written.append(_save(fig, _file(out_dir, stem, "-reliability.png")))
     return written
 
 
 def forest_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
-    """One forest plot per task: the chosen metric, pooled with its 95% CI, every result."""
+    """One forest plot per task and design run: the chosen metric of every result, pooled with
+    its 95% CI, grouped by what it is compared within (a held-out value, or the whole run)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,32 +178,45 @@ def forest_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
     settings = report["settings"]
     chosen = overall_metric(settings["metric"])
     label = chosen.title(settings["operating_point"])
+    colours = {"best": "black", "tied": "tab:blue", "worse": "tab:grey"}
     written = []
     forest_slug = lambda r: design_of(r).forest_slug(r)  # noqa: E731
     for design in dict.fromkeys(forest_slug(r) for r in report["results"]):
-        rows = [r for r in report["results"] if forest_slug(r) == design][::-1]
-        task = rows[0]["task"]["name"]
-        fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.35 * len(rows)))
+        results = [r for r in report["results"] if forest_slug(r) == design]
+        groups = list(dict.fromkeys(r.get("validation", {}).get("held_out") for r in results))
+        rows, names, starts = [], [], []
+        for group in groups:  # each held-out value's results together, top to bottom
+            starts.append(len(rows))
+            for r in (r for r in results if r.get("validation", {}).get("held_out") == group):
+                rows.append(r)
+                names.append(result_name(r) + (f" | {group}" if group is not None else ""))
+        n = len(rows)
+        fig, ax = plt.subplots(figsize=(6.5, 1.6 + 0.35 * n))
         for i, r in enumerate(rows):
+            y = n - 1 - i
             stat, comparison = r["metrics"][chosen.name], r.get("comparison", {})
             if stat["pooled"] is None:
                 continue
             lo, hi = (v if v is not None else stat["pooled"] for v in stat["ci95"])
-            best, tied = comparison.get("is_best"), comparison.get("indistinguishable")
-            color = "black" if best else ("tab:blue" if tied else "tab:grey")
-            ax.plot([lo, hi], [i, i], color=color, linewidth=1.5)
-            ax.plot(stat["pooled"], i, "o", color=color, fillstyle="full" if tied else "none")
-        names = []
-        for r in rows:
-            held = r.get("validation", {}).get("held_out")
-            names.append(result_name(r) + (f" | {held}" if held else ""))
-        ax.set_yticks(range(len(rows)), names, fontsize=8)
+            kind = (
+                "best"
+                if comparison.get("is_best")
+                else "tied"
+                if comparison.get("indistinguishable")
+                else "worse"
+            )
+            ax.plot([lo, hi], [y, y], color=colours[kind], linewidth=1.5)
+            ax.plot(stat["pooled"], y, "o", color=colours[kind], fillstyle="full")
+        for start in starts[1:]:  # a line between held-out values: compared within, not across
+            ax.axhline(n - start - 0.5, color="lightgrey", linewidth=0.8)
+        ax.set_yticks(range(n), names[::-1], fontsize=8)
         ax.set_xlabel(f"{label}: pooled, 95% CI (bootstrap over patients)")
+        within = "its held-out value (between the grey lines)" if len(groups) > 1 else "the run"
         _title(
             ax,
-            f"{task}: filled = best or indistinguishable from it (paired bootstrap), "
-            "hollow = worse",
-            70,
+            f"{rows[0]['task']['name']}: {label} of every result. Black: the best of {within}; "
+            "blue: not distinguishable from that best; grey: worse (paired bootstrap)",
+            52,  # the axes' width: the names on the left take the rest
         )
         written.append(_save(fig, _file(out_dir, design, f"-forest-{chosen.name}.png")))
     return written

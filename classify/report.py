@@ -103,11 +103,16 @@ def render(report: EvaluateReport, console: Console) -> None:
         table.add_column(m.title(op), overflow="fold")
     table.add_column(f"vs best ({chosen.title(op)})", overflow="fold")
     replicates = report["provenance"]["bootstrap"]["replicates"]
+    sizes: dict[object, int] = {}  # results per comparison group (a held-out value, or the run)
+    for r in results:
+        held = r.get("validation", {}).get("held_out")
+        sizes[held] = sizes.get(held, 0) + 1
     for r in results:
         cells = [pooled(r["metrics"][m.name]) for m in summary]
         extra = [str(r["validation"]["held_out"])] if held else []
         extra = ([r.get("inputs", "embeddings")] if mixed else []) + extra
-        verdict = versus(r.get("comparison"), replicates)
+        alone = sizes[r.get("validation", {}).get("held_out")] == 1
+        verdict = "(only result)" if alone else versus(r.get("comparison"), replicates)
         backbone = r["backbone"] if r.get("inputs", "embeddings").startswith("embeddings") else "-"
         row = [backbone, r["head"], *extra, str(r["n"]), *cells, verdict]
         table.add_row(*map(_cell, row))

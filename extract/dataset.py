@@ -29,16 +29,16 @@ from pathlib import Path
 
 from cxr.errors import CxrError
 from cxr.extract.hashing import HashCache
-from cxr.extract.images import is_dicom_file
-from cxr.files import UnusableFile
+from cxr.extract.headers import COLUMNS as HEADER_COLUMNS
+from cxr.extract.headers import HeaderCache
+from cxr.extract.images import DICOM_SUFFIXES, is_dicom_file
+from cxr.files import UnusableFile, unescape_cell
 from cxr.store.schema import Reject
 
 MANIFEST_NAME = "manifest.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "patient_id", "source")
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 OUTSIDE = (
     "outside the data folder ({how}); pass --allow-outside-data to read files the manifest "
     "names there"
@@ -86,10 +86,13 @@ def discover(
     hashes: HashCache | None = None,
     *,
     allow_outside: bool = False,
+    headers: HeaderCache | None = None,
 ) -> Discovery:
     """List the data set, then hash every file (threads: hashing releases the GIL); files that
     ``hashes`` knows unchanged are not read. ``allow_outside``: read manifest paths that are
-    absolute or climb out of the data folder (`cxr features --allow-outside-data`)."""
+    absolute or climb out of the data folder (`cxr features --allow-outside-data`). With
+    ``headers``, class folders' DICOM films get their header's columns, the patient id and the
+    institution pseudonymised (a manifest, when there is one, says what it says instead)."""
     if manifest is None and data is not None and (data / MANIFEST_NAME).is_file():
         manifest = data / MANIFEST_NAME
     for given in (data, manifest):
@@ -110,7 +113,30 @@ def discover(
             unusable.append(entry.reject(error))
         else:
             entries.append(replace(entry, sha256=digest))
+    if manifest is None and headers is not None:
+        entries = [_with_header(entry, headers) for entry in entries]
+        if any(entry.meta for entry in entries):
+            meta_columns = HEADER_COLUMNS
     return Discovery(root, entries, unusable, manifest, meta_columns, unlisted)
+
+
+def _with_header(entry: Entry, headers: HeaderCache) -> Entry:
+    """A DICOM film with its header's columns (other files, and unreadable headers: as they are;
+    the decoder has the last word on the pixels)."""
+    suffix = entry.file.suffix.lower()
+    if suffix in IMAGE_SUFFIXES and suffix not in DICOM_SUFFIXES:
+        return entry  # a PNG is not opened to be sure
+    if suffix not in DICOM_SUFFIXES and not is_dicom_file(entry.file):
+        return entry
+    columns, problem = headers.columns(entry.sha256, entry.file)
+    if problem:
+        return entry
+    return replace(
+        entry,
+        patient_id=columns["patient_id"],
+        source=columns["source"],
+        meta={c: columns[c] for c in HEADER_COLUMNS},
+    )
 
 
 def _unlisted(root: Path, listed: list[Entry]) -> list[str]:
@@ -171,20 +197,6 @@ def from_folders(data: Path) -> tuple[list[Entry], list[tuple[Entry, str]]]:
             f"{data}: no images found (expected one sub-folder per class, e.g. covid/, normal/)"
         )
     return entries, rejects
-
-
-def escape_cell(value: str) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading ' before = + - @ tab or CR (and before
-    a ' that the reader would otherwise take for this escape). ``unescape_cell`` undoes it."""
-    return "'" + value if value.startswith(FORMULA_STARTS) or _escaped(value) else value
-
-
-def unescape_cell(value: str) -> str:
-    return value[1:] if _escaped(value) else value
-
-
-def _escaped(value: str) -> bool:
-    return value[:1] == "'" and value[1:2] in (*FORMULA_STARTS, "'")
 
 
 def outside_data(rel: str) -> str:

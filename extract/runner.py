@@ -22,6 +22,7 @@ import numpy as np
 from cxr.errors import CxrError
 from cxr.extract.dataset import Discovery, Entry, discover, list_images, shown_name
 from cxr.extract.hashing import HashCache
+from cxr.extract.headers import HeaderCache, StudyKey
 from cxr.extract.job import Target, run_job
 from cxr.extract.reader import decode_stream
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
@@ -153,9 +154,26 @@ def extract_features(
             choices[spec.name] = WeightsChoice("file", path=own)
             report.note(f"{spec.name}: the store's weight file {own} (--weights to choose others)")
     hashes = HashCache(hashes_path(features_dir), trust=not rehash)
-    discovery = discover(data, manifest, hashes, allow_outside=allow_outside_data)
+    key = StudyKey(features_dir)
+    headers = HeaderCache(features_dir, key)
+    discovery = discover(data, manifest, hashes, allow_outside=allow_outside_data, headers=headers)
+    headers.save()
+    with_ids = sum(bool(e.patient_id) for e in discovery.entries if e.meta)
+    if with_ids:
+        report.note(
+            f"{with_ids} DICOM film(s): patient ids and institutions from their headers, "
+            f"pseudonymised with {key.source} (keep it private; the same key gives the same ids)"
+        )
     source = f"manifest {discovery.manifest}" if discovery.manifest else "class folders"
-    report.note(f"{len(discovery.entries)} files in {discovery.root} ({source})")
+    distinct = len({e.sha256 for e in discovery.entries})
+    copies = len(discovery.entries) - distinct
+    found = f"{len(discovery.entries)} files in {discovery.root} ({source})"
+    if copies:  # the progress bars count images, not files
+        found += (
+            f": {distinct} distinct images ({copies} file(s) hold the same bytes as another, "
+            "and each image is embedded once)"
+        )
+    report.note(found)
     for reject in discovery.rejects:
         report.warn(f"rejected {reject.path}: {reject.reason}")
     if discovery.unlisted:

@@ -1,4 +1,5 @@
-"""A first run that works here: the Makefile finds ../shared's weight files by itself."""
+"""A first run that works here: `make evaluate` builds the stores it needs (then reports), and the
+Makefile finds ../shared's weight files by itself."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from helpers import ROOT, WEIGHTS_DIR, make_class_folders
 from cxr.store import load
 
 
-def make_command(target: str, *variables: str) -> str:
-    """The command `make TARGET` would run (dry run), backslash continuations joined."""
+def make_commands(target: str, *variables: str) -> list[str]:
+    """The `cxr` commands `make TARGET` would run, in order (a dry run; backslash continuations
+    joined)."""
     dry = subprocess.run(
         ["make", "-n", "--no-print-directory", target, *variables],
         cwd=ROOT,
@@ -19,8 +21,37 @@ def make_command(target: str, *variables: str) -> str:
         text=True,
         check=True,
     ).stdout.replace("\\\n", " ")
-    [command] = [line for line in dry.splitlines() if f"/cxr {target}" in line]
+    return [line for line in dry.splitlines() if "/cxr " in line]
+
+
+def make_command(target: str, *variables: str) -> str:
+    [command] = [line for line in make_commands(target, *variables) if f"/cxr {target}" in line]
     return command
+
+
+def test_make_evaluate_builds_the_stores_before_it_evaluates():
+    commands = make_commands("evaluate")
+    assert [c.split("/cxr ")[1].split()[0] for c in commands] == ["features", "evaluate"]
+    assert "--features features" in commands[0] and "--features features" in commands[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WEIGHTS_DIR.is_dir(), reason="../shared/weights absent")
+def test_make_evaluate_alone_reports_and_a_second_run_embeds_nothing(tmp_path):
+    data = make_class_folders(tmp_path / "data", per_class=10)
+    features, report = tmp_path / "features", tmp_path / "reports"
+    variables = [f"DATA={data}", f"OUT={features}", f"REPORTS={report}"]
+    commands = make_commands("evaluate", *variables, "EVAL_ARGS=--head logreg --folds 3")
+    outputs = []
+    for _ in range(2):
+        for command in commands:
+            done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True)
+            assert done.returncode == 0, done.stdout + done.stderr
+            outputs.append(done.stdout)
+    _, first_report, second_features, _ = outputs
+    assert len(load(features, "mobilenet_v2")) == 20 and "Cross-validated heads" in first_report
+    assert "No new images to embed: all 20 files are stored." in second_features
+    assert (report / "evaluate.json").is_file()
 
 
 @pytest.mark.slow

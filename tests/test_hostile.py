@@ -31,6 +31,7 @@ from cxr.classify.model import MODEL_FORMAT, load_model, predict
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract.dataset import discover
+from cxr.extract.headers import StudyKey
 from cxr.extract.images import Rejected, decode_pixels
 
 runner = CliRunner()
@@ -355,7 +356,7 @@ found = {}
 for manifest in (None, data / "list.csv"):
     found[str(manifest)] = sorted([r.path, r.reason] for r in discover(data, manifest).rejects)
 found["read"] = _prepare(Entry("x.png", fifo, "covid", sha256="0" * 64), {224}, "squash")[1]
-found["manifest"] = build_manifest(data, data.parent / "m.csv", keep_ids=True).rows
+found["manifest"] = build_manifest(data, data.parent / "m.csv", key=None, keep_ids=True).rows
 print(json.dumps(found))
 """
 
@@ -532,7 +533,7 @@ DECODE_UNDER_LIMIT = """
 import json, resource, sys
 from pathlib import Path
 from cxr.extract.images import Rejected, decode_pixels
-from cxr.extract.manifest import _header
+from cxr.extract.headers import read_header
 limit = 1 << 30  # 1 GB of address space: every bomb above needs more
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 found = {}
@@ -542,7 +543,7 @@ for file in map(Path, sys.argv[1:]):
         found[file.stem] = "decoded"
     except Rejected as exc:
         found[file.stem] = str(exc)
-found["header"] = _header(Path(sys.argv[1]).with_name("deflated.dcm"))
+found["header"] = read_header(Path(sys.argv[1]).with_name("deflated.dcm"))
 peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
 found["peak_mb"] = int(peak[0].split()[1]) // 1024  # this image's own peak (ru_maxrss may
 # report the forking parent's)
@@ -687,7 +688,7 @@ def test_manifest_writes_an_allow_list_of_columns_and_caps_every_age(tmp_path):
         "https://pacs.example/10000032,seen by Dr Roe,95\n"
         "normal/b.png,normal,10000033,50414268,02aa804f,ACC-992,1.2.840.1.6,,,,42\n"
     )
-    summary = build_manifest(given, tmp_path / "out.csv", key="k")
+    summary = build_manifest(given, tmp_path / "out.csv", key=StudyKey(tmp_path, "k"))
     text = (tmp_path / "out.csv").read_text()
     for secret in ("10000032", "50414267", "02aa804e", "ACC-991", "1.2.840.1.5", "Roe", "pacs"):
         assert secret not in text, secret
@@ -708,7 +709,7 @@ def test_manifest_cells_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_pa
     for i, name in enumerate(names):
         save_png(data / name, i)
     out = data / "manifest.csv"
-    build_manifest(data, out, keep_ids=True)
+    build_manifest(data, out, key=StudyKey(tmp_path), keep_ids=True)
     for line in out.read_text().splitlines()[1:]:
         assert all(not cell.startswith(("=", "+", "-", "@")) for cell in line.split(","))
     entries, rejects, _ = from_manifest(out, data)

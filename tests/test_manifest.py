@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cxr.classify.tasks import TaskSpec, select
 from cxr.cli import app
-from cxr.extract.manifest import pseudonym
+from cxr.extract.headers import pseudonym
 from cxr.extract.runner import extract_features
 from cxr.store import load
 
@@ -81,12 +81,25 @@ def test_headers_become_columns_and_ids_a_keyed_hash(tmp_path):
     assert read(kept)["covid/a1.dcm"]["patient_id"] == "PAT-001"
 
 
-def test_no_key_is_a_one_line_error(tmp_path, monkeypatch):
+def test_without_a_key_the_studys_own_key_file_is_made_once_and_kept_private(tmp_path, monkeypatch):
+    """`cxr manifest DATA` as the README writes it: no --key, no $CXR_ID_KEY (it failed before).
+    A key is made beside the features, readable by its owner only, named in the output, and the
+    same key (so the same pseudonyms) serves the next run and `cxr features`."""
     monkeypatch.delenv("CXR_ID_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
     data = chest_films(tmp_path / "data")
-    result = runner.invoke(app, ["manifest", str(data), "--out", str(tmp_path / "m.csv")])
-    assert result.exit_code == 2 and "--key" in result.stderr and "CXR_ID_KEY" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.csv").exists()
+    result = runner.invoke(app, ["manifest", str(data)])
+    assert result.exit_code == 0, result.output
+    key = tmp_path / "features" / ".id-key"
+    assert key.is_file() and oct(key.stat().st_mode & 0o777) == "0o600"
+    assert "the key file features/.id-key (created now)" in result.output.replace("\n", " ")
+    written = data / "manifest.csv"  # where `cxr features DATA` looks
+    first = read(written)["normal/b1.dcm"]["patient_id"]
+    assert first == pseudonym(key.read_text().strip().encode(), "patient", "PAT-002")
+    again = runner.invoke(app, ["manifest", str(data)])
+    assert again.exit_code == 2 and "exists; pass --force" in again.stderr
+    assert runner.invoke(app, ["manifest", str(data), "--force"]).exit_code == 0
+    assert read(written)["normal/b1.dcm"]["patient_id"] == first
     monkeypatch.setenv("CXR_ID_KEY", "from-the-environment")
     result = runner.invoke(app, ["manifest", str(data), "--out", str(tmp_path / "m.csv")])
     expected = pseudonym(b"from-the-environment", "patient", "PAT-002")
@@ -144,6 +157,67 @@ def test_features_and_evaluate_use_the_header_columns(tmp_path):
         "covid",
         "normal",
     }
+
+
+def test_features_on_dicom_class_folders_store_their_patients_without_a_manifest(
+    tmp_path, monkeypatch
+):
+    """`cxr features` on a PACS export's class folders: the patient ids and the view come from
+    the headers, pseudonymised, so folds group the patient's films (before, none was stored
+    unless `cxr manifest` ran first); a re-run reads no header again."""
+    monkeypatch.delenv("CXR_ID_KEY", raising=False)
+    data, features = chest_films(tmp_path / "data"), tmp_path / "features"
+    notes = []
+
+    class Notes:
+        from cxr.progress import Silent
+
+        def __init__(self):
+            self.inner = self.Silent()
+
+        def note(self, text):
+            notes.append(text)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    run = dict(data=data, manifest=None, backbones=["mobilenet_025"], weights=small_weights(),
+               features_dir=features, batch_size=4)  # fmt: skip
+    extract_features(**run, progress=Notes())
+    fs = load(features, "mobilenet_025")
+    rows = dict(zip(fs.rows["path"], fs.patient_ids, strict=True))
+    key = (features / ".id-key").read_text().strip().encode()
+    assert rows["covid/a1.dcm"] == rows["covid/a2.dcm"] == pseudonym(key, "patient", "PAT-001")
+    assert rows["normal/b1.dcm"] == pseudonym(key, "patient", "PAT-002")
+    assert rows["normal/c1.png"] == ""  # a PNG has no header: its own group
+    assert "PAT-001" not in fs.patient_ids and "St Elsewhere" not in fs.sources
+    assert dict(zip(fs.rows["path"], fs.column("view"), strict=True))["covid/a2.dcm"] == "AP"
+    assert any("3 DICOM film(s)" in n and "pseudonymised with the key file" in n for n in notes)
+    data_ = select(fs, TaskSpec())
+    groups = dict(zip(data_.paths, data_.groups, strict=True))
+    assert groups["covid/a1.dcm"] == groups["covid/a2.dcm"] != groups["normal/c1.png"]
+
+    def unread(file):
+        raise AssertionError(f"{file}: read again")
+
+    monkeypatch.setattr("cxr.extract.headers.read_header", unread)
+    extract_features(**run)  # the cached columns, by content hash
+    assert list(load(features, "mobilenet_025").patient_ids) == list(fs.patient_ids)
+
+
+def test_a_flat_export_gives_a_manifest_with_labels_to_fill_in(tmp_path):
+    """Files straight in the export folder, no class folders: 'no images found' before."""
+    data = tmp_path / "export"
+    for n, name in enumerate(("IM000001", "IM000002")):
+        data.mkdir(exist_ok=True)
+        pixels = xray_like(n, (64, 64)).astype(np.uint16) * 16
+        (data / name).write_bytes(dicom_bytes(pixels, PatientID=f"P{n}", ViewPosition="PA"))
+    result = runner.invoke(app, ["manifest", str(data), "--key", "k"])
+    assert result.exit_code == 0, result.output
+    rows = read(data / "manifest.csv")
+    assert sorted(rows) == ["IM000001", "IM000002"]
+    assert all(r["label"] == "" and r["view"] == "PA" for r in rows.values())
+    assert all(r["patient_id"].startswith("p-") for r in rows.values())
 
 
 def test_a_shared_manifest_carries_no_identifier(tmp_path):
