@@ -184,7 +184,9 @@ def forest_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
     for design in dict.fromkeys(forest_slug(r) for r in report["results"]):
         results = [r for r in report["results"] if forest_slug(r) == design]
         groups = list(dict.fromkeys(r.get("validation", {}).get("held_out") for r in results))
-        rows, names, starts = [], [], []
+        rows: list[Result] = []
+        names: list[str] = []
+        starts: list[int] = []
         for group in groups:  # each held-out value's results together, top to bottom
             starts.append(len(rows))
             for r in (r for r in results if r.get("validation", {}).get("held_out") == group):

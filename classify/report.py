@@ -105,8 +105,8 @@ def render(report: EvaluateReport, console: Console) -> None:
     replicates = report["provenance"]["bootstrap"]["replicates"]
     sizes: dict[object, int] = {}  # results per comparison group (a held-out value, or the run)
     for r in results:
-        held = r.get("validation", {}).get("held_out")
-        sizes[held] = sizes.get(held, 0) + 1
+        group = r.get("validation", {}).get("held_out")
+        sizes[group] = sizes.get(group, 0) + 1
     for r in results:
         cells = [pooled(r["metrics"][m.name]) for m in summary]
         extra = [str(r["validation"]["held_out"])] if held else []

@@ -166,11 +166,11 @@ def extract_features(
         )
     source = f"manifest {discovery.manifest}" if discovery.manifest else "class folders"
     distinct = len({e.sha256 for e in discovery.entries})
-    copies = len(discovery.entries) - distinct
+    repeated = len(discovery.entries) - distinct
     found = f"{len(discovery.entries)} files in {discovery.root} ({source})"
-    if copies:  # the progress bars count images, not files
+    if repeated:  # the progress bars count images, not files
         found += (
-            f": {distinct} distinct images ({copies} file(s) hold the same bytes as another, "
+            f": {distinct} distinct images ({repeated} file(s) hold the same bytes as another, "
             "and each image is embedded once)"
         )
     report.note(found)
