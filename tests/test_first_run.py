@@ -75,3 +75,13 @@ def test_make_features_then_evaluate_work_offline_with_no_arguments(tmp_path):
 def test_without_shared_weights_keras_downloads_as_usual():
     command = make_command("features", "SHARED_WEIGHTS=/nowhere")
     assert "--weights" not in command
+
+
+def test_the_readmes_quick_start_opens_with_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Quick start")
+    block = text[
+        text.index("```bash\n", start) + 8 : text.index("```", text.index("```bash\n", start) + 8)
+    ]
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands == ["make evaluate", "make test"]
