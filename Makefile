@@ -10,6 +10,7 @@ OUT       ?= features
 BATCH     ?= 32
 REPORTS   ?= reports
 EVAL_ARGS ?=
+REGION    ?=
 
 SHARED_WEIGHTS ?= ../shared/weights
 REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf2_ptq_dequant.weights.h5 \
@@ -32,7 +33,8 @@ $(VENV)/.installed: pyproject.toml
 
 features: install
 	$(BIN)/cxr features $(DATA) $(foreach b,$(BACKBONES),-b $(b)) $(foreach w,$(WEIGHTS),--weights $(w)) \
-		$(if $(MANIFEST),--manifest $(MANIFEST)) --features $(OUT) --batch-size $(BATCH)
+		$(if $(MANIFEST),--manifest $(MANIFEST)) $(if $(REGION),--region $(REGION)) \
+		--features $(OUT) --batch-size $(BATCH)
 
 # The stores first: `cxr features` is incremental, so once they exist it embeds nothing (and
 # imports no TensorFlow), and a fresh clone goes from nothing to a report with this one target.
@@ -51,6 +53,8 @@ reproduce: install
 # figure. `make test` fails while they are older than the code.
 docs: install
 	$(MAKE) features BACKBONES="mobilenet_v2 mobilenet_025"
+	$(MAKE) features BACKBONES=mobilenet_v2 REGION=centre-masked
+	$(MAKE) features BACKBONES=mobilenet_v2 REGION=centre-only
 	$(BIN)/python docs/outputs.py --features $(OUT) --readme README.md
 
 test: install

@@ -243,10 +243,11 @@ class Evaluation:
         ``folder``; their paths are added to the report and returned."""
         from cxr.classify.plots import write_plots
         from cxr.classify.results import Evaluated
+        from cxr.extract.images import thumbnail  # stage 1's decoder, for the galleries
 
         if len(self.outcomes) != len(self.results):
             raise CxrError("this Evaluation has no out-of-fold arrays to plot (made from JSON)")
-        return write_plots(Evaluated(self.report, self.outcomes), Path(folder))
+        return write_plots(Evaluated(self.report, self.outcomes), Path(folder), thumbnail)
 
     @property
     def results(self) -> list[Result]:

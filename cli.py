@@ -230,6 +230,18 @@ def features(
         help="Move these backbones' stores (and unreadable shards) aside, then build them again.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
+    region: str = typer.Option(
+        "full",
+        "--region",
+        help="The part of each film to embed, into a store of its own (<backbone>@<region>.h5): "
+        "full, centre-masked (the central box black), centre-only, lungs-only:DIR or "
+        "lungs-masked:DIR (a lung mask per film under DIR, at the film's path).",
+    ),
+    region_box: float = typer.Option(
+        0.6,
+        "--region-box",
+        help="The central box's share of each side (centre regions): 0.6 leaves margins of 20%.",
+    ),
     allow_outside_data: bool = typer.Option(
         False,
         "--allow-outside-data",
@@ -280,9 +292,11 @@ def features(
             scheduler=scheduler,
             shard=shard,
             allow_outside_data=allow_outside_data,
+            region=region,
+            region_box=region_box,
         )
     except KeyboardInterrupt:
-        raise Interrupted(_kept(folder, backbone)) from None
+        raise Interrupted(_kept(folder)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, _render_features)
     if not any(s.stored for s in summaries):
@@ -291,14 +305,12 @@ def features(
         raise RunFailed("--strict: some files were rejected (listed above)")
 
 
-def _kept(folder: Path, backbones: list[str]) -> str:
-    """What an interrupted `cxr features` leaves: the batches committed, per backbone."""
-    from cxr.store.schema import parts_dir
-
+def _kept(folder: Path) -> str:
+    """What an interrupted `cxr features` leaves: the batches committed, per store."""
     counts = {
-        b: len(list(parts_dir(folder, b).glob("*.h5")))
-        for b in dict.fromkeys(backbones)
-        if parts_dir(folder, b).is_dir()
+        parts.name[1 : -len(".parts")]: len(list(parts.glob("*.h5")))
+        for parts in sorted(folder.glob(".*.parts"))
+        if parts.is_dir()
     }
     kept = ", ".join(f"{n} batch(es) of {b}" for b, n in counts.items() if n) or "no batch"
     return f"interrupted: {kept} kept in {folder}; run the same command to resume"
@@ -753,9 +765,10 @@ def _plots(evaluated, folder: Path | None) -> None:
     if folder is None:
         return
     from cxr.classify.plots import write_plots
+    from cxr.extract.images import thumbnail  # stage 1's decoder, for the galleries
 
     try:
-        write_plots(evaluated, folder)
+        write_plots(evaluated, folder, thumbnail)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CxrError(f"--plots {folder}: cannot write the plots ({exc})") from None
 
@@ -880,6 +893,94 @@ def _predictions_csv(result: Any, path: Path | None) -> None:
 
 
 @app.command()
+def explain(
+    images: list[Path] = typer.Argument(
+        None, help="Image files and/or folders to explain (default: --sample films of the store)."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", help="A model file from `cxr train` (or give -b and --head)."
+    ),
+    features_dir: Path = FEATURES_DIR,
+    backbone: str | None = typer.Option(
+        None, "-b", "--backbone", help="Without --model: the store to fit --head on."
+    ),
+    head: HeadName = typer.Option("logreg", "--head", help="Without --model: the head to fit."),
+    classes: str | None = CLASSES,
+    merge: list[str] = MERGE,
+    binary: str | None = BINARY,
+    where: list[str] = WHERE,
+    target: str = TARGET,
+    head_params: list[str] = HEAD_PARAMS,
+    config: Path | None = CONFIG,
+    sample: int = typer.Option(
+        0, "--sample", min=0, max=1000, help="Explain N films per class, drawn from the store."
+    ),
+    mapped: str | None = typer.Option(
+        None, "--class", help="Map the evidence for this class (default: each film's predicted)."
+    ),
+    box: float = typer.Option(
+        0.6, "--box", help="The central box's share of each side, as --region-box."
+    ),
+    weights: list[str] = typer.Option(
+        [], "--weights", help="As for `cxr predict` (default: the weights the model had)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write each film's map over it, and contact sheets, here."
+    ),
+    seed: int = SEED,
+    json_out: Path | None = JSON_OUT,
+) -> None:
+    """Where on the film a head found its evidence: class-activation maps, and the share of the
+    evidence outside the central box, per film, class and source."""
+    from cxr.classify.explain import explain as run_explain
+    from cxr.classify.heads import parse_params
+    from cxr.classify.model import fitted, load_model
+    from cxr.classify.report import render_explanation
+    from cxr.classify.tasks import TaskSpec
+    from cxr.extract.explain import feature_maps  # stage 1, handed to stage 2 here
+    from cxr.store import load
+
+    _writable(json_out, "--json")
+    _writable(out, "--out", folder=True)
+    if model is not None:
+        bundle, model_path = load_model(model), model
+    else:
+        from cxr.classify.model import _choose_store
+
+        fs = load(_choose_store(features_dir, backbone))
+        task = TaskSpec.from_options(classes, merge, binary, where, None, target)
+        params = parse_params(head_params, config).get(head.value, {})
+        bundle, _ = fitted(fs, head.value, task, params, seed)
+        model_path = fs.path
+    explained = run_explain(
+        bundle,
+        feature_maps,
+        model_path=model_path,
+        features_dir=features_dir,
+        images=images or [],
+        sample=sample,
+        weights=weights,
+        box=box,
+        target=mapped,
+        seed=seed,
+    )
+
+    def figures() -> None:
+        if out is not None:
+            from cxr.classify.plots import explanation_plots
+
+            explanation_plots(explained, out)
+
+    console = _report(explained.report, json_out, render_explanation, figures)
+    if out is not None:
+        console.print(
+            f"Wrote {len(explained.report['plots'])} figure(s) to {out}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@app.command()
 def audit(
     features_dir: Path = FEATURES_DIR,
     backbone: str | None = typer.Option(
@@ -909,6 +1010,9 @@ def audit(
     exclude_out: Path | None = typer.Option(
         None, "--exclude-out", help="Write the exclusion/merge file for `cxr evaluate --exclude`."
     ),
+    plots: Path | None = typer.Option(
+        None, "--plots", help="Draw each duplicate group's films side by side here."
+    ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the probe's folds."),
     scheduler: str | None = SCHEDULER,
     quiet: bool = QUIET,
@@ -920,6 +1024,7 @@ def audit(
 
     _writable(json_out, "--json")
     _writable(exclude_out, "--exclude-out")
+    _writable(plots, "--plots", folder=True)
     result = run_audit(
         features_dir,
         backbone,
@@ -931,9 +1036,26 @@ def audit(
         progress=_steps(quiet),
         scheduler=scheduler,
     )
-    console = _show(result, json_out, render)
+
+    def figures() -> None:
+        if plots is None:
+            return
+        from cxr.audit.figures import cluster_plots
+
+        try:
+            result["plots"] = cluster_plots(result, Path(result["data_root"]), plots)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CxrError(f"--plots {plots}: cannot write the plots ({exc})") from None
+
+    console = _report(result, json_out, render, figures)
     if scheduler is not None:
         console.print(f"Hashes and probes ran on Dask ({scheduler}).", highlight=False)
+    if plots is not None:
+        console.print(
+            f"Wrote {len(result.get('plots', []))} cluster figure(s) to {plots}",
+            markup=False,
+            highlight=False,
+        )
     if exclude_out is not None:
         Exclusions.from_json(result["exclusions"]).write(exclude_out)
         console.print(f"Wrote {exclude_out} (for cxr evaluate --exclude)", soft_wrap=True)

@@ -47,6 +47,7 @@ class AuditReport(TypedDict):
     probes: dict[str, ProbeResult]  # keyed by the probed column
     exclusions: dict  # Exclusions.to_json(): what --exclude-out writes
     notes: list[str]
+    plots: list[str]  # with --plots: a figure per duplicate cluster
     timing: dict  # hashes_computed, hash_seconds, total_seconds
 
 
@@ -174,6 +175,7 @@ def _audit(
         probes=probe_results,
         exclusions=exclusions.build(found, ids, patients).to_json(),
         notes=notes,
+        plots=[],
         timing={
             "hashes_computed": computed,
             "hash_seconds": round(hash_seconds, 2),

@@ -71,6 +71,7 @@ def evaluate(
         run.compare()
         if config.covariates:
             run.covariate_gains()
+        run.region_gains()
     return run.evaluated()
 
 
@@ -135,7 +136,7 @@ class _Run:
                 f"{path}: --exclude {config.task.exclude}: {data.excluded} image(s) dropped, "
                 f"{data.regrouped} kept in one group with their copies"
             )
-        self.stores[fs.backbone] = {
+        self.stores[fs.name] = {
             "path": str(path),
             "rows_sha256": data.rows_sha256(),
             **fs.attrs,
@@ -153,7 +154,7 @@ class _Run:
                 only_data, only = with_covariates(data, config.covariates, target, embeddings=False)
                 variants.append((f"{only.label} alone", only_data, only))
         for inputs, variant, columns in variants:
-            self.variant(fs.backbone, plan, variant, inputs, columns)
+            self.variant(fs.name, plan, variant, inputs, columns)
 
     def variant(
         self, backbone: str, plan: Plan, data: TaskData, inputs: str, layout: Covariates | None
@@ -228,7 +229,15 @@ class _Run:
         if self.config.predictions:
             entry["predictions"] = _predictions(data, mine)
         self.results.append(entry)
-        self.outcomes.append(Outcome(mine.y, mine.proba))
+        sources = data.columns.get("source")
+        self.outcomes.append(
+            Outcome(
+                mine.y,
+                mine.proba,
+                data.paths[mine.row],
+                sources[mine.row] if sources is not None else None,
+            )
+        )
         value = entry["metrics"][self.config.metric]["pooled"]
         units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
         keys = row_keys(data.paths[mine.row])
@@ -343,6 +352,37 @@ class _Run:
             r["covariate_gain"] = {
                 "metric": self.config.metric,
                 "versus": "embeddings alone",
+                "difference": diff,
+                "ci95": ci,
+                "p": p,
+                "n_paired": n,
+            }
+
+    def region_gains(self) -> None:
+        """Each result on a store of masked films against the same head on the whole films of
+        its backbone (same images, same folds), paired: what the region took away."""
+
+        def key(r: Result, store: str) -> tuple:
+            return (store, r["head"], r["inputs"], str(r["validation"]))
+
+        whole = {}
+        for i, r in enumerate(self.results):
+            attrs = self.stores.get(r["backbone"], {})
+            if str(attrs.get("region") or "full") == "full" and "backbone" in attrs:
+                whole[key(r, str(attrs["backbone"]))] = i
+        for i, r in enumerate(self.results):
+            attrs = self.stores.get(r["backbone"], {})
+            region = str(attrs.get("region") or "full")
+            j = whole.get(key(r, str(attrs.get("backbone"))))
+            if region == "full" or j is None:
+                continue
+            diff, ci, p, n = paired_difference(
+                self.scored[i][1], self.scored[j][1], self.config.chosen_metric, self.config.scoring
+            )
+            r["region_gain"] = {
+                "metric": self.config.metric,
+                "region": region,
+                "versus": result_name(self.results[j]) + " (whole films)",
                 "difference": diff,
                 "ci95": ci,
                 "p": p,

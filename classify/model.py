@@ -20,10 +20,10 @@ import fcntl
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, cast
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from cxr.classify.heads import Params, build_head, effective_params
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.tasks import TaskSpec, rows_digest, select
 from cxr.errors import CxrError
-from cxr.store import find_stores, load
+from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import Reject, fingerprint, store_path
 
 MODEL_FORMAT = "cxr-head/2"
@@ -115,6 +115,8 @@ class ImageEmbedder(Protocol):
         seed: int,
         runtime: str,
         precision: str,
+        region: str,
+        region_box: float,
     ) -> Embedded: ...
 
 
@@ -148,42 +150,16 @@ def train(
     task = task or TaskSpec()
     chosen = (params or {}).get(head, {})
     fs = load(_choose_store(features_dir, backbone))
-    out = Path(out or Path("models") / f"{fs.backbone}-{head}{SUFFIX}")
+    out = Path(out or Path("models") / f"{fs.name}-{head}{SUFFIX}")
     if out.suffix != SUFFIX:
         raise CxrError(f"{out}: a model file is a skops file and its name must end in {SUFFIX}")
     with _writing(out):
         if out.exists() and not force:
             _check_replaceable(out, fs.backbone, head, task)
-        data = select(fs, task)
-        pipeline, caught = _fit(fs.path, head, chosen, seed, data)
-        summary = jsonable(
-            TrainSummary(
-                model=str(out),
-                backbone=fs.backbone,
-                head=head,
-                params=effective_params(head, chosen),
-                seed=seed,
-                task=task.to_dict(),
-                classes=list(data.classes),
-                class_counts=data.class_counts,
-                n=len(data.y),
-                store=str(fs.path),
-                store_rows_sha256=rows_digest(fs.ids, fs.labels),
-                train_rows_sha256=data.rows_sha256(),
-                fingerprint=fingerprint(fs.attrs),
-                weights=str(fs.attrs.get("weights", "")),
-                weights_file=str(fs.attrs.get("weights_file", "")),
-                weights_path=str(fs.attrs.get("weights_path", "")),
-                versions=library_versions(),
-                warnings=caught,
-            )
-        )
-        bundle = {
-            "format": MODEL_FORMAT,
-            "pipeline": pipeline,
-            "n_features": int(data.X.shape[1]),
-            **{k: v for k, v in summary.items() if k != "warnings"},
-        }
+        bundle, caught = fitted(fs, head, task, chosen, seed)
+        shown = {k: v for k, v in bundle.items() if k in TrainSummary.__annotations__}
+        summary = cast(TrainSummary, jsonable({**shown, "model": str(out), "warnings": caught}))
+        bundle["model"] = str(out)
         import skops.io as sio
 
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -195,6 +171,38 @@ def train(
         finally:
             tmp.unlink(missing_ok=True)
     return summary
+
+
+def fitted(
+    fs: FeatureSet, head: str, task: TaskSpec, chosen: Params, seed: int
+) -> tuple[dict, list[str]]:
+    """A model bundle (the fitted pipeline and what it must be trusted with), and the warnings
+    fitting gave: what `cxr train` writes, and what `cxr explain` uses without writing it."""
+    data = select(fs, task)
+    pipeline, caught = _fit(fs.path, head, chosen, seed, data)
+    bundle = {
+        "format": MODEL_FORMAT,
+        "pipeline": pipeline,
+        "n_features": int(data.X.shape[1]),
+        "model": "",
+        "backbone": fs.backbone,
+        "head": head,
+        "params": jsonable(effective_params(head, chosen)),
+        "seed": seed,
+        "task": jsonable(task.to_dict()),
+        "classes": list(data.classes),
+        "class_counts": data.class_counts,
+        "n": len(data.y),
+        "store": str(fs.path),
+        "store_rows_sha256": rows_digest(fs.ids, fs.labels),
+        "train_rows_sha256": data.rows_sha256(),
+        "fingerprint": jsonable(fingerprint(fs.attrs)),
+        "weights": str(fs.attrs.get("weights", "")),
+        "weights_file": str(fs.attrs.get("weights_file", "")),
+        "weights_path": str(fs.attrs.get("weights_path", "")),
+        "versions": library_versions(),
+    }
+    return bundle, caught
 
 
 def _fit(store: Path, head: str, chosen: Params, seed: int, data) -> tuple[object, list[str]]:
@@ -322,23 +330,21 @@ def _load_skops(path: Path) -> object:
         raise CxrError(f"{path}: cannot load the model ({type(exc).__name__}: {reason})") from None
 
 
-def predict(
+def embed_as_trained(
     model_path: Path,
+    bundle: Mapping[str, Any],
     inputs: Sequence[Path],
-    embed: ImageEmbedder,
+    embed: Callable[..., Any],
     weights: Sequence[str] = (),
     *,
-    trust_pickle: bool = False,
     runtime: str | None = None,
-) -> PredictReport:
-    """Class probabilities for new images, embedded by ``embed`` with the model's backbone.
-
-    ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
-    the embedding's fingerprint must equal the model's, else CxrError names both weight hashes.
-    ``runtime`` defaults to the model's; another f32 runtime is accepted for an f32 model (the
-    two agree within the probe's tolerance), a precision never changes.
-    """
-    bundle = load_model(model_path, trust_pickle=trust_pickle)
+    **options: Any,
+) -> Any:
+    """``embed(inputs, ...)`` with the backbone, weights, resize, runtime and region the model
+    was trained on; CxrError unless the embeddings' fingerprint is the model's. ``weights``
+    defaults to the recorded weights (a weight file where it was, else by name in the offline
+    folders); another f32 runtime than the model's is accepted (the two agree within the
+    probe's tolerance), a precision never changes. ``options`` go to ``embed`` as they are."""
     expected = bundle["fingerprint"]
     recorded = str(bundle["weights"])
     if recorded == "file":  # where it was at training, else by name in the offline folders
@@ -354,6 +360,9 @@ def predict(
             seed=max(int(expected.get("weights_seed") or 0), 0),  # -1 unless random
             runtime=runtime or str(expected.get("runtime") or "tensorflow"),
             precision=str(expected.get("precision") or "f32"),
+            region=str(expected.get("region") or "full"),
+            region_box=float(expected.get("region_box") or 0.0),
+            **options,
         )
     except CxrError as exc:
         if weights or not str(exc).startswith("--weights"):
@@ -375,6 +384,27 @@ def predict(
             f"sha256 {expected['weights_sha256']}, but these images were embedded with "
             f"{actual['backbone']} weights sha256 {actual['weights_sha256']} (differs in: {differ})"
         )
+    return embedded
+
+
+def predict(
+    model_path: Path,
+    inputs: Sequence[Path],
+    embed: ImageEmbedder,
+    weights: Sequence[str] = (),
+    *,
+    trust_pickle: bool = False,
+    runtime: str | None = None,
+) -> PredictReport:
+    """Class probabilities for new images, embedded by ``embed`` with the model's backbone.
+
+    ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
+    the embedding's fingerprint must equal the model's, else CxrError names both weight hashes.
+    ``runtime`` defaults to the model's; another f32 runtime is accepted for an f32 model (the
+    two agree within the probe's tolerance), a precision never changes.
+    """
+    bundle = load_model(model_path, trust_pickle=trust_pickle)
+    embedded = embed_as_trained(model_path, bundle, inputs, embed, weights, runtime=runtime)
     rejected = [{"path": r.path, "reason": r.reason} for r in embedded.rejected]
     if len(embedded.paths) == 0:
         first = rejected[0]

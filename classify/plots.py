@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +25,15 @@ from cxr.classify.results import Evaluated, EvaluateReport, Result, result_name
 MAX_STEM = 160  # characters of a file name before its suffix (file systems take 255 bytes)
 
 
-def write_plots(evaluated: Evaluated, out_dir: Path) -> list[str]:
+Thumbnail = Callable[[Path], "np.ndarray | None"]  # a film -> a small gray picture
+
+
+def write_plots(
+    evaluated: Evaluated, out_dir: Path, thumbnail: Thumbnail | None = None
+) -> list[str]:
     """Every figure of the report into ``out_dir``; the paths are added to the report (each
-    result's ``plots``, the report's ``plots``) and returned."""
+    result's ``plots``, the report's ``plots``) and returned. With ``thumbnail`` (stage 1's
+    `cxr.extract.images.thumbnail`, handed in at the edge), galleries of the films too."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = evaluated.report
     written = []
@@ -34,6 +42,9 @@ def write_plots(evaluated: Evaluated, out_dir: Path) -> list[str]:
         result["plots"] = result_plots(result, outcome.y, outcome.proba, out_dir, op)
         written += result["plots"]
     report["plots"] = forest_plots(report, out_dir) + curve_plots(report, out_dir)
+    report["plots"] += confound_plots(report, out_dir)
+    if thumbnail is not None:
+        report["plots"] += wrong_galleries(evaluated, out_dir, thumbnail)
     return written + report["plots"]
 
 
@@ -260,10 +271,179 @@ def curve_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
     return written
 
 
-def _save(fig, path: Path) -> str:
+def _save(fig, path: Path, palette: bool = False) -> str:
+    """``palette``: 256 colours (photographs in a figure: a quarter of the bytes)."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if palette:
+        from PIL import Image
+
+        fig.set_dpi(120)
+        fig.canvas.draw()
+        rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
+        rgb.quantize(256).save(path, optimize=True)
+    else:
+        fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
+
+
+SHEET = 16  # films per contact sheet
+
+
+def explanation_plots(explained: Any, out_dir: Path) -> list[str]:
+    """`cxr explain`'s figures: each film with its evidence over it and the central box drawn,
+    and a contact sheet per class and per source; the paths go into the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = explained.report
+    box = report["box"]
+    written = []
+
+    def draw(ax, i: int) -> None:
+        film, found = report["films"][i], explained.maps[i]
+        image = explained.images[i]
+        size = image.shape[0]
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        positive = np.maximum(found, 0)
+        peak = positive.max() or 1.0
+        ax.imshow(positive / peak, cmap="jet", alpha=0.45, vmin=0, vmax=1,
+                  extent=(0, size, size, 0), interpolation="bilinear")  # fmt: skip
+        edge = size * (1 - box) / 2
+        ax.add_patch(
+            plt.Rectangle((edge, edge), size * box, size * box, fill=False, color="white",
+                          linestyle="--", linewidth=1)
+        )  # fmt: skip
+        share = film["share_outside"]
+        outside = "n/a" if share is None else f"{share:.0%}"
+        truth = film["label"] or "?"
+        ax.set_title(
+            f"{truth} -> {film['predicted']} ({film['probabilities'][film['predicted']]:.2f})\n"
+            f"evidence for {film['target']}: {outside} outside the box",
+            fontsize=7,
+        )
+        ax.axis("off")
+
+    for i, film in enumerate(report["films"]):
+        fig, ax = plt.subplots(figsize=(3.4, 3.8))
+        draw(ax, i)
+        stem = safe_name(Path(film["path"]).stem)
+        film["overlay"] = _save(
+            fig, _file(out_dir, f"{stem}-{safe_name(film['target'])}", "-cam.png")
+        )
+        written.append(film["overlay"])
+    for key, title in (("label", "class"), ("source", "source")):
+        groups = sorted({f[key] for f in report["films"] if f[key]})
+        for group in groups:
+            members = [i for i, f in enumerate(report["films"]) if f[key] == group][:SHEET]
+            cols = min(4, len(members))
+            rows = -(-len(members) // cols)
+            fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+            for ax in axes.flat:
+                ax.axis("off")
+            for ax, i in zip(axes.flat, members, strict=False):
+                draw(ax, i)
+            stat = report["by_class" if key == "label" else "by_source"][group]
+            mean = "n/a" if stat["mean"] is None else f"{stat['mean']:.0%}"
+            fig.suptitle(
+                f"{title} {group}: {report['backbone']} + {report['head']} ({report['method']}); "
+                f"mean share of the evidence outside the central box {mean}",
+                fontsize=9,
+            )
+            name = f"sheet-{title}-{slug(group)}"
+            written.append(_save(fig, _file(out_dir, name, ".png"), palette=True))
+    report["plots"] = written
+    return written
+
+
+GALLERY = 8  # films per gallery
+
+
+def wrong_galleries(evaluated: Evaluated, out_dir: Path, thumbnail: Thumbnail) -> list[str]:
+    """For each group's best result, per true class, the out-of-fold films it called wrong
+    with the most confidence: the picture, the true class, the predicted probability, the
+    source. What a head gets wrong, and how sure it was, is often the shortcut in plain view."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = evaluated.report
+    written = []
+    for result, outcome in zip(report["results"], evaluated.outcomes, strict=True):
+        if not result.get("comparison", {}).get("is_best") or outcome.paths is None:
+            continue
+        root = Path(str(report["provenance"]["stores"][result["backbone"]].get("data_root", "")))
+        classes = result["classes"]
+        predicted = outcome.proba.argmax(axis=1)
+        for k, name in enumerate(classes):
+            wrong = np.flatnonzero((outcome.y == k) & (predicted != k))
+            if not len(wrong):
+                continue
+            worst = wrong[np.argsort(-outcome.proba[wrong, predicted[wrong]], kind="stable")]
+            worst = worst[:GALLERY]
+            cols = min(4, len(worst))
+            rows = -(-len(worst) // cols)
+            fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.8 * rows), squeeze=False)
+            for ax in axes.flat:
+                ax.axis("off")
+            for ax, i in zip(axes.flat, worst, strict=False):
+                picture = thumbnail(root / str(outcome.paths[i]))
+                if picture is not None:
+                    ax.imshow(picture, cmap="gray", vmin=0, vmax=255)
+                source = str(outcome.sources[i]) if outcome.sources is not None else ""
+                call = classes[predicted[i]]
+                ax.set_title(
+                    f"called {call} ({outcome.proba[i, predicted[i]]:.2f})\n{source}"[:60],
+                    fontsize=7,
+                )
+            fig.suptitle(
+                f"{result_name(result)}: {name} films called something else, most confident "
+                f"first ({len(wrong)} in all)",
+                fontsize=9,
+            )
+            stem = f"{safe_name(result['backbone'])}-{safe_name(result['head'])}-"
+            stem += f"{design_of(result).slug(result)}-wrong-{slug(name)}"
+            written.append(_save(fig, _file(out_dir, stem, ".png")))
+    return written
+
+
+def confound_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
+    """The strongest confound's contingency table as a heatmap: each value's rows by class, the
+    colour the value's share of each class."""
+    warned = [c for c in report.get("confounds", []) if c.get("warn")]
+    if not warned:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = warned[0]
+    values = list(c["table"])
+    classes = list(next(iter(c["table"].values())))
+    counts = np.asarray([[c["table"][v][k] for k in classes] for v in values], dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(classes), 1.2 + 0.45 * len(values)))
+    ax.imshow(share, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, f"{int(n)}", ha="center", va="center", fontsize=8,
+                color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(values)), [str(v)[:30] for v in values])
+    ax.set(xlabel="class", ylabel=c["column"])
+    first = report["results"][0]
+    _title(
+        ax,
+        f"{c['column']} x class, {first['task']['name']}: Cramér's V {c['cramers_v']:.2f} "
+        "(rows: how each value's films split by class)",
+        50,
+    )
+    stem = f"{design_of(first).slug(first)}-confound-{safe_name(c['column'])}"
+    return [_save(fig, _file(out_dir, stem, ".png"))]

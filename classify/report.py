@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cxr.classify.compare import Comparison
     from cxr.classify.confounds import Confound
     from cxr.classify.curves import Curve
+    from cxr.classify.explain import ExplainReport
     from cxr.classify.model import PredictReport, TrainSummary
 
 SHOWN_TABLES = 2  # contingency tables printed for the strongest confounds; --json has all
@@ -128,30 +129,37 @@ def render(report: EvaluateReport, console: Console) -> None:
     _render_provenance(report["provenance"], console)
 
 
+def gain_text(gain: Mapping[str, Any], replicates: int) -> str:
+    """A paired difference (covariates, a region): ``+0.005 [+0.001, +0.009] p 0.008``."""
+    if gain["difference"] is None:
+        return "n/a"
+    lo, hi = gain["ci95"]
+    p = gain["p"]
+    p_text = f"p < {1 / replicates:.0e}" if p == 0 else f"p {p:.2g}"
+    return f"{gain['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {p_text}"
+
+
 def _render_gains(
     results: Sequence[Result], metric: str, replicates: int, console: Console
 ) -> None:
-    """--covariates: what adding them changed, paired on the same images."""
+    """What adding --covariates, or keeping only a region of the films, changed: paired on the
+    same images and folds."""
     for r in results:
-        gain = r.get("covariate_gain")
-        if not gain:
-            continue
         held = r.get("validation", {}).get("held_out")
         where = f" (held out: {held})" if held is not None else ""
-        if gain["difference"] is None:
-            shown = "n/a"
-        else:
-            lo, hi = gain["ci95"]
-            p = gain["p"]
-            p_text = f"p < {1 / replicates:.0e}" if p == 0 else f"p {p:.2g}"
-            shown = f"{gain['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {p_text}"
-        console.print(
-            f"Covariates: {_name(r)}{where} vs {r['backbone']} + {r['head']} alone: {metric} "
-            f"{shown} (paired bootstrap)",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        covariates, region = r.get("covariate_gain"), r.get("region_gain")
+        for gain, line in (
+            (covariates, f"Covariates: {_name(r)}{where} vs {r['backbone']} + {r['head']} alone"),
+            (region, f"Regions: {_name(r)}{where} vs {(region or {}).get('versus')}"),
+        ):
+            if not gain:
+                continue
+            console.print(
+                f"{line}: {metric} {gain_text(gain, replicates)} (paired bootstrap)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def _render_curves(curves: Sequence[Curve], metric: str, console: Console) -> None:
@@ -327,4 +335,39 @@ def render_predictions(result: PredictReport, console: Console) -> None:
         )
     for note in result["warnings"]:
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    console.print(f"[italic]{DISCLAIMER}[/]")
+
+
+def render_explanation(report: ExplainReport, console: Console) -> None:
+    """Per film, then per class and per source: the share of the evidence outside the box."""
+    box = report["box"]
+    films = Table(
+        title=escape(
+            f"{report['backbone']} + {report['head']}: evidence ({report['method']}) outside the "
+            f"central box ({box:.0%} of each side)"
+        )
+    )
+    for col in ("film", "class", "source", "predicted", "mapped", "outside the box"):
+        films.add_column(_cell(col), overflow="fold")
+    for f in report["films"]:
+        share = "n/a" if f["share_outside"] is None else f"{f['share_outside']:.0%}"
+        row = [f["path"], f["label"], f["source"], f["predicted"], f["target"], share]
+        films.add_row(*map(_cell, row))
+    console.print(films)
+    for groups, title in ((report["by_class"], "class"), (report["by_source"], "source")):
+        table = Table(
+            title=f"Share of the evidence outside the box, by {title}: mean [95% CI] (evidence "
+            f"spread evenly: {report['uniform_outside']:.0%})"
+        )
+        for col in (title, "films", "outside the box"):
+            table.add_column(_cell(col))
+        for group, stat in groups.items():
+            lo, hi = stat["ci95"]
+            shown = pooled({"pooled": stat["mean"], "ci95": [lo, hi]})
+            table.add_row(*map(_cell, [group, stat["n"], shown]))
+        console.print(table)
+    for r in report["rejected"]:
+        console.print(
+            f"[yellow]rejected:[/] {escape(r['path'])}: {escape(r['reason'])}", highlight=False
+        )
     console.print(f"[italic]{DISCLAIMER}[/]")

@@ -55,6 +55,7 @@ class Result(TypedDict, total=False):
     predictions: Predictions  # with --predictions: every out-of-fold prediction
     inputs: str  # "embeddings", "embeddings + age, sex", or "age, sex alone"
     covariate_gain: dict  # with --covariates: this result minus the embeddings alone (paired)
+    region_gain: dict  # on a store of masked films: this result minus the whole films (paired)
 
 
 class Provenance(TypedDict):
@@ -82,10 +83,13 @@ class EvaluateReport(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Outcome:
-    """The test rows one result was scored on: true classes and predicted probabilities."""
+    """The test rows one result was scored on: true classes and predicted probabilities, and
+    which films they are (stored paths, and their source) for the galleries."""
 
     y: np.ndarray
     proba: np.ndarray
+    paths: np.ndarray | None = None
+    sources: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

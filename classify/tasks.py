@@ -106,6 +106,19 @@ class TaskSpec:
             target=target,
         )
 
+    @classmethod
+    def from_dict(cls, document: Mapping) -> TaskSpec:
+        """The inverse of ``to_dict`` (a model file's task)."""
+        exclude = document.get("exclude")
+        return cls(
+            classes=tuple(document.get("classes") or ()),
+            merge={k: tuple(v) for k, v in (document.get("merge") or {}).items()},
+            binary=document.get("binary"),
+            where=tuple(Condition.parse(w) for w in document.get("where") or ()),
+            exclude=Path(exclude) if exclude else None,
+            target=str(document.get("target") or "label"),
+        )
+
     def to_dict(self) -> dict:
         return {
             "classes": list(self.classes),

@@ -34,6 +34,8 @@ from cxr.errors import CxrError
 from cxr.extract.dataset import Entry
 from cxr.extract.job import Embedder, run_job
 from cxr.extract.job import Target as JobTarget
+from cxr.extract.reader import WHOLE
+from cxr.extract.regions import Region
 from cxr.extract.registry import get_spec
 from cxr.extract.runner import Pending
 from cxr.extract.runtimes import Runtime
@@ -72,6 +74,7 @@ class Task:
     resize: str
     batch_size: int
     runtime: Runtime
+    region: Region = WHOLE
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,12 @@ def embed_task(task: Task) -> Done:
         )
     rejected: list[Reject] = []
     run_job(
-        entries, needs, targets, task.resize, lambda e, reason: rejected.append(e.reject(reason))
+        entries,
+        needs,
+        targets,
+        task.resize,
+        lambda e, reason: rejected.append(e.reject(reason)),
+        task.region,
     )
     for sink in sinks.values():
         sink.write()
@@ -183,7 +191,11 @@ class _Shard:
 
 
 def plan_tasks(
-    jobs: Sequence[Pending], resize: str, runtime: Runtime, shard: int = SHARD_FILES
+    jobs: Sequence[Pending],
+    resize: str,
+    runtime: Runtime,
+    shard: int = SHARD_FILES,
+    region: Region = WHOLE,
 ) -> list[Task]:
     """Cut the union of the jobs' pending files into tasks of ``shard`` files."""
     needs: dict[str, list[str]] = {}
@@ -207,7 +219,7 @@ def plan_tasks(
             for job in jobs
             if job.spec.name in wanted
         )
-        tasks.append(Task(f"{run}{index:07d}", mine, targets, resize, batch, runtime))
+        tasks.append(Task(f"{run}{index:07d}", mine, targets, resize, batch, runtime, region))
     return tasks
 
 
@@ -219,6 +231,7 @@ def compute_on_cluster(
     runtime: Runtime,
     scheduler: str,
     shard: int = SHARD_FILES,
+    region: Region = WHOLE,
 ) -> None:
     """The distributed counterpart of the runner's local loop: tasks out, shards adopted."""
     from distributed import KilledWorker, as_completed
@@ -228,7 +241,7 @@ def compute_on_cluster(
     busy = [job for job in jobs if job.todo]
     for job in busy:
         job.writer.parts.mkdir(parents=True, exist_ok=True)
-    tasks = plan_tasks(busy, resize, runtime, shard)
+    tasks = plan_tasks(busy, resize, runtime, shard, region)
     by_name = {job.spec.name: job for job in busy}
     paths = {f.path: f.sha256 for task in tasks for f in task.files}
     with connect(scheduler) as client:

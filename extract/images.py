@@ -89,6 +89,14 @@ def decode_pixels(data: bytes, name: str = "") -> np.ndarray:
     return pixels
 
 
+def decode_mask(data: bytes) -> np.ndarray:
+    """A mask image (PNG, BMP or TIFF; any depth) as bool (H, W): nonzero is inside."""
+    if not data:
+        raise Rejected("empty file")
+    pixels = _decode_pil(data)
+    return (pixels.max(axis=2) if pixels.ndim == 3 else pixels) > 0
+
+
 def _is_dicom(data: bytes, name: str) -> bool:
     return data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
 
@@ -436,6 +444,21 @@ def _color_to_rgb8(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint8:
         return np.ascontiguousarray(pixels[..., :3])
     return np.stack([_to_gray8(pixels[..., c]) for c in range(3)], axis=-1)
+
+
+def thumbnail(path: Path, size: int = 192) -> np.ndarray | None:
+    """A film as a small gray picture for a gallery (uint8, aspect kept, padded square); None
+    when it cannot be read or decoded (a gallery shows a blank tile then)."""
+    try:
+        with open_regular(path) as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            return None
+        pixels = decode_pixels(data, path.name)
+    except (OSError, Rejected):
+        return None
+    gray = pixels if pixels.ndim == 2 else pixels.mean(axis=2).astype(np.uint8)
+    return resize(gray, size, "pad")[..., 0]
 
 
 def resize(pixels: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:

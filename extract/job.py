@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from cxr.extract.dataset import Entry
-from cxr.extract.reader import decode_stream
+from cxr.extract.reader import WHOLE, decode_stream
+from cxr.extract.regions import Region
 from cxr.store.schema import Reject
 
 PREFETCH = 4  # batches decoded ahead of the forward pass
@@ -102,15 +103,17 @@ def run_job(
     targets: Mapping[str, Target],
     resize: str,
     on_reject: Callable[[Entry, str], None] = lambda entry, reason: None,
+    region: Region = WHOLE,
 ) -> None:
-    """Decode each of ``files`` once, resized for every target that ``needs`` it (by sha256),
-    and feed the targets; every target's last batch is committed when this returns."""
+    """Decode each of ``files`` once (``region`` applied), resized for every target that
+    ``needs`` it (by sha256), and feed the targets; every target's last batch is committed
+    when this returns."""
     with ExitStack() as stack:
         for target in targets.values():
             stack.callback(target.close)
         sizes = lambda e: {targets[n].input_size for n in needs[e.sha256]}  # noqa: E731
         window = PREFETCH * max((t.batch_size for t in targets.values()), default=1)
-        for entry, result in decode_stream(files, sizes, resize, window):
+        for entry, result in decode_stream(files, sizes, resize, window, region):
             for name in needs[entry.sha256]:
                 target = targets[name]
                 if isinstance(result, str):

@@ -24,14 +24,15 @@ from cxr.extract.dataset import Discovery, Entry, discover, list_images, shown_n
 from cxr.extract.hashing import HashCache
 from cxr.extract.headers import HeaderCache, StudyKey
 from cxr.extract.job import Target, run_job
-from cxr.extract.reader import decode_stream
+from cxr.extract.reader import WHOLE, decode_stream
+from cxr.extract.regions import BOX, FULL, LUNGS, Region, masks_digest
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
 from cxr.extract.runtimes import Runtime, choose
 from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.progress import Progress, Silent
 from cxr.store.provenance import library_versions
-from cxr.store.schema import Reject, StoreAttrs, hashes_path, read_attrs, store_path
+from cxr.store.schema import Reject, StoreAttrs, hashes_path, read_attrs, store_name, store_path
 
 REFERENCE = Runtime("tensorflow", "f32")
 LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")  # recorded in every store
@@ -80,6 +81,7 @@ def store_attrs(
     resize_policy: str,
     runtime: Runtime = REFERENCE,
     max_abs_diff: float | None = None,
+    region: dict | None = None,
 ) -> StoreAttrs:
     """The attributes this run gives the store (the writer adds where the data came from).
 
@@ -98,6 +100,7 @@ def store_attrs(
         **weights.attrs(),
         **runtime.attrs(),
         runtime_max_abs_diff=float(max_abs_diff or 0.0),
+        **(region or WHOLE.attrs()),
         versions=json.dumps(library_versions(*libraries), sort_keys=True),
     )
 
@@ -130,11 +133,15 @@ def extract_features(
     scheduler: str | None = None,
     shard: int | None = None,
     allow_outside_data: bool = False,
+    region: str = FULL,
+    region_box: float = BOX,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone.
 
     ``scheduler``: compute on Dask (an address, or ``local:N``), ``shard`` files per task.
-    ``allow_outside_data``: read manifest paths that are absolute or leave the data folder."""
+    ``allow_outside_data``: read manifest paths that are absolute or leave the data folder.
+    ``region`` (`cxr.extract.regions`): embed a region of every film (``centre-masked``, ...)
+    into stores of their own, ``<backbone>@<region>.h5``."""
     report = progress or Silent()
     if scheduler is not None:
         from cxr.cluster import local_workers
@@ -143,11 +150,13 @@ def extract_features(
     if shard is not None and shard < 1:
         raise CxrError(f"--shard {shard}: give at least 1 file per task")
     engine = runtime if isinstance(runtime, Runtime) else choose(runtime, precision)
+    zone = Region.parse(region, region_box)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
+    named = {s.name: store_name({"backbone": s.name, "region": zone.kind}) for s in specs}
     if resize not in RESIZE_POLICIES:
         raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
     choices = parse_weights(list(weights), [s.name for s in specs], seed)
-    existing = {s.name: read_attrs(store_path(features_dir, s.name)) for s in specs}
+    existing = {s.name: read_attrs(store_path(features_dir, named[s.name])) for s in specs}
     for spec in specs:  # no --weights for it: the weight file its store was built with
         own = _stores_weight_file(existing[spec.name], spec.name, weights)
         if own is not None:
@@ -184,6 +193,9 @@ def extract_features(
         )
     if not discovery.entries:
         raise CxrError(f"{discovery.root}: none of the listed files could be read (see above)")
+    region_attrs = zone.attrs(
+        masks_digest(zone, [e.path for e in discovery.entries], hashes.sha256)
+    )
 
     with ExitStack() as stack:
         jobs: list[Pending] = []
@@ -198,6 +210,7 @@ def extract_features(
                         resize,
                         engine,
                         _known_difference(spec, resolved, engine, existing[spec.name]),
+                        region_attrs,
                     ),
                     rebuild=rebuild,
                 )
@@ -221,12 +234,12 @@ def extract_features(
             for entry in discovery.entries:
                 copies.setdefault(entry.sha256, []).append(entry.path)
             if scheduler is None:
-                _compute(jobs, resize, copies, report, engine)
+                _compute(jobs, resize, copies, report, engine, zone)
             else:
                 from cxr.extract.distributed import SHARD_FILES, compute_on_cluster
 
                 compute_on_cluster(
-                    jobs, resize, copies, report, engine, scheduler, shard or SHARD_FILES
+                    jobs, resize, copies, report, engine, scheduler, shard or SHARD_FILES, zone
                 )
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
@@ -254,6 +267,7 @@ def _compute(
     copies: dict[str, list[str]],
     report: Progress,
     runtime: Runtime = REFERENCE,
+    region: Region = WHOLE,
 ) -> None:
     """One job over every file still to embed, the stores' writers its sinks; ``copies``
     names every path that holds the same bytes (a reject is said for each)."""
@@ -280,7 +294,7 @@ def _compute(
     with report.parts({job.spec.name: len(job.todo) for job in busy}) as advance:
         for name, target in targets.items():
             target.on_commit = partial(advance, name)
-        run_job(union, needs, targets, resize_policy, rejected)
+        run_job(union, needs, targets, resize_policy, rejected, region)
     for job in busy:
         job.new += targets[job.spec.name].new
 
@@ -292,7 +306,7 @@ def _publish(job: Pending, discovery: Discovery, seconds: float) -> Summary:
         e.sha256 in job.writer.cache.rejected for e in discovery.entries
     )
     return Summary(
-        backbone=job.spec.name,
+        backbone=job.writer.backbone,
         path=job.writer.path,
         dim=job.spec.dim,
         new=job.new,
@@ -314,12 +328,22 @@ def embed_images(
     batch_size: int = 16,
     runtime: str = "tensorflow",
     precision: str = "f32",
+    region: str = FULL,
+    region_box: float = BOX,
 ) -> EmbedResult:
-    """Embeddings of image files and folders of images (`cxr predict`), in listing order.
+    """Embeddings of image files and folders of images (`cxr predict`), in listing order, of
+    the ``region`` of each film a model was trained on (the centre regions: lungs regions need a
+    mask per film, which loose files do not have).
 
     Matches `cxr.classify.model.ImageEmbedder`, so stage 2 can be handed this function without
     importing stage 1.
     """
+    zone = Region.parse(region, region_box) if not region.startswith(LUNGS) else None
+    if zone is None:
+        raise CxrError(
+            f"the model was trained on {region} films, which need a lung mask per film: "
+            "predict embeds whole films or their centre regions only"
+        )
     paths = list_images(inputs)
     spec = get_spec(backbone)
     resolved = resolve(spec, parse_weights(list(weights), [backbone], seed)[backbone])
@@ -327,7 +351,7 @@ def embed_images(
     from cxr.extract.model import embed_all, make_embedder
 
     embed = make_embedder(spec, resolved, batch_size, engine)
-    attrs = store_attrs(spec, resolved, resize, engine, embed.max_abs_diff)
+    attrs = store_attrs(spec, resolved, resize, engine, embed.max_abs_diff, zone.attrs())
     kept, images, rejected, entries = [], [], [], []
     for p in paths:
         name, problem = shown_name(str(p))
@@ -337,7 +361,7 @@ def embed_images(
         else:
             entries.append(entry)
     for entry, result in decode_stream(
-        entries, lambda e: {spec.input_size}, resize, 2 * batch_size
+        entries, lambda e: {spec.input_size}, resize, 2 * batch_size, zone
     ):
         if isinstance(result, str):
             rejected.append(entry.reject(result))

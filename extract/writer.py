@@ -41,6 +41,7 @@ from cxr.store.schema import (
     read_content,
     read_shard,
     reject_table,
+    store_name,
     store_path,
     write_atomic,
     write_shard,
@@ -68,7 +69,7 @@ class StoreWriter:
     def __init__(self, directory: Path, attrs: StoreAttrs, *, rebuild: bool = False):
         self.directory = Path(directory)
         self.attrs = attrs
-        self.backbone = str(attrs["backbone"])
+        self.backbone = store_name(attrs)  # the backbone, @region for a store of masked films
         self.path = store_path(self.directory, self.backbone)
         self.parts = parts_dir(self.directory, self.backbone)
         self._lock_fd: int | None = None

@@ -43,6 +43,13 @@ TASKS: dict[str, TaskSpec] = {
 
 
 CROSS_SOURCE_TASKS = ("dataset 1, covid vs rest", "dataset 2, 3-class")
+# The generalisation gap: the paper's dataset 1 on whole films and on regions of them (stores
+# `cxr features --region` builds), held-out sources, and where the MLP's evidence lies.
+GAP_TASKS = ("dataset 1, 3-class", "dataset 1, covid vs rest")
+REGIONS = ("centre-masked", "centre-only")
+CAM_SAMPLE = 20  # films per class whose maps are drawn
+GAP_CROSS_SOURCE = CROSS_SOURCE_TASKS[0]  # the gap table's cross-source row: trained on it
+CROSS_SOURCE_DESIGN = "cross-source test: adult non-COVID-19 films (specificity)"
 # The cross-source test set: adult films without COVID-19, from sources the paper's composition
 # takes only COVID-19 images from (`cxr evaluate --test-where` twice: both must hold).
 ADULT_NON_COVID = (

@@ -17,6 +17,8 @@ def pct(stat: Mapping[str, Any] | None) -> str:
     if not stat or stat.get("pooled") is None:
         return "n/a"
     lo, hi = stat["ci95"]
+    if lo is None or hi is None:
+        return f"{100 * stat['pooled']:.1f} [n/a]"
     return f"{100 * stat['pooled']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
@@ -217,6 +219,72 @@ def _checks(report: StudyReport) -> list[str]:
                 f"| {backbone} | {trained_on} | {c['n_unseen']} ({labels}) | "
                 f"{c['called_covid']} ({rate:.0f}%; {by}) |"
             )
+    return out + _gap(report)
+
+
+def gap_table(report: StudyReport, backbone: str) -> list[str]:
+    """One backbone's generalisation gap as a Markdown table (the README quotes it too)."""
+    gap = report.get("generalisation", {}).get(backbone)
+    if not gap:
+        return []
+    lines = [
+        "| task | design | n | balanced accuracy | COVID-19 sensitivity | vs whole films |",
+        "|---|---|---:|---|---|---|",
+    ]
+    for row in gap["rows"]:
+        diff = row["difference"]
+        versus = ""
+        if diff and diff["difference"] is not None:
+            lo, hi = diff["ci95"]
+            versus = f"{100 * diff['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        lines.append(
+            f"| {row['task']} | {row['design']} | {row['n']} | {pct(row['balanced_accuracy'])} | "
+            f"{pct(row['sensitivity'])} | {versus} |"
+        )
+    return lines
+
+
+def cam_sentence(report: StudyReport, backbone: str) -> str:
+    gap = report.get("generalisation", {}).get(backbone)
+    if not gap or not gap["cam"]:
+        return ""
+    shares = "; ".join(
+        f"{cls} {pct({'pooled': g['mean'], 'ci95': g['ci95']})}%"
+        for cls, g in gap["cam"].items()
+        if g["mean"] is not None
+    )
+    return (
+        f"Where {backbone} + MLP finds its evidence ({gap['cam_method']}, `cxr explain`, "
+        f"{next(iter(gap['cam'].values()))['n']} films per class): the share outside the central "
+        f"box ({100 * gap['box']:.0f}% of each side), mean [95% CI]: {shares}; evidence spread "
+        f"evenly would put {100 * gap['uniform_outside']:.0f}% there."
+    )
+
+
+def _gap(report: StudyReport) -> list[str]:
+    gaps = report.get("generalisation", {})
+    if not gaps:
+        return []
+    out = [
+        "",
+        "## How far it generalises: regions of the film, held-out sources",
+        "",
+        "Protocol B's dataset 1 (patient-grouped 10-fold CV, duplicates removed, the MLP) on "
+        "whole films, on films whose central box is blacked out (`cxr features --region "
+        "centre-masked`, Maguolo & Nanni 2021) and on the central box alone (`centre-only`), "
+        "the same images and folds, so each region is compared with the whole films by a paired "
+        "bootstrap (percentage points); then COVID-19 vs rest with each source data set held "
+        "out in turn (`--leave-out dataset`), where a held-out source of COVID-19 films only "
+        "measures sensitivity on a source the head never saw.",
+    ]
+    for backbone, gap in gaps.items():
+        out += ["", f"**{backbone}**", "", *gap_table(report, backbone)]
+        sentence = cam_sentence(report, backbone)
+        if sentence:
+            out += ["", sentence]
+        if gap["sheet"]:
+            out += ["", f"![Evidence maps of COVID-19 films, {backbone} + MLP]({gap['sheet']})"]
+        out += [f"- {note}" for note in gap["notes"]]
     return out
 
 

@@ -52,11 +52,36 @@ class CrossSource(TypedDict):
     unseen_labels: dict[str, int]
     called_covid: int
     called_covid_by_label: dict[str, int]
+    specificity: Stat  # of COVID-19 on the unseen films: the share not called COVID-19
 
 
 class Checks(TypedDict):
     probes: dict[str, ProbeResult]  # protocols.ALL_IMAGES, protocols.NON_COVID
     cross_source: dict[str, CrossSource]  # keyed by the training task
+
+
+class GapRow(TypedDict):
+    """The paper's task under one design that takes a shortcut away (the MLP head)."""
+
+    design: str  # "whole films", "centre masked", "centre only", "held out: <source>", or
+    # CROSS_SOURCE_DESIGN (its balanced accuracy: the COVID-19 specificity on unseen films)
+    task: str  # a key of protocols.TASKS
+    n: int
+    balanced_accuracy: Stat
+    sensitivity: Stat  # of COVID-19
+    difference: dict | None  # a region's paired difference from the whole films (bal. accuracy)
+
+
+class Gap(TypedDict):
+    """How far the paper's protocol generalises once the image's shortcuts are taken away."""
+
+    rows: list[GapRow]
+    cam: dict  # class -> {n, mean, ci95}: the MLP's evidence outside the central box
+    cam_method: str  # grad-cam for the MLP
+    box: float
+    uniform_outside: float  # evenly spread evidence: 1 - box²
+    sheet: str  # a contact sheet of the COVID-19 films' maps (docs/figures/), or ""
+    notes: list[str]  # what could not be computed, and why
 
 
 class Duplicates(TypedDict):
@@ -82,6 +107,7 @@ class StudyReport(TypedDict):
     duplicates: Duplicates
     results: list[ResultRow]
     checks: dict[str, Checks]  # keyed by backbone
+    generalisation: dict[str, Gap]  # keyed by backbone
     machine: dict
     versions: dict[str, str]
     extraction_versions: dict[str, str]

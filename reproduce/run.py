@@ -18,7 +18,7 @@ from rich.console import Console
 
 from cxr.audit.probe import ProbeResult, probe
 from cxr.classify.config import EvaluateConfig
-from cxr.classify.designs import CrossValidation, ExternalTest
+from cxr.classify.designs import CrossValidation, ExternalTest, LeaveOneOut
 from cxr.classify.evaluate import evaluate
 from cxr.classify.metrics import Bootstrap
 from cxr.classify.provenance import jsonable, library_versions
@@ -29,13 +29,18 @@ from cxr.progress import Progress, RichProgress, Silent
 from cxr.reproduce.protocols import (
     ADULT_NON_COVID,
     ALL_IMAGES,
+    CAM_SAMPLE,
+    CROSS_SOURCE_DESIGN,
     CROSS_SOURCE_TASKS,
     FOLDS,
+    GAP_CROSS_SOURCE,
+    GAP_TASKS,
     HEAD,
     NON_COVID,
     POSITIVE,
     PROTOCOLS,
     PUBLISHED,
+    REGIONS,
     SMALL_BACKBONES,
     TASKS,
     WEIGHT_NOTES,
@@ -46,6 +51,8 @@ from cxr.reproduce.results import (
     Checks,
     CrossSource,
     Duplicates,
+    Gap,
+    GapRow,
     ResultRow,
     StudyReport,
 )
@@ -112,6 +119,7 @@ def run_study(
     evaluation_started = time.perf_counter()
     rows: list[ResultRow] = []
     checks: dict[str, Checks] = {}
+    gaps: dict[str, Gap] = {}
     for backbone in available:
         console.print(f"[bold]{backbone}[/]: protocols A and B, shortcut checks")
         runs = [(p, key, spec) for p in PROTOCOLS for key, spec in TASKS.items()]
@@ -137,6 +145,16 @@ def run_study(
                 features_dir, backbone, exclusions, seed=seed, n_boot=n_boot, jobs=jobs
             ),
         )
+        gaps[backbone] = generalisation(
+            features_dir,
+            backbone,
+            exclusions,
+            out_dir / "figures" if backbone == "mobilenet_v2" else None,
+            checks[backbone]["cross_source"][GAP_CROSS_SOURCE],
+            seed=seed,
+            n_boot=n_boot,
+            jobs=jobs,
+        )
     return jsonable(
         StudyReport(
             generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -151,6 +169,7 @@ def run_study(
             duplicates=duplicates,
             results=rows,
             checks=checks,
+            generalisation=gaps,
             machine=_machine(),
             versions=library_versions(),
             extraction_versions=json.loads(fs.attrs.get("versions", "{}")),
@@ -195,6 +214,16 @@ def extract_available(
             features_dir=out,
             progress=RichProgress(console, bars=True),
         )
+        for region in REGIONS:  # the same films, a region of each: stores of their own
+            extract_features(
+                data=data,
+                manifest=None,
+                backbones=ready,
+                weights=ready_weights,
+                features_dir=out,
+                progress=RichProgress(console, bars=True),
+                region=region,
+            )
         for s in summaries:
             done = status[s.backbone]
             done["rows"], done["new"], done["rejected"], done["dim"] = (
@@ -291,6 +320,7 @@ def cross_source(
             unseen_labels={c: n for c, n in result["class_counts"].items() if n},
             called_covid=sum(called.values()),
             called_covid_by_label=called,
+            specificity=result["metrics"]["per_class"][POSITIVE]["specificity"],
         )
     return out
 
@@ -334,3 +364,105 @@ def _machine() -> dict:
         "cpus": os.cpu_count(),
         "memory_gib": round(memory, 1),
     }
+
+
+def generalisation(
+    features_dir: Path,
+    backbone: str,
+    exclusions: Path,
+    figures: Path | None,
+    cross: CrossSource,
+    *,
+    seed: int,
+    n_boot: int,
+    jobs: int,
+) -> Gap:
+    """Protocol B's dataset 1 (patient-grouped, duplicates removed, the MLP) on whole films, on
+    centre-masked and on centre-only films (the same images and folds: paired differences),
+    with each source held out in turn, the cross-source test (``cross``), and the share of the
+    MLP's evidence outside the centre (`cxr explain`); ``figures`` gets a contact sheet of the
+    COVID-19 films' maps."""
+    from cxr.classify.explain import explain
+    from cxr.classify.model import fitted
+    from cxr.classify.plots import explanation_plots
+    from cxr.extract.explain import feature_maps
+    from cxr.extract.regions import BOX
+
+    rows: list[GapRow] = []
+    notes: list[str] = []
+    stores = [backbone, *(f"{backbone}@{r}" for r in REGIONS)]
+    present = [s for s in stores if store_path(features_dir, s).is_file()]
+    if present != stores:
+        notes.append(
+            f"regions not evaluated: no store {', '.join(sorted(set(stores) - set(present)))}"
+        )
+    scoring = Bootstrap(n_boot, seed)
+    for key in GAP_TASKS:
+        task = replace(TASKS[key], exclude=exclusions)
+        config = EvaluateConfig(
+            tuple(present), (HEAD,), task, design=CrossValidation(FOLDS, group_by="patient"),
+            seed=seed, bootstrap=scoring, confounds=(), jobs=jobs,
+        )  # fmt: skip
+        for result in evaluate(features_dir, config).report["results"]:
+            region = result["backbone"].partition("@")[2]
+            rows.append(_gap_row(result, key, region.replace("-", " ") or "whole films"))
+    task = replace(TASKS["dataset 1, covid vs rest"], exclude=exclusions)
+    held = EvaluateConfig(
+        (backbone,), (HEAD,), task, design=LeaveOneOut("dataset"), seed=seed, bootstrap=scoring,
+        confounds=(), jobs=jobs,
+    )  # fmt: skip
+    try:
+        report = evaluate(features_dir, held).report
+    except CxrError as exc:  # no source can be held out of these rows
+        notes.append(f"no source held out: {exc}")
+    else:
+        for result in report["results"]:
+            design = f"held out: {result['validation']['held_out']}"
+            rows.append(_gap_row(result, "dataset 1, covid vs rest", design))
+        notes += [w.split(": ", 1)[1] for w in report["warnings"] if "is not held out" in w]
+    rows.append(
+        GapRow(
+            design=CROSS_SOURCE_DESIGN, task=GAP_CROSS_SOURCE, n=cross["n_unseen"],
+            balanced_accuracy=cross["specificity"], difference=None,
+            sensitivity={"pooled": None, "ci95": [None, None]},  # no COVID-19 film to find
+        )
+    )  # fmt: skip
+    cam: dict = {}
+    sheet = ""
+    try:
+        fs = load(store_path(features_dir, backbone))
+        bundle, _ = fitted(fs, HEAD, replace(TASKS["dataset 1, 3-class"], exclude=exclusions),
+                           {}, seed)  # fmt: skip
+        explained = explain(bundle, feature_maps, model_path=fs.path, features_dir=features_dir,
+                            sample=CAM_SAMPLE, box=BOX, seed=seed)  # fmt: skip
+        cam = dict(explained.report["by_class"])
+        if figures is not None:
+            import shutil
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as folder:
+                explanation_plots(explained, Path(folder))
+                made = Path(folder) / "sheet-class-covid.png"
+                if made.is_file():
+                    figures.mkdir(parents=True, exist_ok=True)
+                    target = figures / f"cam-{backbone}-covid.png"
+                    shutil.copyfile(made, target)
+                    sheet = f"figures/{target.name}"
+    except CxrError as exc:
+        notes.append(f"evidence maps not computed: {exc}")
+    return Gap(
+        rows=rows, cam=cam, cam_method="grad-cam", box=BOX, uniform_outside=1 - BOX * BOX,
+        sheet=sheet, notes=notes,
+    )  # fmt: skip
+
+
+def _gap_row(result: Result, task: str, design: str) -> GapRow:
+    gain = result.get("region_gain")
+    return GapRow(
+        design=design,
+        task=task,
+        n=result["n"],
+        balanced_accuracy=result["metrics"]["balanced_accuracy"],
+        sensitivity=result["metrics"]["per_class"][POSITIVE]["sensitivity"],
+        difference=gain,
+    )

@@ -10,7 +10,15 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from cxr.store.schema import SUFFIX, StoreError, Table, parts_dir, read_content, store_path
+from cxr.store.schema import (
+    SUFFIX,
+    StoreError,
+    Table,
+    parts_dir,
+    read_content,
+    store_name,
+    store_path,
+)
 
 
 @dataclass(frozen=True, repr=False)
@@ -27,6 +35,11 @@ class FeatureSet:
     @property
     def backbone(self) -> str:
         return str(self.attrs["backbone"])
+
+    @property
+    def name(self) -> str:
+        """The store's name: its backbone, ``backbone@region`` for masked films."""
+        return store_name(self.attrs)
 
     @property
     def labels(self) -> np.ndarray:
@@ -158,10 +171,11 @@ def find_stores(directory: Path | str) -> list[Path]:
 class StoreInfo(TypedDict):
     """One store as `cxr info` shows it (``--json``: ``{"stores": [StoreInfo, ...]}``)."""
 
-    backbone: str
+    backbone: str  # the store's name: the backbone, backbone@region for masked films
     path: str
     rows: int
     dim: int
+    region: str  # full, centre-masked, centre-only, lungs-only, lungs-masked
     weights: str  # human-readable, see weights_label
     weights_sha256: str
     input_size: int
@@ -179,13 +193,14 @@ def describe(path: Path) -> StoreInfo:
     """Summary of one store for `cxr info`, without loading the embeddings."""
     content = read_content(path, load_X=False)
     attrs = content.attrs
-    backbone = str(attrs["backbone"])
+    backbone = store_name(attrs)
     pending = parts_dir(path.parent, backbone)
     return StoreInfo(
         backbone=backbone,
         path=str(path),
         rows=len(content.rows),
         dim=int(attrs["dim"]),
+        region=str(attrs.get("region") or "full"),
         weights=weights_label(attrs),
         weights_sha256=str(attrs.get("weights_sha256", "")),
         input_size=int(attrs["input_size"]),

@@ -57,9 +57,19 @@ FINGERPRINT = (
     "weights_seed",
     "runtime",
     "precision",
+    "region",
+    "region_box",
+    "region_masks_sha256",
 )
 # What a store written before an attribute existed had, in effect.
-FINGERPRINT_DEFAULTS = {"runtime": "tensorflow", "precision": "f32"}
+FINGERPRINT_DEFAULTS = {
+    "runtime": "tensorflow",
+    "precision": "f32",
+    "region": "full",
+    "region_box": 0.0,
+    "region_masks_sha256": "",
+}
+FULL = "full"  # the region of a store of whole films (named after its backbone alone)
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
 WRITE_BLOCK = 16 * ROW_CHUNK  # rows converted and compressed at a time when writing X
@@ -89,6 +99,10 @@ class StoreAttrs(TypedDict, total=False):
     runtime: str  # tensorflow | openvino (absent in stores before 0.3: tensorflow)
     precision: str  # f32 | bf16 (absent in stores before 0.3: f32)
     runtime_max_abs_diff: float  # probe |OpenVINO - TensorFlow| (0 for TensorFlow itself)
+    region: str  # full | centre-masked | centre-only | lungs-only | lungs-masked (absent: full)
+    region_box: float  # the central box's share of each side (centre regions; 0 otherwise)
+    region_masks_sha256: str  # digest of every film's mask (lungs regions; "" otherwise)
+    region_masks: str  # where the masks were (a hint, not identity)
     versions: str  # JSON object: python, tensorflow, keras, h5py, numpy, PIL, pydicom, cxr
     # Set when the store is published:
     data_root: str  # folder the rows' paths are relative to
@@ -118,6 +132,10 @@ ATTR_TYPES = {
     "weights_path": str,
     "runtime": str,
     "precision": str,
+    "region": str,
+    "region_box": float,
+    "region_masks_sha256": str,
+    "region_masks": str,
     "runtime_max_abs_diff": float,
     "data_root": str,
     "manifest": str,
@@ -179,8 +197,16 @@ class StoreContent:
     )
 
 
-def store_path(directory: Path | str, backbone: str) -> Path:
-    return Path(directory) / f"{backbone}{SUFFIX}"
+def store_name(attrs: Mapping) -> str:
+    """A store's name, and its file's: the backbone's for whole films, ``backbone@region``
+    for a store of masked films (``mobilenet_v2@centre-masked``)."""
+    region = str(attrs.get("region") or FULL)
+    return str(attrs["backbone"]) if region == FULL else f"{attrs['backbone']}@{region}"
+
+
+def store_path(directory: Path | str, name: str) -> Path:
+    """``<directory>/<name>.h5``, the name a backbone's or ``store_name``'s."""
+    return Path(directory) / f"{name}{SUFFIX}"
 
 
 def parts_dir(directory: Path | str, backbone: str) -> Path:

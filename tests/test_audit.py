@@ -324,3 +324,18 @@ def test_cosine_search_is_exact_through_its_projection():
         expected = all_pairs_cosine(X, threshold)
         assert [(i, j) for i, j, _ in found] == expected
         assert 0 < len(expected) < 40
+
+
+def test_audit_plots_each_cluster_side_by_side(tmp_path):
+    """The audit's numbers say two files are one picture; the figure shows them."""
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+
+    features, _ = build(tmp_path)
+    out, plots = tmp_path / "audit.json", tmp_path / "plots"
+    args = ["audit", "--features", str(features), "--plots", str(plots), "--json", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    [figure] = json.loads(out.read_text())["plots"]
+    assert figure.endswith("cluster-001-phash.png") and Path(figure).stat().st_size > 5000

@@ -888,7 +888,7 @@ def test_plot_names_stay_in_their_folder_and_within_a_name_length(make_synthetic
 def test_the_json_is_written_even_when_the_plots_fail(make_synthetic_store, tmp_path, monkeypatch):
     path = make_synthetic_store()
 
-    def broken(evaluated, folder):
+    def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("cxr.classify.plots.write_plots", broken)

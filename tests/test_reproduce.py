@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -173,3 +174,14 @@ def test_readme_quotes_the_generated_headline():
     if not json_path.is_file():
         pytest.skip("docs/results.json not generated yet (run `make reproduce`)")
     assert headline(json.loads(json_path.read_text())) in (ROOT / "README.md").read_text()
+
+
+def test_readme_shows_the_generated_generalisation_gap():
+    """The README's gap table is the one of the current docs/results.json (`make docs` copies
+    it after `make reproduce`)."""
+    spec = importlib.util.spec_from_file_location("docs_outputs", ROOT / "docs" / "outputs.py")
+    outputs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(outputs)
+    shown = outputs.sections((ROOT / "README.md").read_text())["gap"]
+    assert shown == outputs.section("gap", outputs.gap())
+    assert "| dataset 1, 3-class | centre masked |" in shown

@@ -1,0 +1,140 @@
+"""Which part of a film is embedded: the whole film, or a region of it (`--region`).
+
+Maguolo & Nanni (2021) blacked out the centre of every film and still scored as well: the
+classes could be told apart by what lies outside the lungs (laterality markers, text, borders,
+the patient's build). A store of masked films asks that question of any data set, with the
+same heads, folds and bootstrap as the full films. A region is applied after decoding and
+before resizing, to the film's own pixels; black is the X-ray background.
+
+- ``full``: the whole film (the default; today's stores);
+- ``centre-masked``: the central box blacked out; ``centre-only``: only the central box kept.
+  The box spans ``box`` of the film's width and of its height, centred (0.6: margins of 20%);
+- ``lungs-only:DIR`` and ``lungs-masked:DIR``: a mask per film from another tool (a lung
+  segmentation), at the film's own path under DIR (or that path with ``.png``), the film's own
+  size, nonzero inside the lungs; only the lungs kept, or the lungs blacked out.
+
+A region is part of a store's identity (its name, ``mobilenet_v2@centre-masked``, and its
+fingerprint, with the box or the digest of every mask): one store never mixes two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxr.errors import CxrError
+from cxr.extract.images import Rejected, decode_mask
+from cxr.files import UnusableFile, read_regular
+
+FULL = "full"
+CENTRE = ("centre-masked", "centre-only")
+LUNGS = ("lungs-only", "lungs-masked")
+NAMES = (FULL, *CENTRE, *(f"{n}:DIR" for n in LUNGS))
+BOX = 0.6
+MAX_MASK_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Region:
+    kind: str = FULL
+    box: float = BOX
+    masks: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str, box: float = BOX) -> Region:
+        """``--region`` and ``--region-box``: CxrError naming the choices."""
+        kind, sep, folder = text.partition(":")
+        if kind in LUNGS:
+            if not sep or not folder:
+                raise CxrError(f"--region {text}: name the folder of masks, e.g. {kind}:masks/")
+            if not Path(folder).is_dir():
+                raise CxrError(f"--region {text}: {folder} is not a folder of masks")
+            return cls(kind, BOX, Path(folder))
+        if sep or kind not in (FULL, *CENTRE):
+            raise CxrError(f"--region {text}: choose from {', '.join(NAMES)}")
+        if kind in CENTRE and not 0.05 <= box <= 0.95:
+            raise CxrError(f"--region-box {box:g}: the central box's share of a side, 0.05..0.95")
+        return cls(kind, box)
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def mask_of(self, path: str) -> Path:
+        """Where the mask of the film stored as ``path`` is (lungs regions)."""
+        assert self.masks is not None
+        same = self.masks / path
+        return same if same.exists() else same.with_suffix(".png")
+
+    def attrs(self, masks_sha256: str = "") -> dict:
+        """What the store records (the fingerprint's part, and where the masks were)."""
+        return {
+            "region": self.kind,
+            "region_box": float(self.box) if self.kind in CENTRE else 0.0,
+            "region_masks_sha256": masks_sha256,
+            "region_masks": str(self.masks or ""),
+        }
+
+    def apply(self, pixels: np.ndarray, path: str) -> np.ndarray:
+        """The film's pixels with everything outside the region black (Rejected: a lungs
+        region without a usable mask for the film, with the reason)."""
+        if self.kind == FULL:
+            return pixels
+        keep = self._keep(pixels.shape[:2], path)
+        out = pixels.copy()
+        out[~keep] = 0
+        return out
+
+    def _keep(self, shape: tuple[int, ...], path: str) -> np.ndarray:
+        height, width = shape
+        if self.kind in CENTRE:
+            inside = centre_box(height, width, self.box)
+            return ~inside if self.kind == "centre-masked" else inside
+        mask = read_mask(self.mask_of(path))
+        if mask.shape != (height, width):
+            raise Rejected(
+                f"its mask {self.mask_of(path)} is {mask.shape[1]}x{mask.shape[0]} px, the film "
+                f"{width}x{height}: masks must be the film's own size"
+            )
+        return mask if self.kind == "lungs-only" else ~mask
+
+
+def centre_box(height: int, width: int, box: float) -> np.ndarray:
+    """(height, width) bool: True in the central box spanning ``box`` of each side."""
+    top, left = round(height * (1 - box) / 2), round(width * (1 - box) / 2)
+    inside = np.zeros((height, width), dtype=bool)
+    inside[top : height - top, left : width - left] = True
+    return inside
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A mask file as bool (nonzero: inside); Rejected naming it when it cannot be used."""
+    try:
+        data = read_regular(path, MAX_MASK_BYTES)
+    except FileNotFoundError:
+        raise Rejected(f"no mask for it ({path})") from None
+    except (UnusableFile, OSError) as exc:
+        raise Rejected(f"its mask {path} cannot be read ({exc})") from None
+    try:
+        return decode_mask(data)
+    except Rejected as exc:
+        raise Rejected(f"its mask {path}: {exc}") from None
+
+
+def masks_digest(region: Region, paths: Iterable[str], sha256: Callable[[Path], str]) -> str:
+    """The digest of every film's mask (lungs regions), in the films' order: the store's
+    fingerprint, so that changed masks never join embeddings of the old ones."""
+    if region.kind not in LUNGS:
+        return ""
+    digest = hashlib.sha256()
+    for path in paths:
+        mask = region.mask_of(path)
+        try:
+            digest.update(f"{path}\t{sha256(mask)}\n".encode())
+        except OSError:  # missing or unreadable: that film is a reject, named when decoded
+            digest.update(f"{path}\t-\n".encode())
+    return digest.hexdigest()
