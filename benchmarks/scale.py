@@ -67,6 +67,7 @@ def plan(args) -> dict:
 def publish(args) -> None:
     """Phase 1 (own process): shards committed as a run would, then one publish."""
     from cxr.extract.dataset import Discovery, Entry
+    from cxr.extract.regions import Region
     from cxr.extract.writer import StoreWriter
 
     work = Path(args.work)
@@ -106,6 +107,7 @@ def publish(args) -> None:
         "precision": "f32",
         "runtime_max_abs_diff": 0.0,
         "versions": "{}",
+        **Region().attrs(),  # whole films
     }
     # The planted originals first, so that a copy can be made wherever its original falls.
     originals = {a: vectors(rng, 1, args.dim, labels[[a]])[0] for a in copies}
