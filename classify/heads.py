@@ -244,6 +244,37 @@ def effective_params(name: str, params: Mapping[str, Any] | None = None) -> Para
     return {**get_head(name).defaults, **(params or {})}
 
 
+def changed_params(name: str, params: Mapping[str, Any]) -> Params:
+    """The parameters of a result (as recorded, or as its JSON holds them) that differ from the
+    head's defaults: what tells two runs of the same head apart in a report."""
+    defaults = get_head(name).defaults
+    return {
+        key: value
+        for key, value in params.items()
+        if key not in defaults or _plain(value) != _plain(defaults[key])
+    }
+
+
+def setting_text(value: Any) -> str:
+    """A parameter value as ``--set`` takes it: ``0.001``, ``512,256``, ``none``, ``true``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ",".join(setting_text(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as JSON reads them back."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def build_head(
     name: str,
     params: Mapping[str, Any] | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -17,6 +18,7 @@ from rich.text import Text
 
 from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.designs import design_of
+from cxr.classify.heads import changed_params, setting_text
 from cxr.classify.metrics import Metric, overall_metric, overall_metrics, per_class_metrics
 from cxr.classify.provenance import DISCLAIMER
 from cxr.classify.results import EvaluateReport, Provenance, Result
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from cxr.classify.explain import ExplainReport
     from cxr.classify.model import PredictReport, TrainSummary
 
+PER_CLASS_COLUMNS = 4  # intervals per table: 4 x 20 characters beside a class name
 SHOWN_TABLES = 2  # contingency tables printed for the strongest confounds; --json has all
 
 
@@ -44,7 +47,7 @@ def pooled(stat: Mapping[str, Any]) -> str:
 
 
 def versus(comparison: Comparison | None, replicates: int) -> str:
-    """The summary table's verdict against the best result of the group (two lines)."""
+    """The summary table's verdict against the best result of the group (one line)."""
     if not comparison:
         return ""
     if comparison["is_best"]:
@@ -55,7 +58,18 @@ def versus(comparison: Comparison | None, replicates: int) -> str:
     mark = "≈ " if comparison["indistinguishable"] else ""
     p = comparison["p"]
     shown = f"p < {1 / replicates:.0e}" if p == 0 else f"p {p:.2g}"
-    return f"{mark}{comparison['difference']:+.3f}\n[{lo:+.3f}, {hi:+.3f}] {shown}"
+    return f"{mark}{comparison['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {shown}"
+
+
+def result_settings(result: Mapping[str, Any]) -> str:
+    """What tells a result apart from its head's defaults: the parameters ``--set`` or
+    ``--config`` changed (``alpha=0.001``) and what ``--search`` tuned; ``defaults`` if none."""
+    changed = changed_params(result["head"], result.get("params") or {})
+    parts = [f"{key}={setting_text(value)}" for key, value in changed.items()]
+    grid = (result.get("search") or {}).get("grid") or {}
+    if grid:
+        parts.append("searched " + ",".join(key.rsplit("__", 1)[-1] for key in grid))
+    return ", ".join(parts) or "defaults"
 
 
 def _warning(text: str) -> Text:
@@ -63,6 +77,17 @@ def _warning(text: str) -> Text:
     if text.startswith("caution: "):
         return Text(text, style="yellow")
     return Text.assemble(("warning: ", "yellow"), text)
+
+
+def _table(title: str, caption: str | None = None) -> Table:
+    """A report table: rules under the header only, so that 120 columns hold the intervals."""
+    return Table(
+        title=escape(title),
+        caption=escape(caption) if caption else None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
 
 
 def _cell(value: object) -> Text:
@@ -90,34 +115,44 @@ def render(report: EvaluateReport, console: Console) -> None:
     confound_lines = confound_warnings(found, target, design.held_out_column(first))
     shown = [w for w in report["warnings"] if w in confound_lines]
     _render_confounds(found, shown, first, console)
-    table = Table(
-        title=escape(design.summary_title),
-        caption=escape(_comparison_caption(chosen, op, first["bootstrap_unit"])),
-    )
     summary = [m for m in overall_metrics() if m.summary or m is chosen]
     held = [design.part_header] if design.part_header else []
     mixed = any(r.get("inputs", "embeddings") != "embeddings" for r in results)
     shown_inputs = ["inputs"] if mixed else []
-    for col in ("backbone", "head", *shown_inputs, *held, "n"):
-        table.add_column(col, justify="right" if col == "n" else "left", no_wrap=True)
-    for m in summary:  # fold, never cut: a truncated interval is a wrong interval
-        table.add_column(m.title(op), overflow="fold")
-    table.add_column(f"vs best ({chosen.title(op)})", overflow="fold")
     replicates = report["provenance"]["bootstrap"]["replicates"]
     sizes: dict[object, int] = {}  # results per comparison group (a held-out value, or the run)
     for r in results:
         group = r.get("validation", {}).get("held_out")
         sizes[group] = sizes.get(group, 0) + 1
-    for r in results:
-        cells = [pooled(r["metrics"][m.name]) for m in summary]
+    columns = ["#", "backbone", "head", *shown_inputs, *held, "n", chosen.title(op)]
+    columns.append(f"vs best ({chosen.title(op)})")
+    rows = []
+    for i, r in enumerate(results, 1):
         extra = [str(r["validation"]["held_out"])] if held else []
         extra = ([r.get("inputs", "embeddings")] if mixed else []) + extra
         alone = sizes[r.get("validation", {}).get("held_out")] == 1
         verdict = "(only result)" if alone else versus(r.get("comparison"), replicates)
         backbone = r["backbone"] if r.get("inputs", "embeddings").startswith("embeddings") else "-"
-        row = [backbone, r["head"], *extra, str(r["n"]), *cells, verdict]
-        table.add_row(*map(_cell, row))
+        row = [i, backbone, r["head"], *extra, r["n"], pooled(r["metrics"][chosen.name])]
+        rows.append([*row, verdict, result_settings(r)])
+    caption = _comparison_caption(chosen, op, first["bootstrap_unit"])
+    caption += "; settings: what differs from the head's defaults (--set, --config, --search)"
+    table = _summary(design.summary_title, caption, [*columns, "settings"], rows)
+    unbounded = console.options.update_width(10 * console.width)
+    inline = console.measure(table, options=unbounded).maximum <= console.width
+    if not inline:  # long settings: a line each below, so that no cell wraps
+        table = _summary(design.summary_title, caption, columns, [r[:-1] for r in rows])
     console.print(table)
+    if not inline:
+        for row in rows:
+            console.print(f"#{row[0]} settings: {row[-1]}", markup=False, highlight=False)
+    others = _table("Every summary metric of each result (# above): pooled [95% CI]")
+    others.add_column("#", justify="right", no_wrap=True)
+    for m in summary:  # never cut: a truncated interval is a wrong interval
+        others.add_column(m.title(op), no_wrap=True)
+    for i, r in enumerate(results, 1):
+        others.add_row(*map(_cell, [i, *(pooled(r["metrics"][m.name]) for m in summary)]))
+    console.print(others)
     _render_gains(results, chosen.title(op), replicates, console)
     _render_search(results, console)
     _render_curves(report.get("learning_curves", []), chosen.title(op), console)
@@ -127,6 +162,16 @@ def render(report: EvaluateReport, console: Console) -> None:
         if note not in shown:
             console.print(_warning(note), highlight=False, soft_wrap=True)
     _render_provenance(report["provenance"], console)
+
+
+def _summary(title: str, caption: str, columns: list[str], rows: list[list[object]]) -> Table:
+    """The summary table: every cell on one line (the caller checks that it fits)."""
+    table = _table(title, caption)
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("#", "n") else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*map(_cell, row))
+    return table
 
 
 def gain_text(gain: Mapping[str, Any], replicates: int) -> str:
@@ -253,7 +298,7 @@ def _render_confounds(
     target = first["task"].get("target", "label")
     for c in warned[:SHOWN_TABLES]:
         classes = list(next(iter(c["table"].values())))
-        table = Table(title=escape(f"{c['column']} x {target} (rows)"))
+        table = _table(f"{c['column']} x {target} (rows)")
         table.add_column(_cell(c["column"]))
         for cls in classes:
             table.add_column(_cell(cls), justify="right")
@@ -271,19 +316,24 @@ def _render_best(best: Result, metric: str, op: float, console: Console) -> None
     where = best.get("validation", {}).get("held_out")
     title = f"Best by {metric}: {_name(best)}"
     title += f" (held out: {where})" if where is not None else ""
-    per_class = Table(title=escape(f"{title}, per class: pooled [95% CI]"))
     columns = per_class_metrics()
-    for col in ("class", "n", *(m.title(op) for m in columns)):
-        per_class.add_column(_cell(col), overflow="fold")
-    for cls, stats in best["metrics"]["per_class"].items():
-        cells = (pooled(stats[m.name]) for m in columns)
-        per_class.add_row(*map(_cell, [cls, best["class_counts"][cls], *cells]))
-    console.print(per_class)
+    for start in range(0, len(columns), PER_CLASS_COLUMNS):  # intervals side by side, 120 wide
+        shown = columns[start : start + PER_CLASS_COLUMNS]
+        part = "" if start == 0 else " (continued)"
+        per_class = _table(f"{title}, per class: pooled [95% CI]{part}")
+        per_class.add_column("class", no_wrap=True)
+        per_class.add_column("n", justify="right", no_wrap=True)
+        for m in shown:
+            per_class.add_column(_cell(m.title(op)), no_wrap=True)
+        for cls, stats in best["metrics"]["per_class"].items():
+            cells = (pooled(stats[m.name]) for m in shown)
+            per_class.add_row(*map(_cell, [cls, best["class_counts"][cls], *cells]))
+        console.print(per_class)
     others = [m for m in overall_metrics() if not m.summary]
     if others:
         shown = "; ".join(f"{m.title(op)} {pooled(best['metrics'][m.name])}" for m in others)
         console.print(f"Calibration and other metrics: {shown}", markup=False, highlight=False)
-    cm = Table(title="Confusion matrix of the test rows (rows: true, columns: predicted)")
+    cm = _table("Confusion matrix of the test rows (rows: true, columns: predicted)")
     cm.add_column(_cell("true \\ predicted"))
     for cls in best["classes"]:
         cm.add_column(_cell(cls), justify="right")
