@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dicom,openvino,dask]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dicom,openvino,dask,tracking]"
 	touch $@
 
 features: install

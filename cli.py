@@ -597,6 +597,14 @@ TARGET = typer.Option(
 )
 
 
+TRACKING_URI = typer.Option(
+    None,
+    "--tracking-uri",
+    help="MLflow tracking URI (a server, http://host:5000, or sqlite:///path.db); default "
+    "$MLFLOW_TRACKING_URI, [tracking] uri in --config, else sqlite beside the features folder.",
+)
+
+
 @app.command()
 def evaluate(
     features_dir: Path = FEATURES_DIR,
@@ -699,6 +707,13 @@ def evaluate(
     ),
     scheduler: str | None = SCHEDULER,
     quiet: bool = QUIET,
+    track: bool = typer.Option(
+        False,
+        "--track",
+        help="Log the run to MLflow (pip install 'cxr-transfer[tracking]'): by default a SQLite "
+        "file beside the features folder; also [tracking] enabled = true in --config.",
+    ),
+    tracking_uri: str | None = TRACKING_URI,
 ) -> None:
     """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
     from cxr.classify.config import EvaluateConfig
@@ -712,6 +727,7 @@ def evaluate(
 
     _writable(json_out, "--json")
     _writable(plots, "--plots", folder=True)
+    tracked = _tracking(track, tracking_uri, features_dir, config)
     if predictions and json_out is None:
         raise CxrError("--predictions goes into the JSON report: add --json PATH (or --json -)")
     settings = EvaluateConfig(
@@ -754,6 +770,64 @@ def evaluate(
             highlight=False,
             soft_wrap=True,
         )
+    if tracked is not None:
+        _track(evaluated, tracked, plots, console)
+
+
+def _tracking(track: bool, uri: str | None, features_dir: Path, config: Path | None):
+    """The tracking store of an evaluation, or None; checked before any work."""
+    from cxr.tracking.target import enabled, resolve
+
+    return resolve(uri, features_dir, config) if enabled(track, uri, config) else None
+
+
+def _track(evaluated, target, plots: Path | None, console: Console) -> None:
+    """Log the evaluation (its files are written already): a failure is one warning."""
+    from cxr.classify.report import best_words, result_settings
+    from cxr.tracking.log import log_run
+
+    report = evaluated.report
+    settings = "; ".join(
+        dict.fromkeys(f"{r['head']} {result_settings(r)}" for r in report["results"])
+    )
+    run_id, problem = log_run(
+        report, evaluated.outcomes, target, best=best_words(report), settings=settings, plots=plots
+    )
+    if problem is not None:
+        err_console.print(Text.assemble(("warning: ", "yellow"), problem), soft_wrap=True)
+    else:
+        console.print(f"Tracked as run {run_id} in {target.uri}", markup=False, highlight=False)
+
+
+@app.command()
+def runs(
+    compare: list[str] = typer.Argument(
+        None, help="Two run ids (or unique prefixes) to compare; none: list the runs."
+    ),
+    last: bool = typer.Option(False, "--compare", help="Compare the two latest runs."),
+    limit: int = typer.Option(20, "--limit", min=1, help="Runs listed, newest first."),
+    features_dir: Path = FEATURES_DIR,
+    config: Path | None = CONFIG,
+    tracking_uri: str | None = TRACKING_URI,
+    json_out: Path | None = JSON_OUT,
+) -> None:
+    """List tracked runs (cxr evaluate --track), or compare two: the parameters that differ and
+    the paired difference where both used the same images."""
+    from cxr.tracking.report import render_comparison, render_runs
+    from cxr.tracking.runs import compare_runs, list_runs
+    from cxr.tracking.target import resolve
+
+    _writable(json_out, "--json")
+    target = resolve(tracking_uri, features_dir, config)
+    ids = list(compare or [])
+    if ids and len(ids) != 2:
+        raise CxrError(f"cxr runs: give two run ids to compare, not {len(ids)}")
+    if ids or last:
+        found = compare_runs(target, *(ids or [None, None]))
+        _show(found, json_out, render_comparison)
+    else:
+        listed = list_runs(target, limit)
+        _show(listed, json_out, lambda doc, console: render_runs(doc, target.uri, console))
 
 
 def _listed(text: str) -> list[str]:

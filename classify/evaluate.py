@@ -230,16 +230,17 @@ class _Run:
             entry["predictions"] = _predictions(data, mine)
         self.results.append(entry)
         sources = data.columns.get("source")
+        units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
         self.outcomes.append(
             Outcome(
                 mine.y,
                 mine.proba,
                 data.paths[mine.row],
                 sources[mine.row] if sources is not None else None,
+                units,
             )
         )
         value = entry["metrics"][self.config.metric]["pooled"]
-        units = data.groups[mine.row] if data.has_groups else data.paths[mine.row]
         keys = row_keys(data.paths[mine.row])
         group = str(part.validation.get("held_out", part.validation["kind"]))
         self.scored.append(

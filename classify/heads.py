@@ -33,6 +33,8 @@ Params = dict[str, Any]
 # A parameter of every head, not of its classifier: the number of principal components the
 # standardised features are projected on, inside the fold, before the classifier (None: all).
 PCA = "pca"
+# Tables of the config file that are not heads (read and checked by cxr.tracking.target).
+OTHER_TABLES = ("tracking",)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ def parse_params(assignments: Iterable[str] = (), config: Path | None = None) ->
         except tomllib.TOMLDecodeError as exc:
             raise CxrError(f"{config}: cannot read TOML hyper-parameters ({exc})") from None
         for head, table in document.items():
+            if head in OTHER_TABLES:
+                continue
             if not isinstance(table, dict):
                 raise CxrError(f"{config}: {head!r} must be a table like [mlp] of parameters")
             try:

@@ -72,6 +72,17 @@ def result_settings(result: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "defaults"
 
 
+def best_words(report: EvaluateReport) -> str:
+    """The best result of a run in a few words: ``mobilenet_v2 + mlp: bal. accuracy 0.787
+    [0.770, 0.803]`` (the first group's, with --leave-out)."""
+    settings = report["settings"]
+    chosen = overall_metric(settings["metric"])
+    results = report["results"]
+    best = next((r for r in results if r.get("comparison", {}).get("is_best")), results[0])
+    shown = pooled(best["metrics"][chosen.name])
+    return f"{_name(best)}: {chosen.title(settings['operating_point'])} {shown}"
+
+
 def _warning(text: str) -> Text:
     """A warning line: the word in yellow, the text as it is."""
     if text.startswith("caution: "):
@@ -79,7 +90,7 @@ def _warning(text: str) -> Text:
     return Text.assemble(("warning: ", "yellow"), text)
 
 
-def _table(title: str, caption: str | None = None) -> Table:
+def report_table(title: str, caption: str | None = None) -> Table:
     """A report table: rules under the header only, so that 120 columns hold the intervals."""
     return Table(
         title=escape(title),
@@ -146,7 +157,7 @@ def render(report: EvaluateReport, console: Console) -> None:
     if not inline:
         for row in rows:
             console.print(f"#{row[0]} settings: {row[-1]}", markup=False, highlight=False)
-    others = _table("Every summary metric of each result (# above): pooled [95% CI]")
+    others = report_table("Every summary metric of each result (# above): pooled [95% CI]")
     others.add_column("#", justify="right", no_wrap=True)
     for m in summary:  # never cut: a truncated interval is a wrong interval
         others.add_column(m.title(op), no_wrap=True)
@@ -166,7 +177,7 @@ def render(report: EvaluateReport, console: Console) -> None:
 
 def _summary(title: str, caption: str, columns: list[str], rows: list[list[object]]) -> Table:
     """The summary table: every cell on one line (the caller checks that it fits)."""
-    table = _table(title, caption)
+    table = report_table(title, caption)
     for col in columns:
         table.add_column(col, justify="right" if col in ("#", "n") else "left", no_wrap=True)
     for row in rows:
@@ -298,7 +309,7 @@ def _render_confounds(
     target = first["task"].get("target", "label")
     for c in warned[:SHOWN_TABLES]:
         classes = list(next(iter(c["table"].values())))
-        table = _table(f"{c['column']} x {target} (rows)")
+        table = report_table(f"{c['column']} x {target} (rows)")
         table.add_column(_cell(c["column"]))
         for cls in classes:
             table.add_column(_cell(cls), justify="right")
@@ -320,7 +331,7 @@ def _render_best(best: Result, metric: str, op: float, console: Console) -> None
     for start in range(0, len(columns), PER_CLASS_COLUMNS):  # intervals side by side, 120 wide
         shown = columns[start : start + PER_CLASS_COLUMNS]
         part = "" if start == 0 else " (continued)"
-        per_class = _table(f"{title}, per class: pooled [95% CI]{part}")
+        per_class = report_table(f"{title}, per class: pooled [95% CI]{part}")
         per_class.add_column("class", no_wrap=True)
         per_class.add_column("n", justify="right", no_wrap=True)
         for m in shown:
@@ -333,7 +344,7 @@ def _render_best(best: Result, metric: str, op: float, console: Console) -> None
     if others:
         shown = "; ".join(f"{m.title(op)} {pooled(best['metrics'][m.name])}" for m in others)
         console.print(f"Calibration and other metrics: {shown}", markup=False, highlight=False)
-    cm = _table("Confusion matrix of the test rows (rows: true, columns: predicted)")
+    cm = report_table("Confusion matrix of the test rows (rows: true, columns: predicted)")
     cm.add_column(_cell("true \\ predicted"))
     for cls in best["classes"]:
         cm.add_column(_cell(cls), justify="right")

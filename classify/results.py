@@ -84,12 +84,14 @@ class EvaluateReport(TypedDict, total=False):
 @dataclass(frozen=True)
 class Outcome:
     """The test rows one result was scored on: true classes and predicted probabilities, and
-    which films they are (stored paths, and their source) for the galleries."""
+    which films they are (stored paths, and their source) for the galleries; ``groups``, the
+    bootstrap unit of each row, lets a tracked run be compared paired with a later one."""
 
     y: np.ndarray
     proba: np.ndarray
     paths: np.ndarray | None = None
     sources: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,9 @@ def test_each_result_is_one_line_naming_its_settings(make_synthetic_store, optio
     assert len(rows) == len(ev.results)  # one line per result: no cell wrapped
     for i, (row, result) in enumerate(zip(rows, ev.results, strict=True), 1):
         assert result["backbone"] in row and result["head"] in row and "…" not in row
-        expected = "hidden_layer_sizes=64,32, alpha=0.001" if result["head"] == "mlp" else "defaults"
+        expected = (
+            "hidden_layer_sizes=64,32, alpha=0.001" if result["head"] == "mlp" else "defaults"
+        )
         below = [line for line in lines if line.startswith(f"#{i} settings: ")]
         assert (row.rstrip() if inline else below[0]).endswith(expected)
     metrics = table_lines(lines, "macro-F1")

@@ -1,0 +1,152 @@
+"""`cxr evaluate --track`: one evaluation logged as one MLflow run (params, metrics with their CI
+bounds, tags, the JSON, the predictions and the plots as artifacts).
+
+Called after the report's files are written: a tracking store that is down or refuses costs one
+warning, never the evaluation. MLflow retries HTTP with backoff for minutes by default; the
+tool's own calls get short limits (a user's own MLFLOW_HTTP_* settings win).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cxr.classify.designs import design_of
+from cxr.classify.heads import setting_text
+from cxr.classify.results import EvaluateReport, Outcome
+from cxr.tracking import predictions
+from cxr.tracking.target import Target
+
+LIMITS = {  # MLflow's HTTP client: no retries, 5 s per request
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+}
+_UNSAFE = re.compile(r"[^\w./ :-]")  # MLflow's allowed characters in keys
+
+
+def key(text: str) -> str:
+    """A key MLflow accepts: ``mobilenet_v2@centre-masked`` -> ``mobilenet_v2_centre-masked``."""
+    return _UNSAFE.sub("_", text)
+
+
+def connect(target: Target) -> Any:
+    """An MlflowClient for the target, with short HTTP limits; MLflow is imported here."""
+    for name, value in LIMITS.items():
+        os.environ.setdefault(name, value)
+    from mlflow.tracking import MlflowClient
+
+    for name in ("alembic", "mlflow"):  # their INFO lines are not the user's business
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    return MlflowClient(tracking_uri=target.uri)
+
+
+def experiment_id(client: Any, target: Target, create: bool) -> str | None:
+    found = client.get_experiment_by_name(target.experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    if not create:
+        return None
+    return str(client.create_experiment(target.experiment, artifact_location=target.artifacts))
+
+
+def params_of(report: EvaluateReport) -> dict[str, str]:
+    """What was run: task, design, heads and every setting, seed, store digests, weights."""
+    first = report["results"][0]
+    prov = report["provenance"]
+    found = {
+        "task": first["task"]["name"],
+        "design": design_of(first).describe(first),
+        "metric": report["settings"]["metric"],
+        "operating_point": str(report["settings"]["operating_point"]),
+        "seed": str(prov["seed"]),
+        "bootstrap": str(prov["bootstrap"]["replicates"]),
+        "heads": ",".join(dict.fromkeys(r["head"] for r in report["results"])),
+        "backbones": ",".join(prov["stores"]),
+    }
+    for r in report["results"]:
+        for name, value in (r.get("params") or {}).items():
+            found[key(f"{r['head']}.{name}")] = setting_text(value)
+        if r.get("search"):
+            found[key(f"{r['head']}.search")] = ",".join(r["search"]["grid"])
+    for store, attrs in prov["stores"].items():
+        found[key(f"store.{store}.rows_sha256")] = str(attrs.get("rows_sha256", ""))
+        found[key(f"store.{store}.weights_sha256")] = str(attrs.get("weights_sha256", ""))
+    for library, version in prov["versions"].items():
+        found[key(f"version.{library}")] = str(version)
+    return {k: v[:6000] for k, v in found.items()}
+
+
+def metrics_of(report: EvaluateReport) -> dict[str, float]:
+    """Every overall metric of every result, with its 95% CI bounds (``..._ci_low``)."""
+    found = {}
+    for r in report["results"]:
+        name = key(predictions.result_key(r).replace(" + ", ".").replace(" | held out: ", "@"))
+        for metric, stat in r["metrics"].items():
+            if metric == "per_class" or stat.get("pooled") is None:
+                continue
+            found[f"{name}.{metric}"] = float(stat["pooled"])
+            for bound, value in zip(("ci_low", "ci_high"), stat["ci95"], strict=True):
+                if value is not None:
+                    found[f"{name}.{metric}_{bound}"] = float(value)
+    return found
+
+
+def tags_of(report: EvaluateReport, summary: str, settings: str) -> dict[str, str]:
+    first = report["results"][0]
+    return {
+        "cxr.task": first["task"]["name"],
+        "cxr.design": str(first.get("validation", {}).get("kind", "")),
+        "cxr.backbones": ",".join(report["provenance"]["stores"]),
+        "cxr.heads": ",".join(dict.fromkeys(r["head"] for r in report["results"])),
+        "cxr.best": summary,
+        "cxr.settings": settings,
+        "mlflow.runName": f"{first['task']['name']}: {settings}"[:250],
+    }
+
+
+def log_run(
+    report: EvaluateReport,
+    outcomes: Sequence[Outcome],
+    target: Target,
+    *,
+    best: str,
+    settings: str,
+    plots: Path | None = None,
+) -> tuple[str | None, str | None]:
+    """Log the run; (run id, None), or (None, a one-line warning) when the store cannot be
+    reached or refuses. ``best`` and ``settings`` are the report's words for the run's tags."""
+    try:
+        client = connect(target)
+        experiment = experiment_id(client, target, create=True)
+        run = client.create_run(experiment, tags=tags_of(report, best, settings))
+        run_id = run.info.run_id
+        from mlflow.entities import Metric, Param, RunTag
+
+        stamp = run.info.start_time
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, stamp, 0) for k, v in metrics_of(report).items()],
+            params=[Param(k, v) for k, v in params_of(report).items()],
+            tags=[RunTag("cxr.version", str(report["provenance"]["versions"].get("cxr-transfer")))],
+        )
+        client.log_text(run_id, json.dumps(report, indent=2) + "\n", "evaluate.json")
+        client.log_text(
+            run_id, json.dumps(predictions.document(report, outcomes)), predictions.NAME
+        )
+        if plots is not None and plots.is_dir():
+            client.log_artifacts(run_id, str(plots), "plots")
+        client.set_terminated(run_id, "FINISHED")
+    except Exception as exc:  # tracking never costs the evaluation
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        return (
+            None,
+            f"tracking: run not logged to {target.uri} ({reason}); the report's files are written",
+        )
+    return run_id, None
