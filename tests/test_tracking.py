@@ -1,0 +1,198 @@
+"""Run tracking (issue 25): `cxr evaluate --track` logs to MLflow, `cxr runs` lists and compares.
+Against the local SQLite backend, a real `mlflow server` on loopback, and a server that is down."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cxr.cli import app
+
+pytest.importorskip("mlflow")
+runner = CliRunner()
+FAST = ["--head", "mlp", "--folds", "3", "--bootstrap", "50", "--jobs", "1", "--quiet"]
+
+
+def evaluate(features: Path, *args: str):
+    return runner.invoke(app, ["evaluate", "--features", str(features), *FAST, *args])
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_two_runs_logged_locally_and_compared(make_synthetic_store, tmp_path):
+    features = make_synthetic_store().parent
+    for alpha in ("1e-3", "1e-2"):
+        out = tmp_path / f"alpha-{alpha}.json"
+        result = evaluate(features, "--set", f"mlp.alpha={alpha}", "--track", "--json", str(out))
+        assert result.exit_code == 0, result.output
+        assert "Tracked as run" in result.output and out.is_file()
+    database = tmp_path / "mlruns.db"  # beside the features folder, by default
+    assert database.is_file()
+    uri = f"sqlite:///{database}"
+    [experiment] = [e for e in client(uri).search_experiments() if e.name == "cxr"]
+    runs = client(uri).search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.data.params["mlp.alpha"] == "0.01"
+    assert latest.data.tags["cxr.settings"] == "mlp alpha=0.01"
+    metrics = latest.data.metrics
+    value = metrics["mobilenet_v2.mlp.balanced_accuracy"]
+    low, high = (metrics[f"mobilenet_v2.mlp.balanced_accuracy_ci_{b}"] for b in ("low", "high"))
+    assert low <= value <= high
+    logged = json.loads((tmp_path / "alpha-1e-2.json").read_text())
+    assert value == logged["results"][0]["metrics"]["balanced_accuracy"]["pooled"]
+    names = {a.path for a in client(uri).list_artifacts(latest.info.run_id)}
+    assert {"evaluate.json", "predictions.json"} <= names
+    assert (tmp_path / "mlartifacts").is_dir()  # not ./mlruns wherever the user stood
+
+    listed = runner.invoke(app, ["runs", "--features", str(features), "--json", "-"])
+    assert listed.exit_code == 0, listed.output
+    assert [r["settings"] for r in json.loads(listed.stdout)] == [
+        "mlp alpha=0.01",
+        "mlp alpha=0.001",
+    ]
+    compared = runner.invoke(app, ["runs", "--features", str(features), "--compare"])
+    assert compared.exit_code == 0, compared.output
+    assert "mlp.alpha" in compared.output and "0.001" in compared.output
+    assert "mobilenet_v2 + mlp: balanced_accuracy" in compared.output
+    assert "paired bootstrap on" in compared.output
+    ids = [r.info.run_id[:8] for r in sorted(runs, key=lambda r: r.info.start_time)]
+    by_id = runner.invoke(app, ["runs", "--features", str(features), *ids, "--json", "-"])
+    document = json.loads(by_id.stdout)
+    assert document["differ"] == {"mlp.alpha": ["0.001", "0.01"]}
+    [paired] = document["paired"]
+    assert paired["n_paired"] == logged["results"][0]["n"] and not paired["why_not"]
+
+
+def test_runs_on_other_images_are_not_paired(make_synthetic_store, tmp_path):
+    features = make_synthetic_store().parent
+    assert evaluate(features, "--track").exit_code == 0
+    assert evaluate(features, "--track", "--binary", "covid").exit_code == 0
+    compared = runner.invoke(app, ["runs", "--features", str(features), "--compare"])
+    assert compared.exit_code == 0, compared.output
+    assert "Not paired: the runs used different images or splits" in compared.output
+
+
+def test_a_server_that_is_down_is_one_warning_and_the_files_are_written(
+    make_synthetic_store, tmp_path
+):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "evaluate.json"
+    plots = tmp_path / "plots"
+    features = make_synthetic_store().parent
+    uri = f"http://127.0.0.1:{port}"
+    result = evaluate(features, "--tracking-uri", uri, "--json", str(out), "--plots", str(plots))
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and any(plots.glob("*.png"))
+    warned = [line for line in result.stderr.splitlines() if "warning: tracking" in line]
+    assert len(warned) == 1 and uri in warned[0] and "Traceback" not in result.output
+
+
+def test_the_config_file_turns_tracking_on_and_its_typos_are_one_line(
+    make_synthetic_store, tmp_path
+):
+    features = make_synthetic_store().parent
+    database = tmp_path / "elsewhere" / "runs.db"
+    config = tmp_path / "cxr.toml"
+    config.write_text(
+        f'[mlp]\nalpha = 0.001\n\n[tracking]\nenabled = true\nuri = "sqlite:///{database}"\n'
+    )
+    result = evaluate(features, "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert database.is_file() and "alpha=0.001" in result.output
+    config.write_text("[tracking]\nenable = true\n")
+    result = evaluate(features, "--config", str(config))
+    assert result.exit_code == 2
+    assert f"{config}: [tracking] has no setting 'enable'" in result.stderr
+
+
+NO_MLFLOW = textwrap.dedent(
+    """
+    import atexit, sys
+    atexit.register(lambda: print("MLFLOW" if "mlflow" in sys.modules else "NO-MLFLOW"))
+    sys.argv = ["cxr", *sys.argv[1:]]
+    from cxr.cli import app
+    app()
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["help", "evaluate"])
+def test_mlflow_is_imported_only_when_tracking(make_synthetic_store, command):
+    args = ["--help"] if command == "help" else ["evaluate", "--features"]
+    if command == "evaluate":
+        args += [str(make_synthetic_store().parent), *FAST]
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_MLFLOW, *args], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "NO-MLFLOW"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on a free loopback port, stopped in teardown."""
+    executable = shutil.which("mlflow", path=str(Path(sys.executable).parent))
+    if executable is None:
+        pytest.skip("the mlflow command is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = tmp_path / "server"
+    store.mkdir()
+    proc = subprocess.Popen(
+        [executable, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--artifacts-destination", str(store / "artifacts")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):  # bounded: at most about a minute
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer /health")
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_a_run_logged_to_a_loopback_server(make_synthetic_store, tmp_path, mlflow_server):
+    features = make_synthetic_store().parent
+    for alpha in ("1e-3", "1e-2"):
+        result = evaluate(features, "--set", f"mlp.alpha={alpha}", "--tracking-uri", mlflow_server)
+        assert result.exit_code == 0, result.output
+        assert f"in {mlflow_server}" in result.output
+    compared = runner.invoke(app, ["runs", "--tracking-uri", mlflow_server, "--compare"])
+    assert compared.exit_code == 0, compared.output
+    assert "mlp.alpha" in compared.output and "paired bootstrap on" in compared.output
