@@ -823,7 +823,7 @@ def runs(
     if ids and len(ids) != 2:
         raise CxrError(f"cxr runs: give two run ids to compare, not {len(ids)}")
     if ids or last:
-        found = compare_runs(target, *(ids or [None, None]))
+        found = compare_runs(target, *(ids or (None, None)))
         _show(found, json_out, render_comparison)
     else:
         listed = list_runs(target, limit)

@@ -329,15 +329,15 @@ def _render_best(best: Result, metric: str, op: float, console: Console) -> None
     title += f" (held out: {where})" if where is not None else ""
     columns = per_class_metrics()
     for start in range(0, len(columns), PER_CLASS_COLUMNS):  # intervals side by side, 120 wide
-        shown = columns[start : start + PER_CLASS_COLUMNS]
+        part_metrics = columns[start : start + PER_CLASS_COLUMNS]
         part = "" if start == 0 else " (continued)"
         per_class = report_table(f"{title}, per class: pooled [95% CI]{part}")
         per_class.add_column("class", no_wrap=True)
         per_class.add_column("n", justify="right", no_wrap=True)
-        for m in shown:
+        for m in part_metrics:
             per_class.add_column(_cell(m.title(op)), no_wrap=True)
         for cls, stats in best["metrics"]["per_class"].items():
-            cells = (pooled(stats[m.name]) for m in shown)
+            cells = (pooled(stats[m.name]) for m in part_metrics)
             per_class.add_row(*map(_cell, [cls, best["class_counts"][cls], *cells]))
         console.print(per_class)
     others = [m for m in overall_metrics() if not m.summary]

@@ -73,8 +73,9 @@ def params_of(report: EvaluateReport) -> dict[str, str]:
     for r in report["results"]:
         for name, value in (r.get("params") or {}).items():
             found[key(f"{r['head']}.{name}")] = setting_text(value)
-        if r.get("search"):
-            found[key(f"{r['head']}.search")] = ",".join(r["search"]["grid"])
+        searched = r.get("search") or {}
+        if searched:
+            found[key(f"{r['head']}.search")] = ",".join(searched["grid"])
     for store, attrs in prov["stores"].items():
         found[key(f"store.{store}.rows_sha256")] = str(attrs.get("rows_sha256", ""))
         found[key(f"store.{store}.weights_sha256")] = str(attrs.get("weights_sha256", ""))

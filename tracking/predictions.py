@@ -5,7 +5,7 @@ that a later `cxr runs A B` can compare two runs paired on the same images; writ
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -30,7 +30,7 @@ class Predicted(TypedDict):
     proba: list[list[float]]
 
 
-def result_key(result: dict) -> str:
+def result_key(result: Mapping[str, Any]) -> str:
     """A result's name within its run: ``mobilenet_v2 + mlp``, ``... | held out: kermany``."""
     held = result.get("validation", {}).get("held_out")
     return result_name(result) + (f" | held out: {held}" if held is not None else "")

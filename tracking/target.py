@@ -59,7 +59,7 @@ def settings(config: Path | None) -> dict[str, Any]:
         kind = KEYS.get(key)
         if kind is None:
             raise CxrError(f"{config}: [{TABLE}] has no setting {key!r}; valid: {', '.join(KEYS)}")
-        if not isinstance(value, kind) or (kind is str and not value.strip()):
+        if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
             raise CxrError(f"{config}: [{TABLE}] {key} must be a {kind.__name__}, not {value!r}")
     return table
 
