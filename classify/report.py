@@ -72,15 +72,15 @@ def result_settings(result: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "defaults"
 
 
-def best_words(report: EvaluateReport) -> str:
-    """The best result of a run in a few words: ``mobilenet_v2 + mlp: bal. accuracy 0.787
-    [0.770, 0.803]`` (the first group's, with --leave-out)."""
+def best_words(report: EvaluateReport) -> tuple[str, str]:
+    """The best result of a run and its score: (``mobilenet_v2 + mlp``, ``bal. accuracy 0.787
+    [0.770, 0.803]``); the first group's with --leave-out."""
     settings = report["settings"]
     chosen = overall_metric(settings["metric"])
     results = report["results"]
     best = next((r for r in results if r.get("comparison", {}).get("is_best")), results[0])
-    shown = pooled(best["metrics"][chosen.name])
-    return f"{_name(best)}: {chosen.title(settings['operating_point'])} {shown}"
+    score = pooled(best["metrics"][chosen.name])
+    return _name(best), f"{chosen.title(settings['operating_point'])} {score}"
 
 
 def _warning(text: str) -> Text:

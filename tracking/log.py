@@ -99,14 +99,15 @@ def metrics_of(report: EvaluateReport) -> dict[str, float]:
     return found
 
 
-def tags_of(report: EvaluateReport, summary: str, settings: str) -> dict[str, str]:
+def tags_of(report: EvaluateReport, best: tuple[str, str], settings: str) -> dict[str, str]:
     first = report["results"][0]
     return {
         "cxr.task": first["task"]["name"],
         "cxr.design": str(first.get("validation", {}).get("kind", "")),
         "cxr.backbones": ",".join(report["provenance"]["stores"]),
         "cxr.heads": ",".join(dict.fromkeys(r["head"] for r in report["results"])),
-        "cxr.best": summary,
+        "cxr.best": best[0],
+        "cxr.score": best[1],
         "cxr.settings": settings,
         "mlflow.runName": f"{first['task']['name']}: {settings}"[:250],
     }
@@ -117,12 +118,13 @@ def log_run(
     outcomes: Sequence[Outcome],
     target: Target,
     *,
-    best: str,
+    best: tuple[str, str],
     settings: str,
     plots: Path | None = None,
 ) -> tuple[str | None, str | None]:
     """Log the run; (run id, None), or (None, a one-line warning) when the store cannot be
-    reached or refuses. ``best`` and ``settings`` are the report's words for the run's tags."""
+    reached or refuses. ``best`` (the best result, its score) and ``settings``: the report's
+    words, for the tags."""
     try:
         client = connect(target)
         experiment = experiment_id(client, target, create=True)

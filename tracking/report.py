@@ -19,13 +19,18 @@ def render_runs(runs: Sequence[Run], uri: str, console: Console) -> None:
         console.print(f"No tracked runs in {uri} (cxr evaluate --track logs one).", markup=False)
         return
     table = report_table(
-        f"Runs in {uri}, newest first", "best: the run's best result by its metric"
+        f"Runs in {uri}, newest first",
+        "best: the run's best result by its metric (--metric), with its score [95% CI]",
     )
-    for col in ("run", "started (UTC)", "task", "design", "best", "settings"):
-        wraps = col in ("task", "settings")
-        table.add_column(col, no_wrap=not wraps, overflow="fold")
+    table.add_column("run", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("task (design)", overflow="fold")  # folded, never cut
+    table.add_column("best", overflow="fold")
+    table.add_column("score", no_wrap=True)
+    table.add_column("settings", overflow="fold")
     for r in runs:
-        row = [r["id"][:ID], r["started"], r["task"], r["design"], r["best"], r["settings"]]
+        task = f"{r['task']} ({r['design']})"
+        row = [r["id"][:ID], r["started"], task, r["best"], r["score"], r["settings"]]
         table.add_row(*map(Text, row))
     console.print(table)
 
@@ -56,5 +61,4 @@ def render_comparison(found: Comparison, console: Console) -> None:
             f"{gain_text(p, replicates)} (paired bootstrap on {p['n_paired']} test rows)",
             markup=False,
             highlight=False,
-            soft_wrap=True,
         )

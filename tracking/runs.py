@@ -24,6 +24,7 @@ class Run(TypedDict):
     task: str
     design: str
     best: str
+    score: str  # the best result's metric [95% CI]
     settings: str
 
 
@@ -63,6 +64,7 @@ def _run(info: Any) -> Run:
         task=tags.get("cxr.task", ""),
         design=tags.get("cxr.design", ""),
         best=tags.get("cxr.best", ""),
+        score=tags.get("cxr.score", ""),
         settings=tags.get("cxr.settings", ""),
     )
 
