@@ -58,7 +58,8 @@ def counts(docs: Documents) -> str | None:
 
 def preparation(docs: Documents) -> str | None:
     parts = [
-        f"{b}: {s.get('preprocessing')}, resize {s.get('resize')} to {s.get('input_size')}, region {s.get('region')}"
+        f"{b}: {s.get('preprocessing')}, resize {s.get('resize')} to {s.get('input_size')}, "
+        f"region {s.get('region')}"
         for b, s in _stores(docs).items()
     ]
     parts += [
@@ -72,7 +73,8 @@ def outcome(docs: Documents) -> str | None:
     if r is None:
         return None
     task = r.get("task", {})
-    return f"{task.get('target', 'label')}: {task.get('name', '')} (classes {', '.join(r.get('classes', []))})"
+    classes = ", ".join(map(str, r.get("classes", [])))
+    return f"{task.get('target', 'label')}: {task.get('name', '')} (classes {classes})"
 
 
 def predictors(docs: Documents) -> str | None:
@@ -99,7 +101,9 @@ def partitions(docs: Documents) -> str | None:
     if r is None:
         return None
     cv = r.get("cv", {})
-    return f"{cv.get('scheme')}, {cv.get('folds')} folds x {cv.get('repeats')} repeat(s), seed {cv.get('seed')}; validation {r.get('validation', {}).get('kind')}"
+    kind = r.get("validation", {}).get("kind")
+    folds = f"{cv.get('folds')} folds x {cv.get('repeats')} repeat(s), seed {cv.get('seed')}"
+    return f"{cv.get('scheme')}, {folds}; validation {kind}"
 
 
 def disjoint(docs: Documents) -> str | None:
@@ -112,10 +116,12 @@ def disjoint(docs: Documents) -> str | None:
 
 
 def model(docs: Documents) -> str | None:
+    stores = _stores(docs)
     models = sorted(
         {
-            f"{r.get('backbone')} ({_stores(docs).get(str(r.get('backbone')), {}).get('constructor', '')}, frozen) + {r.get('head')}"
+            f"{b} ({stores.get(b, {}).get('constructor', '')}, frozen) + {r.get('head')}"
             for r in _results(docs)
+            for b in [str(r.get("backbone"))]
         }
     )
     return "; ".join(models) or None
@@ -128,7 +134,7 @@ def training(docs: Documents) -> str | None:
     search = (
         "hyperparameters searched in inner folds" if r.get("search") else "fixed hyperparameters"
     )
-    return f"{search}; parameters of each head in the Summary's result JSON; e.g. {r.get('head')}: {r.get('params')}"
+    return f"{search}; e.g. {r.get('head')}: {r.get('params')}"
 
 
 def initialisation(docs: Documents) -> str | None:
@@ -150,7 +156,8 @@ def selection(docs: Documents) -> str | None:
     d = next(iter(docs.evaluations), None)
     if d is None:
         return None
-    return f"best of {len(d.data['results'])} result(s) by {d.data['settings'].get('metric')}, others compared with it by paired bootstrap"
+    metric = d.data["settings"].get("metric")
+    return f"best of {len(d.data['results'])} result(s) by {metric}; the rest paired against it"
 
 
 def measures(docs: Documents) -> str | None:
@@ -159,11 +166,15 @@ def measures(docs: Documents) -> str | None:
 
 
 def uncertainty(docs: Documents) -> str | None:
-    d = next(iter(docs.evaluations), None)
-    if d is None:
+    d, r = next(iter(docs.evaluations), None), _first(docs)
+    if d is None or r is None:
         return None
     b = d.data["provenance"].get("bootstrap", {})
-    return f"95% CIs by {b.get('replicates')} bootstrap replicates over {_first(docs) and _first(docs).get('bootstrap_unit')}s (percentiles {b.get('percentiles')}); paired bootstrap p-values"  # type: ignore[union-attr]
+    unit = r.get("bootstrap_unit")
+    return (
+        f"95% CIs from {b.get('replicates')} bootstrap replicates over {unit} units "
+        f"(percentiles {b.get('percentiles')}); paired bootstrap p-values"
+    )
 
 
 def robustness(docs: Documents) -> str | None:
@@ -198,7 +209,8 @@ def best(docs: Documents) -> str | None:
         if r.get("comparison", {}).get("is_best"):
             metric = r["comparison"].get("metric", "")
             stat = r.get("metrics", {}).get(metric, {})
-            return f"{r.get('backbone')} + {r.get('head')}: {metric} {stat.get('pooled')} (95% CI {stat.get('ci95')})"
+            name = f"{r.get('backbone')} + {r.get('head')}"
+            return f"{name}: {metric} {stat.get('pooled')} (95% CI {stat.get('ci95')})"
     return None
 
 
@@ -207,7 +219,10 @@ def failures(docs: Documents) -> str | None:
     if r is None or "confusion_matrix" not in r:
         return None
     galleries = sum("-wrong-" in str(p) for d in docs.evaluations for p in d.data.get("plots", []))
-    return f"confusion matrices in the Figures and per-class tables; {galleries} gallery(ies) of confidently wrong films"
+    return (
+        "confusion matrices (Figures) and per-class tables; "
+        f"{galleries} gallery(ies) of the most confidently wrong films"
+    )
 
 
 def imbalance(docs: Documents) -> str | None:
@@ -222,7 +237,8 @@ def imbalance(docs: Documents) -> str | None:
 def output(docs: Documents) -> str | None:
     d = next(iter(docs.evaluations), None)
     return (
-        f"class probabilities; operating point {d.data['settings'].get('operating_point')} for the fixed-specificity metrics"
+        f"class probabilities; operating point {d.data['settings'].get('operating_point')} "
+        "for the fixed-specificity metrics"
         if d
         else None
     )
@@ -295,14 +311,16 @@ ITEMS: tuple[Item, ...] = (
     *(Item("CLAIM", *row) for row in CLAIM),
 )
 
+TOOL = "from the tool"
 AUTHOR = "author to complete"
 ABSENT = "not in these documents"
+STATUSES = (TOOL, AUTHOR, ABSENT)
 
 
 @dataclass(frozen=True)
 class Filled:
     item: Item
-    status: str  # "from the tool", AUTHOR or ABSENT
+    status: str  # one of STATUSES
     text: str
 
 
@@ -311,6 +329,12 @@ def fill(docs: Documents) -> list[Filled]:
     filled = []
     for item in ITEMS:
         answer = item.answer(docs) if item.answer is not None else None
-        status = "from the tool" if answer else AUTHOR if item.answer is None else ABSENT
+        status = TOOL if answer else AUTHOR if item.answer is None else ABSENT
         filled.append(Filled(item, status, answer or ""))
     return filled
+
+
+def tally(filled: list[Filled]) -> dict[str, int]:
+    """Items per status, in the order of STATUSES (statuses without items left out)."""
+    counts = {s: sum(f.status == s for f in filled) for s in STATUSES}
+    return {s: n for s, n in counts.items() if n}

@@ -33,7 +33,7 @@ def join(parts: Iterable[object]) -> Html:
 def number(value: object, digits: int = 3) -> str:
     """A metric as the terminal shows it; anything not a number is shown as it is."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "–" if value is None else str(value)
+        return "-" if value is None else str(value)
     return f"{value:.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxr.errors import CxrError
-from cxr.reporting.checklist import AUTHOR, fill
+from cxr.reporting.checklist import AUTHOR, fill, tally
 from cxr.reporting.documents import Document, Documents, read_documents
 from cxr.reporting.html import Html, esc, join, table, tag
 from cxr.reporting.sections import Section, sections_of
@@ -23,7 +23,7 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200p
 h1 { font-size: 1.6em; } h2 { border-bottom: 2px solid #333; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
 th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: left; vertical-align: top;
-  overflow-wrap: anywhere; max-width: 40em; }
+  overflow-wrap: break-word; max-width: 40em; }
 th { background: #eee; } img { max-width: 100%; } figure { display: inline-block; margin: .5em; }
 figcaption, .missing { font-size: .8em; color: #555; } .author { color: #a40; }
 nav li { display: inline; margin-right: 1em; }
@@ -73,9 +73,6 @@ def checklist(docs: Documents) -> tuple[Section, dict[str, int]]:
         ]
         for f in filled
     ]
-    tally: dict[str, int] = {}
-    for f in filled:
-        tally[f.status] = tally.get(f.status, 0) + 1
     intro = tag(
         "p",
         "TRIPOD+AI (Collins et al., BMJ 2024) and CLAIM (Mongan et al., 2020): the items this "
@@ -84,7 +81,7 @@ def checklist(docs: Documents) -> tuple[Section, dict[str, int]]:
     return Section(
         "Reporting checklist",
         join([intro, table(["guideline", "item", "title", "status", "from the records"], rows)]),
-    ), tally
+    ), tally(filled)
 
 
 def anchor(n: int) -> str:
@@ -95,7 +92,7 @@ def render_report(docs: Documents) -> tuple[str, list[str], dict[str, int]]:
     """The page's HTML, its section headings and the checklist's tally."""
     many = len(docs.evaluations) > 1
     sections = [s for d in docs.items for s in _sections(d, many)]
-    listed, tally = checklist(docs)
+    listed, counts = checklist(docs)
     sections.append(listed)
     nav = tag(
         "nav",
@@ -118,13 +115,13 @@ def render_report(docs: Documents) -> tuple[str, list[str], dict[str, int]]:
         f"<title>{TITLE}</title><style>{STYLE}</style></head><body>"
         f"{tag('h1', TITLE)}{tag('p', 'From ', sources)}{nav}{body}</body></html>\n"
     )
-    return page, [s.title for s in sections], tally
+    return page, [s.title for s in sections], counts
 
 
 def write_report(documents: Documents | Sequence[Path], path: Path) -> Written:
     """Write the report of ``documents`` (or of the JSON files named) to ``path``, atomically."""
     docs = documents if isinstance(documents, Documents) else read_documents(list(documents))
-    page, titles, tally = render_report(docs)
+    page, titles, counts = render_report(docs)
     data = page.encode("utf-8")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -136,4 +133,4 @@ def write_report(documents: Documents | Sequence[Path], path: Path) -> Written:
         raise CxrError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return Written(path, len(data), titles, tally)
+    return Written(path, len(data), titles, counts)

@@ -49,8 +49,10 @@ def overall(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.get("metrics", {}).items() if k != "per_class"}
 
 
-def summary(doc: Document) -> Html:
-    results = doc.data["results"]
+def summary_table(report: Mapping[str, Any]) -> Html:
+    """Every result of an evaluate report with each overall metric, pooled [95% CI] (the page's
+    summary, and `Evaluation._repr_html_` in a notebook)."""
+    results = report["results"]
     metrics = list(dict.fromkeys(k for r in results for k in overall(r)))
     rows = [
         [
@@ -62,13 +64,17 @@ def summary(doc: Document) -> Html:
         ]
         for r in results
     ]
-    metric = doc.data["settings"].get("metric", "")
+    metric = report["settings"].get("metric", "")
     return join(
         [
             tag("p", f"Pooled out-of-fold value [95% CI]; best by {metric}."),
             table(["result", "task", "images", "patients", *metrics], rows),
         ]
     )
+
+
+def summary(doc: Document) -> Html:
+    return summary_table(doc.data)
 
 
 def comparisons(doc: Document) -> Html | None:
