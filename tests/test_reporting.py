@@ -22,7 +22,7 @@ from cxr.reporting.figures import embed
 from cxr.reporting.html import esc, table
 
 runner = CliRunner()
-HOSTILE = '<script>alert(1)</script>'
+HOSTILE = "<script>alert(1)</script>"
 ATTRIBUTE = 'x" onerror="alert(1)'
 
 
@@ -84,7 +84,7 @@ def test_strings_from_a_crafted_document_render_as_text(evaluated, tmp_path):
     r = doc["results"][0]
     r["metrics"]["per_class"][HOSTILE] = r["metrics"]["per_class"].pop("covid")
     r["class_counts"][HOSTILE] = 1
-    r["head"] = f"<img src=x onerror=alert(1)>"
+    r["head"] = "<img src=x onerror=alert(1)>"
     doc["warnings"].append(HOSTILE)
     doc["plots"].append(f"{ATTRIBUTE}.png")
     path = tmp_path / "crafted.json"
