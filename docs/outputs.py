@@ -36,7 +36,8 @@ PAPER = '--where "label=covid | dataset=kermany" --classes covid,bacterial,norma
 # Folders whose code makes the numbers: the package, and this script.
 QUIET = ("evaluate", "audit", "features")  # the commands with progress bars
 REGIONS = "-b mobilenet_v2 -b mobilenet_v2@centre-masked -b mobilenet_v2@centre-only"
-SOURCES = ("*.py", "extract/*.py", "classify/*.py", "store/*.py", "audit/*.py", "docs/outputs.py")
+SOURCES = ("*.py", "extract/*.py", "classify/*.py", "store/*.py", "audit/*.py", "reporting/*.py",
+           "docs/outputs.py")  # fmt: skip
 
 
 def start(name: str) -> str:
@@ -492,6 +493,26 @@ def audit(run: Runner) -> str:
     )
 
 
+def report(run: Runner) -> str:
+    """`cxr report` of the quick start's evaluation (with its figures) and the audit."""
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+
+    evaluation = f"cxr evaluate -b mobilenet_v2 --head mlp --head logreg --plots {run.folder}/report-plots"
+    names = {"evaluate.json": run(evaluation), "audit.json": run("cxr audit -b mobilenet_v2")}
+    for name, document in names.items():
+        (run.folder / name).write_text(json.dumps(document))
+    command = "cxr report evaluate.json audit.json --out report.html"
+    args = [*shlex.split(command)[1:]]
+    args = [str(run.folder / a) if a in names or a == "report.html" else a for a in args]
+    result = CliRunner().invoke(app, args)
+    if result.exit_code != 0:
+        raise SystemExit(f"{command}: exit {result.exit_code}\n{result.output}")
+    lines = result.output.replace(f"{run.folder}/", "").splitlines()
+    return "\n".join(["```", *shown(command), *(w for line in lines for w in wrapped(line)), "```"])
+
+
 BLOCKS: dict[str, Callable[[Runner], str]] = {
     "quick-start": quick_start,
     "confounds": confounds,
@@ -504,6 +525,7 @@ BLOCKS: dict[str, Callable[[Runner], str]] = {
     "explain": explain,
     "gap": gap,
     "audit": audit,
+    "report": report,
 }
 
 

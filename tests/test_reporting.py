@@ -185,3 +185,20 @@ def test_write_report_takes_documents_already_read(evaluated, tmp_path):
     assert written.path.exists() and written.checklist[TOOL] > 0
     with pytest.raises(CxrError, match="no documents"):
         read_documents([])
+
+
+def test_the_readme_names_the_items_the_checklist_fills():
+    from helpers import ROOT
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    answered = {g: [int(i.number) for i in ITEMS if i.guideline == g and i.answer] for g in
+                ("TRIPOD+AI", "CLAIM")}  # fmt: skip
+    claim = re.search(r"CLAIM ([\d\-, and]+) and (\d+)\.", text)
+    assert claim is not None
+    listed = []
+    for part in re.split(r", | and ", f"{claim.group(1)}, {claim.group(2)}"):
+        lo, _, hi = part.strip().partition("-")
+        listed += range(int(lo), int(hi or lo) + 1)
+    assert listed == answered["CLAIM"]
+    for n in answered["TRIPOD+AI"]:
+        assert re.search(rf"\b{n}\b", text.split("TRIPOD+AI 5")[1].split("CLAIM 7")[0] + " 5")
