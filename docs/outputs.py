@@ -499,7 +499,8 @@ def report(run: Runner) -> str:
 
     from cxr.cli import app
 
-    evaluation = f"cxr evaluate -b mobilenet_v2 --head mlp --head logreg --plots {run.folder}/report-plots"
+    plots = run.folder / "report-plots"
+    evaluation = f"cxr evaluate -b mobilenet_v2 --head mlp --head logreg --plots {plots}"
     names = {"evaluate.json": run(evaluation), "audit.json": run("cxr audit -b mobilenet_v2")}
     for name, document in names.items():
         (run.folder / name).write_text(json.dumps(document))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cxr.reporting.documents import Documents
+from cxr.reporting.html import interval
 
 Answer = Callable[[Documents], "str | None"]
 
@@ -116,15 +117,11 @@ def disjoint(docs: Documents) -> str | None:
 
 
 def model(docs: Documents) -> str | None:
-    stores = _stores(docs)
-    models = sorted(
-        {
-            f"{b} ({stores.get(b, {}).get('constructor', '')}, frozen) + {r.get('head')}"
-            for r in _results(docs)
-            for b in [str(r.get("backbone"))]
-        }
-    )
-    return "; ".join(models) or None
+    stores, results = _stores(docs), _results(docs)
+    backbones = dict.fromkeys(str(r.get("backbone")) for r in results)
+    frozen = [f"{b} ({stores.get(b, {}).get('constructor', '')})" for b in backbones]
+    heads = ", ".join(dict.fromkeys(str(r.get("head")) for r in results))
+    return f"frozen backbones {', '.join(frozen)}; heads {heads}" if results else None
 
 
 def training(docs: Documents) -> str | None:
@@ -210,7 +207,7 @@ def best(docs: Documents) -> str | None:
             metric = r["comparison"].get("metric", "")
             stat = r.get("metrics", {}).get(metric, {})
             name = f"{r.get('backbone')} + {r.get('head')}"
-            return f"{name}: {metric} {stat.get('pooled')} (95% CI {stat.get('ci95')})"
+            return f"{name}: {metric} {interval(stat)} (pooled [95% CI])"
     return None
 
 

@@ -23,7 +23,7 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200p
 h1 { font-size: 1.6em; } h2 { border-bottom: 2px solid #333; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
 th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: left; vertical-align: top;
-  overflow-wrap: break-word; max-width: 40em; }
+  max-width: 40em; } td { overflow-wrap: anywhere; }
 th { background: #eee; } img { max-width: 100%; } figure { display: inline-block; margin: .5em; }
 figcaption, .missing { font-size: .8em; color: #555; } .author { color: #a40; }
 nav li { display: inline; margin-right: 1em; }

@@ -221,7 +221,7 @@ def provenance(doc: Document) -> Html:
     keys = ("path", "rows_sha256", "constructor", "preprocessing", "resize", "region",
             "weights_file", "weights_sha256", "runtime", "created")  # fmt: skip
     stores = p.get("stores", {})
-    rows = [[b, *(text(s.get(k, "")) for k in keys)] for b, s in stores.items()]
+    rows = [[k, *(text(s.get(k, "")) for s in stores.values())] for k in keys]
     return join(
         [
             tag("p", p.get("disclaimer", "")),
@@ -229,7 +229,7 @@ def provenance(doc: Document) -> Html:
                 {"seed": p.get("seed"), "bootstrap": p.get("bootstrap"), **p.get("versions", {})}
             ),
             tag("h3", "Stores"),
-            table(["backbone", *keys], rows),
+            table(["", *stores], rows),
         ]
     )
 
