@@ -2,8 +2,8 @@
 
 The page is built only from the documents (and the PNGs they name), escaped throughout and
 served with a Content-Security-Policy that forbids scripts and every request but ``data:``
-images, so a crafted document can neither run code nor make the page call out. No heavy import:
-the figures are the PNGs the run wrote, embedded as they are.
+images, so a crafted document can neither run code nor make the page call out. No TensorFlow,
+scikit-learn or matplotlib: the figures are the PNGs the run wrote, embedded as they are.
 """
 
 from cxr.reporting.documents import Documents, read_documents
