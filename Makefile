@@ -37,10 +37,12 @@ features: install
 		--features $(OUT) --batch-size $(BATCH)
 
 # The stores first: `cxr features` is incremental, so once they exist it embeds nothing (and
-# imports no TensorFlow), and a fresh clone goes from nothing to a report with this one target.
+# imports no TensorFlow), and a fresh clone goes from nothing to a report with this one target:
+# the terminal tables, reports/evaluate.json and reports/report.html (self-contained, offline).
 evaluate: features
 	mkdir -p $(REPORTS)
 	$(BIN)/cxr evaluate --features $(OUT) --json $(REPORTS)/evaluate.json $(EVAL_ARGS)
+	$(BIN)/cxr report $(REPORTS)/evaluate.json --out $(REPORTS)/report.html
 
 # The study end to end: stores for every backbone whose weights are available (the rest are
 # reported as unavailable), protocols A and B, docs/results.json and docs/results.md.

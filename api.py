@@ -306,6 +306,12 @@ class Evaluation:
 
         render(self.report, Console())
 
+    def _repr_html_(self) -> str:
+        """The summary table, escaped, for Jupyter (the HTML report's first section)."""
+        from cxr.reporting.sections import summary_table
+
+        return summary_table(self.report)
+
     def __repr__(self) -> str:
         from cxr.classify.results import result_name
 

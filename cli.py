@@ -1133,3 +1133,25 @@ def audit(
     if exclude_out is not None:
         Exclusions.from_json(result["exclusions"]).write(exclude_out)
         console.print(f"Wrote {exclude_out} (for cxr evaluate --exclude)", soft_wrap=True)
+
+
+@app.command()
+def report(
+    documents: list[Path] = typer.Argument(
+        ..., help="JSON documents of cxr evaluate and cxr audit (--json), in page order."
+    ),
+    out: Path = typer.Option(
+        Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained)."
+    ),
+) -> None:
+    """Write one self-contained HTML report (tables, embedded figures, checklist) from JSON."""
+    from cxr.reporting import write_report
+
+    _writable(out, "--out")
+    written = write_report(documents, out)
+    console = _console_for()
+    say = partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    say(f"Wrote {written.path} ({written.size / 1024:,.0f} KB, self-contained)")
+    say("Sections: " + "; ".join(written.sections))
+    tally = ", ".join(f"{n} {status}" for status, n in written.checklist.items())
+    say(f"Checklist (TRIPOD+AI and CLAIM items): {tally}")

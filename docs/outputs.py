@@ -42,6 +42,7 @@ SOURCES = (
     "classify/*.py",
     "store/*.py",
     "audit/*.py",
+    "reporting/*.py",
     "tracking/*.py",
     "docs/outputs.py",
 )
@@ -546,6 +547,27 @@ def audit(run: Runner) -> str:
     )
 
 
+def report(run: Runner) -> str:
+    """`cxr report` of the quick start's evaluation (with its figures) and the audit."""
+    from typer.testing import CliRunner
+
+    from cxr.cli import app
+
+    plots = run.folder / "report-plots"
+    evaluation = f"cxr evaluate -b mobilenet_v2 --head mlp --head logreg --plots {plots}"
+    names = {"evaluate.json": run(evaluation), "audit.json": run("cxr audit -b mobilenet_v2")}
+    for name, document in names.items():
+        (run.folder / name).write_text(json.dumps(document))
+    command = "cxr report evaluate.json audit.json --out report.html"
+    args = [*shlex.split(command)[1:]]
+    args = [str(run.folder / a) if a in names or a == "report.html" else a for a in args]
+    result = CliRunner().invoke(app, args)
+    if result.exit_code != 0:
+        raise SystemExit(f"{command}: exit {result.exit_code}\n{result.output}")
+    lines = result.output.replace(f"{run.folder}/", "").splitlines()
+    return "\n".join(["```", *shown(command), *(w for line in lines for w in wrapped(line)), "```"])
+
+
 BLOCKS: dict[str, Callable[[Runner], str]] = {
     "quick-start": quick_start,
     "confounds": confounds,
@@ -559,6 +581,7 @@ BLOCKS: dict[str, Callable[[Runner], str]] = {
     "tracking": tracking,
     "gap": gap,
     "audit": audit,
+    "report": report,
 }
 
 

@@ -31,7 +31,7 @@ def make_command(target: str, *variables: str) -> str:
 
 def test_make_evaluate_builds_the_stores_before_it_evaluates():
     commands = make_commands("evaluate")
-    assert [c.split("/cxr ")[1].split()[0] for c in commands] == ["features", "evaluate"]
+    assert [c.split("/cxr ")[1].split()[0] for c in commands] == ["features", "evaluate", "report"]
     assert "--features features" in commands[0] and "--features features" in commands[1]
 
 
@@ -48,10 +48,10 @@ def test_make_evaluate_alone_reports_and_a_second_run_embeds_nothing(tmp_path):
             done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout + done.stderr
             outputs.append(done.stdout)
-    _, first_report, second_features, _ = outputs
+    _, first_report, _, second_features, _, _ = outputs
     assert len(load(features, "mobilenet_v2")) == 20 and "Cross-validated heads" in first_report
     assert "No new images to embed: all 20 files are stored." in second_features
-    assert (report / "evaluate.json").is_file()
+    assert (report / "evaluate.json").is_file() and (report / "report.html").is_file()
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import zipfile
 
 from helpers import ROOT
 
-PACKAGE_DIRS = ("extract", "classify", "store", "audit", "reproduce", "tracking")
+PACKAGE_DIRS = ("extract", "classify", "store", "audit", "reproduce", "reporting", "tracking")
 # The package's top level, as the repository root shows it (installed: cxr.<name>).
 TOP_LEVEL = {p.stem for p in ROOT.glob("*.py") if p.stem != "__init__"} | set(PACKAGE_DIRS)
 

@@ -56,7 +56,9 @@ def test_two_runs_logged_locally_and_compared(make_synthetic_store, tmp_path):
     logged = json.loads((tmp_path / "alpha-1e-2.json").read_text())
     assert value == logged["results"][0]["metrics"]["balanced_accuracy"]["pooled"]
     names = {a.path for a in client(uri).list_artifacts(latest.info.run_id)}
-    assert {"evaluate.json", "predictions.json"} <= names
+    assert {"evaluate.json", "predictions.json", "report.html"} <= names
+    page = client(uri).download_artifacts(latest.info.run_id, "report.html", str(tmp_path))
+    assert "<h2>Summary</h2>" in Path(page).read_text()  # the run's own HTML report
     assert (tmp_path / "mlartifacts").is_dir()  # not ./mlruns wherever the user stood
 
     listed = runner.invoke(app, ["runs", "--features", str(features), "--json", "-"])

@@ -113,6 +113,16 @@ def tags_of(report: EvaluateReport, best: tuple[str, str], settings: str) -> dic
     }
 
 
+def report_page(report: EvaluateReport, plots: Path | None) -> str:
+    """The run's HTML report (`cxr report` of its JSON), figures found in ``plots``."""
+    from cxr.reporting import render_report
+    from cxr.reporting.documents import Document, Documents
+
+    base = (plots or Path.cwd()) / "evaluate.json"
+    page, _, _ = render_report(Documents((Document(base, "evaluate", dict(report)),)))
+    return page
+
+
 def log_run(
     report: EvaluateReport,
     outcomes: Sequence[Outcome],
@@ -145,6 +155,7 @@ def log_run(
         )
         if plots is not None and plots.is_dir():
             client.log_artifacts(run_id, str(plots), "plots")
+        client.log_text(run_id, report_page(report, plots), "report.html")
         client.set_terminated(run_id, "FINISHED")
     except Exception as exc:  # tracking never costs the evaluation
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
