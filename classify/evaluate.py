@@ -25,6 +25,7 @@ from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
 from cxr.classify.designs import Part, Plan, design_of
+from cxr.classify.fitcache import FOLDER, FitCache
 from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
 from cxr.classify.heads import effective_params, search_grid
 from cxr.classify.metrics import summarize
@@ -64,7 +65,8 @@ def evaluate(
         _check(path, config, cache)
     if config.scheduler is None:
         start_workers(config.jobs, config.heads)  # their imports overlap the first store's load
-    run = _Run(config, progress or Silent(), notes=config.notes)
+    fits = FitCache(Path(features) / FOLDER) if config.cache else None
+    run = _Run(config, progress or Silent(), notes=config.notes, fits=fits)
     with on_cluster(config.scheduler):  # joblib's Dask backend for every Parallel call below
         for path in paths:
             run.store(path, first=path == paths[0], cache=cache)
@@ -117,6 +119,7 @@ class _Run:
     config: EvaluateConfig
     steps: Progress
     notes: list[str]
+    fits: FitCache | None = None  # out-of-fold predictions kept between runs (None: --no-cache)
     results: list[Result] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     scored: list[tuple[str, Scored]] = field(default_factory=list)  # (comparison group, ...)
@@ -213,6 +216,7 @@ class _Run:
                 jobs=self.config.workers,
                 advance=done,
                 inputs=layout,
+                cache=self.fits,
             )
 
     def _warn(self, messages: Iterable[str]) -> None:

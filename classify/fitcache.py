@@ -1,0 +1,181 @@
+"""The fit cache: out-of-fold predictions kept beside the features folder, so a re-run refits
+only the heads whose inputs changed.
+
+An entry is one head's `OutOfFold` on one (data, splits, parameters, seed) as ``<key>.npz`` in
+``features/.fits/``: plain arrays plus its key, best parameters and warnings as JSON bytes, never
+a pickle (read with ``allow_pickle=False``). The key is the sha256 of a canonical JSON of
+everything that decides the predictions: the digest of X, y and groups, every split's indices,
+the head and its parameters after defaults, --search and its grid, the covariate layout, the seed,
+the library versions and `FIT_VERSION`. An entry that is not a regular file, cannot be read,
+holds another key or arrays of the wrong shape is ignored with one warning and fitted again.
+Writes are atomic (temporary file, then ``os.replace``), so concurrent runs are safe; the folder
+is bounded (oldest-used entries evicted) and can be deleted at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import warnings
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cxr.classify.provenance import library_versions
+
+if TYPE_CHECKING:
+    from cxr.classify.covariates import Covariates
+    from cxr.classify.fitting import OutOfFold
+    from cxr.classify.folds import Split
+    from cxr.classify.tasks import TaskData
+
+FIT_VERSION = 1  # bump when the fitting code changes what a fit predicts
+FOLDER = ".fits"
+MAX_BYTES = 1 << 30  # 1 GiB
+ARRAYS = ("row", "y", "proba", "fold")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry that was ignored (and fitted again)."""
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes() if a.dtype != object else json.dumps(a.tolist()).encode())
+    return h.hexdigest()
+
+
+def data_key(
+    data: TaskData,
+    groups: np.ndarray | None,
+    splits: list[Split],
+    *,
+    seed: int,
+    search: bool,
+    inputs: Covariates | None,
+) -> dict[str, Any]:
+    """The key parts that all heads of one `run_splits` call share."""
+    from cxr import __version__
+
+    return {
+        "fit_version": FIT_VERSION,
+        "cxr": __version__,
+        "versions": library_versions(),
+        "data": _digest(data.X, data.y, groups),
+        "classes": list(data.classes),
+        "splits": [[s.repeat, s.fold, s.name, _digest(s.train), _digest(s.test)] for s in splits],
+        "seed": seed,
+        "search": search,
+        "inputs": asdict(inputs) if inputs is not None else None,
+    }
+
+
+def entry_key(shared: dict[str, Any], head: str, params: dict, grid: dict | None) -> str:
+    """sha256 of the canonical JSON of every key part of one head's fits."""
+    parts = {**shared, "head": head, "params": params, "grid": grid}
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FitCache:
+    """``<key>.npz`` entries in ``folder``, at most ``max_bytes`` in all."""
+
+    def __init__(self, folder: Path, max_bytes: int = MAX_BYTES) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+
+    def get(
+        self, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int
+    ) -> OutOfFold | None:
+        """The cached `OutOfFold` of ``key``, or None (missing or unusable, with a warning)."""
+        from cxr.classify.fitting import OutOfFold
+
+        path = self.folder / f"{key}.npz"
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None
+        if not stat.S_ISREG(mode):
+            return self._ignore(path, "not a regular file")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in (*ARRAYS, "meta")}
+            meta = json.loads(arrays["meta"].tobytes().decode())
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeError) as exc:
+            return self._ignore(path, f"unreadable ({type(exc).__name__})")
+        row, proba = arrays["row"], arrays["proba"]
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return self._ignore(path, "it holds another key")
+        if (
+            row.dtype.kind != "i"
+            or arrays["fold"].dtype.kind != "i"
+            or arrays["y"].dtype.kind != "i"
+            or proba.dtype != np.float64
+            or proba.shape != (len(expected_rows), n_classes)
+            or arrays["fold"].shape != row.shape
+            or not np.array_equal(row, expected_rows)
+            or not np.array_equal(arrays["y"], y[expected_rows])
+            or not isinstance(meta.get("best_params"), list)
+            or not isinstance(meta.get("warnings"), list)
+        ):
+            return self._ignore(path, "its arrays do not fit this task")
+        os.utime(path)  # recently used: evicted last
+        return OutOfFold(
+            row, arrays["y"], proba, arrays["fold"], meta["best_params"], meta["warnings"]
+        )
+
+    def put(self, key: str, oof: OutOfFold) -> None:
+        """Keep ``oof`` under ``key`` (atomically), unless its JSON parts do not round-trip."""
+        meta = {"key": key, "best_params": oof.best_params, "warnings": oof.warnings}
+        try:
+            text = json.dumps(meta)
+        except (TypeError, ValueError):
+            return
+        if json.loads(text) != meta:  # a tuple would come back as a list: not the same result
+            return
+        try:  # a read-only or vanished folder only costs the next run its fits
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "wb") as f:
+                arrays = {name: getattr(oof, name) for name in ARRAYS}
+                np.savez(f, **arrays, meta=np.frombuffer(text.encode(), dtype=np.uint8))
+            os.replace(tmp, self.folder / f"{key}.npz")
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            return
+        self._evict()
+
+    def _evict(self) -> None:
+        """Delete the least recently used entries beyond the bound."""
+        entries = []
+        for path in self.folder.glob("*.npz"):
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            entries.append((info.st_mtime, info.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+
+    def _ignore(self, path: Path, reason: str) -> None:
+        warnings.warn(f"{path}: cached fit ignored ({reason}); fitting again", CacheWarning, 2)
+        return None
