@@ -14,6 +14,7 @@ is bounded (oldest-used entries evicted) and can be deleted at any time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -99,42 +100,56 @@ class FitCache:
     def get(
         self, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int
     ) -> OutOfFold | None:
-        """The cached `OutOfFold` of ``key``, or None (missing or unusable, with a warning)."""
+        """The cached `OutOfFold` of ``key``, or None (missing, or unusable with a warning)."""
+        path = self.folder / f"{key}.npz"
+        if not os.path.lexists(path):
+            return None
+        found = self._read(path, key, expected_rows, y, n_classes)
+        if isinstance(found, str):
+            warnings.warn(f"{path}: cached fit ignored ({found}); fitting again", CacheWarning, 2)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: evicted last
+        return found
+
+    @staticmethod
+    def _read(
+        path: Path, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int
+    ) -> OutOfFold | str:
+        """The entry at ``path``, or why it cannot be used (never following a link, never
+        blocking on a FIFO, never unpickling)."""
         from cxr.classify.fitting import OutOfFold
 
-        path = self.folder / f"{key}.npz"
         try:
-            mode = os.lstat(path).st_mode
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            return None
-        if not stat.S_ISREG(mode):
-            return self._ignore(path, "not a regular file")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in (*ARRAYS, "meta")}
-            meta = json.loads(arrays["meta"].tobytes().decode())
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeError) as exc:
-            return self._ignore(path, f"unreadable ({type(exc).__name__})")
-        row, proba = arrays["row"], arrays["proba"]
+            return "not a regular file"
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return "not a regular file"
+            try:
+                with np.load(f, allow_pickle=False) as npz:
+                    arrays = {name: npz[name] for name in (*ARRAYS, "meta")}
+                meta = json.loads(arrays["meta"].tobytes().decode())
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeError) as e:
+                return f"unreadable ({type(e).__name__})"
+        row, proba, fold, labels = arrays["row"], arrays["proba"], arrays["fold"], arrays["y"]
         if not isinstance(meta, dict) or meta.get("key") != key:
-            return self._ignore(path, "it holds another key")
+            return "it holds another key"
         if (
             row.dtype.kind != "i"
-            or arrays["fold"].dtype.kind != "i"
-            or arrays["y"].dtype.kind != "i"
+            or fold.dtype.kind != "i"
+            or labels.dtype.kind != "i"
             or proba.dtype != np.float64
             or proba.shape != (len(expected_rows), n_classes)
-            or arrays["fold"].shape != row.shape
+            or fold.shape != row.shape
             or not np.array_equal(row, expected_rows)
-            or not np.array_equal(arrays["y"], y[expected_rows])
+            or not np.array_equal(labels, y[expected_rows])
             or not isinstance(meta.get("best_params"), list)
             or not isinstance(meta.get("warnings"), list)
         ):
-            return self._ignore(path, "its arrays do not fit this task")
-        os.utime(path)  # recently used: evicted last
-        return OutOfFold(
-            row, arrays["y"], proba, arrays["fold"], meta["best_params"], meta["warnings"]
-        )
+            return "its arrays do not fit this task"
+        return OutOfFold(row, labels, proba, fold, meta["best_params"], meta["warnings"])
 
     def put(self, key: str, oof: OutOfFold) -> None:
         """Keep ``oof`` under ``key`` (atomically), unless its JSON parts do not round-trip."""
@@ -175,7 +190,3 @@ class FitCache:
                 break
             path.unlink(missing_ok=True)
             total -= size
-
-    def _ignore(self, path: Path, reason: str) -> None:
-        warnings.warn(f"{path}: cached fit ignored ({reason}); fitting again", CacheWarning, 2)
-        return None
