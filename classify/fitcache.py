@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import stat
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 FIT_VERSION = 1  # bump when the fitting code changes what a fit predicts
 FOLDER = ".fits"
 MAX_BYTES = 1 << 30  # 1 GiB
+MAX_JSON = 1 << 24  # one result's scores are kilobytes
 ARRAYS = ("row", "y", "proba", "fold")
 
 
@@ -81,6 +83,12 @@ def data_key(
         "search": search,
         "inputs": asdict(inputs) if inputs is not None else None,
     }
+
+
+def scores_key(*arrays: np.ndarray, classes: list[str], settings: object) -> str:
+    """sha256 of what decides one result's scores: its predictions, units and bootstrap."""
+    parts = [FIT_VERSION, library_versions(), _digest(*arrays), classes, repr(settings)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def entry_key(shared: dict[str, Any], head: str, params: dict, grid: dict | None) -> str:
@@ -151,6 +159,37 @@ class FitCache:
             return "its arrays do not fit this task"
         return OutOfFold(row, labels, proba, fold, meta["best_params"], meta["warnings"])
 
+    def get_json(self, key: str) -> Any | None:
+        """The JSON value kept under ``key`` (``<key>.json``), or None."""
+        path = self.folder / f"{key}.json"
+        if not os.path.lexists(path):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ValueError("not a regular file")
+                found = json.loads(f.read(MAX_JSON + 1).decode())
+        except (OSError, ValueError, UnicodeError) as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            found = {"unreadable": reason}
+        if not isinstance(found, dict) or found.get("key") != key or "value" not in found:
+            warnings.warn(f"{path}: cached scores ignored; computing them again", CacheWarning, 2)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return found["value"]
+
+    def put_json(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key`` if it survives JSON unchanged (NaN included)."""
+        try:
+            text = json.dumps({"key": key, "value": value})
+        except (TypeError, ValueError):
+            return
+        if json.dumps(json.loads(text)) != text or len(text) > MAX_JSON:
+            return
+        self._write(key, ".json", text.encode())
+
     def put(self, key: str, oof: OutOfFold) -> None:
         """Keep ``oof`` under ``key`` (atomically), unless its JSON parts do not round-trip."""
         meta = {"key": key, "best_params": oof.best_params, "warnings": oof.warnings}
@@ -160,16 +199,23 @@ class FitCache:
             return
         if json.loads(text) != meta:  # a tuple would come back as a list: not the same result
             return
-        try:  # a read-only or vanished folder only costs the next run its fits
+        buffer = io.BytesIO()
+        arrays = {name: getattr(oof, name) for name in ARRAYS}
+        np.savez(buffer, **arrays, meta=np.frombuffer(text.encode(), dtype=np.uint8))
+        self._write(key, ".npz", buffer.getvalue())
+
+    def _write(self, key: str, suffix: str, content: bytes) -> None:
+        """Atomically (a temporary file, then a rename); a read-only or vanished folder only
+        costs the next run its fits."""
+        try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         except OSError:
             return
         try:
             with os.fdopen(fd, "wb") as f:
-                arrays = {name: getattr(oof, name) for name in ARRAYS}
-                np.savez(f, **arrays, meta=np.frombuffer(text.encode(), dtype=np.uint8))
-            os.replace(tmp, self.folder / f"{key}.npz")
+                f.write(content)
+            os.replace(tmp, self.folder / f"{key}{suffix}")
         except OSError:
             Path(tmp).unlink(missing_ok=True)
             return
@@ -178,7 +224,7 @@ class FitCache:
     def _evict(self) -> None:
         """Delete the least recently used entries beyond the bound."""
         entries = []
-        for path in self.folder.glob("*.npz"):
+        for path in [*self.folder.glob("*.npz"), *self.folder.glob("*.json")]:
             try:
                 info = os.lstat(path)
             except OSError:
