@@ -220,6 +220,8 @@ class _Run:
                 if self.fits:
                     self.fits.put_json(key, found)
             yield found
+        for _ in computed:  # exhausted: lets joblib close the generator without a warning
+            pass
 
     def _fit(self, label, data, splits, layout, *, groups, search) -> dict[str, OutOfFold]:
         """Every head on every split, in one joblib pool, with a progress step."""
