@@ -15,6 +15,7 @@ is bounded (oldest-used entries evicted) and can be deleted at any time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -48,6 +49,12 @@ class CacheWarning(UserWarning):
     """A cache entry that was ignored (and fitted again)."""
 
 
+@functools.cache
+def _versions() -> dict[str, str]:
+    """The library versions, read once per process (each read parses package metadata)."""
+    return library_versions()
+
+
 def _digest(*arrays: np.ndarray | None) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -75,7 +82,7 @@ def data_key(
     return {
         "fit_version": FIT_VERSION,
         "cxr": __version__,
-        "versions": library_versions(),
+        "versions": _versions(),
         "data": _digest(data.X, data.y, groups),
         "classes": list(data.classes),
         "splits": [[s.repeat, s.fold, s.name, _digest(s.train), _digest(s.test)] for s in splits],
@@ -87,7 +94,7 @@ def data_key(
 
 def scores_key(*arrays: np.ndarray, classes: list[str], settings: object) -> str:
     """sha256 of what decides one result's scores: its predictions, units and bootstrap."""
-    parts = [FIT_VERSION, library_versions(), _digest(*arrays), classes, repr(settings)]
+    parts = [FIT_VERSION, _versions(), _digest(*arrays), classes, repr(settings)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
