@@ -98,6 +98,7 @@ def evaluate(
     covariates_only: bool = False,
     jobs: int = -1,
     scheduler: str | None = None,
+    cache: bool = True,
     plots: Path | str | None = None,
     progress: Progress | None = None,
 ) -> Evaluation:
@@ -109,7 +110,8 @@ def evaluate(
     ``train_sizes=[25, 50, "all"]``, ``covariates=["view"]``, ``confounds=[]`` for none.
     The design is cross-validation (``folds``, ``repeats``, ``group_by``), ``leave_out=COLUMN``
     or ``test_where=[...]``; or pass any `cxr.classify.designs.Design` as ``design``.
-    ``plots`` writes the figures there. Out-of-fold predictions are kept by default
+    ``cache=False`` fits every head again (`cxr evaluate --no-cache`). ``plots`` writes the
+    figures there. Out-of-fold predictions are kept by default
     (``Evaluation.predictions()``).
     """
     from cxr.classify.config import EvaluateConfig
@@ -155,6 +157,7 @@ def evaluate(
         covariates_only=covariates_only,
         jobs=jobs,
         scheduler=scheduler,
+        cache=cache,
     )
     evaluation = Evaluation.of(run(Path(features), config, progress=progress))
     if folder is not None:

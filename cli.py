@@ -706,6 +706,12 @@ def evaluate(
         help="Put every out-of-fold prediction (image, fold, class probabilities) in --json.",
     ),
     scheduler: str | None = SCHEDULER,
+    no_cache: bool = typer.Option(
+        False,
+        "--no-cache",
+        help="Fit every head again instead of reusing the out-of-fold predictions kept in "
+        "FEATURES_DIR/.fits/ (safe to delete).",
+    ),
     quiet: bool = QUIET,
     track: bool = typer.Option(
         False,
@@ -755,6 +761,7 @@ def evaluate(
         covariates_only=covariates_only,
         jobs=jobs,
         scheduler=scheduler,
+        cache=not no_cache,
     )
     evaluated = run_evaluate(features_dir, settings, progress=_steps(quiet))
     console = _report(evaluated.report, json_out, render, lambda: _plots(evaluated, plots))

@@ -452,7 +452,12 @@ bare_sklearn(Path({features!r}), {backbone!r}, {folds}, {params!r}, {jobs})
 def ours(features: Path, backbone: str, folds: int, params: dict, jobs: int) -> float:
     start = time.perf_counter()
     config = EvaluateConfig(
-        (backbone,), ("mlp",), params={"mlp": params}, design=CrossValidation(folds), jobs=jobs
+        (backbone,),
+        ("mlp",),
+        params={"mlp": params},
+        design=CrossValidation(folds),
+        jobs=jobs,
+        cache=False,  # the fits themselves, every time
     )
     evaluate(features, config)
     return time.perf_counter() - start
@@ -478,6 +483,7 @@ def evaluation(features: Path, backbone: str, folds: int, repeats: int, jobs: in
         jobs=jobs,
     )
     flags = ["-b", backbone, "--head", "mlp", "--folds", str(folds), "--jobs", str(jobs)]
+    flags.append("--no-cache")  # the fit cache's own rows are `fit_cache`'s
     whole = [
         (
             run_cxr("evaluate", "--features", str(features), *flags, "--set", "mlp.alpha=1e-3"),
@@ -511,19 +517,57 @@ def evaluation(features: Path, backbone: str, folds: int, repeats: int, jobs: in
     ]
 
 
-def default_grid(features: Path, jobs: int) -> dict:
-    stores = sorted(p.stem for p in features.glob("*.h5"))
-    start = time.perf_counter()
-    evaluate(features, EvaluateConfig(tuple(stores), jobs=jobs))
-    elapsed = time.perf_counter() - start
-    return result(
-        "default grid: every store x 5 heads x 10 grouped folds",
-        "< 60 s",
-        f"{elapsed:.0f} s ({len(stores)} stores)",
-        elapsed,
-        60.0,
-        higher=False,
-    )
+def fit_cache(features: Path, folds: int, jobs: int, repeats: int, work: Path) -> list[dict]:
+    """The default grid (every store x 5 heads) as a user runs it, whole processes: cold (empty
+    fit cache), again with nothing changed, and again with one MLP parameter changed, interleaved
+    per repeat, best of ``repeats``; against the changed head's own fitting in bare scikit-learn.
+    The stores are copied so that the cache beside them starts empty and is the bench's own."""
+    grid = work / "grid"
+    grid.mkdir(parents=True, exist_ok=True)
+    stores = sorted(p for p in features.glob("*.h5") if not p.name.startswith("."))
+    for store in stores:
+        shutil.copyfile(store, grid / store.name)
+    args = ["evaluate", "--features", str(grid), "--folds", str(folds), "--jobs", str(jobs)]
+    cold, same, changed, fitting = [], [], [], []
+    for r in range(repeats):
+        shutil.rmtree(grid / ".fits", ignore_errors=True)  # safe to delete at any time
+        cold.append(run_cxr(*args))
+        same.append(run_cxr(*args))
+        alpha = {"alpha": 10.0 ** -(3 + r)}  # a new value each repeat: a miss for the MLP only
+        changed.append(run_cxr(*args, "--set", f"mlp.alpha={alpha['alpha']:g}"))
+        fitting.append(sum(bare_sklearn(grid, s.stem, folds, alpha, jobs) for s in stores))
+    c, w, m, f = best(cold), best(same), best(changed), best(fitting)
+    where = f"{len(stores)} stores x 5 heads x {folds} grouped folds, jobs {jobs}"
+    return [
+        result(
+            "default grid, fresh cxr evaluate process, cold",
+            "< 60 s",
+            f"{c:.1f} s",
+            c,
+            60.0,
+            higher=False,
+            note=f"{where}; empty fit cache (writing it included)",
+        ),
+        result(
+            "re-run, nothing changed (whole process)",
+            "<= 10% of the first run",
+            f"{w:.1f} s vs {c:.1f} s = {w / c:.0%}",
+            w / c,
+            0.10,
+            higher=False,
+            note=f"{where}; every fit from the cache; bootstrap and comparisons computed again",
+        ),
+        result(
+            "re-run, one MLP parameter changed (whole process)",
+            "<= that head's fitting + 1.5 s",
+            f"{m:.1f} s vs MLP fitting {f:.1f} s: +{m - f:.1f} s",
+            m - f,
+            1.5,
+            higher=False,
+            note=f"{where}; the MLP refitted on every store, the other heads from the cache; "
+            "fitting is bare scikit-learn on in-memory arrays, same folds and seeds",
+        ),
+    ]
 
 
 def finetune(features: Path, data: Path, weights: list[str], epochs: int, cv_seconds: float):
@@ -651,7 +695,9 @@ def main() -> None:
                 lambda: results.extend(evaluation(features, "mobilenet_v2", folds, repeats, jobs)),
             )
         )
-        steps.append(("default grid", lambda: results.append(default_grid(features, jobs))))
+        steps.append(
+            ("fit cache", lambda: results.extend(fit_cache(features, folds, jobs, repeats, work)))
+        )
         if real and CXR_DATA.is_dir():
             cv = lambda: best([ours(features, "mobilenet_v2", 10, {}, jobs)])  # noqa: E731
             steps.append(

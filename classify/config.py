@@ -48,7 +48,8 @@ class EvaluateConfig:
     with ``seed``. ``train_sizes`` (``[25, 50, "all"]`` or `Size` values) adds learning curves,
     ``covariates`` (stored columns) results on embeddings + covariates, ``covariates_only`` the
     covariates alone. ``scheduler`` (a Dask address or ``local:N``) runs the fits on Dask; then
-    ``jobs`` is the cluster's.
+    ``jobs`` is the cluster's. ``cache`` reuses out-of-fold predictions kept in
+    ``features/.fits/`` by earlier runs (`cxr.classify.fitcache`); False fits everything.
     """
 
     backbones: tuple[str, ...] = ()
@@ -69,6 +70,7 @@ class EvaluateConfig:
     covariates_only: bool = False
     jobs: int = 1
     scheduler: str | None = None
+    cache: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, TaskSpec):
@@ -94,6 +96,8 @@ class EvaluateConfig:
         except ValueError as exc:
             raise CxrError(f"--metric: {exc}") from None
         check_jobs(self.jobs)
+        if not isinstance(self.cache, bool):
+            raise CxrError(f"cache must be True or False, not {self.cache!r}")
         if not 1 <= self.curve_draws <= MAX_DRAWS:
             raise CxrError(f"--curve-draws must be 1..{MAX_DRAWS}")
         if self.curve_margin < 0:

@@ -25,6 +25,7 @@ from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
 from cxr.classify.designs import Part, Plan, design_of
+from cxr.classify.fitcache import FOLDER, FitCache, scores_key
 from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
 from cxr.classify.heads import effective_params, search_grid
 from cxr.classify.metrics import summarize
@@ -64,7 +65,8 @@ def evaluate(
         _check(path, config, cache)
     if config.scheduler is None:
         start_workers(config.jobs, config.heads)  # their imports overlap the first store's load
-    run = _Run(config, progress or Silent(), notes=config.notes)
+    fits = FitCache(Path(features) / FOLDER) if config.cache else None
+    run = _Run(config, progress or Silent(), notes=config.notes, fits=fits)
     with on_cluster(config.scheduler):  # joblib's Dask backend for every Parallel call below
         for path in paths:
             run.store(path, first=path == paths[0], cache=cache)
@@ -117,6 +119,7 @@ class _Run:
     config: EvaluateConfig
     steps: Progress
     notes: list[str]
+    fits: FitCache | None = None  # out-of-fold predictions kept between runs (None: --no-cache)
     results: list[Result] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     scored: list[tuple[str, Scored]] = field(default_factory=list)  # (comparison group, ...)
@@ -181,23 +184,44 @@ class _Run:
         with self.steps.step(
             f"{shown}: bootstrap CIs ({config.scoring.replicates} replicates)", len(pending)
         ) as scored_one:
-            # The fitting pool would idle while the main process bootstraps: it bootstraps.
-            scores = Parallel(n_jobs=config.workers, return_as="generator")(
-                delayed(summarize)(
-                    mine.y,
-                    mine.proba,
-                    mine.fold,
-                    data.groups[mine.row] if data.has_groups else mine.row,
-                    data.classes,
-                    config.scoring,
-                )
-                for _, _, mine in pending
-            )
-            for (head, part, mine), score in zip(pending, scores, strict=True):
+            for (head, part, mine), score in zip(pending, self._scores(data, pending), strict=True):
                 self._result(backbone, head, plan, data, inputs, part, mine, score)
                 scored_one(1)
         if config.train_sizes:
             self._curves(backbone, plan, data, inputs, layout)
+
+    def _scores(self, data: TaskData, pending: list) -> Iterable:
+        """Each pending result's scores: from the cache, or bootstrapped (in order)."""
+        config = self.config
+        inputs = [
+            (
+                mine.y,
+                mine.proba,
+                mine.fold,
+                data.groups[mine.row] if data.has_groups else mine.row,
+                data.classes,
+                config.scoring,
+            )
+            for _, _, mine in pending
+        ]
+        keys = [
+            scores_key(*a[:4], classes=list(a[4]), settings=a[5]) if self.fits else ""
+            for a in inputs
+        ]
+        known = [self.fits.get_json(k) if self.fits else None for k in keys]
+        todo = [a for a, found in zip(inputs, known, strict=True) if found is None]
+        # The fitting pool would idle while the main process bootstraps: it bootstraps.
+        computed = Parallel(n_jobs=config.workers, return_as="generator")(
+            delayed(summarize)(*a) for a in todo
+        )
+        for key, found in zip(keys, known, strict=True):
+            if found is None:
+                found = next(computed)
+                if self.fits:
+                    self.fits.put_json(key, found)
+            yield found
+        for _ in computed:  # exhausted: lets joblib close the generator without a warning
+            pass
 
     def _fit(self, label, data, splits, layout, *, groups, search) -> dict[str, OutOfFold]:
         """Every head on every split, in one joblib pool, with a progress step."""
@@ -213,6 +237,7 @@ class _Run:
                 jobs=self.config.workers,
                 advance=done,
                 inputs=layout,
+                cache=self.fits,
             )
 
     def _warn(self, messages: Iterable[str]) -> None:

@@ -16,12 +16,13 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from cxr.classify.folds import Folds, Split, derive_seed
-from cxr.classify.heads import Params, build_head, get_head, search_grid
+from cxr.classify.heads import Params, build_head, effective_params, get_head, search_grid
 from cxr.classify.tasks import TaskData
 from cxr.errors import CxrError
 
 if TYPE_CHECKING:
     from cxr.classify.covariates import Covariates
+    from cxr.classify.fitcache import FitCache
 
 # Inner folds of --search, and of the SVM head's probability calibration.
 INNER_FOLDS = 3
@@ -121,15 +122,55 @@ def run_splits(
     jobs: int = 1,
     advance: Callable[[int], None] = lambda n: None,
     inputs: Covariates | None = None,
+    cache: FitCache | None = None,
 ) -> dict[str, OutOfFold]:
     """Test-row probabilities of every head on every split, all in one joblib pool.
 
     ``groups`` group the inner folds of --search (None: images). A row's ``fold`` in the result
     is the index of its split, so one pool serves CV folds, held-out values and external tests.
+    A head found in ``cache`` is not fitted (its progress is advanced at once); the others are
+    fitted and kept there.
     """
     if search or "svm" in heads:
         check_inner(data, groups, splits)
-    tasks = [(head, index, split) for head in heads for index, split in enumerate(splits)]
+    cached: dict[str, OutOfFold] = {}
+    keys: dict[str, str] = {}
+    if cache is not None:
+        from cxr.classify.fitcache import data_key, entry_key
+
+        shared = data_key(data, groups, splits, seed=seed, search=search, inputs=inputs)
+        expected = np.concatenate([s.test for s in splits])
+        for head, params in heads.items():
+            grid = search_grid(head, params) if search else None
+            keys[head] = entry_key(shared, head, effective_params(head, params), grid)
+            hit = cache.get(keys[head], expected, data.y, len(data.classes))
+            if hit is not None:
+                cached[head] = hit
+                advance(len(splits))
+    fitted = _fit_all(data, splits, heads, cached, groups, seed, search, jobs, advance, inputs)
+    if cache is not None:
+        for head, oof in fitted.items():
+            cache.put(keys[head], oof)
+    return {head: cached[head] if head in cached else fitted[head] for head in heads}
+
+
+def _fit_all(
+    data: TaskData,
+    splits: list[Split],
+    heads: Mapping[str, Params],
+    skip: Mapping[str, OutOfFold],
+    groups: np.ndarray | None,
+    seed: int,
+    search: bool,
+    jobs: int,
+    advance: Callable[[int], None],
+    inputs: Covariates | None,
+) -> dict[str, OutOfFold]:
+    """Every head not in ``skip`` fitted on every split, in one pool."""
+    todo = [head for head in heads if head not in skip]
+    if not todo:
+        return {}
+    tasks = [(head, index, split) for head in todo for index, split in enumerate(splits)]
     tasks.sort(key=lambda t: -get_head(t[0]).cost)  # slow fits first; results do not depend on it
     fits = Parallel(n_jobs=jobs, return_as="generator")(
         delayed(_fit_fold)(
@@ -152,7 +193,7 @@ def run_splits(
         outputs.append(output)
         advance(1)
     results = {}
-    for head in heads:
+    for head in todo:
         mine = [(i, s, out) for (h, i, s), out in zip(tasks, outputs, strict=True) if h == head]
         rows = np.concatenate([s.test for _, s, _ in mine])
         counts: dict[str, int] = {}

@@ -1,0 +1,245 @@
+"""The fit cache: out-of-fold predictions kept beside the features folder, so a re-run refits
+only the heads whose inputs changed.
+
+An entry is one head's `OutOfFold` on one (data, splits, parameters, seed) as ``<key>.npz`` in
+``features/.fits/``: plain arrays plus its key, best parameters and warnings as JSON bytes, never
+a pickle (read with ``allow_pickle=False``). The key is the sha256 of a canonical JSON of
+everything that decides the predictions: the digest of X, y and groups, every split's indices,
+the head and its parameters after defaults, --search and its grid, the covariate layout, the seed,
+the library versions and `FIT_VERSION`. An entry that is not a regular file, cannot be read,
+holds another key or arrays of the wrong shape is ignored with one warning and fitted again.
+Writes are atomic (temporary file, then ``os.replace``), so concurrent runs are safe; the folder
+is bounded (oldest-used entries evicted) and can be deleted at any time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import os
+import stat
+import tempfile
+import warnings
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cxr.classify.provenance import library_versions
+
+if TYPE_CHECKING:
+    from cxr.classify.covariates import Covariates
+    from cxr.classify.fitting import OutOfFold
+    from cxr.classify.folds import Split
+    from cxr.classify.tasks import TaskData
+
+FIT_VERSION = 1  # bump when the fitting code changes what a fit predicts
+FOLDER = ".fits"
+MAX_BYTES = 1 << 30  # 1 GiB
+MAX_JSON = 1 << 24  # one result's scores are kilobytes
+ARRAYS = ("row", "y", "proba", "fold")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry that was ignored (and fitted again)."""
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    """The library versions, read once per process (each read parses package metadata)."""
+    return library_versions()
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes() if a.dtype != object else json.dumps(a.tolist()).encode())
+    return h.hexdigest()
+
+
+def data_key(
+    data: TaskData,
+    groups: np.ndarray | None,
+    splits: list[Split],
+    *,
+    seed: int,
+    search: bool,
+    inputs: Covariates | None,
+) -> dict[str, Any]:
+    """The key parts that all heads of one `run_splits` call share."""
+    from cxr import __version__
+
+    return {
+        "fit_version": FIT_VERSION,
+        "cxr": __version__,
+        "versions": _versions(),
+        "data": _digest(data.X, data.y, groups),
+        "classes": list(data.classes),
+        "splits": [[s.repeat, s.fold, s.name, _digest(s.train), _digest(s.test)] for s in splits],
+        "seed": seed,
+        "search": search,
+        "inputs": asdict(inputs) if inputs is not None else None,
+    }
+
+
+def scores_key(*arrays: np.ndarray, classes: list[str], settings: object) -> str:
+    """sha256 of what decides one result's scores: its predictions, units and bootstrap."""
+    parts = [FIT_VERSION, _versions(), _digest(*arrays), classes, repr(settings)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def entry_key(shared: dict[str, Any], head: str, params: dict, grid: dict | None) -> str:
+    """sha256 of the canonical JSON of every key part of one head's fits."""
+    parts = {**shared, "head": head, "params": params, "grid": grid}
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FitCache:
+    """``<key>.npz`` entries in ``folder``, at most ``max_bytes`` in all."""
+
+    def __init__(self, folder: Path, max_bytes: int = MAX_BYTES) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+
+    def get(
+        self, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int
+    ) -> OutOfFold | None:
+        """The cached `OutOfFold` of ``key``, or None (missing, or unusable with a warning)."""
+        path = self.folder / f"{key}.npz"
+        if not os.path.lexists(path):
+            return None
+        found = self._read(path, key, expected_rows, y, n_classes)
+        if isinstance(found, str):
+            warnings.warn(f"{path}: cached fit ignored ({found}); fitting again", CacheWarning, 2)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: evicted last
+        return found
+
+    @staticmethod
+    def _read(
+        path: Path, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int
+    ) -> OutOfFold | str:
+        """The entry at ``path``, or why it cannot be used (never following a link, never
+        blocking on a FIFO, never unpickling)."""
+        from cxr.classify.fitting import OutOfFold
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return "not a regular file"
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return "not a regular file"
+            try:
+                with np.load(f, allow_pickle=False) as npz:
+                    arrays = {name: npz[name] for name in (*ARRAYS, "meta")}
+                meta = json.loads(arrays["meta"].tobytes().decode())
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeError) as e:
+                return f"unreadable ({type(e).__name__})"
+        row, proba, fold, labels = arrays["row"], arrays["proba"], arrays["fold"], arrays["y"]
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return "it holds another key"
+        if (
+            row.dtype.kind != "i"
+            or fold.dtype.kind != "i"
+            or labels.dtype.kind != "i"
+            or proba.dtype != np.float64
+            or proba.shape != (len(expected_rows), n_classes)
+            or fold.shape != row.shape
+            or not np.array_equal(row, expected_rows)
+            or not np.array_equal(labels, y[expected_rows])
+            or not isinstance(meta.get("best_params"), list)
+            or not isinstance(meta.get("warnings"), list)
+        ):
+            return "its arrays do not fit this task"
+        return OutOfFold(row, labels, proba, fold, meta["best_params"], meta["warnings"])
+
+    def get_json(self, key: str) -> Any | None:
+        """The JSON value kept under ``key`` (``<key>.json``), or None."""
+        path = self.folder / f"{key}.json"
+        if not os.path.lexists(path):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ValueError("not a regular file")
+                found = json.loads(f.read(MAX_JSON + 1).decode())
+        except (OSError, ValueError, UnicodeError) as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            found = {"unreadable": reason}
+        if not isinstance(found, dict) or found.get("key") != key or "value" not in found:
+            warnings.warn(f"{path}: cached scores ignored; computing them again", CacheWarning, 2)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return found["value"]
+
+    def put_json(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key`` if it survives JSON unchanged (NaN included)."""
+        try:
+            text = json.dumps({"key": key, "value": value})
+        except (TypeError, ValueError):
+            return
+        if json.dumps(json.loads(text)) != text or len(text) > MAX_JSON:
+            return
+        self._write(key, ".json", text.encode())
+
+    def put(self, key: str, oof: OutOfFold) -> None:
+        """Keep ``oof`` under ``key`` (atomically), unless its JSON parts do not round-trip."""
+        meta = {"key": key, "best_params": oof.best_params, "warnings": oof.warnings}
+        try:
+            text = json.dumps(meta)
+        except (TypeError, ValueError):
+            return
+        if json.loads(text) != meta:  # a tuple would come back as a list: not the same result
+            return
+        buffer = io.BytesIO()
+        arrays = {name: getattr(oof, name) for name in ARRAYS}
+        np.savez(buffer, **arrays, meta=np.frombuffer(text.encode(), dtype=np.uint8))
+        self._write(key, ".npz", buffer.getvalue())
+
+    def _write(self, key: str, suffix: str, content: bytes) -> None:
+        """Atomically (a temporary file, then a rename); a read-only or vanished folder only
+        costs the next run its fits."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            os.replace(tmp, self.folder / f"{key}{suffix}")
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            return
+        self._evict()
+
+    def _evict(self) -> None:
+        """Delete the least recently used entries beyond the bound."""
+        entries = []
+        for path in [*self.folder.glob("*.npz"), *self.folder.glob("*.json")]:
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            entries.append((info.st_mtime, info.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
