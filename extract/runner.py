@@ -163,7 +163,10 @@ def extract_features(
         raise CxrError(f"--calibration {calibration}: give at least 1 image")
     zone = Region.parse(region, region_box)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
-    named = {s.name: store_name({"backbone": s.name, "region": zone.kind}) for s in specs}
+    named = {
+        s.name: store_name({"backbone": s.name, "region": zone.kind, **engine.attrs()})
+        for s in specs
+    }
     if resize not in RESIZE_POLICIES:
         raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
     choices = parse_weights(list(weights), [s.name for s in specs], seed)

@@ -206,10 +206,14 @@ class StoreContent:
 
 
 def store_name(attrs: Mapping) -> str:
-    """A store's name, and its file's: the backbone's for whole films, ``backbone@region``
-    for a store of masked films (``mobilenet_v2@centre-masked``)."""
+    """A store's name, and its file's: the backbone's for whole films at f32,
+    ``backbone@region`` for a store of masked films (``mobilenet_v2@centre-masked``), and
+    ``+precision`` for other vectors than f32's (``mobilenet_v2+int8``), so such stores sit
+    beside the f32 one and `cxr evaluate` pairs them."""
     region = str(attrs.get("region") or FULL)
-    return str(attrs["backbone"]) if region == FULL else f"{attrs['backbone']}@{region}"
+    precision = str(attrs.get("precision") or "f32")
+    name = str(attrs["backbone"]) if region == FULL else f"{attrs['backbone']}@{region}"
+    return name if precision == "f32" else f"{name}+{precision}"
 
 
 def store_path(directory: Path | str, name: str) -> Path:
