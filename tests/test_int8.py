@@ -9,16 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import real_weights
+from helpers import make_class_folders, real_weights
+from typer.testing import CliRunner
 
 from cxr import store
+from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract import runtimes
 from cxr.extract.runner import extract_features
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
-pytestmark = pytest.mark.slow
+runner = CliRunner()
 BACKBONE = "mobilenet_025"
 INT8 = f"{BACKBONE}+int8"  # a store of its own, beside the f32 one
 SHARED = Path("/work/shared/data/cxr")
@@ -67,6 +69,7 @@ def by_id(fs):
     return fs.ids[order], fs.X[order]
 
 
+@pytest.mark.slow
 def test_an_int8_store_is_near_f32_and_records_its_calibration(films, tmp_path, keras_home):
     run(films, tmp_path / "f")
     run(films, tmp_path / "f", "int8", seed=3)
@@ -91,6 +94,7 @@ def test_an_int8_store_is_near_f32_and_records_its_calibration(films, tmp_path, 
         run(films, tmp_path / "f", "int8", seed=4)
 
 
+@pytest.mark.slow
 def test_the_quantised_model_is_reused_and_a_tampered_one_quantised_again(
     films, tmp_path, keras_home, monkeypatch
 ):
@@ -130,3 +134,14 @@ def test_int8_needs_openvino_and_a_data_set(tmp_path):
     with pytest.raises(CxrError, match="no calibration sample"):
         embed_images([tmp_path], backbone=BACKBONE, weights=[], runtime="openvino",
                      precision="int8")  # fmt: skip
+
+
+def test_int8_with_tensorflow_is_one_line_before_any_work(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=2)
+    result = runner.invoke(
+        app, ["features", str(data), "--features", str(tmp_path / "f"), "--precision", "int8"]
+    )
+    assert result.exit_code == 2
+    assert "--precision int8 needs --runtime openvino" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "f").exists()
