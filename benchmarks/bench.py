@@ -182,8 +182,16 @@ def extraction(backbone: str, weights: list[str], images: int, repeats: int, wor
                 f"{o:.1f} vs {r:.1f} img/s = {o / r:.2f}x",
                 o / r,
                 goal,
-                note=f"end to end, `--runtime openvino` f32; {o / o_raw:.2f} of OpenVINO's raw "
-                "rate",
+                note="end to end, `--runtime openvino` f32",
+            ),
+            result(
+                f"extraction {backbone} with OpenVINO vs OpenVINO raw forward",
+                ">= 0.90",
+                f"{o:.1f} vs {o_raw:.1f} img/s = {o / o_raw:.2f}",
+                o / o_raw,
+                0.90,
+                note="pipeline efficiency: decoding and resizing (about 1.7 ms of CPU per shared "
+                "film) share the cores with the forward pass",
             ),
             result(
                 f"extraction {backbone} with OpenVINO vs idiomatic Keras",
