@@ -259,7 +259,8 @@ def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
     task = TaskSpec(("covid", "bacterial", "normal"), where=where)
     shown = {}
     for precision in ("f32", "bf16"):
-        config = EvaluateConfig(("mobilenet_v2",), ("mlp",), task, jobs=2)
+        name = "mobilenet_v2" if precision == "f32" else "mobilenet_v2+bf16"  # its own store
+        config = EvaluateConfig((name,), ("mlp",), task, jobs=2)
         report = evaluate(work / f"bf16-study-{precision}-0", config).report
         metrics = report["results"][0]["metrics"]
         bal, sens = metrics["balanced_accuracy"], metrics["per_class"]["covid"]["sensitivity"]
@@ -268,7 +269,7 @@ def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
             f"COVID sensitivity {sens['pooled']:.3f} [{sens['ci95'][0]:.3f}, {sens['ci95'][1]:.3f}]"
         )
     a = load(store_path(work / "bf16-study-f32-0", "mobilenet_v2"))
-    b = load(store_path(work / "bf16-study-bf16-0", "mobilenet_v2"))
+    b = load(store_path(work / "bf16-study-bf16-0", "mobilenet_v2+bf16"))
     diff = float(np.abs(a.X[np.argsort(a.ids)] - b.X[np.argsort(b.ids)]).max())
     return [
         result(
