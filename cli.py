@@ -31,7 +31,7 @@ from cxr.classify.heads import HEADS  # plain data
 from cxr.classify.metrics import overall_metrics  # numpy only
 from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
-from cxr.extract.runtimes import PRECISIONS, RUNTIMES  # plain data
+from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
 
 
 def _console_for(stderr: bool = False) -> Console:
@@ -252,7 +252,15 @@ def features(
     precision: PrecisionName = typer.Option(
         "f32",
         "--precision",
-        help="f32, or bf16 (OpenVINO on a CPU with bf16: faster, other vectors, its own store).",
+        help="f32, bf16 (OpenVINO on a CPU with bf16) or int8 (OpenVINO, quantised by NNCF on "
+        "--calibration films of the data): faster, other vectors, a store of its own.",
+    ),
+    calibration: int = typer.Option(
+        CALIBRATION_SIZE,
+        "--calibration",
+        min=1,
+        max=100_000,
+        help="With --precision int8: films drawn (by --seed) to calibrate the quantisation.",
     ),
     scheduler: str | None = SCHEDULER,
     shard: int = typer.Option(
@@ -294,6 +302,7 @@ def features(
             allow_outside_data=allow_outside_data,
             region=region,
             region_box=region_box,
+            calibration=calibration,
         )
     except KeyboardInterrupt:
         raise Interrupted(_kept(folder)) from None

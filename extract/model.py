@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
 from cxr.errors import CxrError
+from cxr.extract.calibration import Calibration
 from cxr.extract.quiet_tf import import_tensorflow
 from cxr.extract.registry import BackboneSpec
 from cxr.extract.runtimes import Runtime
@@ -23,14 +25,20 @@ tf = import_tensorflow()
 
 
 def make_embedder(
-    spec: BackboneSpec, weights: ResolvedWeights, batch_size: int, runtime: Runtime | None = None
+    spec: BackboneSpec,
+    weights: ResolvedWeights,
+    batch_size: int,
+    runtime: Runtime | None = None,
+    calibration: Calibration | None = None,
+    warn: Callable[[str], None] = lambda text: None,
 ):
     """The embedder of a runtime: `Embedder` (TensorFlow) or `OpenVINOEmbedder`; both have
-    ``prepare``, ``forward`` and ``max_abs_diff`` (0 for the reference itself)."""
+    ``prepare``, ``forward`` and ``max_abs_diff`` (0 for the reference itself). ``calibration``
+    and ``warn`` serve int8 (its sample, and a cached model that failed its check)."""
     if runtime is not None and runtime.name == "openvino":
         from cxr.extract.ov_runtime import OpenVINOEmbedder
 
-        return OpenVINOEmbedder(spec, weights, batch_size, runtime.precision)
+        return OpenVINOEmbedder(spec, weights, batch_size, runtime.precision, calibration, warn)
     return Embedder(spec, weights, batch_size)
 
 

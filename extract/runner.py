@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.errors import CxrError
+from cxr.extract.calibration import Calibration
 from cxr.extract.dataset import Discovery, Entry, discover, list_images, shown_name
 from cxr.extract.hashing import HashCache
 from cxr.extract.headers import HeaderCache, StudyKey
@@ -27,7 +28,7 @@ from cxr.extract.job import Target, run_job
 from cxr.extract.reader import WHOLE, decode_stream
 from cxr.extract.regions import BOX, FULL, LUNGS, Region, masks_digest
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
-from cxr.extract.runtimes import Runtime, choose
+from cxr.extract.runtimes import CALIBRATION_SIZE, Runtime, choose
 from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.progress import Progress, Silent
@@ -82,6 +83,7 @@ def store_attrs(
     runtime: Runtime = REFERENCE,
     max_abs_diff: float | None = None,
     region: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> StoreAttrs:
     """The attributes this run gives the store (the writer adds where the data came from).
 
@@ -89,6 +91,8 @@ def store_attrs(
     built (from the converted-model cache); the embedder's own figure replaces it once built.
     """
     libraries = (*LIBRARIES, "openvino") if runtime.name == "openvino" else LIBRARIES
+    if calibration is not None:
+        libraries = (*libraries, "nncf")
     return StoreAttrs(
         backbone=spec.name,
         constructor=spec.constructor_label,
@@ -101,6 +105,7 @@ def store_attrs(
         **runtime.attrs(),
         runtime_max_abs_diff=float(max_abs_diff or 0.0),
         **(region or WHOLE.attrs()),
+        **(calibration.attrs() if calibration else {}),
         versions=json.dumps(library_versions(*libraries), sort_keys=True),
     )
 
@@ -135,13 +140,15 @@ def extract_features(
     allow_outside_data: bool = False,
     region: str = FULL,
     region_box: float = BOX,
+    calibration: int = CALIBRATION_SIZE,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone.
 
     ``scheduler``: compute on Dask (an address, or ``local:N``), ``shard`` files per task.
     ``allow_outside_data``: read manifest paths that are absolute or leave the data folder.
     ``region`` (`cxr.extract.regions`): embed a region of every film (``centre-masked``, ...)
-    into stores of their own, ``<backbone>@<region>.h5``."""
+    into stores of their own, ``<backbone>@<region>.h5``. ``calibration``: with precision int8,
+    the films (drawn by ``seed``) that NNCF calibrates the quantised model on."""
     report = progress or Silent()
     if scheduler is not None:
         from cxr.cluster import local_workers
@@ -150,9 +157,16 @@ def extract_features(
     if shard is not None and shard < 1:
         raise CxrError(f"--shard {shard}: give at least 1 file per task")
     engine = runtime if isinstance(runtime, Runtime) else choose(runtime, precision)
+    if engine.precision == "int8" and scheduler is not None:
+        raise CxrError("--precision int8 runs in-process: leave out --scheduler")
+    if calibration < 1:
+        raise CxrError(f"--calibration {calibration}: give at least 1 image")
     zone = Region.parse(region, region_box)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
-    named = {s.name: store_name({"backbone": s.name, "region": zone.kind}) for s in specs}
+    named = {
+        s.name: store_name({"backbone": s.name, "region": zone.kind, **engine.attrs()})
+        for s in specs
+    }
     if resize not in RESIZE_POLICIES:
         raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
     choices = parse_weights(list(weights), [s.name for s in specs], seed)
@@ -196,6 +210,9 @@ def extract_features(
     region_attrs = zone.attrs(
         masks_digest(zone, [e.path for e in discovery.entries], hashes.sha256)
     )
+    sample = None
+    if engine.precision == "int8":
+        sample = Calibration.sample(discovery.entries, calibration, seed, resize, zone)
 
     with ExitStack() as stack:
         jobs: list[Pending] = []
@@ -211,6 +228,7 @@ def extract_features(
                         engine,
                         _known_difference(spec, resolved, engine, existing[spec.name]),
                         region_attrs,
+                        sample,
                     ),
                     rebuild=rebuild,
                 )
@@ -234,7 +252,7 @@ def extract_features(
             for entry in discovery.entries:
                 copies.setdefault(entry.sha256, []).append(entry.path)
             if scheduler is None:
-                _compute(jobs, resize, copies, report, engine, zone)
+                _compute(jobs, resize, copies, report, engine, zone, sample)
             else:
                 from cxr.extract.distributed import SHARD_FILES, compute_on_cluster
 
@@ -268,6 +286,7 @@ def _compute(
     report: Progress,
     runtime: Runtime = REFERENCE,
     region: Region = WHOLE,
+    calibration: Calibration | None = None,
 ) -> None:
     """One job over every file still to embed, the stores' writers its sinks; ``copies``
     names every path that holds the same bytes (a reject is said for each)."""
@@ -281,7 +300,9 @@ def _compute(
     union = list({e.sha256: e for job in busy for e in job.todo}.values())
     targets = {}
     for job in busy:
-        embedder = make_embedder(job.spec, job.weights, job.batch_size, runtime)
+        embedder = make_embedder(
+            job.spec, job.weights, job.batch_size, runtime, calibration, report.warn
+        )
         job.writer.record_probe(embedder.max_abs_diff)
         targets[job.spec.name] = Target(
             job.spec.name, job.spec.input_size, job.spec.dim, embedder, job.writer, job.batch_size
@@ -344,10 +365,15 @@ def embed_images(
             f"the model was trained on {region} films, which need a lung mask per film: "
             "predict embeds whole films or their centre regions only"
         )
+    engine = choose(runtime, precision)
+    if engine.precision == "int8":  # its quantised model depends on the store's calibration
+        raise CxrError(
+            "--precision int8: images outside a data set have no calibration sample; embed "
+            "them with `cxr features --precision int8` beside the store's data, or use f32"
+        )
     paths = list_images(inputs)
     spec = get_spec(backbone)
     resolved = resolve(spec, parse_weights(list(weights), [backbone], seed)[backbone])
-    engine = choose(runtime, precision)
     from cxr.extract.model import embed_all, make_embedder
 
     embed = make_embedder(spec, resolved, batch_size, engine)

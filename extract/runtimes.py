@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from cxr.errors import CxrError
 
 RUNTIMES = ("tensorflow", "openvino", "auto")
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "int8")
 # Largest |difference| allowed between an f32 OpenVINO embedding and TensorFlow's on the probe.
 F32_TOLERANCE = 1e-4
+CALIBRATION_SIZE = 300  # int8: films NNCF calibrates on (its own default subset size)
 INSTALL = "pip install 'cxr-transfer[openvino]'"
 
 
 @dataclass(frozen=True)
 class Runtime:
     name: str  # tensorflow | openvino
-    precision: str  # f32 | bf16
+    precision: str  # f32 | bf16 | int8 (quantised by NNCF, calibrated on the data set)
 
     def attrs(self) -> dict:
         return {"runtime": self.name, "precision": self.precision}
@@ -46,8 +47,12 @@ def choose(runtime: str = "tensorflow", precision: str = "f32") -> Runtime:
         runtime = "openvino" if openvino_installed() else "tensorflow"
     if runtime == "openvino" and not openvino_installed():
         raise CxrError(f"--runtime openvino: OpenVINO is not installed ({INSTALL})")
-    if precision == "bf16" and runtime != "openvino":
-        raise CxrError("--precision bf16 needs --runtime openvino (TensorFlow runs f32 here)")
+    if precision != "f32" and runtime != "openvino":
+        raise CxrError(
+            f"--precision {precision} needs --runtime openvino (TensorFlow runs f32 here)"
+        )
+    if precision == "int8" and importlib.util.find_spec("nncf") is None:
+        raise CxrError(f"--precision int8: NNCF is not installed ({INSTALL})")
     if precision == "bf16":
         import openvino as ov
 

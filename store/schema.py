@@ -60,6 +60,7 @@ FINGERPRINT = (
     "region",
     "region_box",
     "region_masks_sha256",
+    "calibration_sha256",
 )
 # What a store written before an attribute existed had, in effect.
 FINGERPRINT_DEFAULTS = {
@@ -68,6 +69,7 @@ FINGERPRINT_DEFAULTS = {
     "region": "full",
     "region_box": 0.0,
     "region_masks_sha256": "",
+    "calibration_sha256": "",
 }
 FULL = "full"  # the region of a store of whole films (named after its backbone alone)
 STR = h5py.string_dtype(encoding="utf-8")
@@ -97,12 +99,15 @@ class StoreAttrs(TypedDict, total=False):
     weights_seed: int  # seed of random weights, -1 otherwise
     weights_path: str  # where the weight file was (a hint for re-runs and predict, not identity)
     runtime: str  # tensorflow | openvino (absent in stores before 0.3: tensorflow)
-    precision: str  # f32 | bf16 (absent in stores before 0.3: f32)
+    precision: str  # f32 | bf16 | int8 (absent in stores before 0.3: f32)
     runtime_max_abs_diff: float  # probe |OpenVINO - TensorFlow| (0 for TensorFlow itself)
     region: str  # full | centre-masked | centre-only | lungs-only | lungs-masked (absent: full)
     region_box: float  # the central box's share of each side (centre regions; 0 otherwise)
     region_masks_sha256: str  # digest of every film's mask (lungs regions; "" otherwise)
     region_masks: str  # where the masks were (a hint, not identity)
+    calibration_size: int  # int8: films in the calibration sample (absent otherwise)
+    calibration_seed: int  # int8: the seed that drew them
+    calibration_sha256: str  # int8: digest of the sampled files' sha256s (absent: "")
     versions: str  # JSON object: python, tensorflow, keras, h5py, numpy, PIL, pydicom, cxr
     # Set when the store is published:
     data_root: str  # folder the rows' paths are relative to
@@ -136,6 +141,9 @@ ATTR_TYPES = {
     "region_box": float,
     "region_masks_sha256": str,
     "region_masks": str,
+    "calibration_size": int,
+    "calibration_seed": int,
+    "calibration_sha256": str,
     "runtime_max_abs_diff": float,
     "data_root": str,
     "manifest": str,
@@ -198,10 +206,14 @@ class StoreContent:
 
 
 def store_name(attrs: Mapping) -> str:
-    """A store's name, and its file's: the backbone's for whole films, ``backbone@region``
-    for a store of masked films (``mobilenet_v2@centre-masked``)."""
+    """A store's name, and its file's: the backbone's for whole films at f32,
+    ``backbone@region`` for a store of masked films (``mobilenet_v2@centre-masked``), and
+    ``+precision`` for other vectors than f32's (``mobilenet_v2+int8``), so such stores sit
+    beside the f32 one and `cxr evaluate` pairs them."""
     region = str(attrs.get("region") or FULL)
-    return str(attrs["backbone"]) if region == FULL else f"{attrs['backbone']}@{region}"
+    precision = str(attrs.get("precision") or "f32")
+    name = str(attrs["backbone"]) if region == FULL else f"{attrs['backbone']}@{region}"
+    return name if precision == "f32" else f"{name}+{precision}"
 
 
 def store_path(directory: Path | str, name: str) -> Path:
@@ -459,8 +471,8 @@ def write_shard(
 ) -> None:
     """One batch of work in progress: embeddings by content hash plus the batch's rejects."""
     with _in_memory() as (f, image):
-        for key in FINGERPRINT:
-            f.attrs[key] = attrs[key]
+        for key, value in fingerprint(attrs).items():
+            f.attrs[key] = value
         f.attrs["dim"] = attrs["dim"]
         f.attrs["schema_version"] = SCHEMA_VERSION
         _write_strings(f, "id", _strings(ids))

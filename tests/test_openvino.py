@@ -117,9 +117,9 @@ def test_runtime_and_precision_are_part_of_a_stores_identity(tmp_path, keras_hom
 
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16")
-    run(data, tmp_path / "bf16", runtime="openvino", precision="bf16")
-    with pytest.raises(CxrError, match="precision: stored 'bf16' vs now 'f32'"):
-        run(data, tmp_path / "bf16", runtime="openvino")
+    run(data, tmp_path / "f", runtime="openvino", precision="bf16")  # beside, never mixed
+    assert store.load(tmp_path / "f", f"{BACKBONE}+bf16").attrs["precision"] == "bf16"
+    assert store.load(tmp_path / "f", BACKBONE).attrs["runtime"] == "tensorflow"
 
 
 def test_a_missing_openvino_is_one_clear_line(tmp_path, monkeypatch):

@@ -1,0 +1,89 @@
+"""The OpenVINO model cache: folders of IR files published atomically, checked by sha256.
+
+Every cached model (the converted f32 model, its int8 quantisations) is a folder under
+``$KERAS_HOME/models/cxr-openvino/`` holding ``model.xml``, ``model.bin`` and ``meta.json``
+(what decided the model, the sha256 of both files, the probe's figures). A folder is written
+beside its final name and renamed into place, so a crash never leaves half a model, and it is
+loaded only when both files match their recorded sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+from cxr.extract.hashing import sha256_file
+from cxr.extract.registry import BackboneSpec
+from cxr.extract.weights import ResolvedWeights
+
+CACHE_FORMAT = 1
+
+
+def cache_root() -> Path:
+    home = os.environ.get("KERAS_HOME", str(Path("~/.keras").expanduser()))
+    return Path(home) / "models" / "cxr-openvino"
+
+
+def cache_dir(spec: BackboneSpec, weights: ResolvedWeights) -> Path:
+    """The cache folder of one converted model; named from package metadata, so looking it up
+    imports nothing heavy (a run with nothing to compute imports no engine)."""
+    identity = weights.sha256[:16] if weights.sha256 else f"random{weights.seed}"
+    version = metadata.version("openvino")
+    return cache_root() / f"{spec.name}-{identity}-{spec.input_size}-ov{version}"
+
+
+def read_meta(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT else None
+
+
+def verified(folder: Path, meta: dict | None) -> bool:
+    if meta is None:
+        return False
+    try:
+        return all(sha256_file(folder / name) == sha for name, sha in meta["files"].items())
+    except (OSError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def write_json(path: Path, document: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=2))
+    os.replace(tmp, path)
+
+
+def publish(model, folder: Path, meta: dict) -> None:
+    """Save ``model`` (f32 weights) as ``folder``, atomically, with ``meta`` and the sha256 of
+    both files in ``meta.json``; a folder another process published first is kept."""
+    import openvino as ov
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+    files = {name: sha256_file(tmp / name) for name in ("model.xml", "model.bin")}
+    write_json(tmp / "meta.json", {**meta, "files": files, "probe": {}})
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process published the same model first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached(folder: Path):
+    """``(ov.Model, meta)`` of a cache folder whose files match their sha256, else None."""
+    import openvino as ov
+
+    meta = read_meta(folder)
+    if not verified(folder, meta):
+        return None
+    try:
+        return ov.Core().read_model(str(folder / "model.xml")), meta
+    except RuntimeError:
+        return None  # unreadable after all
