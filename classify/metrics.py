@@ -11,6 +11,7 @@ only re-weight rows, cost one cumulative sum instead of one scikit-learn call ea
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 from cxr.errors import CxrError
 
 BOOTSTRAP_CHUNK = 200
+MEMO_BYTES = 64 << 20  # the latest rows' bootstrap draws kept in memory, at most
 ECE_BINS = 10
 MAX_REPLICATES = 100_000
 
@@ -44,8 +46,19 @@ class Bootstrap:
             raise CxrError("--seed must be >= 0")
 
     def weights(self, units: np.ndarray, y: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """`bootstrap_weights` of these settings."""
-        return bootstrap_weights(units, self.replicates, self.seed, y=y)
+        """`bootstrap_weights` of these settings; the draws of the latest rows are kept (when
+        small), since every paired comparison of a group resamples the same rows again."""
+        key = (self, _digest(units), None if y is None else _digest(y))
+        if _latest_draws is not None and _latest_draws[0] == key:
+            return iter(_latest_draws[1])
+        draws = bootstrap_weights(units, self.replicates, self.seed, y=y)
+        if self.replicates * len(units) * 4 > MEMO_BYTES:
+            return draws
+        kept = list(draws)
+        for chunk in kept:
+            chunk.flags.writeable = False  # shared by every comparison on these rows
+        _remember((key, kept))
+        return iter(kept)
 
     def outcomes(self, y: np.ndarray, proba: np.ndarray, weights=None) -> Outcomes:
         return Outcomes(y, proba, weights, operating_point=self.operating_point)
@@ -367,6 +380,20 @@ def operating_points(
         sens[:, c] = np.where(n_neg[:, 0] > 0, _ratio(tp[rows, last], n_pos[:, 0]), np.nan)
         spec[:, c] = np.where(n_pos[:, 0] > 0, 1 - _ratio(fp[rows, first], n_neg[:, 0]), np.nan)
     return (sens[0], spec[0]) if weights is None else (sens, spec)
+
+
+_latest_draws: tuple[tuple, list[np.ndarray]] | None = None
+
+
+def _remember(draws: tuple[tuple, list[np.ndarray]]) -> None:
+    global _latest_draws
+    _latest_draws = draws
+
+
+def _digest(values: np.ndarray) -> str:
+    a = np.asarray(values)
+    data = a.tobytes() if a.dtype != object else "\0".join(map(str, a.tolist())).encode()
+    return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + data).hexdigest()
 
 
 def bootstrap_weights(
