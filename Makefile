@@ -11,6 +11,8 @@ BATCH     ?= 32
 REPORTS   ?= reports
 EVAL_ARGS ?=
 REGION    ?=
+# The figures of make evaluate, embedded in reports/report.html (PLOTS= to skip them, ~15 s).
+PLOTS     ?= $(REPORTS)/plots
 
 SHARED_WEIGHTS ?= ../shared/weights
 REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf2_ptq_dequant.weights.h5 \
@@ -38,10 +40,12 @@ features: install
 
 # The stores first: `cxr features` is incremental, so once they exist it embeds nothing (and
 # imports no TensorFlow), and a fresh clone goes from nothing to a report with this one target:
-# the terminal tables, reports/evaluate.json and reports/report.html (self-contained, offline).
+# the terminal tables, reports/evaluate.json, reports/plots/ and reports/report.html (the
+# figures embedded: self-contained, offline).
 evaluate: features
 	mkdir -p $(REPORTS)
-	$(BIN)/cxr evaluate --features $(OUT) --json $(REPORTS)/evaluate.json $(EVAL_ARGS)
+	$(BIN)/cxr evaluate --features $(OUT) --json $(REPORTS)/evaluate.json \
+		$(if $(PLOTS),--plots $(PLOTS)) $(EVAL_ARGS)
 	$(BIN)/cxr report $(REPORTS)/evaluate.json --out $(REPORTS)/report.html
 
 # The study end to end: stores for every backbone whose weights are available (the rest are

@@ -33,6 +33,7 @@ def test_make_evaluate_builds_the_stores_before_it_evaluates():
     commands = make_commands("evaluate")
     assert [c.split("/cxr ")[1].split()[0] for c in commands] == ["features", "evaluate", "report"]
     assert "--features features" in commands[0] and "--features features" in commands[1]
+    assert "--plots reports/plots" in commands[1]  # the report's figures
 
 
 @pytest.mark.slow
@@ -52,6 +53,7 @@ def test_make_evaluate_alone_reports_and_a_second_run_embeds_nothing(tmp_path):
     assert len(load(features, "mobilenet_v2")) == 20 and "Cross-validated heads" in first_report
     assert "No new images to embed: all 20 files are stored." in second_features
     assert (report / "evaluate.json").is_file() and (report / "report.html").is_file()
+    assert "data:image/png;base64," in (report / "report.html").read_text()  # figures embedded
 
 
 @pytest.mark.slow
