@@ -181,7 +181,10 @@ def extract_features(
     headers = HeaderCache(features_dir, key)
     discovery = discover(data, manifest, hashes, allow_outside=allow_outside_data, headers=headers)
     headers.save()
-    with_ids = sum(bool(e.patient_id) for e in discovery.entries if e.meta)
+    # Header ids are read for class folders only; a manifest's ids are its own column.
+    with_ids = (
+        0 if discovery.manifest else sum(bool(e.patient_id and e.meta) for e in discovery.entries)
+    )
     if with_ids:
         report.note(
             f"{with_ids} DICOM film(s): patient ids and institutions from their headers, "

@@ -15,6 +15,7 @@ from cxr.classify.tasks import TaskSpec, select
 from cxr.cli import app
 from cxr.extract.headers import pseudonym
 from cxr.extract.runner import extract_features
+from cxr.progress import Silent
 from cxr.store import load
 
 runner = CliRunner()
@@ -159,6 +160,35 @@ def test_features_and_evaluate_use_the_header_columns(tmp_path):
     }
 
 
+class Notes(Silent):
+    """Silent progress that keeps the run's notes."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def test_a_manifests_patient_ids_are_not_called_dicom_headers(tmp_path):
+    """Ids from a manifest's column are the manifest's: the note about ids read from DICOM
+    headers (and pseudonymised) is for class folders of DICOM films only."""
+    data = tmp_path / "data"
+    for i, label in enumerate(["covid", "normal"] * 2):
+        save_png(data / label / f"{i}.png", seed=i)
+    with (data / "manifest.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "patient_id", "source", "view"])
+        for i, label in enumerate(["covid", "normal"] * 2):
+            w.writerow([f"{label}/{i}.png", label, f"P{i % 2}", "site", "PA"])
+    notes: list[str] = []
+    run = dict(data=data, manifest=data / "manifest.csv", backbones=["mobilenet_025"],
+               weights=["random"], features_dir=tmp_path / "features", batch_size=4)  # fmt: skip
+    extract_features(**run, progress=Notes(notes))
+    assert len(set(load(tmp_path / "features", "mobilenet_025").patient_ids)) == 2
+    assert not any("DICOM film(s)" in n for n in notes), notes
+
+
 def test_features_on_dicom_class_folders_store_their_patients_without_a_manifest(
     tmp_path, monkeypatch
 ):
@@ -167,23 +197,10 @@ def test_features_on_dicom_class_folders_store_their_patients_without_a_manifest
     unless `cxr manifest` ran first); a re-run reads no header again."""
     monkeypatch.delenv("CXR_ID_KEY", raising=False)
     data, features = chest_films(tmp_path / "data"), tmp_path / "features"
-    notes = []
-
-    class Notes:
-        from cxr.progress import Silent
-
-        def __init__(self):
-            self.inner = self.Silent()
-
-        def note(self, text):
-            notes.append(text)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
+    notes: list[str] = []
     run = dict(data=data, manifest=None, backbones=["mobilenet_025"], weights=small_weights(),
                features_dir=features, batch_size=4)  # fmt: skip
-    extract_features(**run, progress=Notes())
+    extract_features(**run, progress=Notes(notes))
     fs = load(features, "mobilenet_025")
     rows = dict(zip(fs.rows["path"], fs.patient_ids, strict=True))
     key = (features / ".id-key").read_text().strip().encode()
