@@ -461,8 +461,9 @@ def thumbnail(path: Path, size: int = 192) -> np.ndarray | None:
     return resize(gray, size, "pad")[..., 0]
 
 
-def resize(pixels: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
-    """(H, W) or (H, W, 3) uint8 -> (size, size, 3) uint8 under the given policy."""
+def resize(pixels: np.ndarray, size: int, policy: str = "squash", rgb: bool = True) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 -> (size, size, 3) uint8 under the given policy; without
+    ``rgb`` a gray film stays (size, size)."""
     image = Image.fromarray(pixels)
     if policy == "squash":
         out = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
@@ -479,4 +480,4 @@ def resize(pixels: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
         raise ValueError(
             f"unknown resize policy {policy!r}; choose from {', '.join(RESIZE_POLICIES)}"
         )
-    return np.repeat(out[..., None], 3, axis=2) if out.ndim == 2 else out
+    return np.repeat(out[..., None], 3, axis=2) if out.ndim == 2 and rgb else out

@@ -3,10 +3,10 @@
 This is the unit both distributors run (clip-retrieval's runner, img2dataset's distributor): the
 local run (`cxr.extract.runner`) gives it every file still to embed, with the store writers as
 sinks; a Dask task (`cxr.extract.distributed`) gives it one shard of files, with shard files as
-sinks. Per backbone a full batch is prepared (stacked, padded, preprocessed) on the calling
-thread, then run through the model and committed to its sink on the backbone's own thread, one
-batch in flight: the next batch is decoded and prepared while the model works on this one.
-Batches commit in order.
+sinks. Per backbone each decoded film is preprocessed straight into its row of a preallocated
+batch on the calling thread; a full batch is run through the model and committed to its sink on
+the backbone's own thread, one batch in flight (two buffers take turns): the next batch is
+decoded and filled while the model works on this one. Batches commit in order.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cxr.extract.dataset import Entry
+from cxr.extract.preprocess import Preprocessing
 from cxr.extract.reader import WHOLE, decode_stream
 from cxr.extract.regions import Region
 from cxr.store.schema import Reject
@@ -31,8 +32,9 @@ class Embedder(Protocol):
     """A frozen backbone on batches (`cxr.extract.model.make_embedder` builds one)."""
 
     max_abs_diff: float
+    input: Preprocessing
 
-    def prepare(self, images: np.ndarray) -> Any: ...
+    def load(self, batch: np.ndarray) -> Any: ...
 
     def forward(self, batch: Any, n: int) -> np.ndarray: ...
 
@@ -56,15 +58,19 @@ class Target:
     on_commit: Callable[[int], None] = lambda n: None  # files settled (embedded or rejected)
     new: int = 0  # files this job embedded for it
     _ids: list[str] = field(default_factory=list)
-    _images: list[np.ndarray] = field(default_factory=list)
     _rejects: list[Reject] = field(default_factory=list)
     _thread: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     _in_flight: Future | None = None
+    _buffers: list[np.ndarray] = field(default_factory=list)  # filling, and in flight
 
     def add(self, entry: Entry, image: np.ndarray) -> None:
+        """``image``: (s, s) gray or (s, s, 3) uint8, written preprocessed into the batch."""
+        if not self._buffers:
+            shape = (self.batch_size, self.input_size, self.input_size, 3)
+            self._buffers = [np.empty(shape, np.float32) for _ in range(2)]
+        self.embedder.input.fill(self._buffers[0][len(self._ids)], image)
         self._ids.append(entry.sha256)
-        self._images.append(image)
-        if len(self._images) == self.batch_size:
+        if len(self._ids) == self.batch_size:
             self.flush()
 
     def reject(self, entry: Entry, reason: str) -> None:
@@ -73,10 +79,15 @@ class Target:
     def flush(self) -> None:
         if not self._ids and not self._rejects:
             return
-        batch = self.embedder.prepare(np.stack(self._images)) if self._images else None
+        batch = None
+        if self._ids:
+            rows = self._buffers[0]
+            rows[len(self._ids) :] = self.embedder.input.blank
+            batch = self.embedder.load(rows)
+            self._buffers.reverse()  # the other buffer's batch is committed by the wait below
         self.wait()
         self._in_flight = self._thread.submit(self._finish, self._ids, batch, self._rejects)
-        self._ids, self._images, self._rejects = [], [], []
+        self._ids, self._rejects = [], []
 
     def _finish(self, ids: list[str], batch: Any, rejects: list[Reject]) -> None:
         if batch is not None:
@@ -113,7 +124,7 @@ def run_job(
             stack.callback(target.close)
         sizes = lambda e: {targets[n].input_size for n in needs[e.sha256]}  # noqa: E731
         window = PREFETCH * max((t.batch_size for t in targets.values()), default=1)
-        for entry, result in decode_stream(files, sizes, resize, window, region):
+        for entry, result in decode_stream(files, sizes, resize, window, region, gray=True):
             for name in needs[entry.sha256]:
                 target = targets[name]
                 if isinstance(result, str):

@@ -16,6 +16,7 @@ import numpy as np
 
 from cxr.errors import CxrError
 from cxr.extract.calibration import Calibration
+from cxr.extract.preprocess import Preprocessing
 from cxr.extract.quiet_tf import import_tensorflow
 from cxr.extract.registry import BackboneSpec
 from cxr.extract.runtimes import Runtime
@@ -57,8 +58,7 @@ class Embedder:
         self.spec = spec
         self.batch_size = batch_size
         self.model = build_model(spec, weights)
-        module = importlib.import_module(f"keras.applications.{spec.module}")
-        self._preprocess = module.preprocess_input
+        self.input = preprocessing(spec)
         size = spec.input_size
         self._shape = (batch_size, size, size, 3)
         self._forward = tf.function(
@@ -71,15 +71,23 @@ class Embedder:
         return self.forward(self.prepare(images), len(images))
 
     def prepare(self, images: np.ndarray):
-        """The padded, preprocessed batch as a tensor (NumPy work: another thread can do it
-        while the previous batch runs through the model)."""
-        batch = np.zeros(self._shape, np.float32)
-        batch[: len(images)] = images
-        return tf.constant(self._preprocess(batch))
+        """(n, s, s, 3) uint8 images as a padded, preprocessed batch for ``forward``."""
+        return self.load(self.input.batch(images, self.batch_size))
+
+    def load(self, batch: np.ndarray):
+        """A filled (batch_size, s, s, 3) float32 batch as a tensor (a copy, made on the
+        calling thread while the previous batch runs through the model)."""
+        return tf.constant(batch)
 
     def forward(self, batch, n: int) -> np.ndarray:
         """The embeddings of the first ``n`` images of a prepared batch."""
         return np.asarray(self._forward(batch), dtype=np.float32)[:n]
+
+
+def preprocessing(spec: BackboneSpec) -> Preprocessing:
+    """The backbone's ``keras.applications`` preprocessing, as a batch filler."""
+    module = importlib.import_module(f"keras.applications.{spec.module}")
+    return Preprocessing(module.preprocess_input, spec.input_size)
 
 
 def embed_all(embed, images: list[np.ndarray], batch_size: int, dim: int) -> np.ndarray:

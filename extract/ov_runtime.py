@@ -14,7 +14,6 @@ built with it. At f32 above ``F32_TOLERANCE`` the run refuses, quoting the figur
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import warnings
 from collections.abc import Callable
@@ -83,11 +82,10 @@ class OpenVINOEmbedder:
     ):
         import openvino as ov
 
-        from cxr.extract.model import build_model
+        from cxr.extract.model import build_model, preprocessing
 
         self.spec, self.batch_size, self.precision = spec, batch_size, precision
-        module = importlib.import_module(f"keras.applications.{spec.module}")
-        self._preprocess = module.preprocess_input
+        self.input = preprocessing(spec)
         size = spec.input_size
         self._shape = (batch_size, size, size, 3)
         keras_model = _Lazy(lambda: build_model(spec, weights))
@@ -130,16 +128,17 @@ class OpenVINOEmbedder:
 
     def _calibration(self, calibration: Calibration) -> list[np.ndarray]:
         """The sample as NNCF's inputs: one preprocessed image per item."""
-        images = calibration.images(self.spec.input_size).astype(np.float32)
-        return [self._preprocess(images[i : i + 1]) for i in range(len(images))]
+        images = calibration.images(self.spec.input_size)
+        return [self.input.batch(images[i : i + 1], 1) for i in range(len(images))]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.forward(self.prepare(images), len(images))
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
-        batch = np.zeros(self._shape, np.float32)
-        batch[: len(images)] = images
-        return self._preprocess(batch)
+        return self.load(self.input.batch(images, self.batch_size))
+
+    def load(self, batch: np.ndarray) -> np.ndarray:
+        return batch  # OpenVINO reads the NumPy batch itself
 
     def forward(self, batch: np.ndarray, n: int) -> np.ndarray:
         return np.asarray(self._compiled(batch)[0], dtype=np.float32)[:n]

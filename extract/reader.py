@@ -26,7 +26,7 @@ from cxr.files import UnusableFile, read_regular
 # cores to it. On 2 cores, 1 decoder measured 0.89 of the raw forward rate, 2 decoders 0.85-0.88.
 DECODE_WORKERS = max(1, (os.cpu_count() or 1) // 4)
 
-Decoded = dict[int, np.ndarray] | str  # input size -> (s, s, 3) uint8, or the reject reason
+Decoded = dict[int, np.ndarray] | str  # input size -> (s, s[, 3]) uint8, or the reject reason
 WHOLE = Region()
 
 
@@ -36,13 +36,15 @@ def decode_stream(
     policy: str,
     window: int,
     region: Region = WHOLE,
+    gray: bool = False,
 ) -> Iterator[tuple[Entry, Decoded]]:
     """Decoded, resized images in input order, ``window`` files ahead; a str is a reject reason.
-    ``region`` is applied to the decoded film, before it is resized."""
+    ``region`` is applied to the decoded film, before it is resized. With ``gray`` a gray film
+    stays (s, s) (`cxr.extract.preprocess` expands it), else every image is (s, s, 3)."""
     entries = iter(entries)
 
     def submit(pool: ThreadPoolExecutor, entry: Entry):
-        return pool.submit(_prepare, entry, sizes(entry), policy, region)
+        return pool.submit(_prepare, entry, sizes(entry), policy, region, gray)
 
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
         pending = deque(submit(pool, e) for e in islice(entries, window))
@@ -55,7 +57,7 @@ def decode_stream(
 
 
 def _prepare(
-    entry: Entry, sizes: set[int], policy: str, region: Region = WHOLE
+    entry: Entry, sizes: set[int], policy: str, region: Region = WHOLE, gray: bool = False
 ) -> tuple[Entry, Decoded]:
     try:
         data = read_regular(entry.file, MAX_FILE_BYTES)  # a FIFO swapped in cannot block it
@@ -71,7 +73,7 @@ def _prepare(
         )
     try:
         pixels = region.apply(decode_pixels(data, entry.file.name), entry.path)
-        return entry, {size: resize(pixels, size, policy) for size in sizes}
+        return entry, {size: resize(pixels, size, policy, rgb=not gray) for size in sizes}
     except Rejected as exc:
         return entry, str(exc)
     except Exception as exc:  # a decoder's own bug must cost one file, never the run
