@@ -21,7 +21,6 @@ import io
 import json
 import os
 import stat
-import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict
@@ -31,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr.classify.provenance import library_versions
+from cxr.errors import CxrError
+from cxr.files import write_atomic
 
 if TYPE_CHECKING:
     from cxr.classify.covariates import Covariates
@@ -212,19 +213,11 @@ class FitCache:
         self._write(key, ".npz", buffer.getvalue())
 
     def _write(self, key: str, suffix: str, content: bytes) -> None:
-        """Atomically (a temporary file, then a rename); a read-only or vanished folder only
-        costs the next run its fits."""
+        """Atomically (`write_atomic`); a read-only or vanished folder only costs the next run
+        its fits."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        except OSError:
-            return
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-            os.replace(tmp, self.folder / f"{key}{suffix}")
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
+            write_atomic(self.folder / f"{key}{suffix}", content, "a cached fit")
+        except CxrError:
             return
         self._evict()
 

@@ -6,12 +6,12 @@ style, so the page works offline and cannot call out, whatever a document holds.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cxr.errors import CxrError
+from cxr.files import write_atomic
 from cxr.reporting.checklist import AUTHOR, fill, tally
 from cxr.reporting.documents import Document, Documents, read_documents
 from cxr.reporting.html import Html, esc, join, table, tag
@@ -124,13 +124,5 @@ def write_report(documents: Documents | Sequence[Path], path: Path) -> Written:
     page, titles, counts = render_report(docs)
     data = page.encode("utf-8")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data, "the report")
     return Written(path, len(data), titles, counts)
