@@ -28,6 +28,7 @@ KINDS = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
 )
 
 
@@ -48,19 +49,23 @@ class FileTooLarge(UnusableFile):
         super().__init__(f"too large to be one image ({size:,} bytes; limit {limit:,})")
 
 
-def regular_stat(path: Path) -> os.stat_result:
-    """``os.stat`` (following symlinks) of a regular file; NotRegularFile for anything else."""
-    result = os.stat(path)
+def regular_stat(path: Path, follow_links: bool = True) -> os.stat_result:
+    """``os.stat`` of a regular file (``os.lstat`` unless ``follow_links``: a link is then not
+    one); NotRegularFile for anything else."""
+    result = os.stat(path, follow_symlinks=follow_links)
     if not stat.S_ISREG(result.st_mode):
         raise NotRegularFile(result.st_mode)
     return result
 
 
-def open_regular(path: Path) -> BinaryIO:
+def open_regular(path: Path, follow_links: bool = True) -> BinaryIO:
     """The file opened for reading, if it is a regular file (checked before and after opening;
-    ``O_NONBLOCK``: a FIFO swapped in meanwhile cannot block the open)."""
-    regular_stat(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    ``O_NONBLOCK``: a FIFO swapped in meanwhile cannot block the open). Without
+    ``follow_links`` a symbolic link is refused, even one swapped in meanwhile (``O_NOFOLLOW``):
+    for files the tool wrote itself, which a link can only have replaced."""
+    regular_stat(path, follow_links)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

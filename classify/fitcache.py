@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import stat
 import warnings
 import zipfile
 from dataclasses import asdict
@@ -31,7 +30,7 @@ import numpy as np
 
 from cxr.classify.provenance import library_versions
 from cxr.errors import CxrError
-from cxr.files import write_atomic
+from cxr.files import open_regular, write_atomic
 
 if TYPE_CHECKING:
     from cxr.classify.covariates import Covariates
@@ -137,12 +136,10 @@ class FitCache:
         from cxr.classify.fitting import OutOfFold
 
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
+            f = open_regular(path, follow_links=False)
+        except OSError:  # a link, a FIFO, or gone meanwhile
             return "not a regular file"
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return "not a regular file"
+        with f:
             try:
                 with np.load(f, allow_pickle=False) as npz:
                     arrays = {name: npz[name] for name in (*ARRAYS, "meta")}
@@ -173,14 +170,10 @@ class FitCache:
         if not os.path.lexists(path):
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise ValueError("not a regular file")
+            with open_regular(path, follow_links=False) as f:
                 found = json.loads(f.read(MAX_JSON + 1).decode())
-        except (OSError, ValueError, UnicodeError) as exc:
-            reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
-            found = {"unreadable": reason}
+        except (OSError, ValueError):  # not a regular file, unreadable, not UTF-8 or not JSON
+            found = None
         if not isinstance(found, dict) or found.get("key") != key or "value" not in found:
             warnings.warn(f"{path}: cached scores ignored; computing them again", CacheWarning, 2)
             return None
