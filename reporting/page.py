@@ -6,7 +6,8 @@ style, so the page works offline and cannot call out, whatever a document holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,27 +43,28 @@ class Written:
     checklist: dict[str, int]  # status -> items
 
 
-def _sections(doc: Document, many: bool) -> list[Section]:
-    """A document's sections; a crafted document whose values are of the wrong type gives one
-    line naming it, not a traceback."""
+@contextmanager
+def _malformed(what: str) -> Iterator[None]:
+    """A crafted document whose values are of the wrong type gives one line starting with
+    ``what``, not a traceback."""
     try:
-        found = sections_of(doc)
+        yield
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise CxrError(
-            f"{doc.path}: malformed {doc.kind} document ({type(exc).__name__}: {exc})"
-        ) from None
+        raise CxrError(f"{what} ({type(exc).__name__}: {exc})") from None
+
+
+def _sections(doc: Document, many: bool) -> list[Section]:
+    """A document's sections, titled with its file name when there are several evaluations."""
+    with _malformed(f"{doc.path}: malformed {doc.kind} document"):
+        found = sections_of(doc)
     if many and doc.kind == "evaluate":
         found = [Section(f"{s.title} ({doc.path.name})", s.body) for s in found]
     return found
 
 
 def checklist(docs: Documents) -> tuple[Section, dict[str, int]]:
-    try:
+    with _malformed("malformed document for the checklist"):
         filled = fill(docs)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise CxrError(
-            f"malformed document for the checklist ({type(exc).__name__}: {exc})"
-        ) from None
     rows = [
         [
             f.item.guideline,
