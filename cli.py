@@ -783,10 +783,14 @@ def evaluate(
 
 
 def _tracking(track: bool, uri: str | None, features_dir: Path, config: Path | None):
-    """The tracking store of an evaluation, or None; checked before any work."""
-    from cxr.tracking.target import enabled, resolve
+    """The tracking store of an evaluation, or None; checked before any work (MLflow too)."""
+    from cxr.tracking.target import enabled, require_mlflow, resolve
 
-    return resolve(uri, features_dir, config) if enabled(track, uri, config) else None
+    if not enabled(track, uri, config):
+        return None
+    target = resolve(uri, features_dir, config)
+    require_mlflow()
+    return target
 
 
 def _track(evaluated, target, plots: Path | None, console: Console) -> None:
