@@ -32,6 +32,7 @@ from cxr.classify.metrics import overall_metrics  # numpy only
 from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
+from cxr.files import write_atomic
 
 
 def _console_for(stderr: bool = False) -> Console:
@@ -159,16 +160,7 @@ def _report(
 
 
 def _write_json(document: Any, path: Path) -> None:
-    text = json.dumps(document, indent=2) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write JSON ({exc.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), "JSON")
 
 
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
@@ -791,10 +783,14 @@ def evaluate(
 
 
 def _tracking(track: bool, uri: str | None, features_dir: Path, config: Path | None):
-    """The tracking store of an evaluation, or None; checked before any work."""
-    from cxr.tracking.target import enabled, resolve
+    """The tracking store of an evaluation, or None; checked before any work (MLflow too)."""
+    from cxr.tracking.target import enabled, require_mlflow, resolve
 
-    return resolve(uri, features_dir, config) if enabled(track, uri, config) else None
+    if not enabled(track, uri, config):
+        return None
+    target = resolve(uri, features_dir, config)
+    require_mlflow()
+    return target
 
 
 def _track(evaluated, target, plots: Path | None, console: Console) -> None:

@@ -5,13 +5,15 @@ image, a manifest, an exclusion file or a configuration, would hang a run before
 anything. A file is checked with ``os.stat`` before it is opened (a device is never opened at
 all), then opened with ``O_NONBLOCK`` and checked again on the descriptor, in case it was
 swapped for something else in between. Both stages use this (no heavy import here). And the
-CSV cells the tool writes are escaped here, so a spreadsheet never runs one as a formula.
+CSV cells the tool writes are escaped here, so a spreadsheet never runs one as a formula, and
+every file the tool replaces is written here atomically, so a reader never sees half of one.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +28,7 @@ KINDS = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
 )
 
 
@@ -46,19 +49,23 @@ class FileTooLarge(UnusableFile):
         super().__init__(f"too large to be one image ({size:,} bytes; limit {limit:,})")
 
 
-def regular_stat(path: Path) -> os.stat_result:
-    """``os.stat`` (following symlinks) of a regular file; NotRegularFile for anything else."""
-    result = os.stat(path)
+def regular_stat(path: Path, follow_links: bool = True) -> os.stat_result:
+    """``os.stat`` of a regular file (``os.lstat`` unless ``follow_links``: a link is then not
+    one); NotRegularFile for anything else."""
+    result = os.stat(path, follow_symlinks=follow_links)
     if not stat.S_ISREG(result.st_mode):
         raise NotRegularFile(result.st_mode)
     return result
 
 
-def open_regular(path: Path) -> BinaryIO:
+def open_regular(path: Path, follow_links: bool = True) -> BinaryIO:
     """The file opened for reading, if it is a regular file (checked before and after opening;
-    ``O_NONBLOCK``: a FIFO swapped in meanwhile cannot block the open)."""
-    regular_stat(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    ``O_NONBLOCK``: a FIFO swapped in meanwhile cannot block the open). Without
+    ``follow_links`` a symbolic link is refused, even one swapped in meanwhile (``O_NOFOLLOW``):
+    for files the tool wrote itself, which a link can only have replaced."""
+    regular_stat(path, follow_links)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -103,6 +110,33 @@ def read_text(path: Path, what: str, limit: int = TEXT_LIMIT) -> str:
         raise CxrError(
             f"{path}: the {what} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
         ) from None
+
+
+def write_atomic(path: Path, data: bytes, what: str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in its folder and ``os.replace``: a
+    reader, or a run interrupted meanwhile, never sees half a file, and concurrent writers never
+    share a temporary name. CxrError naming the file and ``what`` if it cannot be done."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _default_mode())
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _default_mode() -> int:
+    """The mode ``open`` would give a new file (0o666 less the umask): mkstemp's 0o600 would
+    hide a report from the web server or colleague that could read it before."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).

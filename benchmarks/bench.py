@@ -229,38 +229,70 @@ def extraction(backbone: str, weights: list[str], images: int, repeats: int, wor
     ]
 
 
-def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
-    """OpenVINO bf16 against f32 on the whole shared set: speed, and what the paper's protocol
-    (its composition, dataset 1, MLP, patient-grouped 10-fold CV) makes of each store."""
+def _unavailable(precision: str) -> list[dict] | None:
+    """The one row saying why an OpenVINO ``precision`` cannot run here (no OpenVINO, no NNCF,
+    no bf16 on this CPU), or None: a study is reported as not run, never as failed."""
     from cxr.extract.runtimes import choose
 
     try:
-        choose("openvino", "bf16")
-    except Exception as exc:  # no OpenVINO, or no bf16 on this CPU
-        return [result("OpenVINO bf16", "(reported)", f"not run: {exc}", None, 0)]
-    mine = [w for w in weights if w.startswith("mobilenet_v2=")] or ["random"]
+        choose("openvino", precision)
+    except Exception as exc:
+        return [result(f"OpenVINO {precision}", "(reported)", f"not run: {exc}", None, 0)]
+    return None
+
+
+def _mobilenet_v2_weights(weights: list[str]) -> list[str]:
+    """The --weights entry of mobilenet_v2, the precision studies' backbone (seeded random
+    weights without one)."""
+    return [w for w in weights if w.startswith("mobilenet_v2=")] or ["random"]
+
+
+def _openvino_rate(data: Path, weights: list[str], out: Path, precision: str, images: int) -> float:
+    """`cxr features` mobilenet_v2 on OpenVINO at ``precision``, end to end in images per
+    second (timed from the end of the model build, to the published store)."""
+    clock = Clock()
+    extract_features(
+        data=data,
+        manifest=None,
+        backbones=["mobilenet_v2"],
+        weights=weights,
+        features_dir=out,
+        runtime="openvino",
+        precision=precision,
+        progress=clock,
+    )
+    return images / (time.perf_counter() - clock.start)
+
+
+def _store_name(precision: str) -> str:
+    """f32 is the backbone's own store; another precision has one of its own beside it."""
+    return "mobilenet_v2" if precision == "f32" else f"mobilenet_v2+{precision}"
+
+
+def _in_id_order(features: Path, precision: str) -> np.ndarray:
+    """The vectors of a precision's store in id order: two stores of the same films compared
+    row for row."""
+    found = load(store_path(features, _store_name(precision)))
+    return found.X[np.argsort(found.ids)]
+
+
+def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
+    """OpenVINO bf16 against f32 on the whole shared set: speed, and what the paper's protocol
+    (its composition, dataset 1, MLP, patient-grouped 10-fold CV) makes of each store."""
+    if (skipped := _unavailable("bf16")) is not None:
+        return skipped
+    mine = _mobilenet_v2_weights(weights)
     rates: dict[str, list[float]] = {"f32": [], "bf16": []}
     for k in range(repeats):
         for precision in ("f32", "bf16"):
-            clock = Clock()
-            extract_features(
-                data=CXR_DATA,
-                manifest=None,
-                backbones=["mobilenet_v2"],
-                weights=mine,
-                features_dir=work / f"bf16-study-{precision}-{k}",
-                runtime="openvino",
-                precision=precision,
-                progress=clock,
-            )
-            rates[precision].append(2109 / (time.perf_counter() - clock.start))
+            out = work / f"bf16-study-{precision}-{k}"
+            rates[precision].append(_openvino_rate(CXR_DATA, mine, out, precision, 2109))
     f32, bf16 = max(rates["f32"]), max(rates["bf16"])
     where = (Condition.parse("label=covid | dataset=kermany"),)
     task = TaskSpec(("covid", "bacterial", "normal"), where=where)
     shown = {}
     for precision in ("f32", "bf16"):
-        name = "mobilenet_v2" if precision == "f32" else "mobilenet_v2+bf16"  # its own store
-        config = EvaluateConfig((name,), ("mlp",), task, jobs=2)
+        config = EvaluateConfig((_store_name(precision),), ("mlp",), task, jobs=2)
         report = evaluate(work / f"bf16-study-{precision}-0", config).report
         metrics = report["results"][0]["metrics"]
         bal, sens = metrics["balanced_accuracy"], metrics["per_class"]["covid"]["sensitivity"]
@@ -268,9 +300,9 @@ def bf16_study(weights: list[str], work: Path, repeats: int) -> list[dict]:
             f"bal. accuracy {bal['pooled']:.3f} [{bal['ci95'][0]:.3f}, {bal['ci95'][1]:.3f}], "
             f"COVID sensitivity {sens['pooled']:.3f} [{sens['ci95'][0]:.3f}, {sens['ci95'][1]:.3f}]"
         )
-    a = load(store_path(work / "bf16-study-f32-0", "mobilenet_v2"))
-    b = load(store_path(work / "bf16-study-bf16-0", "mobilenet_v2+bf16"))
-    diff = float(np.abs(a.X[np.argsort(a.ids)] - b.X[np.argsort(b.ids)]).max())
+    a = _in_id_order(work / "bf16-study-f32-0", "f32")
+    b = _in_id_order(work / "bf16-study-bf16-0", "bf16")
+    diff = float(np.abs(a - b).max())
     return [
         result(
             "extraction mobilenet_v2, OpenVINO bf16 vs f32 (2,109 images)",
@@ -301,15 +333,13 @@ def int8_study(weights: list[str], work: Path, repeats: int, images: int = 2109)
     both stores side by side, compared by the tool's own paired bootstrap."""
     from cxr.extract.images import decode_pixels, resize
     from cxr.extract.model import Embedder, make_embedder
-    from cxr.extract.runtimes import Runtime, choose
+    from cxr.extract.runtimes import Runtime
 
-    try:
-        choose("openvino", "int8")
-    except Exception as exc:  # no OpenVINO or no NNCF
-        return [result("OpenVINO int8", "(reported)", f"not run: {exc}", None, 0)]
+    if (skipped := _unavailable("int8")) is not None:
+        return skipped
     data = CXR_DATA if images >= 2109 else sample_images(work / "int8-data", images)
     files = sorted(p for p in data.glob("*/*") if p.is_file())
-    mine = [w for w in weights if w.startswith("mobilenet_v2=")] or ["random"]
+    mine = _mobilenet_v2_weights(weights)
     spec = get_spec("mobilenet_v2")
     resolved = resolve(spec, parse_weights(mine, ["mobilenet_v2"], 0)["mobilenet_v2"])
     held = files[:: max(1, len(files) // 512)][:512]  # raw rates on 512 films held in memory
@@ -323,18 +353,7 @@ def int8_study(weights: list[str], work: Path, repeats: int, images: int = 2109)
         return len(arrays) / (time.perf_counter() - start)
 
     def pipeline(k: int, precision: str) -> float:
-        clock = Clock()
-        extract_features(
-            data=data,
-            manifest=None,
-            backbones=["mobilenet_v2"],
-            weights=mine,
-            features_dir=work / f"int8-study-{k}",
-            runtime="openvino",
-            precision=precision,
-            progress=clock,
-        )
-        return len(files) / (time.perf_counter() - clock.start)
+        return _openvino_rate(data, mine, work / f"int8-study-{k}", precision, len(files))
 
     rates: dict[str, list[float]] = {"tf raw": [], "int8 raw": [], "f32": [], "int8": []}
     started = time.perf_counter()
@@ -356,9 +375,7 @@ def int8_study(weights: list[str], work: Path, repeats: int, images: int = 2109)
         rates["int8 raw"].append(raw(int8_embed))
     tf_raw, int8_raw, f32, int8 = (max(rates[n]) for n in ("tf raw", "int8 raw", "f32", "int8"))
     side = work / "int8-study-1"  # both stores of one round, side by side
-    a = load(store_path(side, "mobilenet_v2"))
-    b = load(store_path(side, "mobilenet_v2+int8"))
-    Xa, Xb = a.X[np.argsort(a.ids)], b.X[np.argsort(b.ids)]
+    Xa, Xb = _in_id_order(side, "f32"), _in_id_order(side, "int8")
     diff = float(np.abs(Xa - Xb).max())
     relative = float((np.linalg.norm(Xa - Xb, axis=1) / np.linalg.norm(Xa, axis=1)).max())
     rows = [

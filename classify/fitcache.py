@@ -20,8 +20,6 @@ import hashlib
 import io
 import json
 import os
-import stat
-import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict
@@ -31,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr.classify.provenance import library_versions
+from cxr.errors import CxrError
+from cxr.files import open_regular, write_atomic
 
 if TYPE_CHECKING:
     from cxr.classify.covariates import Covariates
@@ -136,12 +136,10 @@ class FitCache:
         from cxr.classify.fitting import OutOfFold
 
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
+            f = open_regular(path, follow_links=False)
+        except OSError:  # a link, a FIFO, or gone meanwhile
             return "not a regular file"
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return "not a regular file"
+        with f:
             try:
                 with np.load(f, allow_pickle=False) as npz:
                     arrays = {name: npz[name] for name in (*ARRAYS, "meta")}
@@ -172,14 +170,10 @@ class FitCache:
         if not os.path.lexists(path):
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise ValueError("not a regular file")
+            with open_regular(path, follow_links=False) as f:
                 found = json.loads(f.read(MAX_JSON + 1).decode())
-        except (OSError, ValueError, UnicodeError) as exc:
-            reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
-            found = {"unreadable": reason}
+        except (OSError, ValueError):  # not a regular file, unreadable, not UTF-8 or not JSON
+            found = None
         if not isinstance(found, dict) or found.get("key") != key or "value" not in found:
             warnings.warn(f"{path}: cached scores ignored; computing them again", CacheWarning, 2)
             return None
@@ -212,19 +206,11 @@ class FitCache:
         self._write(key, ".npz", buffer.getvalue())
 
     def _write(self, key: str, suffix: str, content: bytes) -> None:
-        """Atomically (a temporary file, then a rename); a read-only or vanished folder only
-        costs the next run its fits."""
+        """Atomically (`write_atomic`); a read-only or vanished folder only costs the next run
+        its fits."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        except OSError:
-            return
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-            os.replace(tmp, self.folder / f"{key}{suffix}")
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
+            write_atomic(self.folder / f"{key}{suffix}", content, "a cached fit")
+        except CxrError:
             return
         self._evict()
 

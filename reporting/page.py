@@ -6,12 +6,13 @@ style, so the page works offline and cannot call out, whatever a document holds.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cxr.errors import CxrError
+from cxr.files import write_atomic
 from cxr.reporting.checklist import AUTHOR, fill, tally
 from cxr.reporting.documents import Document, Documents, read_documents
 from cxr.reporting.html import Html, esc, join, table, tag
@@ -42,27 +43,28 @@ class Written:
     checklist: dict[str, int]  # status -> items
 
 
-def _sections(doc: Document, many: bool) -> list[Section]:
-    """A document's sections; a crafted document whose values are of the wrong type gives one
-    line naming it, not a traceback."""
+@contextmanager
+def _malformed(what: str) -> Iterator[None]:
+    """A crafted document whose values are of the wrong type gives one line starting with
+    ``what``, not a traceback."""
     try:
-        found = sections_of(doc)
+        yield
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise CxrError(
-            f"{doc.path}: malformed {doc.kind} document ({type(exc).__name__}: {exc})"
-        ) from None
+        raise CxrError(f"{what} ({type(exc).__name__}: {exc})") from None
+
+
+def _sections(doc: Document, many: bool) -> list[Section]:
+    """A document's sections, titled with its file name when there are several evaluations."""
+    with _malformed(f"{doc.path}: malformed {doc.kind} document"):
+        found = sections_of(doc)
     if many and doc.kind == "evaluate":
         found = [Section(f"{s.title} ({doc.path.name})", s.body) for s in found]
     return found
 
 
 def checklist(docs: Documents) -> tuple[Section, dict[str, int]]:
-    try:
+    with _malformed("malformed document for the checklist"):
         filled = fill(docs)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise CxrError(
-            f"malformed document for the checklist ({type(exc).__name__}: {exc})"
-        ) from None
     rows = [
         [
             f.item.guideline,
@@ -124,13 +126,5 @@ def write_report(documents: Documents | Sequence[Path], path: Path) -> Written:
     page, titles, counts = render_report(docs)
     data = page.encode("utf-8")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data, "the report")
     return Written(path, len(data), titles, counts)

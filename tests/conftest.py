@@ -18,6 +18,13 @@ def class_folders(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private Keras home, so each test converts its own models: the OpenVINO cache folder."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    return tmp_path / "keras" / "models" / "cxr-openvino"
+
+
+@pytest.fixture
 def make_synthetic_store(tmp_path: Path) -> Callable[..., Path]:
     """Factory: write ``<tmp>/features/<backbone>.h5`` with Gaussian class clusters; return path.
 

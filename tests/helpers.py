@@ -64,6 +64,28 @@ def real_weights(name: str) -> Path:
     return path
 
 
+def extract_real(data: Path, out: Path, backbone: str, batch_size: int, **options):
+    """`extract_features` with ``backbone``'s real weights (the test skipped without them), so
+    the vectors mean something."""
+    from cxr.extract.runner import extract_features
+
+    return extract_features(
+        data=data,
+        manifest=None,
+        backbones=[backbone],
+        weights=[f"{backbone}={real_weights(backbone)}"],
+        features_dir=out,
+        batch_size=batch_size,
+        **options,
+    )
+
+
+def by_id(features) -> tuple[np.ndarray, np.ndarray]:
+    """A loaded store's ids and vectors in id order: two stores compared row for row."""
+    order = np.argsort(features.ids)
+    return features.ids[order], features.X[order]
+
+
 def small_weights() -> list[str]:
     """Real MobileNet 0.25 weights when present (meaningful vectors), else seeded random ones."""
     path = REAL_WEIGHTS["mobilenet_025"]

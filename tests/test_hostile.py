@@ -6,6 +6,7 @@ computed is lost. Crashes that would kill the test process (segfaults) run in a 
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import cxr
+from cxr import files
 from cxr.classify.heads import build_head
 from cxr.classify.model import MODEL_FORMAT, load_model, predict
 from cxr.cli import app
@@ -33,6 +35,7 @@ from cxr.errors import CxrError
 from cxr.extract.dataset import discover
 from cxr.extract.headers import StudyKey
 from cxr.extract.images import Rejected, decode_pixels
+from cxr.files import UnusableFile, open_regular
 
 runner = CliRunner()
 CLASSES = ["a", "b", "c"]
@@ -390,6 +393,23 @@ def test_fifos_and_devices_are_rejects_not_hangs(tmp_path):
     assert found["None"] == expected and found[str(data / "list.csv")] == expected
     assert found["read"] == "not a regular file (a FIFO)"  # swapped in after hashing
     assert found["manifest"] == 4  # listed; features rejects them with the reasons above
+
+
+def test_open_regular_refuses_a_link_only_when_told(tmp_path, monkeypatch):
+    """The fit cache reads only files it wrote: a link there was planted, even one swapped in
+    after the check (``O_NOFOLLOW``)."""
+    target = tmp_path / "real.npz"
+    target.write_bytes(b"data")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    with open_regular(link) as fh:
+        assert fh.read() == b"data"
+    with pytest.raises(UnusableFile, match=r"not a regular file \(a symbolic link\)"):
+        open_regular(link, follow_links=False)
+    monkeypatch.setattr(files, "regular_stat", lambda *a: None)  # the link swapped in meanwhile
+    with pytest.raises(OSError) as refused:
+        open_regular(link, follow_links=False)
+    assert refused.value.errno == errno.ELOOP
 
 
 def test_manifest_paths_outside_the_data_folder_are_refused_unless_asked(tmp_path):

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_class_folders, real_weights
+from helpers import by_id, extract_real, make_class_folders
 from typer.testing import CliRunner
 
 from cxr import store
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract import runtimes
-from cxr.extract.runner import extract_features
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -27,12 +26,6 @@ SHARED = Path("/work/shared/data/cxr")
 # Measured on 36 shared films calibrated on 12 (mobilenet_025, the smallest real backbone):
 # relative L2 difference from f32 up to 0.38; bound with margin.
 MAX_RELATIVE = 0.6
-
-
-@pytest.fixture
-def keras_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    return tmp_path / "keras" / "models" / "cxr-openvino"
 
 
 @pytest.fixture(scope="module")
@@ -50,23 +43,9 @@ def films(tmp_path_factory) -> Path:
 
 
 def run(data, out, precision="f32", **kw):
-    return extract_features(
-        data=data,
-        manifest=None,
-        backbones=[BACKBONE],
-        weights=[f"{BACKBONE}={real_weights(BACKBONE)}"],
-        features_dir=out,
-        batch_size=8,
-        runtime="openvino",
-        precision=precision,
-        calibration=12,
-        **kw,
+    return extract_real(
+        data, out, BACKBONE, 8, runtime="openvino", precision=precision, calibration=12, **kw
     )
-
-
-def by_id(fs):
-    order = np.argsort(fs.ids)
-    return fs.ids[order], fs.X[order]
 
 
 @pytest.mark.slow

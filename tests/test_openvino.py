@@ -7,42 +7,21 @@ import json
 
 import numpy as np
 import pytest
-from helpers import make_class_folders, real_weights
+from helpers import by_id, extract_real, make_class_folders, real_weights
 from typer.testing import CliRunner
 
 from cxr import store
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract import runtimes
-from cxr.extract.runner import extract_features
 
 pytest.importorskip("openvino")
 BACKBONE = "mobilenet_025"
 runner = CliRunner()
 
 
-@pytest.fixture
-def keras_home(tmp_path, monkeypatch):
-    """A private converted-model cache for each test."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    return tmp_path / "keras" / "models" / "cxr-openvino"
-
-
 def run(data, out, **kw):
-    return extract_features(
-        data=data,
-        manifest=None,
-        backbones=[BACKBONE],
-        weights=[f"{BACKBONE}={real_weights(BACKBONE)}"],
-        features_dir=out,
-        batch_size=4,
-        **kw,
-    )
-
-
-def by_id(fs):
-    order = np.argsort(fs.ids)
-    return fs.ids[order], fs.X[order]
+    return extract_real(data, out, BACKBONE, 4, **kw)
 
 
 def test_openvino_f32_embeddings_equal_tensorflows(tmp_path, keras_home):

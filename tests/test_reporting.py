@@ -187,6 +187,16 @@ def test_write_report_takes_documents_already_read(evaluated, tmp_path):
         read_documents([])
 
 
+def test_a_report_that_cannot_replace_its_target_is_one_line_and_leaves_nothing(
+    evaluated, tmp_path
+):
+    target = tmp_path / "out" / "r.html"
+    (target / "kept").mkdir(parents=True)  # a folder in the way: os.replace fails
+    with pytest.raises(CxrError, match=r"r\.html: cannot write the report"):
+        write_report([evaluated], target)
+    assert [p.name for p in target.parent.iterdir()] == ["r.html"]  # no temporary file left
+
+
 def test_the_readme_names_the_items_the_checklist_fills():
     from helpers import ROOT
 

@@ -124,6 +124,34 @@ def test_the_config_file_turns_tracking_on_and_its_typos_are_one_line(
     assert f"{config}: [tracking] has no setting 'enable'" in result.stderr
 
 
+def test_tracking_without_mlflow_stops_before_any_work(make_synthetic_store, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed: find_spec gives None
+    out = tmp_path / "evaluate.json"
+    result = evaluate(make_synthetic_store().parent, "--track", "--json", str(out))
+    assert result.exit_code == 2
+    assert "tracking needs MLflow: pip install 'cxr-transfer[tracking]'" in result.stderr
+    assert not out.exists()  # stopped before the evaluation, not warned after it
+
+
+def test_a_run_that_breaks_halfway_is_failed_with_one_warning(
+    make_synthetic_store, tmp_path, monkeypatch
+):
+    from cxr.tracking import log
+
+    def broken(*args):
+        raise RuntimeError("the artifact store refused")
+
+    monkeypatch.setattr(log, "report_page", broken)  # after the params, metrics and JSON
+    result = evaluate(make_synthetic_store().parent, "--track")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if "warning: tracking" in line]
+    assert len(warned) == 1 and "the artifact store refused" in warned[0]
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    [experiment] = [e for e in client(uri).search_experiments() if e.name == "cxr"]
+    [run] = client(uri).search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+
+
 NO_MLFLOW = textwrap.dedent(
     """
     import atexit, sys

@@ -2,12 +2,14 @@
 bounds, tags, the JSON, the predictions and the plots as artifacts).
 
 Called after the report's files are written: a tracking store that is down or refuses costs one
-warning, never the evaluation. MLflow retries HTTP with backoff for minutes by default; the
-tool's own calls get short limits (a user's own MLFLOW_HTTP_* settings win).
+warning, never the evaluation, and a run that breaks halfway is ended FAILED, not left RUNNING.
+MLflow retries HTTP with backoff for minutes by default; the tool's own calls get short limits
+(a user's own MLFLOW_HTTP_* settings win).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -135,32 +137,47 @@ def log_run(
     """Log the run; (run id, None), or (None, a one-line warning) when the store cannot be
     reached or refuses. ``best`` (the best result, its score) and ``settings``: the report's
     words, for the tags."""
+    client: Any = None
+    run: Any = None
     try:
         client = connect(target)
         experiment = experiment_id(client, target, create=True)
         run = client.create_run(experiment, tags=tags_of(report, best, settings))
-        run_id = run.info.run_id
-        from mlflow.entities import Metric, Param, RunTag
-
-        stamp = run.info.start_time
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, stamp, 0) for k, v in metrics_of(report).items()],
-            params=[Param(k, v) for k, v in params_of(report).items()],
-            tags=[RunTag("cxr.version", str(report["provenance"]["versions"].get("cxr-transfer")))],
-        )
-        client.log_text(run_id, json.dumps(report, indent=2) + "\n", "evaluate.json")
-        client.log_text(
-            run_id, json.dumps(predictions.document(report, outcomes)), predictions.NAME
-        )
-        if plots is not None and plots.is_dir():
-            client.log_artifacts(run_id, str(plots), "plots")
-        client.log_text(run_id, report_page(report, plots), "report.html")
-        client.set_terminated(run_id, "FINISHED")
+        _log_contents(client, run, report, outcomes, plots)
+        client.set_terminated(run.info.run_id, "FINISHED")
     except Exception as exc:  # tracking never costs the evaluation
+        if run is not None:
+            _end_failed(client, run.info.run_id)
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         return (
             None,
             f"tracking: run not logged to {target.uri} ({reason}); the report's files are written",
         )
-    return run_id, None
+    return run.info.run_id, None
+
+
+def _log_contents(
+    client: Any, run: Any, report: EvaluateReport, outcomes: Sequence[Outcome], plots: Path | None
+) -> None:
+    """A created run's params, metrics and artifacts (the JSON, predictions, plots, report)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id, stamp = run.info.run_id, run.info.start_time
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, stamp, 0) for k, v in metrics_of(report).items()],
+        params=[Param(k, v) for k, v in params_of(report).items()],
+        tags=[RunTag("cxr.version", str(report["provenance"]["versions"].get("cxr-transfer")))],
+    )
+    client.log_text(run_id, json.dumps(report, indent=2) + "\n", "evaluate.json")
+    client.log_text(run_id, json.dumps(predictions.document(report, outcomes)), predictions.NAME)
+    if plots is not None and plots.is_dir():
+        client.log_artifacts(run_id, str(plots), "plots")
+    client.log_text(run_id, report_page(report, plots), "report.html")
+
+
+def _end_failed(client: Any, run_id: str) -> None:
+    """A run that broke halfway is marked FAILED, not left RUNNING in the store's listings; when
+    the store cannot take even that, the one warning already says the run was not logged."""
+    with contextlib.suppress(Exception):
+        client.set_terminated(run_id, "FAILED")

@@ -14,7 +14,7 @@ from cxr.errors import CxrError
 from cxr.files import read_text
 from cxr.tracking import predictions
 from cxr.tracking.log import connect, experiment_id
-from cxr.tracking.target import Target
+from cxr.tracking.target import NEEDS_MLFLOW, Target
 
 
 class Run(TypedDict):
@@ -49,7 +49,7 @@ def _client(target: Target) -> Any:
     try:
         return connect(target)
     except ImportError:
-        raise CxrError("tracking needs MLflow: pip install 'cxr-transfer[tracking]'") from None
+        raise CxrError(NEEDS_MLFLOW) from None
 
 
 def _run(info: Any) -> Run:

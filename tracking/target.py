@@ -8,6 +8,7 @@ default backend.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ KEYS = {"enabled": bool, "uri": str, "experiment": str}
 EXPERIMENT = "cxr"
 DATABASE = "mlruns.db"
 ARTIFACTS = "mlartifacts"
+NEEDS_MLFLOW = "tracking needs MLflow: pip install 'cxr-transfer[tracking]'"
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,10 @@ def resolve(uri: str | None, features: Path, config: Path | None = None) -> Targ
 def enabled(track: bool, uri: str | None, config: Path | None) -> bool:
     """--track, --tracking-uri, or ``enabled = true`` in the config's [tracking] table."""
     return track or uri is not None or bool(settings(config).get("enabled", False))
+
+
+def require_mlflow() -> None:
+    """Tracking asked for without MLflow installed: one line naming the fix before any work, not
+    a warning after the whole evaluation (``find_spec`` finds MLflow without importing it)."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise CxrError(NEEDS_MLFLOW)
