@@ -45,8 +45,9 @@ class Preprocessing:
         else:
             row[...] = self._keras(image if image.ndim == 3 else np.repeat(image[..., None], 3, 2))
 
-    def batch(self, images: Sequence[np.ndarray], rows: int) -> np.ndarray:
-        """(rows, s, s, 3) float32: ``images`` preprocessed, then padding."""
+    def batch(self, images: Sequence[np.ndarray] | np.ndarray, rows: int) -> np.ndarray:
+        """(rows, s, s, 3) float32: ``images`` (films, or a stack of them) preprocessed, then
+        padding."""
         out = np.empty((rows, self.size, self.size, 3), np.float32)
         for i, image in enumerate(images):
             self.fill(out[i], image)
