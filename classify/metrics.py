@@ -291,9 +291,12 @@ def confusion(
     cell = np.asarray(y_true) * n_classes + np.asarray(y_pred)
     if weights is None:
         return np.bincount(cell, minlength=n_classes**2).reshape(n_classes, n_classes)
-    onehot = np.zeros((len(cell), n_classes**2))
+    # In the weights' own dtype: float32 bootstrap counts would otherwise be copied to float64
+    # on every call (most of a warm re-run's comparisons); their sums are whole and exact.
+    weights = np.asarray(weights)
+    onehot = np.zeros((len(cell), n_classes**2), dtype=np.result_type(weights, np.float32))
     onehot[np.arange(len(cell)), cell] = 1.0
-    return (weights @ onehot).reshape(-1, n_classes, n_classes)
+    return (weights @ onehot).astype(float).reshape(-1, n_classes, n_classes)
 
 
 def _batch(weights: np.ndarray | None, n: int) -> np.ndarray:
