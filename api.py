@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cxr.audit.run import AuditReport
     from cxr.classify.designs import Design
     from cxr.classify.model import PredictReport, TrainSummary
+    from cxr.classify.neighbours import Sample
     from cxr.classify.results import Evaluated, EvaluateReport, Outcome, Result
     from cxr.classify.tasks import Condition
     from cxr.extract.runner import Summary
@@ -236,21 +237,24 @@ class Evaluation:
 
     report: EvaluateReport
     outcomes: tuple[Outcome, ...] = ()
+    samples: tuple[Sample, ...] = ()  # each store's films for its embedding map
 
     @classmethod
     def of(cls, evaluated: Evaluated) -> Evaluation:
-        return cls(evaluated.report, evaluated.outcomes)
+        return cls(evaluated.report, evaluated.outcomes, evaluated.samples)
 
     def plot(self, folder: Path | str) -> list[str]:
-        """Write the figures (confusion, ROC, reliability, forest, learning curves) to
-        ``folder``; their paths are added to the report and returned."""
+        """Write the figures (confusion, ROC, reliability, forest, learning curves, each
+        store's embedding map) to ``folder``; their paths are added to the report and
+        returned."""
         from cxr.classify.plots import write_plots
         from cxr.classify.results import Evaluated
         from cxr.extract.images import thumbnail  # stage 1's decoder, for the galleries
 
         if len(self.outcomes) != len(self.results):
             raise CxrError("this Evaluation has no out-of-fold arrays to plot (made from JSON)")
-        return write_plots(Evaluated(self.report, self.outcomes), Path(folder), thumbnail)
+        evaluated = Evaluated(self.report, self.outcomes, self.samples)
+        return write_plots(evaluated, Path(folder), thumbnail)
 
     @property
     def results(self) -> list[Result]:
@@ -280,11 +284,15 @@ class Evaluation:
 
     def predictions(self) -> pd.DataFrame:
         """Every out-of-fold prediction: one row per (result, test image, repeat), with the true
-        label, the split, ``p_<class>`` columns and the predicted class."""
+        label of the task, the ``fold`` (the split that tested the row), ``p_<class>`` columns
+        and the predicted class; then the store's columns of the image (``source``, ``view``, a
+        manifest's ``split``, ...; ``patient_id``, and the stored ``label`` as
+        ``stored_label``: a stored column whose name is taken is prefixed ``stored_``). An
+        Evaluation made from JSON alone has the predictions without the store's columns."""
         import pandas as pd
 
         frames = []
-        for r in self.results:
+        for i, r in enumerate(self.results):
             p = r.get("predictions")
             if p is None:
                 raise ValueError("no predictions in this report: evaluate(..., predictions=True)")
@@ -292,12 +300,21 @@ class Evaluation:
                 {
                     "backbone": r["backbone"],
                     "head": r["head"],
-                    **{k: p[k] for k in ("id", "path", "group", "label", "split")},
+                    **{k: p[k] for k in ("id", "path", "group", "label")},
+                    "fold": p["split"],
                     **{f"p_{c}": p["proba"][c] for c in r["classes"]},
                 }
             )
             probabilities = frame[[f"p_{c}" for c in r["classes"]]].to_numpy()
-            frame["predicted"] = [r["classes"][i] for i in probabilities.argmax(axis=1)]
+            frame["predicted"] = [r["classes"][k] for k in probabilities.argmax(axis=1)]
+            stored = self.outcomes[i].columns if i < len(self.outcomes) else None
+            for name, values in (stored or {}).items():
+                if name in ("id", "path"):  # the same values, already there
+                    continue
+                shown = name
+                while shown in frame.columns:
+                    shown = f"stored_{shown}"
+                frame[shown] = values
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
@@ -316,11 +333,18 @@ class Evaluation:
         return summary_table(self.report)
 
     def __repr__(self) -> str:
+        import shutil
+        import textwrap
+
         from cxr.classify.results import result_name
+        from cxr.reporting.sections import design_words
 
         metric = self.report["settings"]["metric"]
         first = self.results[0]
+        width = shutil.get_terminal_size().columns
         lines = [f"Evaluation: {first['task']['name']}, {len(self.results)} result(s), by {metric}"]
+        lines += textwrap.wrap(design_words(self.report), width, initial_indent="  ",
+                               subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
         for r in self.results:
             stat = r["metrics"][metric]
             held = r.get("validation", {}).get("held_out")
@@ -330,7 +354,9 @@ class Evaluation:
             lines.append(
                 f"  {result_name(r)}{where}: {stat['pooled']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
             )
-        lines += [f"  warning: {w}" for w in self.report["warnings"]]
+        for w in self.report["warnings"]:
+            lines += textwrap.wrap(f"warning: {w}", width, initial_indent="  ",
+                                   subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
         return "\n".join(lines)
 
 

@@ -1097,7 +1097,9 @@ def audit(
         None, "--exclude-out", help="Write the exclusion/merge file for `cxr evaluate --exclude`."
     ),
     plots: Path | None = typer.Option(
-        None, "--plots", help="Draw each duplicate group's films side by side here."
+        None,
+        "--plots",
+        help="Draw the store's embedding map and each duplicate group's films side by side here.",
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the probe's folds."),
     scheduler: str | None = SCHEDULER,
@@ -1126,10 +1128,11 @@ def audit(
     def figures() -> None:
         if plots is None:
             return
-        from cxr.audit.figures import cluster_plots
+        from cxr.audit.figures import cluster_plots, map_plot
 
         try:
-            result["plots"] = cluster_plots(result, Path(result["data_root"]), plots)
+            clusters = cluster_plots(result, Path(result["data_root"]), plots)
+            result["plots"] = map_plot(result, plots) + clusters
         except (OSError, ValueError, RuntimeError) as exc:
             raise CxrError(f"--plots {plots}: cannot write the plots ({exc})") from None
 
@@ -1138,7 +1141,8 @@ def audit(
         console.print(f"Hashes and probes ran on Dask ({scheduler}).", highlight=False)
     if plots is not None:
         console.print(
-            f"Wrote {len(result.get('plots', []))} cluster figure(s) to {plots}",
+            f"Wrote {len(result.get('plots', []))} figure(s) to {plots}: the embedding map "
+            "and each duplicate cluster's films",
             markup=False,
             highlight=False,
         )

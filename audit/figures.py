@@ -1,7 +1,9 @@
-"""`cxr audit --plots DIR`: each duplicate group side by side, with what joined it.
+"""`cxr audit --plots DIR`: each duplicate group side by side, with what joined it, and the
+store's embedding map.
 
 The audit's numbers say that two files are the same picture; the pictures say whether that is
 a copy, a crop, a re-encoding, or two films of one patient, and a reader trusts what they see.
+Likewise the map shows what the neighbour shares count: films sitting beside their own source.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ import re
 import textwrap
 from pathlib import Path
 
-from cxr.audit.run import AuditReport
+from cxr.audit.run import AuditReport, Shortcut
+from cxr.classify.plots import embedding_map, safe_name
+from cxr.classify.tasks import rows_digest
+from cxr.errors import CxrError
 from cxr.extract.images import thumbnail
+from cxr.store import load
 
 MAX_FIGURES = 200  # clusters drawn; --json lists every one
 MAX_MEMBERS = 6  # pictures per cluster figure
@@ -61,3 +67,18 @@ def cluster_plots(report: AuditReport, root: Path, out_dir: Path) -> list[str]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def map_plot(report: AuditReport, out_dir: Path) -> list[str]:
+    """The store's embedding map of the films its neighbour shares asked (`Shortcut`): the
+    store is read again, and refused if its rows changed since the audit."""
+    entry = report.get("neighbourhood")
+    if not entry:
+        return []
+    fs = load(report["store"])
+    if rows_digest(fs.ids, fs.labels) != entry["rows_sha256"]:
+        raise CxrError(f"{report['store']}: the store changed since the audit; run it again")
+    column = entry.get("column")
+    sample = Shortcut.of(fs, [column] if column else []).sample(fs, entry["seed"])
+    stem = f"{safe_name(entry['backbone'])}-embedding-map"
+    return [embedding_map(sample, entry, out_dir, stem, "every stored film")]

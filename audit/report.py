@@ -11,6 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from cxr.classify.report import render_neighbourhoods
+
 WORST = 10  # clusters shown in the terminal; --json has all of them
 
 
@@ -57,6 +59,8 @@ def render(result: dict, console: Console) -> None:
     if len(result["clusters"]) > WORST:
         console.print(f"... {len(result['clusters']) - WORST} more clusters in --json.")
     _render_probes(result["probes"], console)
+    if result.get("neighbourhood"):
+        render_neighbourhoods([result["neighbourhood"]], console)
     excl = result["exclusions"]
     console.print(
         f"Exclusion file: {len(excl['exclude'])} image(s) to drop (label conflicts), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
@@ -15,6 +16,9 @@ from cxr.audit.cache import DECODE_WORKERS, hashes_for
 from cxr.audit.phash import LEVELS, METHOD, N_BITS, WORDS
 from cxr.audit.probe import ProbeResult, probe
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD
+from cxr.classify.folds import patient_groups
+from cxr.classify.neighbours import SAMPLE, Neighbourhood, Sample, draw, films, neighbourhood
+from cxr.classify.tasks import rows_digest
 from cxr.cluster import on_cluster
 from cxr.errors import CxrError
 from cxr.progress import Progress, Silent
@@ -22,6 +26,7 @@ from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import store_path
 
 DEFAULT_PROBES = ("source", "dataset")
+REPLICATES = 1000  # of the neighbour shares' patient bootstrap
 MEMBER_COLUMNS = ("id", "path", "label", "patient_id", "source")
 
 
@@ -45,10 +50,48 @@ class AuditReport(TypedDict):
     counts: dict  # pairs by method, clusters, conflicts, hashed rows (see _counts)
     clusters: list[ClusterReport]
     probes: dict[str, ProbeResult]  # keyed by the probed column
+    neighbourhood: Neighbourhood  # do films sit beside films of their own source?
     exclusions: dict  # Exclusions.to_json(): what --exclude-out writes
     notes: list[str]
     plots: list[str]  # with --plots: a figure per duplicate cluster
     timing: dict  # hashes_computed, hash_seconds, total_seconds
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """What the audit's neighbour shares and embedding map are about: every stored film, its
+    label, its patient (or itself), and the first probed column that varies."""
+
+    y: np.ndarray
+    classes: list[str]
+    units: np.ndarray
+    unit: str
+    column: str | None
+    values: np.ndarray | None
+    rows_sha256: str
+
+    @classmethod
+    def of(cls, fs: FeatureSet, columns: Sequence[str]) -> Shortcut:
+        classes = sorted(set(fs.labels.tolist()))
+        groups = patient_groups(fs.patient_ids, fs.ids)
+        known = bool(np.all(groups != ""))
+        varied = (c for c in columns if c in fs.columns() and len(set(fs.column(c)) - {""}) > 1)
+        column = next(varied, None)
+        unit = "patient" if fs.has_patient_ids else "patient (image where no id)"
+        return cls(
+            y=np.searchsorted(classes, fs.labels),
+            classes=classes,
+            units=groups if known else fs.ids,
+            unit=unit if known else "image",
+            column=column,
+            values=fs.column(column) if column else None,
+            rows_sha256=rows_digest(fs.ids, fs.labels),
+        )
+
+    def sample(self, fs: FeatureSet, seed: int) -> Sample:
+        """The films the neighbour shares asked, drawn again for the map."""
+        asked, _ = draw(self.y, self.values, SAMPLE, seed, self.column or "value")
+        return films(fs.name, fs.X, self.y, self.classes, self.values, asked)
 
 
 def choose_store(features_dir: Path, backbone: str | None) -> Path:
@@ -158,6 +201,22 @@ def _audit(
     probe_results: dict[str, ProbeResult] = {
         c: probed[c] if firsts[c] == c else ProbeResult(same_as=firsts[c]) for c in columns
     }
+    shortcut = Shortcut.of(fs, columns)
+    with steps.step("neighbours: do films sit beside their own source?", 1) as done:
+        around, _ = neighbourhood(
+            fs.name,
+            fs.X,
+            shortcut.y,
+            shortcut.classes,
+            shortcut.units,
+            shortcut.column,
+            shortcut.values,
+            unit=shortcut.unit,
+            seed=seed,
+            replicates=REPLICATES,
+            rows_sha256=shortcut.rows_sha256,
+        )
+        done(1)
 
     return AuditReport(
         store=str(fs.path),
@@ -173,6 +232,7 @@ def _audit(
         counts=_counts(found, exact, by_hash, by_cosine, len(fs), len(hashed)),
         clusters=[_cluster_dict(c, fs) for c in found],
         probes=probe_results,
+        neighbourhood=around,
         exclusions=exclusions.build(found, ids, patients).to_json(),
         notes=notes,
         plots=[],

@@ -11,13 +11,23 @@ rows this measures two things, side by side with chance:
 A column warns when V >= CRAMERS_V_WARN (0.5, "strong" on the usual scale). Numeric columns with
 many values (image width, age) are cut into quartiles; columns that look like identifiers (more
 than MAX_VALUES values, or mostly unique) are skipped and named as such.
+
+A column that refines the target is a finer label, not a confound: the diagnosis `finding`
+(COVID-19, SARS, Streptococcus, ...) from which the label was made predicts the label perfectly,
+as it must. It is recognised on the whole store, not on the task's rows (where a source can
+look like that too, e.g. when every COVID-19 film comes from sources without other classes):
+every value belongs to one target value, and the column is not a property of where films come
+from (no `source` value spans two of its values: a site's attribute, such as its country or
+its scanner, stays a confound). Named in ``asked`` (``--confounds``), it is measured anyway.
+A source, or an attribute of it, that groups the task's rows exactly as the target does is no
+copy of the target but the starkest confound of all: it is measured (and warns).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
 import numpy as np
@@ -30,6 +40,7 @@ MAX_VALUES = 50
 NUMERIC_BINS = 4
 FOLDS = 5
 NOT_METADATA = ("id", "path", "patient_id")
+SOURCE = "source"  # the store's column naming where each film comes from
 
 
 class Confound(TypedDict, total=False):
@@ -43,6 +54,7 @@ class Confound(TypedDict, total=False):
     table: dict[str, dict[str, int]]  # value -> class -> rows
     skipped: str  # why the column was not measured
     same_as: str  # an earlier column that splits the rows the same way (not repeated)
+    refines: str  # the target this column is a finer version of (not measured, never warns)
 
 
 def warnings(found: Sequence[Confound], target: str, held_out: str | None) -> list[str]:
@@ -67,8 +79,68 @@ def warnings(found: Sequence[Confound], target: str, held_out: str | None) -> li
     return lines
 
 
-def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Confound]:
-    """Every metadata column measured against the task's classes, strongest first."""
+def finer_labels(found: Sequence[Confound]) -> list[str]:
+    """The columns found to be finer versions of the target."""
+    return [c["column"] for c in found if c.get("refines")]
+
+
+def finer_note(found: Sequence[Confound]) -> str | None:
+    """The one sentence that says which columns are finer labels, left out of the checks."""
+    finer = finer_labels(found)
+    if not finer:
+        return None
+    target = next(c["refines"] for c in found if c.get("refines"))
+    names = ", ".join(finer)
+    each = "each of their values" if len(finer) > 1 else "each of its values"
+    return (
+        f"{names} refine{'' if len(finer) > 1 else 's'} the {target} ({each} belongs to one "
+        f"{target} in the whole store): a finer {target}, not a confound, so left out of the "
+        f"confound checks (--confounds {finer[0]} measures it anyway)"
+    )
+
+
+def strongest(found: Sequence[Confound], columns: Mapping[str, np.ndarray]) -> str | None:
+    """The column the embedding map and the neighbour shares are about: the strongest confound
+    measured (``found`` is strongest first), else the store's source when it varies."""
+    measured = next((c["column"] for c in found if "cramers_v" in c), None)
+    if measured is not None:
+        return measured
+    source = columns.get(SOURCE)
+    return SOURCE if source is not None and len(set(source.tolist()) - {""}) > 1 else None
+
+
+def refines(fine: np.ndarray, coarse: np.ndarray) -> bool:
+    """Whether every value of ``fine`` goes with one value of ``coarse`` (a function of it)."""
+    fine, coarse = np.asarray(fine, dtype=object), np.asarray(coarse, dtype=object)
+    pairs = set(zip(fine.tolist(), coarse.tolist(), strict=True))
+    return len(pairs) == len(set(fine.tolist()))
+
+
+def _finer(column: str, target: str, store: Mapping[str, np.ndarray]) -> bool:
+    """``column`` is categorical (few values, shared by many rows) and refines ``target`` on the
+    whole store, and it is not an attribute of the source."""
+    if column == SOURCE or column not in store or target not in store:
+        return False
+    values = store[column]
+    distinct = len(set(values.tolist()))
+    if distinct > MAX_VALUES or distinct > len(values) / 2 or not refines(values, store[target]):
+        return False
+    source = store.get(SOURCE)
+    return source is None or not refines(source, values)
+
+
+def confounds(
+    data: TaskData,
+    target: str = "label",
+    seed: int = 0,
+    *,
+    store: Mapping[str, np.ndarray] | None = None,
+    asked: Sequence[str] | None = None,
+) -> list[Confound]:
+    """Every metadata column measured against the task's classes, strongest first.
+
+    ``store``: every column on all the store's rows (before --where and the task), where finer
+    labels are recognised; ``asked``: columns named by the user, measured even if finer."""
     out: list[Confound] = []
     partitions: dict[bytes, str] = {}
     folds = _folds(data, seed)  # the same for every column: computed once
@@ -85,11 +157,16 @@ def confounds(data: TaskData, target: str = "label", seed: int = 0) -> list[Conf
             out.append(Confound(column=column, values=distinct, skipped="identifier-like"))
             continue
         partition = _partition(values)
-        if partitions.get(partition) == target:
+        finer = store is not None and not binned and _finer(column, target, store)
+        twin = partitions.get(partition)
+        if twin == target and (finer or store is None):  # a copy of the target, not a source
             out.append(Confound(column=column, values=distinct, skipped=f"restates {target}"))
             continue
-        if partition in partitions:
-            out.append(Confound(column=column, values=distinct, same_as=partitions[partition]))
+        if twin is not None and twin != target:
+            out.append(Confound(column=column, values=distinct, same_as=twin))
+            continue
+        if finer and column not in (asked or ()):
+            out.append(Confound(column=column, values=distinct, refines=target))
             continue
         partitions[partition] = column
         out.append(_measure(column, values, binned, data, folds))

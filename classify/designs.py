@@ -265,10 +265,22 @@ class CrossValidation(Design):
     @classmethod
     def describe(cls, result: Mapping) -> str:
         cv = result["cv"]
-        unit = cv["unit"] if cv["grouped"] else "image (no patient grouping)"
+        unit = str(cv["unit"])
+        if not cv["grouped"]:
+            split = "StratifiedKFold by image (no patient grouping: a patient's films can sit on "
+            split += "both sides of a split)"
+        else:
+            kept = (
+                "patient"
+                if unit.startswith("patient")
+                else "duplicate group"
+                if unit.startswith("image")
+                else f"{unit} value"
+            )
+            split = f"{cv['scheme']} by {unit} (no {kept} on both sides of a split)"
         return (
-            f"{cv['scheme']} by {unit}, {cv['folds']} folds x {cv['repeats']} repeat(s), "
-            f"seed {cv['seed']}; CIs of pooled out-of-fold values"
+            f"{cv['folds']}-fold cross-validation, stratified by class, {cv['repeats']} "
+            f"repeat(s), seed {cv['seed']}: {split}; CIs of pooled out-of-fold values"
         )
 
     @classmethod

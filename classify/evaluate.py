@@ -20,7 +20,7 @@ from joblib import Parallel, delayed
 
 from cxr.classify.compare import Scored, caution, compare, paired_difference, row_keys
 from cxr.classify.config import EvaluateConfig
-from cxr.classify.confounds import Confound, confounds
+from cxr.classify.confounds import Confound, confounds, strongest
 from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
@@ -29,6 +29,7 @@ from cxr.classify.fitcache import FOLDER, FitCache, scores_key
 from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
 from cxr.classify.heads import effective_params, search_grid
 from cxr.classify.metrics import summarize
+from cxr.classify.neighbours import Neighbourhood, Sample, neighbourhood
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.results import (
     Evaluated,
@@ -126,6 +127,9 @@ class _Run:
     curves: list[Curve] = field(default_factory=list)
     stores: dict[str, dict] = field(default_factory=dict)
     confounds: list[Confound] = field(default_factory=list)
+    column: str | None = None  # the strongest confound: the map's and the neighbours' column
+    neighbourhoods: list[Neighbourhood] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
 
     def store(self, path: Path, *, first: bool, cache: dict) -> None:
         """Every head on one store: the embeddings, then with covariates if asked."""
@@ -145,9 +149,13 @@ class _Run:
             **fs.attrs,
         }
         if not self.confounds and config.confounds != ():
-            found = confounds(data, config.task.target, config.seed)
             wanted = config.confounds
+            whole = {**fs.rows.columns, **fs.meta.columns}  # finer labels: on every stored row
+            found = confounds(data, config.task.target, config.seed, store=whole, asked=wanted)
             self.confounds = [c for c in found if wanted is None or c["column"] in wanted]
+        if first:
+            self.column = strongest(self.confounds, data.columns)
+        self.neighbours(fs.name, data)
         variants: list[tuple[str, TaskData, Covariates | None]] = [("embeddings", data, None)]
         if config.covariates:
             target = config.task.target
@@ -158,6 +166,26 @@ class _Run:
                 variants.append((f"{only.label} alone", only_data, only))
         for inputs, variant, columns in variants:
             self.variant(fs.name, plan, variant, inputs, columns)
+
+    def neighbours(self, name: str, data: TaskData) -> None:
+        """The store's neighbourhood shares (JSON) and the films they asked (for the map)."""
+        units, unit = (data.groups, data.group_unit) if data.has_groups else (data.ids, "image")
+        values = data.columns.get(self.column) if self.column else None
+        found, sample = neighbourhood(
+            name,
+            data.X,
+            data.y,
+            data.classes,
+            units,
+            self.column if values is not None else None,
+            values,
+            unit=unit,
+            seed=self.config.seed,
+            replicates=self.config.scoring.replicates,
+            rows_sha256=data.rows_sha256(),
+        )
+        self.neighbourhoods.append(found)
+        self.samples.append(sample)
 
     def variant(
         self, backbone: str, plan: Plan, data: TaskData, inputs: str, layout: Covariates | None
@@ -263,6 +291,7 @@ class _Run:
                 data.paths[mine.row],
                 sources[mine.row] if sources is not None else None,
                 units,
+                {name: values[mine.row] for name, values in data.columns.items()},
             )
         )
         value = entry["metrics"][self.config.metric]["pooled"]
@@ -421,6 +450,7 @@ class _Run:
             EvaluateReport(
                 results=self.results,
                 confounds=self.confounds,
+                neighbourhoods=self.neighbourhoods,
                 warnings=self.notes,
                 settings=Settings(metric=config.metric, operating_point=scoring.operating_point),
                 provenance=Provenance(
@@ -438,7 +468,7 @@ class _Run:
         )
         if config.train_sizes:
             report["learning_curves"] = jsonable(self.curves)
-        return Evaluated(report, tuple(self.outcomes))
+        return Evaluated(report, tuple(self.outcomes), tuple(self.samples))
 
 
 def grid_edges(head: str, grid: Mapping[str, list], chosen: Sequence[dict]) -> list[str]:

@@ -257,6 +257,14 @@ def per_class_metrics() -> list[Metric]:
     return [m for m in METRICS if m.per_class]
 
 
+def metric_title(name: str, operating_point: float, *, per_class: bool = False) -> str:
+    """A metric's JSON key as people say it (``sens_at_spec`` -> ``sens. @ 95% spec.``); a key
+    the table does not know is shown as it is."""
+    found = (m for m in METRICS if m.name == name and m.per_class == per_class)
+    metric = next(found, None)
+    return name if metric is None else metric.title(operating_point)
+
+
 def overall_metric(name: str) -> Metric:
     """An overall metric by name (ValueError naming the choices)."""
     for m in overall_metrics():

@@ -1,9 +1,10 @@
 """The PNG figures of an evaluation, drawn after it from what it returned (matplotlib, lazily).
 
 Per result a confusion matrix, a ROC plot and a reliability diagram; per task and design run a
-forest plot of the chosen metric; per task the learning curves. File names come from the
-design (`Design.slug`) and from names made safe here: whatever a store's attributes or a
-label hold, a plot lands in the folder it was asked for, under a name the file system takes.
+forest plot of the chosen metric; per task the learning curves; per store the embedding map.
+File names come from the design (`Design.slug`) and from names made safe here: whatever a
+store's attributes or a label hold, a plot lands in the folder it was asked for, under a name
+the file system takes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from cxr.classify.designs import design_of, slug
+from cxr.classify.layout import layout
 from cxr.classify.metrics import ECE_BINS, overall_metric
+from cxr.classify.neighbours import Neighbourhood, Sample, chance, percent
 from cxr.classify.report import number
 from cxr.classify.results import Evaluated, EvaluateReport, Result, result_name
 
@@ -42,7 +45,7 @@ def write_plots(
         result["plots"] = result_plots(result, outcome.y, outcome.proba, out_dir, op)
         written += result["plots"]
     report["plots"] = forest_plots(report, out_dir) + curve_plots(report, out_dir)
-    report["plots"] += confound_plots(report, out_dir)
+    report["plots"] += confound_plots(report, out_dir) + map_plots(evaluated, out_dir)
     if thumbnail is not None:
         report["plots"] += wrong_galleries(evaluated, out_dir, thumbnail)
     return written + report["plots"]
@@ -447,3 +450,84 @@ def confound_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
     )
     stem = f"{design_of(first).slug(first)}-confound-{safe_name(c['column'])}"
     return [_save(fig, _file(out_dir, stem, ".png"))]
+
+
+MAP_COLOURS = 9  # values in a panel of the embedding map: 8 coloured (Dark2 has 8), 1 "other"
+
+
+def map_plots(evaluated: Evaluated, out_dir: Path) -> list[str]:
+    """Each store's embedding map (`embedding_map`), named after the store, task and design."""
+    report = evaluated.report
+    entries = {n["backbone"]: n for n in report.get("neighbourhoods", [])}
+    first = report["results"][0]
+    written = []
+    for sample in evaluated.samples:
+        if sample.name in entries:
+            stem = f"{safe_name(sample.name)}-{design_of(first).slug(first)}-embedding-map"
+            entry = entries[sample.name]
+            written.append(embedding_map(sample, entry, out_dir, stem, first["task"]["name"]))
+    return written
+
+
+def embedding_map(sample: Sample, entry: Neighbourhood, out_dir: Path, stem: str, what: str) -> str:
+    """A store's films laid out in 2-D (`cxr.classify.layout`), side by side coloured by label
+    and by the column of the neighbour shares, each panel titled with its share beside chance;
+    how they were laid out goes into ``entry["map"]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coords, laid = layout(sample.X, entry["seed"])
+    k, everyone = entry["k"], entry["all"]
+    label = everyone["same_label"]
+    panels = [
+        (
+            sample.labels,
+            f"by label: {percent(label)} of each film's {k} nearest neighbours (cosine, other "
+            f"patients' films) carry its label; by chance {chance(label)}",
+        )
+    ]
+    column = entry.get("column")
+    if column is not None and sample.values is not None:
+        mine, inside = everyone["same_value"], everyone["same_value_in_class"]
+        panels.append(
+            (
+                sample.values,
+                f"by {column}: {percent(mine)} of them come from its own {column} (by chance "
+                f"{chance(mine)}); among its own class's films {percent(inside)} (by chance "
+                f"{chance(inside)})",
+            )
+        )
+    size = float(np.clip(12000 / max(len(coords), 1), 3, 30))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.8), squeeze=False)
+    for ax, (values, title) in zip(axes[0], panels, strict=True):
+        shown = np.asarray(values, dtype=object).astype(str)
+        shown[shown == ""] = "(empty)"
+        names, counts = np.unique(shown, return_counts=True)
+        order = list(names[np.argsort(-counts, kind="stable")])
+        if len(order) > MAP_COLOURS:  # the largest keep a colour, the rest are one grey
+            rest = set(order[MAP_COLOURS - 1 :])
+            shown = np.where(np.isin(shown, list(rest)), f"other ({len(rest)} values)", shown)
+            order = [*order[: MAP_COLOURS - 1], f"other ({len(rest)} values)"]
+        palette = plt.get_cmap("tab10" if values is sample.labels else "Dark2")
+        for i, value in enumerate(order):  # the largest first, so the smallest stay visible
+            inside = shown == value
+            colour = "lightgrey" if value.startswith("other (") else palette(i % palette.N)
+            ax.scatter(coords[inside, 0], coords[inside, 1], s=size, color=colour, alpha=0.75,
+                       linewidths=0, label=f"{value[:30]} ({int(inside.sum()):,})")  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(3, len(order)),
+                  fontsize=8, frameon=False, markerscale=max(1.0, 30 / size) ** 0.5)  # fmt: skip
+        _title(ax, title, 62)
+    laid_out = f"{laid['detail']}; {entry['sample']}"
+    fig.suptitle(
+        "\n".join(
+            textwrap.wrap(f"{sample.name}, {what}: embedding map, {laid_out}", 60 * len(panels))
+        ),
+        fontsize=9,
+    )
+    laid["figure"] = _save(fig, _file(out_dir, stem, ".png"))
+    entry["map"] = laid
+    return laid["figure"]

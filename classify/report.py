@@ -16,10 +16,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from cxr.classify.confounds import finer_note
 from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.designs import design_of
 from cxr.classify.heads import changed_params, setting_text
 from cxr.classify.metrics import Metric, overall_metric, overall_metrics, per_class_metrics
+from cxr.classify.neighbours import MEASURES, Neighbourhood, chance, percent
 from cxr.classify.provenance import DISCLAIMER
 from cxr.classify.results import EvaluateReport, Provenance, Result
 from cxr.classify.results import result_name as _name
@@ -56,9 +58,16 @@ def versus(comparison: Comparison | None, replicates: int) -> str:
         return "n/a"
     lo, hi = comparison["ci95"]
     mark = "≈ " if comparison["indistinguishable"] else ""
-    p = comparison["p"]
-    shown = f"p < {1 / replicates:.0e}" if p == 0 else f"p {p:.2g}"
+    shown = p_text(comparison["p"], replicates)
     return f"{mark}{comparison['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {shown}"
+
+
+def p_text(p: float | None, replicates: int) -> str:
+    """A bootstrap p-value for people: ``p 0.013``, or ``p < 1e-03`` when no replicate of
+    ``replicates`` crossed (never ``0.000``)."""
+    if p is None:
+        return "p n/a"
+    return f"p < {1 / max(replicates, 1):.0e}" if p == 0 else f"p {p:.2g}"
 
 
 def result_settings(result: Mapping[str, Any]) -> str:
@@ -126,6 +135,7 @@ def render(report: EvaluateReport, console: Console) -> None:
     confound_lines = confound_warnings(found, target, design.held_out_column(first))
     shown = [w for w in report["warnings"] if w in confound_lines]
     _render_confounds(found, shown, first, console)
+    render_neighbourhoods(report.get("neighbourhoods", []), console)
     summary = [m for m in overall_metrics() if m.summary or m is chosen]
     held = [design.part_header] if design.part_header else []
     mixed = any(r.get("inputs", "embeddings") != "embeddings" for r in results)
@@ -171,7 +181,7 @@ def render(report: EvaluateReport, console: Console) -> None:
         _render_best(best, chosen.title(op), op, console)
     for note in report["warnings"]:
         if note not in shown:
-            console.print(_warning(note), highlight=False, soft_wrap=True)
+            console.print(_warning(note), highlight=False)
     _render_provenance(report["provenance"], console)
 
 
@@ -190,9 +200,7 @@ def gain_text(gain: Mapping[str, Any], replicates: int) -> str:
     if gain["difference"] is None:
         return "n/a"
     lo, hi = gain["ci95"]
-    p = gain["p"]
-    p_text = f"p < {1 / replicates:.0e}" if p == 0 else f"p {p:.2g}"
-    return f"{gain['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {p_text}"
+    return f"{gain['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {p_text(gain['p'], replicates)}"
 
 
 def _render_gains(
@@ -214,7 +222,6 @@ def _render_gains(
                 f"{line}: {metric} {gain_text(gain, replicates)} (paired bootstrap)",
                 markup=False,
                 highlight=False,
-                soft_wrap=True,
             )
 
 
@@ -252,7 +259,6 @@ def _render_curves(curves: Sequence[Curve], metric: str, console: Console) -> No
             + size_words(c["within_margin_from"]),
             markup=False,
             highlight=False,
-            soft_wrap=True,
         )
 
 
@@ -285,7 +291,6 @@ def _render_search(results: Sequence[Result], console: Console) -> None:
             f"--search chose for {_name(r)}: {'; '.join(parts)}",
             markup=False,
             highlight=False,
-            soft_wrap=True,
         )
 
 
@@ -304,8 +309,11 @@ def _render_confounds(
     """The confound warnings (``shown``: their text, as the report's warnings hold it) first,
     with the contingency tables of the strongest."""
     warned = [c for c in found if c.get("warn")]
+    finer = finer_note(found)
+    if finer is not None:
+        console.print(Text.assemble(("note: ", "cyan"), finer), highlight=False)
     for line in shown:
-        console.print(_warning(line), highlight=False, soft_wrap=True)
+        console.print(_warning(line), highlight=False)
     target = first["task"].get("target", "label")
     for c in warned[:SHOWN_TABLES]:
         classes = list(next(iter(c["table"].values())))
@@ -321,6 +329,50 @@ def _render_confounds(
         console.print(
             f"Tables of the other confounds ({rest}) are in --json.", markup=False, highlight=False
         )
+
+
+def neighbour_cells(group: Mapping[str, Any], measures: Sequence[str]) -> list[str]:
+    """``70% [69%, 72%] (27%)`` per measure of a group of films: the share, its 95% CI and,
+    in brackets, the share by chance."""
+    return [f"{percent(group[m])} ({chance(group[m])})" if m in group else "" for m in measures]
+
+
+def neighbour_columns(entry: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The measures of a neighbourhood that exist, and their column names for people."""
+    column = entry.get("column")
+    if column is None:
+        return ["same_label"], ["same label"]
+    return list(MEASURES), ["same label", f"own {column}", f"own {column}, within its class"]
+
+
+def render_neighbourhoods(entries: Sequence[Neighbourhood], console: Console) -> None:
+    """Each store's neighbour shares per class, in one table (per value: --json, cxr report)."""
+    if not entries:
+        return
+    first = entries[0]
+    measures, names = neighbour_columns(first)
+    table = report_table(
+        f"Neighbours in the embedding: of each film's {first['k']} nearest by cosine among "
+        "other patients' films, the share with its label and from its own "
+        f"{first.get('column') or 'source'}: mean [95% CI] (by chance)",
+        f"CI: bootstrap, unit: {first['unit']} ({first['replicates']} replicates); films: "
+        f"{first['sample']}; within its class: neighbours among its class's films only, "
+        f"and below each class, its films by their own {first.get('column') or 'value'}",
+    )
+    stores = len(entries) > 1
+    for name in (["store"] if stores else []) + ["class", "films", *names]:
+        table.add_column(_cell(name), no_wrap=True, justify="right" if name == "films" else "left")
+    for entry in entries:
+        store = [entry["backbone"]] if stores else []
+        for cls, group in {"all films": entry["all"], **entry["classes"]}.items():
+            table.add_row(
+                *map(_cell, [*store, cls, group["films"], *neighbour_cells(group, measures)])
+            )
+            values = group.get("by_value", {})
+            for value, part in values.items() if len(values) > 1 else ():
+                cells = [f"  {value}", part["films"], *neighbour_cells(part, measures)]
+                table.add_row(*map(_cell, [*store, *cells]))
+    console.print(table)
 
 
 def _render_best(best: Result, metric: str, op: float, console: Console) -> None:
@@ -378,7 +430,7 @@ def render_training(summary: TrainSummary, console: Console) -> None:
         highlight=False,
     )
     for note in summary["warnings"]:
-        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     console.print(f"[italic]{DISCLAIMER}[/]")
 
 
@@ -395,7 +447,7 @@ def render_predictions(result: PredictReport, console: Console) -> None:
             f"[yellow]rejected:[/] {escape(r['path'])}: {escape(r['reason'])}", highlight=False
         )
     for note in result["warnings"]:
-        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     console.print(f"[italic]{DISCLAIMER}[/]")
 
 

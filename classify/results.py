@@ -17,6 +17,7 @@ import numpy as np
 from cxr.classify.compare import Comparison
 from cxr.classify.confounds import Confound
 from cxr.classify.curves import Curve
+from cxr.classify.neighbours import Neighbourhood, Sample
 
 if TYPE_CHECKING:
     from cxr.classify.tasks import TaskSpec
@@ -74,6 +75,7 @@ class Settings(TypedDict):
 class EvaluateReport(TypedDict, total=False):
     results: list[Result]
     confounds: list[Confound]  # metadata columns that predict the target, strongest first
+    neighbourhoods: list[Neighbourhood]  # per store: its films' nearest neighbours' shares
     warnings: list[str]
     settings: Settings
     provenance: Provenance
@@ -85,22 +87,27 @@ class EvaluateReport(TypedDict, total=False):
 class Outcome:
     """The test rows one result was scored on: true classes and predicted probabilities, and
     which films they are (stored paths, and their source) for the galleries; ``groups``, the
-    bootstrap unit of each row, lets a tracked run be compared paired with a later one."""
+    bootstrap unit of each row, lets a tracked run be compared paired with a later one;
+    ``columns``, every stored column of the rows (source, view, ...), goes beside the API's
+    predictions."""
 
     y: np.ndarray
     proba: np.ndarray
     paths: np.ndarray | None = None
     sources: np.ndarray | None = None
     groups: np.ndarray | None = None
+    columns: Mapping[str, np.ndarray] | None = None  # the store's columns of these rows
 
 
 @dataclass(frozen=True)
 class Evaluated:
     """What `evaluate` returns: the report (the JSON) and, aligned with ``report["results"]``,
-    each result's out-of-fold arrays (for plots; the JSON holds them only with --predictions)."""
+    each result's out-of-fold arrays (for plots; the JSON holds them only with --predictions);
+    aligned with ``report["neighbourhoods"]``, the films each store's embedding map draws."""
 
     report: EvaluateReport
     outcomes: tuple[Outcome, ...]
+    samples: tuple[Sample, ...] = ()  # each store's films asked for neighbours: the maps
 
 
 def result_name(result: Mapping[str, Any]) -> str:

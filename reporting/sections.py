@@ -10,6 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cxr.classify.confounds import finer_note
+from cxr.classify.designs import design_of
+from cxr.classify.metrics import metric_title
+from cxr.classify.report import neighbour_cells, neighbour_columns, p_text
 from cxr.classify.results import result_name
 from cxr.reporting.documents import Document
 from cxr.reporting.figures import Figure, embed_all
@@ -49,10 +53,39 @@ def overall(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.get("metrics", {}).items() if k != "per_class"}
 
 
-def summary_table(report: Mapping[str, Any]) -> Html:
-    """Every result of an evaluate report with each overall metric, pooled [95% CI] (the page's
-    summary, and `Evaluation._repr_html_` in a notebook)."""
+def design_words(report: Mapping[str, Any]) -> str:
+    """How the run was validated, in words (folds, grouping, repeats, seed, the held-out or
+    external part) and how its intervals were made: said before any number."""
     results = report["results"]
+    first = results[0]
+    try:
+        design = design_of(first).describe(first)
+    except (KeyError, TypeError, ValueError, AttributeError):  # a document of another version
+        design = f"{text(first.get('validation', {}))} {text(first.get('cv', {}))}"
+    held = [
+        str(r["validation"]["held_out"]) for r in results if "held_out" in r.get("validation", {})
+    ]
+    words = f"Validation: {design}."
+    if held:
+        words += f" Held out in turn: {', '.join(dict.fromkeys(held))}."
+    replicates = report.get("provenance", {}).get("bootstrap", {}).get("replicates")
+    words += (
+        f" 95% CIs: bootstrap, unit: {first.get('bootstrap_unit', 'image')} "
+        f"({number(replicates)} replicates); paired comparisons with the best by the same draws."
+    )
+    return words
+
+
+def operating_point(report: Mapping[str, Any]) -> float:
+    value = report.get("settings", {}).get("operating_point", 0.95)
+    return value if isinstance(value, (int, float)) else 0.95
+
+
+def summary_table(report: Mapping[str, Any]) -> Html:
+    """The design in words, then every result of an evaluate report with each overall metric,
+    pooled [95% CI] (the page's summary, and `Evaluation._repr_html_` in a notebook)."""
+    results = report["results"]
+    op = operating_point(report)
     metrics = list(dict.fromkeys(k for r in results for k in overall(r)))
     rows = [
         [
@@ -64,11 +97,13 @@ def summary_table(report: Mapping[str, Any]) -> Html:
         ]
         for r in results
     ]
-    metric = report["settings"].get("metric", "")
+    metric = metric_title(str(report["settings"].get("metric", "")), op)
+    titles = [metric_title(m, op) for m in metrics]
     return join(
         [
+            tag("p", design_words(report)),
             tag("p", f"Pooled out-of-fold value [95% CI]; best by {metric}."),
-            table(["result", "task", "images", "patients", *metrics], rows),
+            table(["result", "task", "images", "patients", *titles], rows),
         ]
     )
 
@@ -77,7 +112,20 @@ def summary(doc: Document) -> Html:
     return summary_table(doc.data)
 
 
+def replicates_of(doc: Document) -> int:
+    value = doc.data.get("provenance", {}).get("bootstrap", {}).get("replicates")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1000
+
+
+def p_value(value: object, replicates: int) -> str:
+    """A p-value as the terminal prints it (``p < 1e-03``, never ``0.000``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return number(value)
+    return p_text(float(value), replicates).removeprefix("p ")
+
+
 def comparisons(doc: Document) -> Html | None:
+    replicates = replicates_of(doc)
     rows = []
     for r in doc.data["results"]:
         c = r.get("comparison")
@@ -88,7 +136,7 @@ def comparisons(doc: Document) -> Html | None:
                     name_of(r),
                     str(c.get("best", "")),
                     f"{number(c.get('difference'))} [{number(ci[0])}, {number(ci[-1])}]",
-                    number(c.get("p")),
+                    p_value(c.get("p"), replicates),
                     "yes" if c.get("indistinguishable") else "no",
                     number(c.get("n_paired")),
                 ]
@@ -109,6 +157,7 @@ def validation(doc: Document) -> Html | None:
 
 
 def per_class(doc: Document) -> Html | None:
+    op = operating_point(doc.data)
     parts: list[Html] = []
     for r in doc.data["results"]:
         classes = r.get("metrics", {}).get("per_class")
@@ -120,7 +169,8 @@ def per_class(doc: Document) -> Html | None:
             [c, number(counts.get(c)), *(interval(stats.get(m)) for m in names)]
             for c, stats in classes.items()
         ]
-        parts += [tag("h3", name_of(r)), table(["class", "images", *names], rows)]
+        titles = [metric_title(m, op, per_class=True) for m in names]
+        parts += [tag("h3", name_of(r)), table(["class", "images", *titles], rows)]
     return join(parts) if parts else None
 
 
@@ -134,8 +184,10 @@ def calibration(doc: Document) -> Html | None:
 
 
 def confounds(doc: Document) -> Html | None:
-    found = doc.data.get("confounds") or []
-    if not found:
+    everything = doc.data.get("confounds") or []
+    found = [c for c in everything if not c.get("refines")]  # finer labels: said once, above
+    finer = finer_note(everything)
+    if not found and finer is None:
         return None
     rows = [
         [
@@ -148,7 +200,10 @@ def confounds(doc: Document) -> Html | None:
         ]
         for c in found
     ]
-    parts = [table(["column", "values", "Cramér's V", "bal. accuracy", "chance", "warns"], rows)]
+    parts = [tag("p", f"{finer}.")] if finer is not None else []
+    parts.append(
+        table(["column", "values", "Cramér's V", "bal. accuracy", "chance", "warns"], rows)
+    )
     for c in found:
         counts = c.get("table")
         if isinstance(counts, dict) and counts:
@@ -179,12 +234,13 @@ def learning_curves(doc: Document) -> Html | None:
 
 
 def gains(doc: Document) -> Html | None:
+    replicates = replicates_of(doc)
     rows = [
         [
             name_of(r),
             key,
             f"{number(g.get('difference'))} {text(g.get('ci95'))}",
-            number(g.get("p")),
+            p_value(g.get("p"), replicates),
         ]
         for r in doc.data["results"]
         for key in ("covariate_gain", "region_gain")
@@ -209,11 +265,51 @@ def figures_of(names: Sequence[object], doc: Document) -> Html:
 
 
 def figures(doc: Document) -> Html | None:
+    """Every figure the document names but the embedding maps (shown with their numbers)."""
+    maps = {m for m in map(map_figure, doc.data.get("neighbourhoods") or []) if m}
     names = [
         *doc.data.get("plots", []),
         *(p for r in doc.data["results"] for p in r.get("plots", [])),
     ]
+    names = [n for n in names if n not in maps]
     return figures_of(names, doc) if names else None
+
+
+def map_figure(entry: Mapping[str, Any]) -> str | None:
+    figure = (entry.get("map") or {}).get("figure")
+    return figure if isinstance(figure, str) else None
+
+
+def neighbourhood(entry: Mapping[str, Any], doc: Document) -> Html:
+    """One store's neighbour shares per class and per value within it, and its map."""
+    measures, names = neighbour_columns(entry)
+    column = entry.get("column") or "value"
+    rows = []
+    for cls, group in {"all films": entry["all"], **entry["classes"]}.items():
+        rows.append([cls, number(group.get("films")), *neighbour_cells(group, measures)])
+        for value, part in (group.get("by_value") or {}).items():
+            cells = neighbour_cells(part, measures)
+            rows.append([f"{cls}, {column} {value}", number(part.get("films")), *cells])
+    intro = (
+        f"Of each film's {number(entry.get('k'))} nearest neighbours by {entry.get('metric')} "
+        f"among other patients' films: the share that carry its label, that come from its own "
+        f"{column}, and that come from its own {column} when only its own class's films are "
+        f"searched (the label cannot explain that one). Mean over films [95% CI: bootstrap, "
+        f"unit: {entry.get('unit')}, {number(entry.get('replicates'))} replicates] and, in "
+        f"brackets, the share by chance: a neighbour drawn at random from the films searched. "
+        f"Films asked: {entry.get('sample')}."
+    )
+    parts = [tag("h3", str(entry.get("backbone", ""))), tag("p", intro)]
+    parts.append(table(["films", "n", *names], rows))
+    figure = map_figure(entry)
+    if figure is not None:
+        parts += [tag("p", str(entry["map"].get("detail", ""))), figures_of([figure], doc)]
+    return join(parts)
+
+
+def neighbourhoods(doc: Document) -> Html | None:
+    entries = doc.data.get("neighbourhoods") or []
+    return join(neighbourhood(e, doc) for e in entries) if entries else None
 
 
 def provenance(doc: Document) -> Html:
@@ -266,10 +362,14 @@ def audit(doc: Document) -> Html:
         table(["size", "methods", "conflicts", "members"], clusters),
         note,
     ]
+    if d.get("neighbourhood"):
+        parts += [tag("h3", "Neighbours in the embedding"), neighbourhood(d["neighbourhood"], doc)]
     if d.get("notes"):
         parts += [tag("h3", "Notes"), items(d["notes"])]
+    drawn = map_figure(d.get("neighbourhood") or {})
     if d.get("plots"):
-        parts += [tag("h3", "Figures"), figures_of(d["plots"], doc)]
+        figures = [p for p in d["plots"] if p != drawn]
+        parts += [tag("h3", "Figures"), figures_of(figures, doc)]
     return join(parts)
 
 
@@ -279,6 +379,7 @@ EVALUATE: tuple[tuple[str, Callable[[Document], Html | None]], ...] = (
     ("Paired comparisons", comparisons),
     ("Held-out and external results", validation),
     ("Confounds", confounds),
+    ("Neighbours in the embedding", neighbourhoods),
     ("Per-class results", per_class),
     ("Calibration", calibration),
     ("Learning curves", learning_curves),

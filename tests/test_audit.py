@@ -337,5 +337,8 @@ def test_audit_plots_each_cluster_side_by_side(tmp_path):
     args = ["audit", "--features", str(features), "--plots", str(plots), "--json", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    [figure] = json.loads(out.read_text())["plots"]
+    drawn = json.loads(out.read_text())
+    landscape, figure = drawn["plots"]
     assert figure.endswith("cluster-001-phash.png") and Path(figure).stat().st_size > 5000
+    assert landscape == drawn["neighbourhood"]["map"]["figure"]
+    assert landscape.endswith("-embedding-map.png") and Path(landscape).stat().st_size > 5000

@@ -69,7 +69,8 @@ def test_a_design_written_outside_the_package_runs_end_to_end(make_synthetic_sto
     written = ev.plot(tmp_path / "plots")
     stem = f"{slug(ev.results[0]['task']['name'])}-column-split"
     assert any(p.endswith(f"{stem}-forest-balanced_accuracy.png") for p in written)
-    assert len(written) == 2 * 3 + 1  # confusion, ROC, reliability per result; one forest plot
+    assert any(p.endswith(f"mobilenet_v2-{stem}-embedding-map.png") for p in written)
+    assert len(written) == 2 * 3 + 2  # confusion, ROC, reliability per result; forest; map
 
 
 def test_a_design_refuses_what_cannot_work(make_synthetic_store):

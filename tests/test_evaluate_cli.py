@@ -90,6 +90,8 @@ def test_plots(make_synthetic_store, tmp_path):
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
         "bacterial-covid-normal-forest-balanced_accuracy.png",
         "covid-vs-non-covid-forest-balanced_accuracy.png",
+        "mobilenet_v2-bacterial-covid-normal-embedding-map.png",
+        "mobilenet_v2-covid-vs-non-covid-embedding-map.png",
         "mobilenet_v2-logreg-bacterial-covid-normal-confusion.png",
         "mobilenet_v2-logreg-bacterial-covid-normal-reliability.png",
         "mobilenet_v2-logreg-bacterial-covid-normal-roc.png",
