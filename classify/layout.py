@@ -19,7 +19,10 @@ import numpy as np
 
 PCA_DIMS = 50
 PERPLEXITY = 30.0
-ITERATIONS = 500  # scikit-learn's minimum is 250 (early exaggeration); 1,000 changes little
+# scikit-learn's defaults are 1,000 iterations and a Barnes-Hut angle of 0.5; on the 2,109 shared
+# films 350 and 0.8 draw the same clusters in half the time (about 8 s of CPU instead of 16-21).
+ITERATIONS = 350  # the first 250 are the early exaggeration
+ANGLE = 0.8
 MIN_TSNE = 10  # films; fewer are laid out by PCA alone
 
 
@@ -64,11 +67,13 @@ def layout(X: np.ndarray, seed: int) -> tuple[np.ndarray, Layout]:
         init="pca",
         learning_rate="auto",
         max_iter=ITERATIONS,
+        angle=ANGLE,
         random_state=seed,
     )
     coords = tsne.fit_transform(projected)
     detail = (
-        f"t-SNE (scikit-learn, perplexity {perplexity:g}, {ITERATIONS} iterations, seed {seed}) "
-        f"of the first {dims} principal components of the unit-length embeddings"
+        f"t-SNE (scikit-learn, perplexity {perplexity:g}, {ITERATIONS} iterations, angle "
+        f"{ANGLE:g}, seed {seed}) of the first {dims} principal components of the unit-length "
+        "embeddings"
     )
     return coords, Layout(method="t-SNE", detail=detail, points=n, seed=seed)

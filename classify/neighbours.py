@@ -30,6 +30,7 @@ from cxr.classify.metrics import bootstrap_weights
 
 K = 10  # neighbours per film
 SAMPLE = 2500  # films asked (and drawn in the map), at most
+CROWD = 64  # a patient's films beyond this are searched past one patient at a time
 MEASURES = ("same_label", "same_value", "same_value_in_class")
 
 
@@ -118,20 +119,35 @@ def nearest(
 ) -> np.ndarray:
     """For each query, the indices of its ``k`` nearest base rows by inner product among the
     rows of other units (patients), nearest first; -1 where fewer are left. Exact (faiss's flat
-    index): a query's own unit can take at most its size of the places searched."""
+    index): a query's own films can take at most their number of the places searched, so most
+    queries are searched together, k + that many deep; a patient with more than CROWD films is
+    searched past by a selector instead, so that one large patient never deepens every search."""
     import faiss
 
     found = np.full((len(queries), k), -1, dtype=np.int64)
     if not len(queries) or not len(base):
         return found
     sizes = np.bincount(base_units, minlength=int(max(base_units.max(), query_units.max())) + 1)
+    own = sizes[query_units]
     index = faiss.IndexFlatIP(base.shape[1])
     index.add(np.ascontiguousarray(base))
-    _, hits = index.search(np.ascontiguousarray(queries), int(min(len(base), k + sizes.max())))
-    other = (hits >= 0) & (base_units[np.maximum(hits, 0)] != query_units[:, None])
-    rank = np.cumsum(other, axis=1)
-    rows, places = np.nonzero(other & (rank <= k))
-    found[rows, rank[rows, places] - 1] = hits[rows, places]
+    few = np.flatnonzero(own <= CROWD)
+    if len(few):
+        depth = int(min(len(base), k + own[few].max()))
+        _, hits = index.search(np.ascontiguousarray(queries[few]), depth)
+        other = (hits >= 0) & (base_units[np.maximum(hits, 0)] != query_units[few, None])
+        rank = np.cumsum(other, axis=1)
+        rows, places = np.nonzero(other & (rank <= k))
+        found[few[rows], rank[rows, places] - 1] = hits[rows, places]
+    for unit in np.unique(query_units[own > CROWD]):
+        mine = np.flatnonzero(query_units == unit)
+        batch = faiss.IDSelectorBatch(np.flatnonzero(base_units == unit).astype(np.int64))
+        others = faiss.IDSelectorNot(batch)  # both kept alive while faiss reads them
+        params = faiss.SearchParameters(sel=others)
+        _, hits = index.search(
+            np.ascontiguousarray(queries[mine]), min(k, len(base)), params=params
+        )
+        found[mine, : hits.shape[1]] = hits
     return found
 
 

@@ -20,6 +20,7 @@ from sklearn.neighbors import NearestNeighbors
 from typer.testing import CliRunner
 
 import cxr
+from cxr.classify import neighbours
 from cxr.classify.layout import layout, unit_vectors
 from cxr.classify.metrics import bootstrap_weights
 from cxr.classify.neighbours import draw, nearest, neighbourhood
@@ -62,10 +63,15 @@ def evaluate(path: Path, *args: str) -> tuple:
 # ---- the neighbours ------------------------------------------------------------------------
 
 
-def test_neighbours_are_those_of_a_brute_force_cosine_search_among_other_patients():
+@pytest.mark.parametrize("crowd", [64, 2], ids=["together", "one-patient-at-a-time"])
+def test_neighbours_are_those_of_a_brute_force_cosine_search_among_other_patients(
+    crowd, monkeypatch
+):
+    monkeypatch.setattr(neighbours, "CROWD", crowd)  # 2: every patient past a selector
     rng = np.random.default_rng(0)
     X = rng.normal(size=(90, 6)).astype(np.float32)
     units = np.repeat(np.arange(40), 3)[:90]  # three films per patient
+    units[:12] = 0  # and one with twelve
     Z = unit_vectors(X)
     asked = np.arange(0, 90, 4)
     found = nearest(Z, units, Z[asked], units[asked], 5)
