@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cxr.classify.designs import design_of, slug
-from cxr.classify.layout import layout
+from cxr.classify.layout import Layout, layout
 from cxr.classify.metrics import ECE_BINS, overall_metric
 from cxr.classify.neighbours import Neighbourhood, Sample, chance, percent
 from cxr.classify.report import number
@@ -41,13 +42,19 @@ def write_plots(
     report = evaluated.report
     written = []
     op = report["settings"]["operating_point"]
-    for result, outcome in zip(report["results"], evaluated.outcomes, strict=True):
-        result["plots"] = result_plots(result, outcome.y, outcome.proba, out_dir, op)
-        written += result["plots"]
-    report["plots"] = forest_plots(report, out_dir) + curve_plots(report, out_dir)
-    report["plots"] += confound_plots(report, out_dir) + map_plots(evaluated, out_dir)
-    if thumbnail is not None:
-        report["plots"] += wrong_galleries(evaluated, out_dir, thumbnail)
+    # The maps' layouts (t-SNE, seconds each) run in a thread while matplotlib draws the other
+    # figures on the other core: its gradient releases the GIL, and drawing keeps one core busy.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        seed = report["provenance"]["seed"]
+        laid = {s.name: pool.submit(layout, s.X, seed) for s in evaluated.samples}
+        for result, outcome in zip(report["results"], evaluated.outcomes, strict=True):
+            result["plots"] = result_plots(result, outcome.y, outcome.proba, out_dir, op)
+            written += result["plots"]
+        report["plots"] = forest_plots(report, out_dir) + curve_plots(report, out_dir)
+        report["plots"] += confound_plots(report, out_dir)
+        if thumbnail is not None:
+            report["plots"] += wrong_galleries(evaluated, out_dir, thumbnail)
+        report["plots"] += map_plots(evaluated, out_dir, laid)
     return written + report["plots"]
 
 
@@ -455,8 +462,11 @@ def confound_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
 MAP_COLOURS = 9  # values in a panel of the embedding map: 8 coloured (Dark2 has 8), 1 "other"
 
 
-def map_plots(evaluated: Evaluated, out_dir: Path) -> list[str]:
-    """Each store's embedding map (`embedding_map`), named after the store, task and design."""
+def map_plots(
+    evaluated: Evaluated, out_dir: Path, laid: Mapping[str, Future[tuple[np.ndarray, Layout]]]
+) -> list[str]:
+    """Each store's embedding map (`embedding_map`) from its layout (``laid``, by store),
+    named after the store, task and design."""
     report = evaluated.report
     entries = {n["backbone"]: n for n in report.get("neighbourhoods", [])}
     first = report["results"][0]
@@ -464,21 +474,29 @@ def map_plots(evaluated: Evaluated, out_dir: Path) -> list[str]:
     for sample in evaluated.samples:
         if sample.name in entries:
             stem = f"{safe_name(sample.name)}-{design_of(first).slug(first)}-embedding-map"
-            entry = entries[sample.name]
-            written.append(embedding_map(sample, entry, out_dir, stem, first["task"]["name"]))
+            entry, what = entries[sample.name], first["task"]["name"]
+            placed = laid[sample.name].result()
+            written.append(embedding_map(sample, entry, out_dir, stem, what, placed))
     return written
 
 
-def embedding_map(sample: Sample, entry: Neighbourhood, out_dir: Path, stem: str, what: str) -> str:
-    """A store's films laid out in 2-D (`cxr.classify.layout`), side by side coloured by label
-    and by the column of the neighbour shares, each panel titled with its share beside chance;
-    how they were laid out goes into ``entry["map"]``."""
+def embedding_map(
+    sample: Sample,
+    entry: Neighbourhood,
+    out_dir: Path,
+    stem: str,
+    what: str,
+    placed: tuple[np.ndarray, Layout] | None = None,
+) -> str:
+    """A store's films laid out in 2-D (``placed``, or `cxr.classify.layout.layout` now), side
+    by side coloured by label and by the column of the neighbour shares, each panel titled with
+    its share beside chance; how they were laid out goes into ``entry["map"]``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    coords, laid = layout(sample.X, entry["seed"])
+    coords, laid = placed if placed is not None else layout(sample.X, entry["seed"])
     k, everyone = entry["k"], entry["all"]
     label = everyone["same_label"]
     panels = [
