@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import re
 import shlex
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ROOT / "docs" / "outputs.json"
 RESULTS = ROOT / "docs" / "results.json"  # `make reproduce`'s
 FIGURE = ROOT / "docs" / "figures" / "learning-curve-mobilenet_v2-mlp.png"
+MAP = ROOT / "docs" / "figures" / "embedding-map-mobilenet_v2.png"
 WIDTH = 100  # of a wrapped line
 PAPER = '--where "label=covid | dataset=kermany" --classes covid,bacterial,normal'
 # Folders whose code makes the numbers: the package, and this script.
@@ -193,9 +195,13 @@ def quick_start(run: Runner) -> str:
     from cxr.classify.designs import design_of
 
     lines = ["```", *shown(command)]
+    from cxr.classify.confounds import finer_note
+
     lines += wrapped(
         f"Task: {first['task']['name']}   Validation: {design_of(first).describe(first)}"
     )
+    finer = finer_note(report["confounds"])
+    lines += wrapped(f"note: {finer}") if finer else []
     for warning in warnings_of(report, "confound: "):
         lines += wrapped(f"warning: {warning}")
     rows = [
@@ -225,6 +231,48 @@ def confounds(run: Runner) -> str:
     if others:
         names = " and ".join(f"`{c}`" for c in others)
         lines += ["", *wrapped(f"({names} warn{'s' if len(others) == 1 else ''} too, in --json.)")]
+    return "\n".join(lines)
+
+
+def neighbours(run: Runner) -> str:
+    """The quick start's neighbour shares, as the terminal prints them, and what they say."""
+    from rich.console import Console
+
+    from cxr.classify.neighbours import chance, percent
+    from cxr.classify.report import render_neighbourhoods
+
+    command = "cxr evaluate -b mobilenet_v2 --head mlp --head logreg"
+    [entry] = run(command)["neighbourhoods"]
+    console = Console(width=WIDTH, record=True, file=io.StringIO())
+    render_neighbourhoods([entry], console)
+    lines = ["```", *shown(command), "..."]
+    lines += [line.rstrip() for line in console.export_text().splitlines() if line.strip()]
+    lines.append("```")
+    everyone, classes = entry["all"], entry["classes"]
+
+    def said(share: dict) -> str:
+        return f"{percent(share)}, against {chance(share)} by chance"
+
+    own, label = everyone["same_value"], everyone["same_label"]
+    actualmed = classes["normal"]["by_value"]["actualmed"]["same_value_in_class"]
+    ieee = classes["bacterial"]["by_value"]["ieee8023"]["same_value_in_class"]
+    figure1 = classes["covid"]["by_value"]["figure1"]["same_value_in_class"]
+    lo, hi = figure1["ci95"]
+    alike = lo is not None and hi is not None and lo <= figure1["chance"] <= hi
+    more = "higher" if own["share"] > label["share"] else "lower"
+    lines += wrapped(
+        f"Of each film's {entry['k']} nearest neighbours among other patients' films, the share "
+        f"from its own source is {said(own)}: {more} than the share that carry its label "
+        f"({said(label)}). Searched among its own class only, where the label explains "
+        f"nothing, an Actualmed normal film's neighbours are Actualmed films {said(actualmed)}; "
+        f"an ieee8023 bacterial film's are ieee8023 films {said(ieee)}. "
+        + (
+            f"Not every source stands apart: Figure 1's COVID-19 films sit among the others as "
+            f"chance would place them ({said(figure1)})."
+            if alike
+            else f"A Figure 1 COVID-19 film's are Figure 1 films {said(figure1)}."
+        )
+    )
     return "\n".join(lines)
 
 
@@ -571,6 +619,7 @@ def report(run: Runner) -> str:
 BLOCKS: dict[str, Callable[[Runner], str]] = {
     "quick-start": quick_start,
     "confounds": confounds,
+    "neighbours": neighbours,
     "leave-out": leave_out,
     "external": external,
     "paired": paired,
@@ -594,10 +643,18 @@ def learning_curve_figure(run: Runner) -> None:
     FIGURE.write_bytes(made.read_bytes())
 
 
+def embedding_map_figure(run: Runner) -> None:
+    """The README's embedding map: the quick start's store, drawn by the report block's
+    `--plots`."""
+    [made] = (run.folder / "report-plots").glob("mobilenet_v2-*-embedding-map.png")
+    MAP.write_bytes(made.read_bytes())
+
+
 def generate(features: Path) -> dict:
     run = Runner(features)
     blocks = {name: make(run) for name, make in BLOCKS.items()}
     learning_curve_figure(run)
+    embedding_map_figure(run)
     return {"fingerprint": fingerprint(), "generated": time.strftime("%Y-%m-%d %H:%M UTC",
             time.gmtime()), "blocks": blocks}  # fmt: skip
 
