@@ -143,7 +143,8 @@ def nearest(
         mine = np.flatnonzero(query_units == unit)
         batch = faiss.IDSelectorBatch(np.flatnonzero(base_units == unit).astype(np.int64))
         others = faiss.IDSelectorNot(batch)  # both kept alive while faiss reads them
-        params = faiss.SearchParameters(sel=others)
+        params = faiss.SearchParameters()
+        params.sel = others
         _, hits = index.search(
             np.ascontiguousarray(queries[mine]), min(k, len(base)), params=params
         )
