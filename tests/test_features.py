@@ -331,9 +331,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     info = runner.invoke(app, ["info", "--features", str(out)])
     assert info.exit_code == 0  # a store folder mid-crash is still readable
 
-    [resumed] = run(data, out, batch_size=7)
+    # One image per batch, as the killed run: a forward pass at another batch size may round
+    # differently (by 1e-5 with oneDNN on some CPUs), and this compares bytes.
+    [resumed] = run(data, out, batch_size=1)
     assert resumed.new == 300 - committed and resumed.cached == committed
-    run(data, tmp_path / "clean", batch_size=7)
+    run(data, tmp_path / "clean", batch_size=1)
     a, b = store.load(out, BACKBONE), store.load(tmp_path / "clean", BACKBONE)
     assert list(a.rows["path"]) == list(b.rows["path"]) and list(a.ids) == list(b.ids)
     np.testing.assert_array_equal(a.X, b.X)
