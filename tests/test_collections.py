@@ -181,6 +181,25 @@ def test_kermany_end_to_end_with_plain_cxr_features(tmp_path):
     assert set(frame["split"]) <= {"train", "test", "val"} and all(store.patient_ids)
 
 
+def test_the_python_api_reads_a_collection_with_its_options(tmp_path):
+    import cxr
+
+    root = shipped.cohen(tmp_path / "download", 3)
+    [summary] = cxr.extract_features(
+        root,
+        ["mobilenet_025"],
+        weights=[f"mobilenet_025={real_weights('mobilenet_025')}"],
+        features=tmp_path / "f",
+        layout="cohen",
+        label_map={"Fungal": "fungal", "Bacterial": ""},
+    )
+    store = load(tmp_path / "f", "mobilenet_025")
+    assert Counter(store.labels) == {"covid": 3, "viral": 3, "fungal": 1}
+    assert summary.stored == 7 and store.attrs["layout"] == "cohen"
+    with pytest.raises(CxrError, match="--column kind=x"):
+        cxr.extract_features(root, features=tmp_path / "g", columns={"kind": "x"})
+
+
 # ---- traps, refused with the option that reads them --------------------------------------------
 
 
