@@ -72,6 +72,7 @@ class Discovery:
     layout: str = "folders"
     reads: str = ""  # what the layout read, in words
     notes: tuple[str, ...] = ()  # what the layout left out or ignored, said once each
+    header_ids: int = 0  # films whose patient id came from their DICOM header
 
 
 def hash_entries(

@@ -40,12 +40,15 @@ def discover(
     for given in (data, manifest):
         if given is not None and shown_name(str(given))[1]:
             raise CxrError(f"{shown_name(str(given))[0]}: {shown_name(str(given))[1]}")
+    options = options or ReadOptions()
     reader, root, inside = choose(data, manifest, layout)
-    listing = reader.read(root, options or ReadOptions())
+    listing = reader.read(root, options)
     entries, unusable, sizes = hash_entries(listing.entries, hashes or HashCache())
-    meta_columns = listing.meta_columns
+    meta_columns, header_ids = listing.meta_columns, 0
     if listing.headers and headers is not None:
+        named = [entry.patient_id for entry in entries]
         entries = [with_header(entry, headers) for entry in entries]
+        header_ids = sum(bool(e.patient_id) and not n for e, n in zip(entries, named, strict=True))
         if any(set(HEADER_COLUMNS) & entry.meta.keys() for entry in entries):
             meta_columns = tuple(dict.fromkeys((*meta_columns, *HEADER_COLUMNS)))
     return Discovery(
@@ -57,8 +60,36 @@ def discover(
         listing.unlisted,
         layout=listing.layout,
         reads=listing.reads,
-        notes=tuple(([inside] if inside else []) + listing.notes + _small(entries, sizes)),
+        notes=tuple(
+            ([inside] if inside else [])
+            + listing.notes
+            + _patients_from_names(listing.entries, options)
+            + _small(entries, sizes)
+        ),
+        header_ids=header_ids,
     )
+
+
+def _patients_from_names(entries: list[Entry], options: ReadOptions) -> list[str]:
+    """What ``--patient-from-name`` found, counted; CxrError when it finds no patient at all
+    (a pattern that matches nothing would leave every film its own patient, silently)."""
+    if not options.patient_from_name or not entries:
+        return []
+    found = [options.patient_of(e.path) for e in entries]
+    matched = [p for p in found if p]
+    pattern = f"--patient-from-name {options.patient_from_name}"
+    if not matched:
+        raise CxrError(
+            f"{pattern}: finds no patient in any file name (e.g. {Path(entries[0].path).name})"
+        )
+    note = (
+        f"{pattern}: {len(set(matched)):,} patient(s) in {len(matched):,} of {len(found):,} films"
+    )
+    if len(found) > len(matched):
+        note += " (the others: each its own patient)"
+    if len(set(matched)) == 1 and len(matched) > 1:
+        note += "; one patient for all of them: is the pattern too wide?"
+    return [note]
 
 
 def _small(entries: list[Entry], sizes: list[int]) -> list[str]:

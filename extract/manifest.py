@@ -61,8 +61,6 @@ SAFE_COLUMNS = frozenset(
         "finding",
         "split",
         "offset",
-        "kermany_class",
-        "covidx_class",
         "orig_width",
         "orig_height",
         "width",
@@ -111,7 +109,7 @@ def build_manifest(
     elif layout == AUTO and _flat(data):
         entries, meta = _flat(data), ()
     else:
-        reader, root, _ = choose(data, None, layout, tables=False)
+        reader, root, _ = choose(data, None, layout, for_manifest=True)
         listing = reader.read(root, options)
         entries, meta = listing.entries, listing.meta_columns
         unreadable.update((entry.path, reason) for entry, reason in listing.rejects)

@@ -192,13 +192,11 @@ def extract_features(
             f"--region {region}: the {discovery.layout} layout ships no lung masks; name a "
             f"folder of them: --region {region}:DIR"
         )
-    with_ids = sum(  # patients named by DICOM headers: only a header gives a transfer syntax
-        bool(e.patient_id and "transfer_syntax" in e.meta) for e in discovery.entries
-    )
-    if with_ids:
+    if discovery.header_ids:
         report.note(
-            f"{with_ids} DICOM film(s): patient ids and institutions from their headers, "
-            f"pseudonymised with {key.source} (keep it private; the same key gives the same ids)"
+            f"{discovery.header_ids} DICOM film(s): patient ids and institutions from their "
+            f"headers, pseudonymised with {key.source} (keep it private; the same key gives the "
+            "same ids)"
         )
     distinct = len({e.sha256 for e in discovery.entries})
     repeated = len(discovery.entries) - distinct

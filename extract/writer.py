@@ -195,9 +195,12 @@ class StoreWriter:
         root, manifest = str(old.attrs.get("data_root", "")), str(old.attrs.get("manifest", ""))
         if _same(root, discovery.root) and _same(manifest, discovery.manifest):
             return
-        kept = {e.path for e in discovery.entries} | {r.path for r in discovery.rejects}
-        dropped = sum(path not in kept for path in old.rows["path"])
-        if not dropped:
+        kept = {(e.path, e.sha256) for e in discovery.entries}
+        kept |= {(r.path, r.id) for r in discovery.rejects}
+        lost = sum(
+            (p, i) not in kept for p, i in zip(old.rows["path"], old.rows["id"], strict=True)
+        )
+        if not lost:
             return
         built = f"{root}" + (f" (manifest {manifest})" if manifest else "")
         now = f"{discovery.root}" + (
@@ -205,8 +208,8 @@ class StoreWriter:
         )
         raise CxrError(
             f"{self.path}: holds {len(old.rows):,} rows of {built}; this run reads {now} and "
-            f"would drop {dropped:,} of them. Give this data its own --features folder (make "
-            "features does, per data root), or --replace to rebuild the store from it"
+            f"would drop or replace {lost:,} of them. Give this data its own --features folder "
+            "(make features does, per data root), or --replace to rebuild the store from it"
         )
 
     def record_probe(self, max_abs_diff: float) -> None:

@@ -101,11 +101,11 @@ def _copy(row: dict[str, str], target: Path) -> Path:
 def kermany(dest: Path, per_group: int | None = None) -> Path:
     """``dest/chest_xray`` as the Kaggle archive ships it. The shared films are all from
     Kermany's train split: here a tenth of the patients moves to test/ and one patient in
-    twenty to val/ (by a hash of the patient: ``person1000``, ``IM-0439`` of
+    twenty to val/ (by a hash of the patient: ``person1000_bacteria``, ``IM-0439`` of
     ``IM-0439-0001-0002.jpeg``), so that every split folder has films."""
     root = dest / "chest_xray"
     for row in rows(per_group, sources=("kermany",)):
-        patient = re.match(r"person\d+|(NORMAL2-)?IM-\d+", original_name(row))
+        patient = re.match(r"person\d+_[a-z]+|(NORMAL2-)?IM-\d+", original_name(row))
         assert patient is not None, row["path"]
         split = {0: "test", 1: "test", 2: "val"}.get(bucket(patient.group(0), 20), "train")
         folder = "NORMAL" if row["label"] == "normal" else "PNEUMONIA"

@@ -53,7 +53,7 @@ def test_kermany_as_shipped(tmp_path):
     assert found.layout == "kermany" and found.root == tmp_path / "chest_xray"
     assert labels(found) == {"bacterial": 6, "viral": 6, "normal": 6}  # not test / train / val
     by_name = {Path(e.path).name: e for e in found.entries}
-    assert by_name["person1004_bacteria_2935.jpeg"].patient_id == "person1004"
+    assert by_name["person1004_bacteria_2935.jpeg"].patient_id == "person1004_bacteria"
     assert {e.meta["split"] for e in found.entries} <= {"train", "test", "val"}
     assert len({e.meta["split"] for e in found.entries}) > 1
     normal = next(e for e in found.entries if e.label == "normal")
@@ -215,6 +215,29 @@ def test_split_folders_as_classes_are_refused(tmp_path):
     assert set(labels(forced)) == {"train", "test", "val"}  # what the user asked for
 
 
+def test_a_folder_that_would_be_one_class_is_refused(tmp_path):
+    root = shipped.radiography(tmp_path, 2)
+    with pytest.raises(CxrError, match=r"masks/ among the class folders: masks, not films"):
+        discover(root / "COVID", None)  # one level too deep: images/ and masks/ as classes
+    with pytest.raises(CxrError, match=r"holds 6 file\(s\) but no class folders"):
+        discover(root / "COVID" / "images", None)
+    make_class_folders(tmp_path / "archive" / "data", per_class=1)
+    with pytest.raises(CxrError, match=r"holds one folder, data/, which would be the only class"):
+        discover(tmp_path / "archive", None)
+    export = tmp_path / "export_2024"
+    save_png(export / "films" / "P01_a.png", 1)
+    (export / "export.csv").write_text("image;diagnosis\nfilms/P01_a.png;covid\n")
+    with pytest.raises(CxrError, match=r"films/.*the labels may be in export.csv beside it"):
+        discover(export, None)
+    assert labels(discover(export, None, layout="folders")) == {"films": 1}
+
+
+def test_kermany_one_split_given_alone_keeps_its_name(tmp_path):
+    root = shipped.kermany(tmp_path, PER_GROUP)
+    found = discover(root / "train", None)
+    assert found.layout == "kermany" and {e.meta["split"] for e in found.entries} == {"train"}
+
+
 def test_split_folders_of_films_without_classes_are_refused(tmp_path):
     for n, split in enumerate(("training", "validation")):
         save_png(tmp_path / "d" / split / "a.png", n)
@@ -226,7 +249,7 @@ def test_masks_among_the_class_folders_are_refused(tmp_path):
     for n, label in enumerate(("covid", "normal")):
         save_png(tmp_path / "d" / label / "films" / "a.png", n)
         save_png(tmp_path / "d" / label / "lung_masks" / "a.png", n)
-    with pytest.raises(CxrError, match="lung_masks/: masks, not films"):
+    with pytest.raises(CxrError, match="lung_masks/ among the class folders: masks, not films"):
         discover(tmp_path / "d", None)
 
 
@@ -244,6 +267,10 @@ def test_a_mask_or_a_blank_among_films_is_rejected_and_named(tmp_path):
     mask.save(buf, "PNG")
     with pytest.raises(Rejected, match="only two grey levels: a mask"):
         decode(buf.getvalue())
+    smooth = io.BytesIO()  # resized with smoothing: 200 grey levels, nearly all black or white
+    mask.resize((299, 299), Image.Resampling.BICUBIC).save(smooth, "PNG")
+    with pytest.raises(Rejected, match=r"9.% of its pixels at its darkest or brightest value"):
+        decode(smooth.getvalue())
     data = shipped.radiography(tmp_path, 10)  # real films beside it
     mask.save(data / "Normal" / "images" / "mask.png")
     found = discover(data, None)
@@ -288,6 +315,11 @@ def test_patients_from_file_names(tmp_path):
     assert sorted(e.patient_id for e in found.entries) == ["p1", "p1", "p2"]
     with pytest.raises(CxrError, match=r"--patient-from-name .*not a regular expression"):
         ReadOptions.parse(patient_from_name="(")
+    nothing = ReadOptions.parse(patient_from_name=r"PAT\d+")
+    with pytest.raises(CxrError, match=r"finds no patient in any file name \(e.g. p\d_.\.png\)"):
+        discover(tmp_path / "d", None, options=nothing)
+    wide = discover(tmp_path / "d", None, options=ReadOptions.parse(patient_from_name="p"))
+    assert any("1 patient(s) in 3 of 3 films; one patient for all" in n for n in wide.notes)
 
 
 def test_cxr_manifest_writes_what_the_layout_read(tmp_path):
@@ -302,6 +334,7 @@ def test_cxr_manifest_writes_what_the_layout_read(tmp_path):
     assert all(r["patient_id"] and r["split"] for r in rows)
     again = discover(root, out)  # read back as a manifest: the same rows
     assert labels(again) == {"bacterial": 3, "viral": 3, "normal": 3}
+    assert again.header_ids == 0  # JPEG films: no patient ids said to come from DICOM headers
 
 
 # ---- a store belongs to its data ---------------------------------------------------------------
@@ -309,13 +342,14 @@ def test_cxr_manifest_writes_what_the_layout_read(tmp_path):
 
 def test_a_second_data_root_never_drops_a_stores_rows(tmp_path):
     first = make_class_folders(tmp_path / "one", per_class=3)
-    second = make_class_folders(tmp_path / "two", per_class=2, start=50)
+    second = make_class_folders(tmp_path / "two", per_class=3, start=50)  # the same file names
     out = tmp_path / "features"
     assert features(first, out).exit_code == 0
     refused = features(second, out)
     assert refused.exit_code == 2
     message = refused.output.replace("\n", "")
     assert f"holds 6 rows of {first}" in message and f"this run reads {second}" in message
+    assert "would drop or replace 6 of them" in message
     assert "--replace" in message and "its own --features folder" in message
     assert len(load(out, "mobilenet_025")) == 6  # nothing lost
     grown = make_class_folders(first, per_class=4)  # the same root, one more film per class
@@ -323,7 +357,7 @@ def test_a_second_data_root_never_drops_a_stores_rows(tmp_path):
     replaced = features(second, out, "--replace")
     assert replaced.exit_code == 0, replaced.output
     assert "store updated" not in replaced.output  # new films were embedded
-    assert len(load(out, "mobilenet_025")) == 4
+    assert len(load(out, "mobilenet_025")) == 6
 
 
 def test_make_features_gives_each_data_root_its_own_folder():

@@ -153,6 +153,7 @@ def test_features_stores_and_rejects_the_test_files_as_expected(tmp_path):
         weights=small_weights(),
         features_dir=tmp_path / "features",
         batch_size=8,
+        layout="folders",  # one class folder: the pydicom files, a class of their own
     )
     fs = load(tmp_path / "features", "mobilenet_025")
     present = [n for n in EXPECTED if (FILES / n).is_file()]

@@ -156,8 +156,9 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, mon
 
 
 def test_all_rejected_exits_nonzero(tmp_path):
-    (tmp_path / "d" / "covid").mkdir(parents=True)
-    (tmp_path / "d" / "covid" / "a.png").write_bytes(b"junk")
+    for label in ("covid", "normal"):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        (tmp_path / "d" / label / "a.png").write_bytes(b"junk")
     result = cli_features(tmp_path / "d", tmp_path / "f")
     assert result.exit_code == 1 and "no image could be used" in result.output
 

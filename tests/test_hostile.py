@@ -436,8 +436,9 @@ def test_a_name_that_is_not_utf8_is_one_reject_at_discovery(tmp_path):
     data = tmp_path / "data"
     save_png(data / "covid" / "a.png", 1)
     save_png(data / "covid" / os.fsdecode(b"caf\xe9.png"), 2)  # a Latin-1 name from a PACS
+    save_png(data / "normal" / "b.png", 3)
     found = discover(data, None)
-    assert [e.path for e in found.entries] == ["covid/a.png"]
+    assert [e.path for e in found.entries] == ["covid/a.png", "normal/b.png"]
     [reject] = found.rejects
     assert reject.path == "covid/caf\\xe9.png"
     assert reject.reason.startswith("file name is not valid UTF-8")

@@ -35,10 +35,11 @@ WRAPPERS = 2  # levels of single-folder wrappers looked into
 
 
 def choose(
-    data: Path | None, manifest: Path | None, name: str = AUTO, *, tables: bool = True
+    data: Path | None, manifest: Path | None, name: str = AUTO, *, for_manifest: bool = False
 ) -> tuple[Layout, Path, str]:
-    """(the reader, the folder it reads, a note when that is a folder inside ``data``). Without
-    ``tables``, a ``manifest.csv`` in the folder is not the data set (`cxr manifest` writes it)."""
+    """(the reader, the folder it reads, a note when that is a folder inside ``data``). With
+    ``for_manifest`` (`cxr manifest`, which writes ``DATA/manifest.csv``), that file is not the
+    data set, and one class folder is a start (its labels are edited next), not a mistake."""
     if name not in NAMES:
         raise CxrError(f"--layout {name}: choose from {', '.join(NAMES)}")
     if manifest is not None:
@@ -49,14 +50,16 @@ def choose(
         raise CxrError("give a data folder (class folders, a collection) or --manifest CSV")
     if name == ClassFolders.name:
         return ClassFolders(forced=True), data, ""
-    wanted = (LAYOUTS[name],) if name != AUTO else RECOGNISED[0 if tables else 1 :]
-    for folder in _wrapped(data, tables):
+    wanted = (LAYOUTS[name],) if name != AUTO else RECOGNISED
+    if for_manifest and name == AUTO:
+        wanted = tuple(c for c in wanted if c is not Manifest)
+    for folder in _wrapped(data, tables=not for_manifest):
         found = next((c for c in wanted if c.recognise(folder)), None)
         if found is not None:
             inside = f"read {folder}, the folder inside {data}" if folder != data else ""
             return found(), folder, inside
     if name == AUTO:
-        return ClassFolders(), data, ""
+        return ClassFolders(one_class=for_manifest), data, ""
     return LAYOUTS[name](), data, ""
 
 

@@ -94,7 +94,7 @@ class Covidx(Layout):
                     label=label,
                     patient_id=options.patient_of(name) or patient,
                     source=source,
-                    meta={"split": split, "covidx_class": finding},
+                    meta={"split": split},
                 )
                 if problem:
                     rejects.append((item, problem))
@@ -113,7 +113,7 @@ class Covidx(Layout):
             root,
             entries,
             rejects,
-            ("split", "covidx_class"),
+            ("split",),
             notes=notes,
             unlisted=unlisted(folders, [e.file for e in entries], root),
         )

@@ -53,8 +53,9 @@ class ClassFolders(Layout):
     name = "folders"
     reads = "labels from class folders"
 
-    def __init__(self, forced: bool = False):
+    def __init__(self, forced: bool = False, one_class: bool = False):
         self.forced = forced  # --layout folders: the user says these folders are classes
+        self.one_class = one_class or forced  # a single class folder is no mistake
 
     @classmethod
     def recognise(cls, root: Path) -> bool:
@@ -64,6 +65,8 @@ class ClassFolders(Layout):
         classes = folders_of(root)
         if not self.forced:
             refuse_traps(root, classes)
+        if not self.one_class:
+            refuse_one_class(root, classes)
         by_case: dict[str, str] = {}
         for folder in classes:
             other = by_case.setdefault(folder.name.casefold(), folder.name)
@@ -130,6 +133,28 @@ class SplitFolders(Layout):
         )
 
 
+def refuse_one_class(root: Path, classes: list[Path]) -> None:
+    """Stop before a folder of films, or a folder that wraps one, becomes a one-class task:
+    name what is there and the table beside it, if any."""
+    if len(classes) > 1:
+        return
+    tables = [f.name for f in visible(root) if f.is_file() and f.suffix.lower() in (".csv", ".txt")]
+    beside = f"; the labels may be in {', '.join(tables)} beside it (--manifest)" if tables else ""
+    if classes:
+        raise CxrError(
+            f"{root}: holds one folder, {classes[0].name}/, which would be the only class: point "
+            f"DATA at the folder that holds the class folders{beside} (--layout folders reads "
+            "it as one class all the same)"
+        )
+    films = [f for f in visible(root) if f.is_file() and not f.name.endswith((".csv", ".txt"))]
+    if films:
+        raise CxrError(
+            f"{root}: holds {len(films)} file(s) but no class folders: give their labels in a "
+            f"manifest (--manifest CSV with path,label){beside}, or put them in one folder per "
+            "class"
+        )
+
+
 def refuse_traps(root: Path, classes: list[Path]) -> None:
     """Stop before class folders become the wrong task: split names as classes, masks as
     films, or every class cut into the same parts (CxrError naming the layout that reads it)."""
@@ -149,10 +174,10 @@ def refuse_traps(root: Path, classes: list[Path]) -> None:
             "folders reads them as classes all the same)"
         )
     parts = {d.name: sorted(c.name for c in visible(d) if c.is_dir()) for d in classes}
-    masks = sorted({p for names in parts.values() for p in names if MASKS.match(p)})
+    masks = sorted({p for names in [*parts.values(), list(parts)] for p in names if MASKS.match(p)})
     if masks:
         raise CxrError(
-            f"{root}: the class folders hold {', '.join(m + '/' for m in masks)}: masks, not films"
+            f"{root}: {', '.join(m + '/' for m in masks)} among the class folders: masks, not films"
             " (the COVID-19 Radiography Database's layout is read by --layout covid-radiography;"
             " otherwise give the films in a manifest, and the masks with --region lungs-only:DIR)"
         )

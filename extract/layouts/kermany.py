@@ -10,12 +10,14 @@ As shipped::
 
 Read: labels normal, bacterial and viral (the paper's classes: PNEUMONIA films are bacterial or
 viral by their names; ``--merge pneumonia=bacterial,viral`` at evaluation gives Kermany's two),
-the patient from the name (``person1000``; ``IM-0115`` for normal films, ``IM-0115-0001.jpeg``
-and ``IM-0115-0001-0002.jpeg`` alike: when a name leaves it open, one patient, the stricter
-grouping), the split folder as a
-``split`` column, and the folder as ``kermany_class``. Anything else beside the split folders
-(the nested copy, ``__MACOSX``) is ignored, and named. The films are children's (1 to 5 years,
-one hospital in Guangzhou): beside adult COVID-19 films, age and hospital are a shortcut.
+the patient from the name, and the split folder as a ``split`` column (``chest_xray/train``
+given alone: train). Patients: ``person1000_bacteria`` and ``person1000_virus`` are two,
+because Kermany numbered each kind apart (its split, made by patient, puts the two on different
+sides); a normal film's ``IM-0115`` covers ``IM-0115-0001.jpeg`` and ``IM-0115-0001-0002.jpeg``
+alike (where a name leaves it open, one patient: the stricter grouping). Anything else beside
+the split folders (the nested copy, ``__MACOSX``) is ignored, and named. The films are
+children's (1 to 5 years, one hospital in Guangzhou): beside adult COVID-19 films, age and
+hospital are a shortcut.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from cxr.extract.layouts.base import (
 from cxr.extract.layouts.folders import split_name
 
 CLASSES = ("NORMAL", "PNEUMONIA")
-PATIENT = re.compile(r"^(person\d+)_|^((?:NORMAL\d*-)?IM-\d+)-\d+", re.IGNORECASE)
+PATIENT = re.compile(r"^(person\d+_(?:bacteria|virus))_|^((?:NORMAL\d*-)?IM-\d+)-\d+", re.I)
 LABELS = (("bacteria", "bacterial"), ("virus", "viral"), ("normal", "normal"))
 NAMED = re.compile(r"^person\d+_(bacteria|virus)_\d+", re.IGNORECASE)
 PEEK = 50  # files looked at to recognise the names
@@ -82,7 +84,7 @@ class Kermany(Layout):
                         next(g for g in found.groups() if g) if found else ""
                     )
                     nameless += not patient
-                    meta = {"split": split.name if split is not root else "", "kermany_class": cls}
+                    meta = {"split": split_name(split)}  # chest_xray/train given alone: train
                     pairs.append(
                         entry(
                             root,
@@ -106,9 +108,7 @@ class Kermany(Layout):
         if nameless:
             notes.append(f"{nameless} film(s) have no patient in their names: each its own")
         entries, rejects = split_entries(pairs)
-        return Listing(
-            self.name, self.reads, root, entries, rejects, ("split", "kermany_class"), notes=notes
-        )
+        return Listing(self.name, self.reads, root, entries, rejects, ("split",), notes=notes)
 
 
 def _named_like_kermany(folder: Path | None) -> bool:
