@@ -197,9 +197,8 @@ def named(report: dict, **keys: str) -> dict:
 def summary(command: str, report: dict, warnings: Sequence[str] = ("confound: ",)) -> list[str]:
     """The first screen of an evaluation: the command, task and design, the warnings that
     start with ``warnings``, and each result's balanced accuracy and ROC AUC with its CI."""
-    from cxr.classify.designs import design_of
-
     from cxr.classify.confounds import finer_note
+    from cxr.classify.designs import design_of
 
     first = report["results"][0]
     lines = [*shown(command)]
