@@ -32,7 +32,6 @@ runs the same checks from the datasets' metadata, without reading X.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import h5py
 import numpy as np
 
 from cxr.errors import CxrError
+from cxr.files import replace_file
 
 SCHEMA_VERSION = 1
 SUFFIX = ".h5"
@@ -327,7 +327,7 @@ def write_atomic(path: Path, content: StoreContent) -> None:
         rejected = f.create_group("rejected")
         for name in REJECT_COLUMNS:
             _write_strings(rejected, name, content.rejected[name])
-    _publish_bytes(image, path, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    _publish_bytes(image, path)
 
 
 def read_attrs(path: Path) -> dict:
@@ -480,7 +480,7 @@ def write_shard(
         group = f.create_group("rejected")
         for name in REJECT_COLUMNS:
             _write_strings(group, name, rejected[name])
-    _publish_bytes(image, path, path.with_name(f".{path.name}.tmp"))
+    _publish_bytes(image, path)
 
 
 @contextmanager
@@ -493,21 +493,11 @@ def _in_memory() -> Iterator[tuple[h5py.File, io.BytesIO]]:
         yield f, image
 
 
-def _publish_bytes(image: io.BytesIO, path: Path, tmp: Path) -> None:
-    """Write, fsync, rename into place, fsync the folder: the file is whole or absent."""
-    try:
-        with open(tmp, "wb") as fh, image.getbuffer() as data:  # no copy of the file image
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _publish_bytes(image: io.BytesIO, path: Path) -> None:
+    """Write, fsync, rename into place, fsync the folder: the file is whole or absent
+    (`cxr.files.replace_file`: a fresh temporary name, so no planted link is written through)."""
+    with image.getbuffer() as data:  # no copy of the file image
+        replace_file(path, data, sync=True)
 
 
 def read_shard(path: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:
