@@ -962,7 +962,7 @@ def _predictions_csv(result: Any, path: Path | None) -> None:
     import csv
     import io
 
-    from cxr.files import escape_cell
+    from cxr.files import csv_cell, escape_cell
 
     classes = result["classes"]
     rows = [["image", "predicted", *(f"p_{c}" for c in classes), "rejected"]]
@@ -971,11 +971,9 @@ def _predictions_csv(result: Any, path: Path | None) -> None:
         rows.append([p["path"], p["predicted"], *chances, ""])
     rows += [[r["path"], "", *("" for _ in classes), r["reason"]] for r in result["rejected"]]
     text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([[escape_cell(c) for c in r] for r in rows])
-    try:
-        path.write_text(text.getvalue())
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write the CSV ({exc.strerror})") from None
+    cells = [[escape_cell(r[0]), *map(csv_cell, r[1:])] for r in rows]  # paths as they are
+    csv.writer(text, lineterminator="\n").writerows(cells)
+    write_atomic(path, text.getvalue().encode(), "the CSV")
 
 
 @app.command()

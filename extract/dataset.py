@@ -32,7 +32,7 @@ from cxr.extract.hashing import HashCache
 from cxr.extract.headers import COLUMNS as HEADER_COLUMNS
 from cxr.extract.headers import HeaderCache
 from cxr.extract.images import DICOM_SUFFIXES, is_dicom_file
-from cxr.files import UnusableFile, unescape_cell
+from cxr.files import UnusableFile, printable, unescape_cell
 from cxr.store.schema import Reject
 
 MANIFEST_NAME = "manifest.csv"
@@ -236,6 +236,7 @@ def from_manifest(
     for raw in rows:
         row = {c: unescape_cell(raw.get(c) or "") for c in columns}
         rel = row["path"].strip()
+        row = {c: printable(value) for c, value in row.items()}  # a NUL in `path`: a reject
         file = Path(rel) if Path(rel).is_absolute() else root / rel
         entry = Entry(
             path=rel,
