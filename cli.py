@@ -1125,9 +1125,11 @@ def audit(
         if plots is None:
             return
         from cxr.audit.figures import cluster_plots
+        from cxr.reporting.figures import written
 
         try:
             result["plots"] = cluster_plots(result, Path(result["data_root"]), plots)
+            result["figures"] = written(plots, result["plots"])
         except (OSError, ValueError, RuntimeError) as exc:
             raise CxrError(f"--plots {plots}: cannot write the plots ({exc})") from None
 

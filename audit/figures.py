@@ -6,12 +6,14 @@ a copy, a crop, a re-encoding, or two films of one patient, and a reader trusts 
 
 from __future__ import annotations
 
+import io
 import re
 import textwrap
 from pathlib import Path
 
 from cxr.audit.run import AuditReport
 from cxr.extract.images import thumbnail
+from cxr.files import replace_file
 
 MAX_FIGURES = 200  # clusters drawn; --json lists every one
 MAX_MEMBERS = 6  # pictures per cluster figure
@@ -53,8 +55,10 @@ def cluster_plots(report: AuditReport, root: Path, out_dir: Path) -> list[str]:
         fig.suptitle(textwrap.fill(title, 45 * len(members)), fontsize=9)
         fig.tight_layout()
         path = out_dir / f"cluster-{number:03d}-{_slug(', '.join(cluster['methods']))}.png"
-        fig.savefig(path, dpi=110)
+        image = io.BytesIO()
+        fig.savefig(image, format="png", dpi=110)
         plt.close(fig)
+        replace_file(path, image.getbuffer())  # never through a link planted at the name
         written.append(str(path))
     return written
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -20,6 +20,9 @@ from cxr.errors import CxrError
 from cxr.progress import Progress, Silent
 from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import store_path
+
+if TYPE_CHECKING:
+    from cxr.reporting.figures import Figures
 
 DEFAULT_PROBES = ("source", "dataset")
 MEMBER_COLUMNS = ("id", "path", "label", "patient_id", "source")
@@ -48,6 +51,7 @@ class AuditReport(TypedDict):
     exclusions: dict  # Exclusions.to_json(): what --exclude-out writes
     notes: list[str]
     plots: list[str]  # with --plots: a figure per duplicate cluster
+    figures: Figures | None  # with --plots: what was written (`cxr.reporting.figures`)
     timing: dict  # hashes_computed, hash_seconds, total_seconds
 
 
@@ -176,6 +180,7 @@ def _audit(
         exclusions=exclusions.build(found, ids, patients).to_json(),
         notes=notes,
         plots=[],
+        figures=None,
         timing={
             "hashes_computed": computed,
             "hash_seconds": round(hash_seconds, 2),

@@ -12,7 +12,7 @@ from typing import Any
 
 from cxr.classify.results import result_name
 from cxr.reporting.documents import Document
-from cxr.reporting.figures import Figure, embed_all
+from cxr.reporting.figures import Figure, recorded
 from cxr.reporting.html import Html, image, interval, items, join, number, table, tag
 
 ROW_LIMIT = 200  # rows of one table (a confound's values, an audit's clusters)
@@ -198,22 +198,17 @@ def warnings(doc: Document) -> Html | None:
     return items(found) if found else None
 
 
-def figures_of(names: Sequence[object], doc: Document) -> Html:
-    shown: list[Figure] = embed_all(names, doc.path.parent)
+def figures(doc: Document) -> Html | None:
+    """The figures the document's run recorded as written (`cxr.reporting.figures`)."""
+    shown: list[Figure] = recorded(doc.data, doc.path)
+    if not shown:
+        return None
     return join(
-        image(f.data_uri, f.name)
-        if f.data_uri
+        image(uri, f.name)
+        if (uri := f.data_uri)
         else tag("p", f"{f.name}: {f.reason}", cls="missing")
         for f in shown
     )
-
-
-def figures(doc: Document) -> Html | None:
-    names = [
-        *doc.data.get("plots", []),
-        *(p for r in doc.data["results"] for p in r.get("plots", [])),
-    ]
-    return figures_of(names, doc) if names else None
 
 
 def provenance(doc: Document) -> Html:
@@ -268,8 +263,9 @@ def audit(doc: Document) -> Html:
     ]
     if d.get("notes"):
         parts += [tag("h3", "Notes"), items(d["notes"])]
-    if d.get("plots"):
-        parts += [tag("h3", "Figures"), figures_of(d["plots"], doc)]
+    drawn = figures(doc)
+    if drawn is not None:
+        parts += [tag("h3", "Figures"), drawn]
     return join(parts)
 
 
