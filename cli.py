@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -33,6 +34,7 @@ from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
 from cxr.files import write_atomic
+from cxr.interrupt import signal_of
 
 
 def _console_for(stderr: bool = False) -> Console:
@@ -48,16 +50,55 @@ err_console = _console_for(stderr=True)
 
 
 class _Commands(TyperGroup):
-    """The one CLI edge: any CxrError, from any command, is one line on stderr and its status."""
+    """The one CLI edge: any CxrError, from any command, is one line on stderr and its status;
+    so is Ctrl-C or SIGTERM (`cxr.interrupt`: workers stopped, status 130 or 143), and so is
+    each of the tool's own warnings (a cache entry ignored)."""
 
     def invoke(self, ctx):
+        from cxr.interrupt import stop_workers, stopping
+
         try:
-            return super().invoke(ctx)
+            with stopping(), _one_line_warnings():
+                try:
+                    return super().invoke(ctx)
+                except KeyboardInterrupt as stop:
+                    stop_workers()
+                    raise Interrupted(_stopped(signal_of(stop)), signal_of(stop)) from None
         except CxrError as exc:
             # The message echoes user input: printed as text, never as markup or :emoji: codes.
             word = "[yellow]stopped:[/]" if isinstance(exc, Interrupted) else "[red]error:[/]"
             err_console.print(word, escape(str(exc)), highlight=False, emoji=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+
+
+def _stopped(signum: int) -> str:
+    import signal
+
+    return (
+        f"interrupted ({signal.Signals(signum).name}); every file written so far is whole, "
+        "nothing half-written was kept; run the same command again"
+    )
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """The tool's own warnings (`cxr.trust.CacheWarning`) as ``warning: ...``, one line."""
+    import warnings
+
+    from cxr.trust import CacheWarning
+
+    default = warnings.formatwarning
+
+    def formatted(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, CacheWarning):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatted
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
 
 
 def _version(value: bool) -> None:
@@ -296,8 +337,8 @@ def features(
             region_box=region_box,
             calibration=calibration,
         )
-    except KeyboardInterrupt:
-        raise Interrupted(_kept(folder)) from None
+    except KeyboardInterrupt as stop:
+        raise Interrupted(_kept(folder), signal_of(stop)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, _render_features)
     if not any(s.stored for s in summaries):
