@@ -34,7 +34,7 @@ from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
 from cxr.files import write_atomic
-from cxr.interrupt import signal_of
+from cxr.interrupt import STOPS, signal_of, stop_workers, stopping
 
 
 def _console_for(stderr: bool = False) -> Console:
@@ -55,13 +55,11 @@ class _Commands(TyperGroup):
     each of the tool's own warnings (a cache entry ignored)."""
 
     def invoke(self, ctx):
-        from cxr.interrupt import stop_workers, stopping
-
         try:
             with stopping(), _one_line_warnings():
                 try:
                     return super().invoke(ctx)
-                except KeyboardInterrupt as stop:
+                except STOPS as stop:
                     stop_workers()
                     raise Interrupted(_stopped(signal_of(stop)), signal_of(stop)) from None
         except CxrError as exc:
@@ -337,7 +335,7 @@ def features(
             region_box=region_box,
             calibration=calibration,
         )
-    except KeyboardInterrupt as stop:
+    except STOPS as stop:
         raise Interrupted(_kept(folder), signal_of(stop)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, _render_features)

@@ -17,9 +17,11 @@ class RunFailed(CxrError):
     exit_code = 1
 
 
-class Stopped(KeyboardInterrupt):
-    """A signal asked the run to stop (SIGTERM; Ctrl-C stays a KeyboardInterrupt): raised in the
-    main thread like Ctrl-C, so every ``finally`` runs and joblib stops its workers."""
+class Stopped(BaseException):
+    """A signal asked a command to stop (SIGTERM, or Ctrl-C under `cxr.interrupt.stopping`):
+    raised in the main thread, so every ``finally`` runs and joblib stops its workers. Not a
+    KeyboardInterrupt, which scikit-learn's MLP catches to end its training early (a model
+    half fitted, saved or scored as if whole); like one, not an Exception."""
 
     def __init__(self, signum: int):
         super().__init__(signum)

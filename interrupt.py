@@ -2,9 +2,10 @@
 
 Python's default for SIGTERM ends the process at once: no ``finally`` runs, and joblib's worker
 processes, which hold the command's output pipes, go on fitting (a caller waiting for the
-output then waits for them). Under `stopping`, both signals raise in the main thread (a
-KeyboardInterrupt, `cxr.errors.Stopped` for SIGTERM), so every ``finally`` runs (temporary
-files removed; a file is only ever replaced whole) and joblib aborts its pool; `stop_workers`
+output then waits for them); and Ctrl-C's KeyboardInterrupt is caught by scikit-learn's MLP,
+which then returns a half-fitted model as if it were done. Under `stopping`, both signals raise
+`cxr.errors.Stopped` in the main thread, so every ``finally`` runs (temporary files removed; a
+file is only ever replaced whole) and joblib aborts its pool; `stop_workers`
 then kills whatever worker of the reusable pool is left; the pool's own threads, racing that
 shutdown, are not reported. A second signal while stopping ends the process at once.
 """
@@ -24,8 +25,11 @@ from cxr.errors import Stopped
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+STOPS = (KeyboardInterrupt, Stopped)  # what ends a command early, from the user
+
+
 def signal_of(exc: BaseException) -> int:
-    """The signal behind a KeyboardInterrupt (SIGINT unless it is a `Stopped`)."""
+    """The signal behind a stop (SIGINT for a KeyboardInterrupt)."""
     return exc.signum if isinstance(exc, Stopped) else signal.SIGINT
 
 
@@ -33,8 +37,6 @@ def _stop(signum: int, frame: Any) -> None:
     for number in SIGNALS:
         signal.signal(number, _now)
     threading.excepthook = _quiet  # the pool's threads, racing its shutdown, until the exit
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
     raise Stopped(signum)
 
 

@@ -22,6 +22,7 @@ import pytest
 from helpers import save_png
 
 psutil = pytest.importorskip("psutil")
+pytestmark = pytest.mark.slow  # whole commands in subprocesses (about a minute in all)
 CXR = str(Path(sys.executable).with_name("cxr"))
 # TensorFlow's own start-up lines on a machine without a GPU (printed before any cxr code runs)
 TF_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")
@@ -102,18 +103,35 @@ def test_evaluate_stops_with_its_workers(big_store, tmp_path, signum):
     assert not leftovers(big_store.parent, out.parent)
 
 
-def test_train_stops_and_leaves_no_model_and_no_lock_held(make_synthetic_store, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_train_stops_and_leaves_no_model_and_no_lock_held(make_synthetic_store, tmp_path, signum):
+    """Before, Ctrl-C was caught by scikit-learn's MLP, which ended its training early: the
+    half-fitted model was saved, exit 0."""
     store = make_synthetic_store({"a": 300, "b": 300, "c": 300}, dim=256)
     model = tmp_path / "models" / "m.skops"
     args = ["train", "--features", str(store.parent), "--head", "mlp", "--out", str(model)]
     args += ["--set", "mlp.hidden_layer_sizes=2048,2048"]  # minutes of fitting
-    status, stderr = stop(args, lambda me: _cpu(me) > 3.0, signal.SIGTERM)
-    assert status == 143
-    one_line(stderr, signal.SIGTERM)
+    status, stderr = stop(args, lambda me: _cpu(me) > 3.0, signum)
+    assert status == 128 + signum
+    one_line(stderr, signum)
     assert not model.exists() and not leftovers(model.parent)
     from cxr.files import acquire_lock
 
     os.close(acquire_lock(model.with_name(".m.skops.lock")))  # released with the process
+
+
+def test_evaluate_in_one_process_never_scores_a_half_fitted_head(make_synthetic_store, tmp_path):
+    """With --jobs 1 the MLP fits in the main process: Ctrl-C ended its training early and the
+    evaluation went on to score the half-fitted head."""
+    store = make_synthetic_store({"a": 300, "b": 300, "c": 300}, dim=256)
+    out = tmp_path / "evaluate.json"
+    args = ["evaluate", "--features", str(store.parent), "--head", "mlp", "--folds", "3"]
+    args += ["--jobs", "1", "--quiet", "--json", str(out), "--no-cache"]
+    args += ["--set", "mlp.hidden_layer_sizes=2048,2048"]
+    status, stderr = stop(args, lambda me: _cpu(me) > 4.0, signal.SIGINT)
+    assert status == 130
+    one_line(stderr, signal.SIGINT)
+    assert not out.exists()
 
 
 def test_audit_stops_with_its_workers(make_synthetic_store, tmp_path):
