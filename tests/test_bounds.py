@@ -121,6 +121,7 @@ def test_a_manifest_and_headers_with_nul_bytes_never_reach_the_csv(tmp_path):
     assert rows[0]["model"] == "DR-Xjunk" and rows[0]["finding"] == "[31mred"
 
 
+@pytest.mark.slow  # a whole `cxr features` run in a subprocess
 def test_features_survives_nul_cells_and_a_disk_image_in_one_run(tmp_path):
     """Before: one NUL in one manifest cell ended every `cxr features` run in `ValueError:
     embedded null byte` (no store, run after run), and the disk image hung it. Now: the store
