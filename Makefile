@@ -3,12 +3,19 @@
 PYTHON    ?= python3
 VENV      ?= .venv
 BIN       := $(VENV)/bin
-DATA      ?= ../shared/data/cxr
+SHARED_DATA := ../shared/data/cxr
+DATA      ?= $(SHARED_DATA)
 MANIFEST  ?=
+LAYOUT    ?=
 BACKBONES ?= mobilenet_v2
-OUT       ?= features
+# A store belongs to its data: the shared set's stores are in features/ and its reports in
+# reports/; any other data root (or manifest) gets features-<name>/ and reports-<name>/, so a
+# second data set never touches the first one's stores.
+SHARED    := $(and $(filter $(abspath $(SHARED_DATA)),$(abspath $(DATA))),$(if $(MANIFEST),,yes))
+NAME      := $(if $(SHARED),,-$(notdir $(abspath $(DATA)))$(if $(MANIFEST),-$(basename $(notdir $(MANIFEST)))))
+OUT       ?= features$(NAME)
 BATCH     ?= 32
-REPORTS   ?= reports
+REPORTS   ?= reports$(NAME)
 EVAL_ARGS ?=
 REGION    ?=
 # The figures of make evaluate, embedded in reports/report.html (PLOTS= to skip them, ~15 s).
@@ -35,7 +42,8 @@ $(VENV)/.installed: pyproject.toml
 
 features: install
 	$(BIN)/cxr features $(DATA) $(foreach b,$(BACKBONES),-b $(b)) $(foreach w,$(WEIGHTS),--weights $(w)) \
-		$(if $(MANIFEST),--manifest $(MANIFEST)) $(if $(REGION),--region $(REGION)) \
+		$(if $(MANIFEST),--manifest $(MANIFEST)) $(if $(LAYOUT),--layout $(LAYOUT)) \
+		$(if $(REGION),--region $(REGION)) \
 		--features $(OUT) --batch-size $(BATCH)
 
 # The stores first: `cxr features` is incremental, so once they exist it embeds nothing (and

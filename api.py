@@ -48,20 +48,35 @@ def extract_features(
     weights: Sequence[str] = (),
     features: Path | str = "features",
     manifest: Path | str | None = None,
+    layout: str = "auto",
+    columns: Mapping[str, str] | None = None,
+    patient_from_name: str = "",
+    label_map: Mapping[str, str] | None = None,
+    allow_outside_data: bool = False,
+    replace: bool = False,
     **options: Any,
 ) -> list[Summary]:
     """`cxr features`: embed every image once per backbone (incremental). ``weights`` takes the
-    CLI's syntax (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``); ``options``: batch_size,
-    resize, seed, rehash, rebuild, runtime, precision, progress, scheduler (a Dask address or
-    ``"local:N"``; a script using local:N runs under ``if __name__ == "__main__":``), shard."""
+    CLI's syntax (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``). ``layout``: how ``data`` is
+    read ("auto" recognises it; "kermany", "covidx", ...), with ``columns`` naming a
+    manifest's columns by role (``{"label": "diagnosis"}``), ``patient_from_name`` a regular
+    expression, ``label_map`` rules (``{"Pneumonia/Fungal": "fungal"}``). ``replace``: rebuild
+    a store that holds another data set's rows. ``options``: batch_size, resize, seed, rehash,
+    rebuild, runtime, precision, progress, region, scheduler (a Dask address or ``"local:N"``;
+    a script using local:N runs under ``if __name__ == "__main__":``), shard."""
+    from cxr.extract.layouts import ReadOptions
     from cxr.extract.runner import extract_features as run
 
+    read = ReadOptions.of(columns, patient_from_name, label_map or {}, allow_outside_data)
     return run(
         data=Path(data),
         manifest=Path(manifest) if manifest else None,
         backbones=list(backbones),
         weights=list(weights),
         features_dir=Path(features),
+        layout=layout,
+        read=read,
+        replace=replace,
         **options,
     )
 

@@ -214,6 +214,32 @@ WEIGHTS = typer.Option(
 SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (none either off a terminal).")
 SCHEDULER = typer.Option(None, "--scheduler", help=cluster.HELP)
+# How a data set is read (`cxr.extract.layouts`; the names are checked against its registry by
+# the tests, so that --help does not import the readers).
+LAYOUT = typer.Option(
+    "auto",
+    "--layout",
+    help="How DATA is laid out: auto (recognised, and said), folders, split-folders, manifest, "
+    "covid-radiography, kermany, covidx or cohen.",
+)
+COLUMN = typer.Option(
+    [],
+    "--column",
+    help="A manifest's column for a role, ROLE=NAME (repeatable): path, label, patient, source "
+    "(e.g. --column label=diagnosis).",
+)
+PATIENT_FROM_NAME = typer.Option(
+    "",
+    "--patient-from-name",
+    help="A regular expression that finds the patient id in each file name (its first group, "
+    "else the match), e.g. 'person\\d+'.",
+)
+LABEL_MAP = typer.Option(
+    [],
+    "--label-map",
+    help="TEXT=LABEL (repeatable): rows whose finding or class contains TEXT get LABEL, before "
+    "the collection's own rules; TEXT= leaves them out.",
+)
 
 
 def _steps(quiet: bool):
@@ -227,7 +253,8 @@ def _steps(quiet: bool):
 def features(
     data: Path | None = typer.Argument(
         None,
-        help="Folder of class folders (covid/, normal/, ...), or the root of the manifest's paths.",
+        help="The data set: class folders (covid/, normal/, ...), a public collection as its "
+        "distributor ships it (see --layout), or the folder the manifest's paths start from.",
     ),
     backbone: list[str] = typer.Option(
         ["mobilenet_v2"],
@@ -266,7 +293,8 @@ def features(
         "--region",
         help="The part of each film to embed, into a store of its own (<backbone>@<region>.h5): "
         "full, centre-masked (the central box black), centre-only, lungs-only:DIR or "
-        "lungs-masked:DIR (a lung mask per film under DIR, at the film's path).",
+        "lungs-masked:DIR (a lung mask per film under DIR, at the film's path; without :DIR, "
+        "the masks the collection ships).",
     ),
     region_box: float = typer.Option(
         0.6,
@@ -278,6 +306,16 @@ def features(
         "--allow-outside-data",
         help="Read manifest paths that are absolute or climb out of DATA with '..' (refused by "
         "default: a manifest from elsewhere must not point the tool at other files).",
+    ),
+    layout: str = LAYOUT,
+    column: list[str] = COLUMN,
+    patient_from_name: str = PATIENT_FROM_NAME,
+    label_map: list[str] = LABEL_MAP,
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="Let this data set replace the rows of a store built from another data root or "
+        "manifest (refused by default, naming both).",
     ),
     runtime: RuntimeName = RUNTIME,
     precision: PrecisionName = typer.Option(
@@ -306,10 +344,12 @@ def features(
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
     from dataclasses import asdict
 
+    from cxr.extract.layouts import ReadOptions
     from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
     from cxr.progress import RichProgress
 
     _writable(json_out, "--json")
+    read = ReadOptions.parse(column, patient_from_name, label_map, allow_outside_data)
     folder = out or features_dir
     if folder.exists() and not folder.is_dir():  # a typo, not a storage fault: nothing starts
         raise CxrError(f"--features {folder}: is a file")
@@ -330,10 +370,12 @@ def features(
             progress=RichProgress(_console(json_out), bars=True),
             scheduler=scheduler,
             shard=shard,
-            allow_outside_data=allow_outside_data,
             region=region,
             region_box=region_box,
             calibration=calibration,
+            layout=layout,
+            read=read,
+            replace=replace,
         )
     except STOPS as stop:
         raise Interrupted(_kept(folder), signal_of(stop)) from None
@@ -380,7 +422,9 @@ def _render_features(document: dict, console: Console) -> None:
 @app.command()
 def manifest(
     data: Path = typer.Argument(
-        ..., help="Class folders, a flat export of DICOM files, or a manifest CSV to complete."
+        ...,
+        help="A data set (class folders, a public collection: see --layout), a flat export of "
+        "DICOM files, or a manifest CSV to complete.",
     ),
     out: Path | None = typer.Option(
         None,
@@ -404,12 +448,18 @@ def manifest(
     keep_ids: bool = typer.Option(
         False, "--keep-ids", help="Write the real patient ids and institutions (not shareable)."
     ),
+    layout: str = LAYOUT,
+    column: list[str] = COLUMN,
+    patient_from_name: str = PATIENT_FROM_NAME,
+    label_map: list[str] = LABEL_MAP,
     json_out: Path | None = JSON_OUT,
 ) -> None:
-    """Write a manifest from DICOM headers: patient, view, modality, manufacturer, ... ."""
+    """Write a manifest of a data set as its layout reads it, with its DICOM headers: patient,
+    view, modality, manufacturer, ... ."""
     from dataclasses import asdict
 
     from cxr.extract.headers import StudyKey
+    from cxr.extract.layouts import ReadOptions
     from cxr.extract.manifest import build_manifest, default_out
 
     target = out if out is not None else default_out(data)
@@ -420,7 +470,8 @@ def manifest(
     if str(target) != "-" and target.exists() and not force:
         raise CxrError(f"{target}: exists; pass --force to replace it, or choose another --out")
     study = StudyKey(features_dir, key)
-    summary = build_manifest(data, target, key=study, keep_ids=keep_ids)
+    read = ReadOptions.parse(column, patient_from_name, label_map)
+    summary = build_manifest(data, target, key=study, keep_ids=keep_ids, layout=layout, read=read)
     document = {**asdict(summary), "out": str(summary.out)}
     document["key"] = "" if keep_ids else study.source
     _show(document, json_out if str(target) != "-" else None, _render_manifest)

@@ -9,6 +9,10 @@ between ``<!-- output: NAME -->`` and ``<!-- end of output: NAME -->`` are rewri
 fingerprint is the current code's: a change of the code that makes the numbers fails until
 `make docs` has run again.
 
+The pages of docs/ with generated sections (``PAGES``: the public collections, each rebuilt as
+its distributor ships it from the shared films by ``tests/shipped.py``) are rewritten the same
+way, from the same file.
+
     python docs/outputs.py [--features features] [--readme README.md] [--check]
 """
 
@@ -28,7 +32,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # shipped: the collections as shipped, for docs/ pages
 OUTPUTS = ROOT / "docs" / "outputs.json"
+PAGES = (ROOT / "docs" / "collections.md",)  # docs pages with generated sections
 RESULTS = ROOT / "docs" / "results.json"  # `make reproduce`'s
 FIGURE = ROOT / "docs" / "figures" / "learning-curve-mobilenet_v2-mlp.png"
 WIDTH = 100  # of a wrapped line
@@ -186,26 +192,31 @@ def named(report: dict, **keys: str) -> dict:
 # ---- the blocks ---------------------------------------------------------------------------
 
 
-def quick_start(run: Runner) -> str:
-    command = "cxr evaluate -b mobilenet_v2 --head mlp --head logreg"
-    report = run(command)
-    first = report["results"][0]
+def summary(command: str, report: dict, warnings: Sequence[str] = ("confound: ",)) -> list[str]:
+    """The first screen of an evaluation: the command, task and design, the warnings that
+    start with ``warnings``, and each result's balanced accuracy and ROC AUC with its CI."""
     from cxr.classify.designs import design_of
 
-    lines = ["```", *shown(command)]
+    first = report["results"][0]
+    lines = [*shown(command)]
     lines += wrapped(
         f"Task: {first['task']['name']}   Validation: {design_of(first).describe(first)}"
     )
-    for warning in warnings_of(report, "confound: "):
-        lines += wrapped(f"warning: {warning}")
+    for prefix in warnings:
+        for warning in warnings_of(report, prefix):
+            lines += wrapped(f"warning: {warning}")
     rows = [
         [r["backbone"], r["head"], r["n"], stat(r["metrics"]["balanced_accuracy"]),
          stat(r["metrics"]["roc_auc"]), versus(r, report)]
         for r in report["results"]
     ]  # fmt: skip
     headers = ["backbone", "head", "n", "bal. accuracy", "ROC AUC", "vs best (bal. accuracy)"]
-    lines += [*table(headers, rows, right=[2]), "```"]
-    return "\n".join(lines)
+    return [*lines, *table(headers, rows, right=[2])]
+
+
+def quick_start(run: Runner) -> str:
+    command = "cxr evaluate -b mobilenet_v2 --head mlp --head logreg"
+    return "\n".join(["```", *summary(command, run(command)), "```"])
 
 
 def confounds(run: Runner) -> str:
@@ -585,6 +596,121 @@ BLOCKS: dict[str, Callable[[Runner], str]] = {
 }
 
 
+# ---- the public collections, as their distributors ship them (docs/collections.md) -----------
+
+
+class Copy:
+    """A collection rebuilt from the shared films as its distributor ships it (`shipped`), in a
+    folder named as the download is, embedded by mobilenet_v2 (the quick start's weight file)
+    into a features folder of its own; its commands run as a user types them."""
+
+    def __init__(self, run: Runner, builder: str):
+        import shipped
+
+        from cxr.store import load
+
+        self.base = run.folder / builder
+        self.data = getattr(shipped, builder)(self.base)  # the download's top folder
+        self.run = Runner(self.base / "features")
+        self.weights = f"mobilenet_v2={load(run.features, 'mobilenet_v2').attrs['weights_path']}"
+
+    def features(self, *extra: str) -> list[str]:
+        """``$ cxr features FOLDER ...`` and what it says before its table (the layout line)."""
+        result = self._invoke(["features", self.data.name, "-b", "mobilenet_v2", *extra])
+        if result.exit_code != 0:
+            raise SystemExit(f"cxr features {self.data}: exit {result.exit_code}\n{result.output}")
+        said = [
+            line
+            for line in result.output.splitlines()
+            if line.strip() and not line.startswith(("mobilenet_v2 ", " ", "┏", "┃", "┡", "│", "└"))
+        ]
+        command = shlex.join(["cxr", "features", self.data.name, "-b", "mobilenet_v2", *extra])
+        return [*shown(command), *(w for line in said for w in wrapped(line))]
+
+    def refused(self, command: str) -> list[str]:
+        """``$ command`` and the one line it is refused with."""
+        result = self._invoke([*shlex.split(command)[1:], "--features", "features"])
+        if result.exit_code == 0:
+            raise SystemExit(f"{command}: expected a refusal, got exit 0")
+        [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+        return [*shown(command), *wrapped(line)]
+
+    def _invoke(self, args: list[str]):
+        import os
+
+        from typer.testing import CliRunner
+
+        from cxr.cli import app
+
+        if args[0] == "features":
+            args += ["--weights", self.weights, "--features", "features"]
+        here = os.getcwd()
+        os.chdir(self.base)  # paths as a user sees them: the download beside its features
+        try:
+            return CliRunner().invoke(app, args, terminal_width=WIDTH)
+        finally:
+            os.chdir(here)
+
+
+def external_lines(command: str, report: dict) -> list[str]:
+    [r] = report["results"]
+    v = r["validation"]
+    return [
+        *shown(command),
+        *wrapped(
+            f"Validation: external test set ({'; '.join(v['test_where'])}): {v['n_train']} "
+            f"training rows, {v['n_test']} test rows; balanced accuracy "
+            f"{stat(r['metrics']['balanced_accuracy'])}, ROC AUC {stat(r['metrics']['roc_auc'])}"
+        ),
+    ]
+
+
+CV = "cxr evaluate -b mobilenet_v2 --head mlp --head logreg"
+
+
+def kermany_block(run: Runner) -> str:
+    copy = Copy(run, "kermany")
+    lines = ["```", *copy.features(), *summary(CV, copy.run(CV), warnings=())]
+    split = "cxr evaluate -b mobilenet_v2 --head mlp --test-where split=test"
+    lines += [*external_lines(split, copy.run(split)), "```"]
+    return "\n".join(lines)
+
+
+def covidx_block(run: Runner) -> str:
+    copy = Copy(run, "covidx")
+    lines = ["```", *copy.features(), *summary(CV, copy.run(CV), warnings=())]
+    lines += [*copy.refused("cxr evaluate -b mobilenet_v2 --head mlp --test-where split=test")]
+    out = "cxr evaluate -b mobilenet_v2 --head mlp --binary covid --leave-out source"
+    report = copy.run(out)
+    rows = [
+        [r["validation"]["held_out"], r["n"], stat(r["metrics"]["accuracy"])]
+        for r in report["results"]
+    ]
+    lines += [*shown(out), *table(["held out", "n", "accuracy"], rows, right=[1]), "```"]
+    return "\n".join(lines)
+
+
+def cohen_block(run: Runner) -> str:
+    copy = Copy(run, "cohen")
+    lines = ["```", *copy.features(), *summary(CV, copy.run(CV), warnings=()), "```"]
+    return "\n".join(lines)
+
+
+def radiography_block(run: Runner) -> str:
+    copy = Copy(run, "radiography")
+    lines = ["```", *copy.features(), *copy.features("--region", "lungs-only")]
+    command = "cxr evaluate -b mobilenet_v2 -b mobilenet_v2@lungs-only --head mlp"
+    return "\n".join([*lines, *summary(command, copy.run(command), warnings=()), "```"])
+
+
+PAGE_BLOCKS: dict[str, Callable[[Runner], str]] = {
+    "collection-kermany": kermany_block,
+    "collection-covidx": covidx_block,
+    "collection-cohen": cohen_block,
+    "collection-radiography": radiography_block,
+}
+
+
 def learning_curve_figure(run: Runner) -> None:
     """The README's figure: the learning curve of the block above, drawn by `--plots`."""
     command, _ = run.figure
@@ -596,7 +722,7 @@ def learning_curve_figure(run: Runner) -> None:
 
 def generate(features: Path) -> dict:
     run = Runner(features)
-    blocks = {name: make(run) for name, make in BLOCKS.items()}
+    blocks = {name: make(run) for name, make in {**BLOCKS, **PAGE_BLOCKS}.items()}
     learning_curve_figure(run)
     return {"fingerprint": fingerprint(), "generated": time.strftime("%Y-%m-%d %H:%M UTC",
             time.gmtime()), "blocks": blocks}  # fmt: skip
@@ -615,8 +741,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     outputs = generate(args.features)
     OUTPUTS.write_text(json.dumps(outputs, indent=1, ensure_ascii=False) + "\n")
-    args.readme.write_text(rewrite(args.readme.read_text(), outputs))
-    print(f"Wrote {OUTPUTS} and {args.readme}", file=sys.stderr)
+    for page in (args.readme, *PAGES):
+        page.write_text(rewrite(page.read_text(), outputs))
+    print(f"Wrote {OUTPUTS}, {args.readme} and {', '.join(map(str, PAGES))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

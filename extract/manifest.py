@@ -2,12 +2,14 @@
 
 PACS exports carry in their headers what grouped folds and confound checks need: the patient,
 the view (portable AP films come from sicker patients, a known shortcut), the modality, the
-scanner. This reads the headers only (`cxr.extract.headers`) of every file in class folders, in
-a flat export (then the label column is left empty, to fill in) or in an existing manifest, and
-writes them as manifest columns. Patient ids and institution names are pseudonymised with the
-study's key (`cxr.extract.headers.StudyKey`), so the manifest can leave the hospital while the
-same patient keeps the same id across exports made with the same key; values that already are
-pseudonyms are kept, so running it again on its own output changes nothing.
+scanner. This reads the headers only (`cxr.extract.headers`) of every file of a data set as its
+layout reads it (`cxr.extract.layouts`: class folders, a public collection), in a flat export
+(then the label column is left empty, to fill in) or in an existing manifest, and writes them,
+with what the layout read (labels, patients, split, ...), as manifest columns. Patient ids and
+institution names are pseudonymised with the study's key (`cxr.extract.headers.StudyKey`), so
+the manifest can leave the hospital while the same patient keeps the same id across exports
+made with the same key; values that already are pseudonyms are kept, so running it again on its
+own output changes nothing.
 
 What leaves (unless ``keep_ids``, which writes every column as it is):
 - an allow-list of columns: the header columns above, the manifest's own (path, label,
@@ -31,19 +33,14 @@ import math
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cxr.extract.dataset import (
-    KNOWN_COLUMNS,
-    Entry,
-    from_folders,
-    from_manifest,
-    outside_data,
-    shown_name,
-)
+from cxr.extract.dataset import KNOWN_COLUMNS, Entry, outside_data, shown_name
 from cxr.extract.headers import AGE_CAP, COLUMNS, StudyKey, pseudonym, read_header, years
 from cxr.extract.images import is_dicom_file
+from cxr.extract.layouts import AUTO, ReadOptions, choose
+from cxr.extract.layouts.table import Manifest
 from cxr.files import csv_cell, escape_cell, write_atomic
 
 # Column names that say a value identifies a person, a visit or an image: pseudonymised like
@@ -62,6 +59,7 @@ SAFE_COLUMNS = frozenset(
         "site",
         "finding",
         "split",
+        "offset",
         "orig_width",
         "orig_height",
         "width",
@@ -94,19 +92,30 @@ def build_manifest(
     *,
     key: StudyKey,
     keep_ids: bool = False,
+    layout: str = AUTO,
+    read: ReadOptions | None = None,
 ) -> ManifestSummary:
-    """Write ``out`` (``-``: stdout) for the class folders, the flat export or the manifest CSV
-    ``data``; paths stay relative to the data folder, so `cxr features DATA --manifest OUT`
-    reads it as is. ``key`` pseudonymises the ids (not used with ``keep_ids``)."""
+    """Write ``out`` (``-``: stdout) for the data set, the flat export or the manifest CSV
+    ``data``, read as its ``layout`` (recognised when "auto"); paths stay relative to the data
+    folder, so `cxr features DATA --manifest OUT` reads it as is. ``key`` pseudonymises the ids
+    (not used with ``keep_ids``)."""
     unreadable: dict[str, str] = {}
+    options = read or ReadOptions()
     if data.is_file() and data.suffix.lower() == ".csv":
-        entries, rejects, meta = from_manifest(data, data.parent)
-        entries += [entry for entry, _ in rejects]  # listed twice or unlabelled: still listed
-    elif _flat(data):
+        listing = Manifest(data).read(data.parent, options)
+        entries, meta = listing.entries, listing.meta_columns
+        entries += [entry for entry, _ in listing.rejects]  # listed twice or unlabelled: kept
+    elif layout == AUTO and _flat(data):
         entries, meta = _flat(data), ()
     else:
-        (entries, rejects), meta = from_folders(data), ()
-        unreadable.update((entry.path, reason) for entry, reason in rejects)  # odd names
+        reader, root, _ = choose(data, None, layout, for_manifest=True)
+        listing = reader.read(root, options)
+        entries, meta = listing.entries, listing.meta_columns
+        unreadable.update((entry.path, reason) for entry, reason in listing.rejects)
+        if root != data:  # a collection inside an archive's folder: paths relative to DATA
+            entries = [
+                replace(e, path=(root / e.path).relative_to(data).as_posix()) for e in entries
+            ]
     meta, dropped = _allowed(meta, keep_ids)
     columns = (*KNOWN_COLUMNS, *meta, *COLUMNS)
     columns = tuple(dict.fromkeys(columns))

@@ -72,7 +72,7 @@ def _prepare(
             "(--rehash if its size and time stayed the same)",
         )
     try:
-        pixels = region.apply(decode_pixels(data, entry.file.name), entry.path)
+        pixels = region.apply(decode_pixels(data, entry.file.name), entry)
         return entry, {size: resize(pixels, size, policy, rgb=not gray) for size in sizes}
     except Rejected as exc:
         return entry, str(exc)

@@ -21,10 +21,12 @@ import numpy as np
 
 from cxr.errors import CxrError
 from cxr.extract.calibration import Calibration
-from cxr.extract.dataset import Discovery, Entry, discover, list_images, shown_name
+from cxr.extract.dataset import Discovery, Entry, list_images, shown_name
+from cxr.extract.discovery import discover
 from cxr.extract.hashing import HashCache
 from cxr.extract.headers import HeaderCache, StudyKey
 from cxr.extract.job import Target, run_job
+from cxr.extract.layouts import AUTO, ReadOptions
 from cxr.extract.reader import WHOLE, decode_stream
 from cxr.extract.regions import BOX, FULL, LUNGS, Region, masks_digest
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
@@ -137,18 +139,22 @@ def extract_features(
     progress: Progress | None = None,
     scheduler: str | None = None,
     shard: int | None = None,
-    allow_outside_data: bool = False,
     region: str = FULL,
     region_box: float = BOX,
     calibration: int = CALIBRATION_SIZE,
+    layout: str = AUTO,
+    read: ReadOptions | None = None,
+    replace: bool = False,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone.
 
     ``scheduler``: compute on Dask (an address, or ``local:N``), ``shard`` files per task.
-    ``allow_outside_data``: read manifest paths that are absolute or leave the data folder.
     ``region`` (`cxr.extract.regions`): embed a region of every film (``centre-masked``, ...)
     into stores of their own, ``<backbone>@<region>.h5``. ``calibration``: with precision int8,
-    the films (drawn by ``seed``) that NNCF calibrates the quantised model on."""
+    the films (drawn by ``seed``) that NNCF calibrates the quantised model on. ``layout``
+    (`cxr.extract.layouts`): how the data set is read, recognised when "auto", with ``read``'s
+    options (manifest columns, patients from names, label rules, paths outside the data).
+    ``replace``: let this data set replace the rows of a store built from another."""
     report = progress or Silent()
     if scheduler is not None:
         from cxr.cluster import local_workers
@@ -179,27 +185,33 @@ def extract_features(
     hashes = HashCache(hashes_path(features_dir), trust=not rehash)
     key = StudyKey(features_dir)
     headers = HeaderCache(features_dir, key)
-    discovery = discover(data, manifest, hashes, allow_outside=allow_outside_data, headers=headers)
+    discovery = discover(data, manifest, hashes, options=read, layout=layout, headers=headers)
     headers.save()
-    # Header ids are read for class folders only; a manifest's ids are its own column.
-    with_ids = (
-        0 if discovery.manifest else sum(bool(e.patient_id and e.meta) for e in discovery.entries)
-    )
-    if with_ids:
-        report.note(
-            f"{with_ids} DICOM film(s): patient ids and institutions from their headers, "
-            f"pseudonymised with {key.source} (keep it private; the same key gives the same ids)"
+    if zone.kind in LUNGS and zone.masks is None and not any(e.mask for e in discovery.entries):
+        raise CxrError(
+            f"--region {region}: the {discovery.layout} layout ships no lung masks; name a "
+            f"folder of them: --region {region}:DIR"
         )
-    source = f"manifest {discovery.manifest}" if discovery.manifest else "class folders"
+    if discovery.header_ids:
+        report.note(
+            f"{discovery.header_ids} DICOM film(s): patient ids and institutions from their "
+            f"headers, pseudonymised with {key.source} (keep it private; the same key gives the "
+            "same ids)"
+        )
     distinct = len({e.sha256 for e in discovery.entries})
     repeated = len(discovery.entries) - distinct
-    found = f"{len(discovery.entries)} files in {discovery.root} ({source})"
+    found = (
+        f"layout: {discovery.layout} ({discovery.reads}): {len(discovery.entries)} files in "
+        f"{discovery.root}"
+    )
     if repeated:  # the progress bars count images, not files
         found += (
             f": {distinct} distinct images ({repeated} file(s) hold the same bytes as another, "
             "and each image is embedded once)"
         )
     report.note(found)
+    for note in discovery.notes:
+        report.note(note)
     for reject in discovery.rejects:
         report.warn(f"rejected {reject.path}: {reject.reason}")
     if discovery.unlisted:
@@ -210,9 +222,7 @@ def extract_features(
         )
     if not discovery.entries:
         raise CxrError(f"{discovery.root}: none of the listed files could be read (see above)")
-    region_attrs = zone.attrs(
-        masks_digest(zone, [e.path for e in discovery.entries], hashes.sha256)
-    )
+    region_attrs = zone.attrs(masks_digest(zone, discovery.entries, hashes.sha256))
     sample = None
     if engine.precision == "int8":
         sample = Calibration.sample(discovery.entries, calibration, seed, resize, zone)
@@ -236,6 +246,7 @@ def extract_features(
                     rebuild=rebuild,
                 )
             )
+            writer.claim(discovery, replace)
             todo = list(
                 {e.sha256: e for e in discovery.entries if e.sha256 not in writer.cache}.values()
             )
@@ -265,9 +276,12 @@ def extract_features(
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
         summaries = [_publish(job, discovery, time.perf_counter() - started) for job in jobs]
-        for s in summaries:
+        for job, s in zip(jobs, summaries, strict=True):
             if s.published and not s.new:
-                report.note(f"{s.backbone}: store updated (rows or metadata changed): {s.path}")
+                changed = f"; {job.writer.changes}" if job.writer.changes else ""
+                report.note(
+                    f"{s.backbone}: store updated (rows or metadata changed{changed}): {s.path}"
+                )
     return summaries
 
 

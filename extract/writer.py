@@ -10,6 +10,8 @@
   swapped in atomically and the shards removed. Rows of files that left the data set disappear;
   a file whose bytes changed has a new hash and was recomputed.
 - If nothing changed, the published file is left untouched.
+- A store belongs to its data: a run over another data root or manifest that would drop any of
+  the store's rows is refused (``claim``), naming both, unless the caller says ``replace``.
 - A storage fault (disk full, file too large, unwritable folder) ends the run with RunFailed:
   one line naming the folder and how many images are committed; a re-run resumes from them.
 - ``rebuild`` moves the store aside (``<backbone>.h5.damaged-<time>``, which no reader takes for
@@ -84,6 +86,7 @@ class StoreWriter:
         self.committed = 0  # images durable in shards (resumed or of this run), not yet published
         self.adopted = 0  # shards committed by Dask workers for this run
         self.moved_aside: list[Path] = []
+        self.changes = ""  # what publishing changed, in words ("" when nothing)
 
     def __enter__(self) -> StoreWriter:
         try:
@@ -182,6 +185,33 @@ class StoreWriter:
                 "Use another --features folder, or --rebuild to move it aside and start again"
             )
 
+    def claim(self, discovery: Discovery, replace: bool = False) -> None:
+        """Refuse to let rows of another data set replace this store's (CxrError naming both
+        and the way out): a store built from one data root or manifest keeps its rows unless
+        the caller says ``replace``; the same data set updates it as it always did."""
+        old = self._old
+        if old is None or replace:
+            return
+        root, manifest = str(old.attrs.get("data_root", "")), str(old.attrs.get("manifest", ""))
+        if _same(root, discovery.root) and _same(manifest, discovery.manifest):
+            return
+        kept = {(e.path, e.sha256) for e in discovery.entries}
+        kept |= {(r.path, r.id) for r in discovery.rejects}
+        lost = sum(
+            (p, i) not in kept for p, i in zip(old.rows["path"], old.rows["id"], strict=True)
+        )
+        if not lost:
+            return
+        built = f"{root}" + (f" (manifest {manifest})" if manifest else "")
+        now = f"{discovery.root}" + (
+            f" (manifest {discovery.manifest})" if discovery.manifest else ""
+        )
+        raise CxrError(
+            f"{self.path}: holds {len(old.rows):,} rows of {built}; this run reads {now} and "
+            f"would drop or replace {lost:,} of them. Give this data its own --features folder "
+            "(make features does, per data root), or --replace to rebuild the store from it"
+        )
+
     def record_probe(self, max_abs_diff: float) -> None:
         """The runtime's probe against TensorFlow, measured when its model was built (0 for
         TensorFlow itself): the store records it."""
@@ -232,12 +262,14 @@ class StoreWriter:
             self.attrs,
             data_root=discovery.root,
             manifest=discovery.manifest,
+            layout=discovery.layout,
             created=created,
             now=now,
         )
         if self._unchanged(rows, meta, rejected, attrs):
             self._remove_shards()
             return False
+        self.changes = _changes(self._old, rows)
         try:
             write_atomic(
                 self.path, StoreContent(attrs=attrs, rows=rows, meta=meta, X=X, rejected=rejected)
@@ -264,6 +296,22 @@ class StoreWriter:
             for leftover in self.parts.iterdir():  # shards and any half-written shard of a crash
                 leftover.unlink()
             self.parts.rmdir()
+
+
+def _same(recorded: str, now: Path | None) -> bool:
+    """Whether a recorded path (data root, manifest; "" for none) names the same as ``now``."""
+    if not recorded or now is None:
+        return not recorded and now is None
+    return Path(recorded).resolve() == Path(now).resolve()
+
+
+def _changes(old: StoreContent | None, rows: Table) -> str:
+    """``"3 rows added, 1 gone"`` between the published rows and these ("" when the same)."""
+    before = set(old.rows["path"]) if old is not None else set()
+    after = set(rows["path"])
+    added, gone = len(after - before), len(before - after)
+    parts = ([f"{added:,} rows added"] if added else []) + ([f"{gone:,} gone"] if gone else [])
+    return ", ".join(parts)
 
 
 def _tables_equal(a: Table, b: Table) -> bool:

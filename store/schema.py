@@ -112,6 +112,7 @@ class StoreAttrs(TypedDict, total=False):
     # Set when the store is published:
     data_root: str  # folder the rows' paths are relative to
     manifest: str  # manifest CSV used, "" for class folders
+    layout: str  # how the data set was read (`cxr.extract.layouts`; absent before 0.3: folders)
     created: str  # first publication, ISO 8601
     updated: str  # this publication, ISO 8601
     schema_version: int  # SCHEMA_VERSION of the writer
@@ -147,6 +148,7 @@ ATTR_TYPES = {
     "runtime_max_abs_diff": float,
     "data_root": str,
     "manifest": str,
+    "layout": str,
     "created": str,
     "updated": str,
 }
@@ -245,13 +247,20 @@ def hashes_path(directory: Path | str) -> Path:
 
 
 def published_attrs(
-    run: StoreAttrs, *, data_root: Path, manifest: Path | None, created: str | None, now: str
+    run: StoreAttrs,
+    *,
+    data_root: Path,
+    manifest: Path | None,
+    layout: str,
+    created: str | None,
+    now: str,
 ) -> StoreAttrs:
     """The run's attributes plus where the rows came from and when (``created`` kept if known)."""
     return StoreAttrs(
         **run,
         data_root=str(data_root),
         manifest=str(manifest or ""),
+        layout=layout,
         created=created or now,
         updated=now,
         schema_version=SCHEMA_VERSION,
@@ -275,9 +284,14 @@ def _strings(values) -> np.ndarray:
 
 
 def _write_strings(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    """One column of text. HDF5 text cannot hold a NUL: one from any source (a sheet's cell, a
+    rejected path) is dropped here, so it costs that cell its NUL, never the publish."""
+    text = np.asarray(values, dtype=object)
+    if "\0" in "".join(text):
+        text = np.asarray([value.replace("\0", "") for value in text], dtype=object)
     group.create_dataset(
         name,
-        data=np.asarray(values, dtype=object),
+        data=text,
         dtype=STR,
         maxshape=(None,),
         chunks=(ROW_CHUNK,) if len(values) else (1,),

@@ -64,7 +64,7 @@ def test_a_400_gb_file_named_png_is_refused_before_it_is_hashed(tmp_path):
         """
         import sys
         from pathlib import Path
-        from cxr.extract.dataset import discover
+        from cxr.extract.discovery import discover
         found = discover(Path(sys.argv[1]), None)
         print(len(found.entries), found.rejects[0].path, found.rejects[0].reason)
         """,
@@ -84,10 +84,13 @@ def test_a_400_gb_mask_is_refused_before_it_is_hashed(tmp_path):
         30,
         """
         import sys
+        from pathlib import Path
+        from cxr.extract.dataset import Entry
         from cxr.extract.hashing import HashCache
         from cxr.extract.regions import Region, masks_digest
         region = Region.parse("lungs-only:" + sys.argv[1])
-        print(masks_digest(region, ["covid/a.png", "covid/b.png"], HashCache().sha256))
+        films = [Entry(p, Path(p), "covid") for p in ("covid/a.png", "covid/b.png")]
+        print(masks_digest(region, films, HashCache().sha256))
         """,
         str(masks),
     )
@@ -196,8 +199,9 @@ def _cells(line: str, separator: str) -> list[str]:
 def test_no_cell_starts_a_formula_whatever_the_separator(tmp_path, separator):
     """``x;=1+1`` was escaped for a comma-separated reader only: German or French Excel splits
     it at the ``;`` and runs ``=1+1``."""
-    from cxr.extract.dataset import from_manifest
     from cxr.extract.headers import StudyKey
+    from cxr.extract.layouts import ReadOptions
+    from cxr.extract.layouts.table import Manifest
     from cxr.extract.manifest import build_manifest
 
     data = tmp_path / "data"
@@ -209,8 +213,9 @@ def test_no_cell_starts_a_formula_whatever_the_separator(tmp_path, separator):
     for line in out.read_text().splitlines():
         for cell in _cells(line, separator):
             assert not cell.strip('"').startswith(("=", "+", "-", "@")), (separator, line)
-    entries, rejects, _ = from_manifest(out, data)
-    assert not rejects and sorted(e.path for e in entries) == sorted(f"covid/{n}" for n in names)
+    listing = Manifest(out).read(data, ReadOptions())
+    assert not listing.rejects
+    assert sorted(e.path for e in listing.entries) == sorted(f"covid/{n}" for n in names)
 
 
 def test_every_csv_cell_loses_control_characters_and_is_escaped_after_separators():

@@ -77,8 +77,8 @@ EXPECTED = {
     "examples_rgb_color.dcm": "stored",
     "examples_ybr_color.dcm": "multi-frame DICOM",
     "image_dfl.dcm": "stored",
-    "liver_1frame.dcm": "stored",
-    "liver_expb_1frame.dcm": "stored",
+    "liver_1frame.dcm": "only two grey levels",  # a segmentation (SEG, 1 bit): a mask
+    "liver_expb_1frame.dcm": "only two grey levels",
     "meta_missing_tsyntax.dcm": "cannot decode DICOM pixel data",
     "nested_priv_SQ.dcm": "cannot decode DICOM pixel data",
     "no_meta.dcm": "DICOM has no pixel data",
@@ -153,6 +153,7 @@ def test_features_stores_and_rejects_the_test_files_as_expected(tmp_path):
         weights=small_weights(),
         features_dir=tmp_path / "features",
         batch_size=8,
+        layout="folders",  # one class folder: the pydicom files, a class of their own
     )
     fs = load(tmp_path / "features", "mobilenet_025")
     present = [n for n in EXPECTED if (FILES / n).is_file()]

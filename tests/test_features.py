@@ -157,8 +157,9 @@ def test_bad_inputs_are_skipped_listed_and_recorded(class_folders, tmp_path, mon
 
 
 def test_all_rejected_exits_nonzero(tmp_path):
-    (tmp_path / "d" / "covid").mkdir(parents=True)
-    (tmp_path / "d" / "covid" / "a.png").write_bytes(b"junk")
+    for label in ("covid", "normal"):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        (tmp_path / "d" / label / "a.png").write_bytes(b"junk")
     result = cli_features(tmp_path / "d", tmp_path / "f")
     assert result.exit_code == 1 and "no image could be used" in result.output
 
@@ -335,9 +336,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     info = runner.invoke(app, ["info", "--features", str(out)])
     assert info.exit_code == 0  # a store folder mid-crash is still readable
 
-    [resumed] = run(data, out, batch_size=7)
+    # One image per batch, as the killed run: a forward pass at another batch size may round
+    # differently (by 1e-5 with oneDNN on some CPUs), and this compares bytes.
+    [resumed] = run(data, out, batch_size=1)
     assert resumed.new == 300 - committed and resumed.cached == committed
-    run(data, tmp_path / "clean", batch_size=7)
+    run(data, tmp_path / "clean", batch_size=1)
     a, b = store.load(out, BACKBONE), store.load(tmp_path / "clean", BACKBONE)
     assert list(a.rows["path"]) == list(b.rows["path"]) and list(a.ids) == list(b.ids)
     np.testing.assert_array_equal(a.X, b.X)

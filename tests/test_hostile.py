@@ -32,9 +32,10 @@ from cxr.classify.heads import build_head
 from cxr.classify.model import MODEL_FORMAT, load_model, predict
 from cxr.cli import app
 from cxr.errors import CxrError
-from cxr.extract.dataset import discover
+from cxr.extract.discovery import discover
 from cxr.extract.headers import StudyKey
 from cxr.extract.images import Rejected, decode_pixels
+from cxr.extract.layouts import ReadOptions
 from cxr.files import UnusableFile, open_regular
 
 runner = CliRunner()
@@ -351,7 +352,8 @@ def test_one_function_opens_every_image_and_every_dicom():
 DISCOVER_FIFO = """
 import json, sys
 from pathlib import Path
-from cxr.extract.dataset import Entry, discover
+from cxr.extract.dataset import Entry
+from cxr.extract.discovery import discover
 from cxr.extract.manifest import build_manifest
 from cxr.extract.reader import _prepare
 data, fifo = Path(sys.argv[1]), Path(sys.argv[2])
@@ -426,7 +428,7 @@ def test_manifest_paths_outside_the_data_folder_are_refused_unless_asked(tmp_pat
     assert reasons["../elsewhere/s.png"].startswith("outside the data folder (it climbs out")
     assert reasons[str(secret)].startswith("outside the data folder (an absolute path)")
     assert "--allow-outside-data" in reasons[str(secret)]
-    allowed = discover(data, None, allow_outside=True)
+    allowed = discover(data, None, options=ReadOptions.of(allow_outside=True))
     assert len(allowed.entries) == 4 and not allowed.rejects
 
 
@@ -434,8 +436,9 @@ def test_a_name_that_is_not_utf8_is_one_reject_at_discovery(tmp_path):
     data = tmp_path / "data"
     save_png(data / "covid" / "a.png", 1)
     save_png(data / "covid" / os.fsdecode(b"caf\xe9.png"), 2)  # a Latin-1 name from a PACS
+    save_png(data / "normal" / "b.png", 3)
     found = discover(data, None)
-    assert [e.path for e in found.entries] == ["covid/a.png"]
+    assert [e.path for e in found.entries] == ["covid/a.png", "normal/b.png"]
     [reject] = found.rejects
     assert reject.path == "covid/caf\\xe9.png"
     assert reject.reason.startswith("file name is not valid UTF-8")
@@ -721,7 +724,7 @@ def test_manifest_writes_an_allow_list_of_columns_and_caps_every_age(tmp_path):
 def test_manifest_cells_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_path):
     """Class folders and files named like formulas (a careless export or an attacker): the CSV
     shows them as text, and `cxr features` reads the original names back."""
-    from cxr.extract.dataset import from_manifest
+    from cxr.extract.layouts.table import Manifest
     from cxr.extract.manifest import build_manifest
 
     data = tmp_path / "data"
@@ -732,8 +735,9 @@ def test_manifest_cells_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_pa
     build_manifest(data, out, key=StudyKey(tmp_path), keep_ids=True)
     for line in out.read_text().splitlines()[1:]:
         assert all(not cell.startswith(("=", "+", "-", "@")) for cell in line.split(","))
-    entries, rejects, _ = from_manifest(out, data)
-    assert not rejects and sorted(e.path for e in entries) == sorted(names)
+    listing = Manifest(out).read(data, ReadOptions())
+    entries = listing.entries
+    assert not listing.rejects and sorted(e.path for e in entries) == sorted(names)
     assert {e.label for e in entries} == {"=HYPERLINK(x)", "-2"}
     assert all(e.file.is_file() for e in entries)
 

@@ -41,10 +41,10 @@ def test_16bit_grayscale_is_rescaled_to_full_8bit_range():
 
 def test_rgba_is_composited_on_black():
     rgba = np.zeros((40, 40, 4), np.uint8)
-    rgba[..., :3] = 200
+    rgba[..., :3] = np.linspace(50, 250, 40).astype(np.uint8)[:, None, None]  # a film's grey ramp
     rgba[:, :20, 3] = 255  # left half opaque, right half transparent
     rgb = decode(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
-    assert (rgb[:, :20] == 200).all() and (rgb[:, 20:] == 0).all()
+    assert (rgb[:, :20] == rgba[:, :20, :3]).all() and (rgb[:, 20:] == 0).all()
 
 
 def test_palette_and_cmyk_become_rgb():

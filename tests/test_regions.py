@@ -4,6 +4,7 @@ where they should, masks from another tool, and the paired comparison with the w
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from cxr.cli import app
 from cxr.errors import CxrError
+from cxr.extract.dataset import Entry
 from cxr.extract.images import Rejected
 from cxr.extract.regions import Region, centre_box
 from cxr.extract.runner import extract_features
@@ -27,20 +29,25 @@ def test_the_central_box_spans_its_share_of_each_side():
     assert (rows[0], rows[-1], cols[0], cols[-1]) == (20, 79, 16, 63)
     assert inside.sum() == 60 * 48 and np.array_equal(inside, inside[::-1, ::-1])  # centred
     film = np.full((100, 80), 200, np.uint8)
-    masked = Region.parse("centre-masked").apply(film, "a.png")
-    only = Region.parse("centre-only").apply(film, "a.png")
+    a = _entry("a.png")
+    masked = Region.parse("centre-masked").apply(film, a)
+    only = Region.parse("centre-only").apply(film, a)
     assert (masked[inside] == 0).all() and (masked[~inside] == 200).all()
     assert (only[~inside] == 0).all() and (only[inside] == 200).all()
-    assert Region.parse("full").apply(film, "a.png") is film
+    assert Region.parse("full").apply(film, a) is film
     colour = np.full((100, 80, 3), 90, np.uint8)
-    assert (Region.parse("centre-only", 0.5).apply(colour, "a.png")[0, 0] == 0).all()
+    assert (Region.parse("centre-only", 0.5).apply(colour, a)[0, 0] == 0).all()
+
+
+def _entry(path: str, mask: Path | None = None) -> Entry:
+    return Entry(path=path, file=Path(path), label="", mask=mask)
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
         ("centre", "choose from full, centre-masked, centre-only"),
-        ("lungs-only", "name the folder of masks"),
+        ("lungs-only:", "name the folder of masks"),
         ("lungs-only:/nowhere", "/nowhere is not a folder of masks"),
     ],
 )
@@ -102,12 +109,14 @@ def test_lung_masks_from_another_tool(tmp_path):
         Image.fromarray(mask).save(masks / label / "f.png")
     region = Region.parse(f"lungs-only:{masks}")
     film = np.full((48, 64), 100, np.uint8)
-    kept = region.apply(film, "covid/f.png")
+    kept = region.apply(film, _entry("covid/f.png"))
     assert (kept[10:40, 8:30] == 100).all() and kept.sum() == 100 * 30 * 22
     with pytest.raises(Rejected, match=r"no mask for it .*missing/f.png"):
-        region.apply(film, "missing/f.png")
-    with pytest.raises(Rejected, match="is 64x48 px, the film 32x32: masks must be"):
-        region.apply(np.full((32, 32), 100, np.uint8), "covid/f.png")
+        region.apply(film, _entry("missing/f.png"))
+    with pytest.raises(Rejected, match="is 64x48 px, the film 32x32: not the film's shape"):
+        region.apply(np.full((32, 32), 100, np.uint8), _entry("covid/f.png"))
+    twice = region.apply(np.full((96, 128), 100, np.uint8), _entry("covid/f.png"))
+    assert (twice[20:80, 16:60] == 100).all() and twice.sum() == 100 * 60 * 44  # scaled x2
     out = tmp_path / "features"
     _, fs = _embed(data, out, f"lungs-only:{masks}")
     first = fs.attrs["region_masks_sha256"]

@@ -226,7 +226,7 @@ def test_a_fits_folder_that_is_a_link_is_not_written_or_emptied(make_synthetic_s
 def test_a_planted_hash_cache_cannot_swap_one_films_identity_for_anothers(tmp_path):
     """Before: a film took the sha256 the planted cache gave it, so the store would hold
     another film's embedding under its name."""
-    from cxr.extract.dataset import discover
+    from cxr.extract.discovery import discover
     from cxr.extract.hashing import HashCache
 
     data = make_class_folders(tmp_path / "data", per_class=2)
@@ -250,7 +250,7 @@ def test_a_planted_hash_cache_cannot_swap_one_films_identity_for_anothers(tmp_pa
     ids=["list", "text", "short", "bad-digest"],
 )
 def test_a_malformed_hash_cache_is_one_warning(tmp_path, files):
-    from cxr.extract.dataset import discover
+    from cxr.extract.discovery import discover
     from cxr.extract.hashing import HashCache
     from cxr.trust import write_sealed
 
