@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import dicom_bytes, save_png, xray_like
+from helpers import SYNTHETIC_ATTRS, dicom_bytes, save_png, xray_like
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -247,3 +247,37 @@ def test_sizes_of_a_file_that_grows_are_still_bounded(tmp_path):
     with pytest.raises(FileTooLarge):
         read_regular(path, 5)
     assert os.path.getsize(path) == 10
+
+
+def test_a_nul_from_any_reader_is_dropped_where_text_is_stored(tmp_path):
+    """HDF5 text cannot hold a NUL; a reader that passes one on (a sheet's cell, a rejected
+    path) costs that cell its NUL, never the publish ('VLEN strings do not support embedded
+    NULLs' before)."""
+    from cxr.store import load
+    from cxr.store.schema import (
+        ROW_COLUMNS,
+        Reject,
+        StoreContent,
+        Table,
+        reject_table,
+        write_atomic,
+    )
+
+    row = {
+        "id": "a" * 64,
+        "path": "covid/a.png",
+        "label": "covid",
+        "patient_id": "p\0",
+        "source": "",
+    }
+    content = StoreContent(
+        {**SYNTHETIC_ATTRS, "backbone": "mobilenet_v2", "dim": 2},
+        Table.from_records([row], ROW_COLUMNS),
+        Table.from_records([{"site": "north\0wing"}], ("site",)),
+        np.ones((1, 2)),
+        reject_table([Reject("covid/b\0.png", "the manifest's path holds a NUL character")]),
+    )
+    write_atomic(tmp_path / "mobilenet_v2.h5", content)
+    fs = load(tmp_path / "mobilenet_v2.h5")
+    assert list(fs.column("site")) == ["northwing"] and list(fs.patient_ids) == ["p"]
+    assert list(fs.rejected["path"]) == ["covid/b.png"]
