@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -33,6 +34,7 @@ from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
 from cxr.files import write_atomic
+from cxr.interrupt import STOPS, signal_of, stop_workers, stopping
 
 
 def _console_for(stderr: bool = False) -> Console:
@@ -48,16 +50,53 @@ err_console = _console_for(stderr=True)
 
 
 class _Commands(TyperGroup):
-    """The one CLI edge: any CxrError, from any command, is one line on stderr and its status."""
+    """The one CLI edge: any CxrError, from any command, is one line on stderr and its status;
+    so is Ctrl-C or SIGTERM (`cxr.interrupt`: workers stopped, status 130 or 143), and so is
+    each of the tool's own warnings (a cache entry ignored)."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with stopping(), _one_line_warnings():
+                try:
+                    return super().invoke(ctx)
+                except STOPS as stop:
+                    stop_workers()
+                    raise Interrupted(_stopped(signal_of(stop)), signal_of(stop)) from None
         except CxrError as exc:
             # The message echoes user input: printed as text, never as markup or :emoji: codes.
             word = "[yellow]stopped:[/]" if isinstance(exc, Interrupted) else "[red]error:[/]"
             err_console.print(word, escape(str(exc)), highlight=False, emoji=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+
+
+def _stopped(signum: int) -> str:
+    import signal
+
+    return (
+        f"interrupted ({signal.Signals(signum).name}); every file written so far is whole, "
+        "nothing half-written was kept; run the same command again"
+    )
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """The tool's own warnings (`cxr.trust.CacheWarning`) as ``warning: ...``, one line."""
+    import warnings
+
+    from cxr.trust import CacheWarning
+
+    default = warnings.formatwarning
+
+    def formatted(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, CacheWarning):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatted
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
 
 
 def _version(value: bool) -> None:
@@ -338,8 +377,8 @@ def features(
             read=read,
             replace=replace,
         )
-    except KeyboardInterrupt:
-        raise Interrupted(_kept(folder)) from None
+    except STOPS as stop:
+        raise Interrupted(_kept(folder), signal_of(stop)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
     _show({"stores": stores}, json_out, _render_features)
     if not any(s.stored for s in summaries):
@@ -1013,7 +1052,7 @@ def _predictions_csv(result: Any, path: Path | None) -> None:
     import csv
     import io
 
-    from cxr.files import escape_cell
+    from cxr.files import csv_cell, escape_cell
 
     classes = result["classes"]
     rows = [["image", "predicted", *(f"p_{c}" for c in classes), "rejected"]]
@@ -1022,11 +1061,9 @@ def _predictions_csv(result: Any, path: Path | None) -> None:
         rows.append([p["path"], p["predicted"], *chances, ""])
     rows += [[r["path"], "", *("" for _ in classes), r["reason"]] for r in result["rejected"]]
     text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([[escape_cell(c) for c in r] for r in rows])
-    try:
-        path.write_text(text.getvalue())
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write the CSV ({exc.strerror})") from None
+    cells = [[escape_cell(r[0]), *map(csv_cell, r[1:])] for r in rows]  # paths as they are
+    csv.writer(text, lineterminator="\n").writerows(cells)
+    write_atomic(path, text.getvalue().encode(), "the CSV")
 
 
 @app.command()
@@ -1180,10 +1217,12 @@ def audit(
         if plots is None:
             return
         from cxr.audit.figures import cluster_plots, map_plot
+        from cxr.reporting.figures import written
 
         try:
             clusters = cluster_plots(result, Path(result["data_root"]), plots)
             result["plots"] = map_plot(result, plots) + clusters
+            result["figures"] = written(plots, result["plots"])
         except (OSError, ValueError, RuntimeError) as exc:
             raise CxrError(f"--plots {plots}: cannot write the plots ({exc})") from None
 

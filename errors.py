@@ -17,7 +17,21 @@ class RunFailed(CxrError):
     exit_code = 1
 
 
-class Interrupted(CxrError):
-    """Stopped by the user (Ctrl-C); the message says what was kept and how to go on."""
+class Stopped(BaseException):
+    """A signal asked a command to stop (SIGTERM, or Ctrl-C under `cxr.interrupt.stopping`):
+    raised in the main thread, so every ``finally`` runs and joblib stops its workers. Not a
+    KeyboardInterrupt, which scikit-learn's MLP catches to end its training early (a model
+    half fitted, saved or scored as if whole); like one, not an Exception."""
 
-    exit_code = 130  # the shell's code for SIGINT
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Interrupted(CxrError):
+    """Stopped by the user (Ctrl-C) or a signal; the message says what was kept and how to go
+    on. The exit status is the shell's for the signal: 130 for SIGINT, 143 for SIGTERM."""
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -5,12 +5,17 @@ feature store): datasets ``id`` (sha256 hex) and ``hash`` (N, LEVELS, WORDS) uin
 hash per crop level), attribute ``method``.
 A different ``audit.phash.METHOD`` discards the cache. Only sha256s not yet cached are decoded,
 and the file is replaced atomically, so an interrupted audit loses at most its own new work.
+The file is sealed with this user's secret (`cxr.trust`) and checked (ids, shapes, sizes)
+before a hash is decompressed: a cache planted in a shared features folder could otherwise
+make any two films duplicates. One that is not this user's or is malformed is a note, and the
+hashes are computed again; an ``.audit`` that is a symbolic link is neither read nor written.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import io
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,44 +26,63 @@ from joblib import Parallel, delayed
 from cxr.audit.phash import LEVELS, METHOD, WORDS, phash
 from cxr.errors import CxrError
 from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels
-from cxr.files import UnusableFile, read_regular
+from cxr.files import UnusableFile, own_folder, read_regular
 from cxr.progress import Progress, Silent
+from cxr.trust import Unsealed, read_sealed, write_sealed
 
 CACHE_NAME = Path(".audit") / "phash.h5"
 DECODE_WORKERS = 2
+LIMIT = 4 << 30  # the cache file: about 200 bytes an image
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def cache_path(features_dir: Path) -> Path:
     return Path(features_dir) / CACHE_NAME
 
 
-def read_cache(path: Path) -> dict[str, np.ndarray]:
-    """sha256 -> hash; empty when the file is missing, unreadable or from another method."""
+def read_cache(path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """(sha256 -> hash, "") ; ({}, why it was not used) for a cache that is not this user's or
+    is malformed; ({}, "") when there is none or it is from another method."""
     try:
-        with h5py.File(path, "r", locking=False) as f:
+        data = read_sealed(path, f"phash:{path.name}", LIMIT)
+    except FileNotFoundError:
+        return {}, ""
+    except Unsealed as exc:
+        return {}, f"{path}: hash cache ignored ({exc}); hashing again"
+    except OSError as exc:
+        return {}, f"{path}: hash cache not used ({exc.strerror or exc})"
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
             if f.attrs.get("method") != METHOD:
-                return {}
-            ids = f["id"].asstr()[()]
-            hashes = f["hash"][()]
-    except (OSError, KeyError):
-        return {}
-    return dict(zip(ids.tolist(), hashes, strict=True))
+                return {}, ""
+            ids, hashes = f["id"], f["hash"]
+            n = ids.shape[0] if ids.ndim == 1 else -1
+            if h5py.check_string_dtype(ids.dtype) is None or n < 0 or n > len(data) // 64:
+                raise ValueError("ids are not one column of text")
+            if hashes.dtype != np.uint64 or hashes.shape != (n, LEVELS, WORDS):
+                raise ValueError(f"hashes of shape {hashes.shape}, expected {(n, LEVELS, WORDS)}")
+            listed = ids.asstr()[()].tolist()
+            found = hashes[()]
+    except (OSError, KeyError, ValueError, TypeError, UnicodeError) as exc:
+        return {}, f"{path}: hash cache ignored (malformed: {exc}); hashing again"
+    if not all(SHA256.match(i) for i in listed):
+        return {}, f"{path}: hash cache ignored (malformed ids); hashing again"
+    return dict(zip(listed, found, strict=True)), ""
 
 
 def write_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["method"] = METHOD
-            ids = sorted(cache)
-            f.create_dataset("id", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
-            empty = np.zeros((0, LEVELS, WORDS), np.uint64)
-            data = np.stack([cache[i] for i in ids]) if ids else empty
-            f.create_dataset("hash", data=data, compression="gzip")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """The cache, sealed, replacing the file atomically; OSError (an UnusableFile for an
+    ``.audit`` that is a link) if it cannot be written."""
+    own_folder(path.parent)
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        f.attrs["method"] = METHOD
+        ids = sorted(cache)
+        f.create_dataset("id", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
+        empty = np.zeros((0, LEVELS, WORDS), np.uint64)
+        data = np.stack([cache[i] for i in ids]) if ids else empty
+        f.create_dataset("hash", data=data, compression="gzip")
+    write_sealed(path, image.getvalue(), f"phash:{path.name}")
 
 
 def _hash_file(item: tuple[str, Path]) -> tuple[str, np.ndarray | str]:
@@ -93,14 +117,14 @@ def hashes_for(
     (moved data: use --data); an undecodable or changed file gets a note and no hash.
     """
     path = cache_path(features_dir)
-    cache = read_cache(path)
+    cache, problem = read_cache(path)
+    notes = [problem] if problem else []
     todo = {}
     for sha, file in zip(ids, files, strict=True):
         if sha not in cache and sha not in todo:
             if not file.is_file():
                 raise CxrError(f"{file}: image not found (moved? give the data folder with --data)")
             todo[sha] = file
-    notes = []
     if todo:
         steps = progress or Silent()
         # Threads here (decoding releases the GIL); tasks on the workers under a Dask backend.
@@ -117,7 +141,6 @@ def hashes_for(
         try:
             write_cache(path, cache)
         except OSError as exc:
-            notes.append(
-                f"{path}: hash cache not written ({exc.strerror}); the next run re-decodes"
-            )
+            reason = exc if isinstance(exc, UnusableFile) else exc.strerror
+            notes.append(f"{path}: hash cache not written ({reason}); the next run re-decodes")
     return cache, notes, len(todo)

@@ -8,6 +8,7 @@ Likewise the map shows what the neighbour shares count: films sitting beside the
 
 from __future__ import annotations
 
+import io
 import re
 import textwrap
 from pathlib import Path
@@ -17,6 +18,7 @@ from cxr.classify.plots import embedding_map, safe_name
 from cxr.classify.tasks import rows_digest
 from cxr.errors import CxrError
 from cxr.extract.images import thumbnail
+from cxr.files import replace_file
 from cxr.store import load
 
 MAX_FIGURES = 200  # clusters drawn; --json lists every one
@@ -59,8 +61,10 @@ def cluster_plots(report: AuditReport, root: Path, out_dir: Path) -> list[str]:
         fig.suptitle(textwrap.fill(title, 45 * len(members)), fontsize=9)
         fig.tight_layout()
         path = out_dir / f"cluster-{number:03d}-{_slug(', '.join(cluster['methods']))}.png"
-        fig.savefig(path, dpi=110)
+        image = io.BytesIO()
+        fig.savefig(image, format="png", dpi=110)
         plt.close(fig)
+        replace_file(path, image.getbuffer())  # never through a link planted at the name
         written.append(str(path))
     return written
 

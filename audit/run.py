@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -24,6 +24,9 @@ from cxr.errors import CxrError
 from cxr.progress import Progress, Silent
 from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import store_path
+
+if TYPE_CHECKING:
+    from cxr.reporting.figures import Figures
 
 DEFAULT_PROBES = ("source", "dataset")
 REPLICATES = 1000  # of the neighbour shares' patient bootstrap
@@ -54,6 +57,7 @@ class AuditReport(TypedDict):
     exclusions: dict  # Exclusions.to_json(): what --exclude-out writes
     notes: list[str]
     plots: list[str]  # with --plots: a figure per duplicate cluster
+    figures: Figures | None  # with --plots: what was written (`cxr.reporting.figures`)
     timing: dict  # hashes_computed, hash_seconds, total_seconds
 
 
@@ -236,6 +240,7 @@ def _audit(
         exclusions=exclusions.build(found, ids, patients).to_json(),
         notes=notes,
         plots=[],
+        figures=None,
         timing={
             "hashes_computed": computed,
             "hash_seconds": round(hash_seconds, 2),

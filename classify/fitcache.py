@@ -6,10 +6,15 @@ An entry is one head's `OutOfFold` on one (data, splits, parameters, seed) as ``
 a pickle (read with ``allow_pickle=False``). The key is the sha256 of a canonical JSON of
 everything that decides the predictions: the digest of X, y and groups, every split's indices,
 the head and its parameters after defaults, --search and its grid, the covariate layout, the seed,
-the library versions and `FIT_VERSION`. An entry that is not a regular file, cannot be read,
-holds another key or arrays of the wrong shape is ignored with one warning and fitted again.
-Writes are atomic (temporary file, then ``os.replace``), so concurrent runs are safe; the folder
-is bounded (oldest-used entries evicted) and can be deleted at any time.
+the library versions and `FIT_VERSION`. Every entry is sealed with this user's secret
+(`cxr.trust`): the folder travels with a shared features folder, and an entry someone else
+wrote (its key is computable from public data) would otherwise decide the scores. An entry that
+is not sealed by this user, is not a regular file, is larger than its bound, holds another key,
+or arrays that do not fit the task (shape, type, fold indices, probabilities that are not
+finite, between 0 and 1 and summing to 1) is ignored with one warning and fitted again; its zip
+directory is checked before any array is read. Writes are atomic (`cxr.files.replace_file`),
+so concurrent runs are safe; the folder is bounded (oldest-used entries evicted), refused if
+it is a symbolic link, and can be deleted at any time.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr.classify.provenance import library_versions
-from cxr.errors import CxrError
-from cxr.files import open_regular, write_atomic
+from cxr.files import UnusableFile, own_folder
+from cxr.trust import CacheWarning, Unsealed, read_sealed, read_sealed_json, write_sealed
 
 if TYPE_CHECKING:
     from cxr.classify.covariates import Covariates
@@ -41,12 +46,10 @@ if TYPE_CHECKING:
 FIT_VERSION = 1  # bump when the fitting code changes what a fit predicts
 FOLDER = ".fits"
 MAX_BYTES = 1 << 30  # 1 GiB
+MAX_ENTRY = 256 << 20  # one head's predictions: 112k rows x 15 classes is 14 MB
 MAX_JSON = 1 << 24  # one result's scores are kilobytes
 ARRAYS = ("row", "y", "proba", "fold")
-
-
-class CacheWarning(UserWarning):
-    """A cache entry that was ignored (and fitted again)."""
+__all__ = ["CacheWarning", "FitCache"]
 
 
 @functools.cache
@@ -111,58 +114,83 @@ class FitCache:
     def __init__(self, folder: Path, max_bytes: int = MAX_BYTES) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
+        self._writable: bool | None = None
+
+    def writable(self) -> bool:
+        """The folder can take entries (made if missing): not a symbolic link, which would
+        make writes and evictions land in the folder it names (one warning then)."""
+        if self._writable is None:
+            try:
+                own_folder(self.folder)
+                self._writable = True
+            except UnusableFile as exc:
+                warnings.warn(f"{self.folder}: fit cache not used ({exc})", CacheWarning, 4)
+                self._writable = False
+            except OSError:  # a read-only features folder: no cache, and nothing to say
+                self._writable = False
+        return self._writable
 
     def get(
-        self, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int
+        self, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int, fold: np.ndarray
     ) -> OutOfFold | None:
-        """The cached `OutOfFold` of ``key``, or None (missing, or unusable with a warning)."""
+        """The cached `OutOfFold` of ``key``, or None (missing, or unusable with a warning);
+        ``fold``: the split index every expected row must have."""
         path = self.folder / f"{key}.npz"
         if not os.path.lexists(path):
             return None
-        found = self._read(path, key, expected_rows, y, n_classes)
+        found = self._read(path, key, expected_rows, y, n_classes, fold)
         if isinstance(found, str):
             warnings.warn(f"{path}: cached fit ignored ({found}); fitting again", CacheWarning, 2)
             return None
         with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: evicted last
+            os.utime(path, follow_symlinks=False)  # recently used: evicted last
         return found
 
     @staticmethod
     def _read(
-        path: Path, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int
+        path: Path,
+        key: str,
+        expected_rows: np.ndarray,
+        y: np.ndarray,
+        n_classes: int,
+        fold: np.ndarray,
     ) -> OutOfFold | str:
-        """The entry at ``path``, or why it cannot be used (never following a link, never
-        blocking on a FIFO, never unpickling)."""
+        """The entry at ``path``, or why it cannot be used (sealed by this user, bounded before
+        it is read, never following a link, never blocking on a FIFO, never unpickling)."""
         from cxr.classify.fitting import OutOfFold
 
         try:
-            f = open_regular(path, follow_links=False)
-        except OSError:  # a link, a FIFO, or gone meanwhile
-            return "not a regular file"
-        with f:
-            try:
-                with np.load(f, allow_pickle=False) as npz:
-                    arrays = {name: npz[name] for name in (*ARRAYS, "meta")}
-                meta = json.loads(arrays["meta"].tobytes().decode())
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeError) as e:
-                return f"unreadable ({type(e).__name__})"
-        row, proba, fold, labels = arrays["row"], arrays["proba"], arrays["fold"], arrays["y"]
+            arrays = _arrays(read_sealed(path, f"fit:{path.name}", MAX_ENTRY))
+            meta = json.loads(arrays["meta"].tobytes().decode())
+        except FileNotFoundError:
+            return "gone meanwhile"
+        except Unsealed as exc:
+            return str(exc)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, RecursionError) as e:
+            return f"unreadable ({type(e).__name__})"
+        row, proba, folds, labels = arrays["row"], arrays["proba"], arrays["fold"], arrays["y"]
         if not isinstance(meta, dict) or meta.get("key") != key:
             return "it holds another key"
+        n = len(expected_rows)
         if (
             row.dtype.kind != "i"
-            or fold.dtype.kind != "i"
+            or folds.dtype.kind != "i"
             or labels.dtype.kind != "i"
             or proba.dtype != np.float64
-            or proba.shape != (len(expected_rows), n_classes)
-            or fold.shape != row.shape
+            or proba.shape != (n, n_classes)
             or not np.array_equal(row, expected_rows)
             or not np.array_equal(labels, y[expected_rows])
+            or not np.array_equal(folds, fold)
             or not isinstance(meta.get("best_params"), list)
             or not isinstance(meta.get("warnings"), list)
+            or not all(isinstance(w, str) for w in meta["warnings"])
         ):
             return "its arrays do not fit this task"
-        return OutOfFold(row, labels, proba, fold, meta["best_params"], meta["warnings"])
+        if not (np.isfinite(proba).all() and (proba >= 0).all() and (proba <= 1).all()):
+            return "its probabilities are not all between 0 and 1"
+        if n and not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
+            return "its probabilities do not sum to 1"
+        return OutOfFold(row, labels, proba, folds, meta["best_params"], meta["warnings"])
 
     def get_json(self, key: str) -> Any | None:
         """The JSON value kept under ``key`` (``<key>.json``), or None."""
@@ -170,15 +198,17 @@ class FitCache:
         if not os.path.lexists(path):
             return None
         try:
-            with open_regular(path, follow_links=False) as f:
-                found = json.loads(f.read(MAX_JSON + 1).decode())
-        except (OSError, ValueError):  # not a regular file, unreadable, not UTF-8 or not JSON
-            found = None
+            found, reason = read_sealed_json(path, f"scores:{path.name}", MAX_JSON)
+        except FileNotFoundError:
+            return None
         if not isinstance(found, dict) or found.get("key") != key or "value" not in found:
-            warnings.warn(f"{path}: cached scores ignored; computing them again", CacheWarning, 2)
+            why = reason or "it holds another key"
+            warnings.warn(
+                f"{path}: cached scores ignored ({why}); computing them again", CacheWarning, 2
+            )
             return None
         with contextlib.suppress(OSError):
-            os.utime(path)
+            os.utime(path, follow_symlinks=False)
         return found["value"]
 
     def put_json(self, key: str, value: Any) -> None:
@@ -206,11 +236,14 @@ class FitCache:
         self._write(key, ".npz", buffer.getvalue())
 
     def _write(self, key: str, suffix: str, content: bytes) -> None:
-        """Atomically (`write_atomic`); a read-only or vanished folder only costs the next run
-        its fits."""
+        """Sealed and atomic (`cxr.trust.write_sealed`); a read-only or vanished folder only
+        costs the next run its fits."""
+        if not self.writable():
+            return
+        purpose = "fit" if suffix == ".npz" else "scores"
         try:
-            write_atomic(self.folder / f"{key}{suffix}", content, "a cached fit")
-        except CxrError:
+            write_sealed(self.folder / f"{key}{suffix}", content, f"{purpose}:{key}{suffix}")
+        except OSError:
             return
         self._evict()
 
@@ -229,3 +262,17 @@ class FitCache:
                 break
             path.unlink(missing_ok=True)
             total -= size
+
+
+def _arrays(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of an npz entry, its zip directory checked first: members stored, not
+    compressed (as `np.savez` writes them), so none can inflate beyond the entry's own size."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = archive.infolist()
+        names = {f"{name}.npy" for name in (*ARRAYS, "meta")}
+        if {m.filename for m in members} != names or len(members) != len(names):
+            raise ValueError("other members than an entry's")
+        if any(m.compress_type != zipfile.ZIP_STORED or m.file_size > len(data) for m in members):
+            raise ValueError("compressed or oversized members")
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {name: npz[name] for name in (*ARRAYS, "meta")}

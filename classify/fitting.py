@@ -140,10 +140,11 @@ def run_splits(
 
         shared = data_key(data, groups, splits, seed=seed, search=search, inputs=inputs)
         expected = np.concatenate([s.test for s in splits])
+        folds = np.concatenate([np.full(len(s.test), i) for i, s in enumerate(splits)])
         for head, params in heads.items():
             grid = search_grid(head, params) if search else None
             keys[head] = entry_key(shared, head, effective_params(head, params), grid)
-            hit = cache.get(keys[head], expected, data.y, len(data.classes))
+            hit = cache.get(keys[head], expected, data.y, len(data.classes), folds)
             if hit is not None:
                 cached[head] = hit
                 advance(len(splits))

@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import ast
 import importlib
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr.errors import CxrError
-from cxr.files import read_text
+from cxr.files import read_toml
 
 if TYPE_CHECKING:
     from sklearn.base import BaseEstimator
     from sklearn.pipeline import Pipeline
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 Params = dict[str, Any]
 # A parameter of every head, not of its classifier: the number of principal components the
@@ -154,11 +148,7 @@ def parse_params(assignments: Iterable[str] = (), config: Path | None = None) ->
     """
     params: dict[str, Params] = {}
     if config is not None:
-        text = read_text(Path(config), "TOML file of hyper-parameters")
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise CxrError(f"{config}: cannot read TOML hyper-parameters ({exc})") from None
+        document = read_toml(Path(config), "TOML file of hyper-parameters")
         for head, table in document.items():
             if head in OTHER_TABLES:
                 continue

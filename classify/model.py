@@ -16,7 +16,6 @@ the file is your own (their contents are then checked the same way).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import warnings
 import zipfile
@@ -34,6 +33,7 @@ from cxr.classify.heads import Params, build_head, effective_params
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.tasks import TaskSpec, rows_digest, select
 from cxr.errors import CxrError
+from cxr.files import LockHeld, UnusableFile, acquire_lock, write_atomic
 from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import Reject, fingerprint, store_path
 
@@ -162,14 +162,7 @@ def train(
         bundle["model"] = str(out)
         import skops.io as sio
 
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            sio.dump(bundle, tmp)
-            os.replace(tmp, out)
-        except OSError as exc:
-            raise CxrError(f"{out}: cannot write the model file ({exc.strerror})") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(out, sio.dumps(bundle), "the model file")
     return summary
 
 
@@ -234,22 +227,20 @@ def _fit(store: Path, head: str, chosen: Params, seed: int, data) -> tuple[objec
 def _writing(out: Path) -> Iterator[None]:
     """One `cxr train` per --out: an flock on ``.<name>.lock`` beside it, held from the check of
     the old file to the rename of the new one (released by the kernel if the process dies)."""
+    lock = out.with_name(f".{out.name}.lock")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out.with_name(f".{out.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = acquire_lock(lock)
+    except LockHeld as held:
+        raise CxrError(
+            f"{out}: another `cxr train` is writing this model file (pid {held.holder}); wait "
+            "for it to finish or choose another --out"
+        ) from None
+    except UnusableFile as exc:
+        raise CxrError(f"{lock}: the lock file is {exc}; remove it") from None
     except OSError as exc:
         raise CxrError(f"{out}: cannot create its lock file ({exc.strerror})") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise CxrError(
-                f"{out}: another `cxr train` is writing this model file (pid {holder}); wait "
-                "for it to finish or choose another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

@@ -10,6 +10,7 @@ the file system takes.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import textwrap
 from collections.abc import Callable, Mapping
@@ -25,6 +26,8 @@ from cxr.classify.metrics import ECE_BINS, overall_metric
 from cxr.classify.neighbours import Neighbourhood, Sample, chance, percent
 from cxr.classify.report import number
 from cxr.classify.results import Evaluated, EvaluateReport, Result, result_name
+from cxr.files import replace_file
+from cxr.reporting.figures import written as figures_written
 
 MAX_STEM = 160  # characters of a file name before its suffix (file systems take 255 bytes)
 
@@ -36,8 +39,9 @@ def write_plots(
     evaluated: Evaluated, out_dir: Path, thumbnail: Thumbnail | None = None
 ) -> list[str]:
     """Every figure of the report into ``out_dir``; the paths are added to the report (each
-    result's ``plots``, the report's ``plots``) and returned. With ``thumbnail`` (stage 1's
-    `cxr.extract.images.thumbnail`, handed in at the edge), galleries of the films too."""
+    result's ``plots``, the report's ``plots``, and the record of what was written, its
+    ``figures``) and returned. With ``thumbnail`` (stage 1's `cxr.extract.images.thumbnail`,
+    handed in at the edge), galleries of the films too."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = evaluated.report
     written = []
@@ -55,7 +59,9 @@ def write_plots(
         if thumbnail is not None:
             report["plots"] += wrong_galleries(evaluated, out_dir, thumbnail)
         report["plots"] += map_plots(evaluated, out_dir, laid)
-    return written + report["plots"]
+    written += report["plots"]
+    report["figures"] = figures_written(out_dir, written)
+    return written
 
 
 def safe_name(text: str) -> str:
@@ -282,20 +288,24 @@ def curve_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
 
 
 def _save(fig, path: Path, palette: bool = False) -> str:
-    """``palette``: 256 colours (photographs in a figure: a quarter of the bytes)."""
+    """``palette``: 256 colours (photographs in a figure: a quarter of the bytes). Drawn in
+    memory and written by `cxr.files.replace_file`: a link planted under a figure's name in a
+    shared folder is replaced, never written through."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
+    image = io.BytesIO()
     if palette:
         from PIL import Image
 
         fig.set_dpi(120)
         fig.canvas.draw()
         rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
-        rgb.quantize(256).save(path, optimize=True)
+        rgb.quantize(256).save(image, format="PNG", optimize=True)
     else:
-        fig.savefig(path, dpi=120)
+        fig.savefig(image, format="png", dpi=120)
     plt.close(fig)
+    replace_file(path, image.getbuffer())
     return str(path)
 
 

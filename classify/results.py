@@ -21,6 +21,7 @@ from cxr.classify.neighbours import Neighbourhood, Sample
 
 if TYPE_CHECKING:
     from cxr.classify.tasks import TaskSpec
+    from cxr.reporting.figures import Figures
 
 
 class Predictions(TypedDict):
@@ -80,6 +81,7 @@ class EvaluateReport(TypedDict, total=False):
     settings: Settings
     provenance: Provenance
     plots: list[str]  # with --plots: the forest plot (and learning curves) of each task
+    figures: Figures  # with --plots: every file written there (the report and tracking use it)
     learning_curves: list[Curve]  # with --train-sizes
 
 

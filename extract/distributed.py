@@ -40,6 +40,7 @@ from cxr.extract.registry import get_spec
 from cxr.extract.runner import Pending
 from cxr.extract.runtimes import Runtime
 from cxr.extract.weights import ResolvedWeights
+from cxr.files import own_folder
 from cxr.progress import Progress
 from cxr.store.schema import Reject, reject_table, write_shard
 
@@ -240,7 +241,7 @@ def compute_on_cluster(
 
     busy = [job for job in jobs if job.todo]
     for job in busy:
-        job.writer.parts.mkdir(parents=True, exist_ok=True)
+        own_folder(job.writer.parts)
     tasks = plan_tasks(busy, resize, runtime, shard, region)
     by_name = {job.spec.name: job for job in busy}
     paths = {f.path: f.sha256 for task in tasks for f in task.files}

@@ -5,29 +5,34 @@ when it reads class folders of DICOM files, so folds are grouped by patient with
 Patient ids and institution names never leave as they are: a keyed hash (HMAC-SHA256) stands
 in for each, the same for the same patient as long as the key is the same. The key is, in this
 order: ``--key``, ``$CXR_ID_KEY``, or the study's own key file ``<features>/.id-key`` (created
-on first use, readable by its owner only, never put in a store or a manifest). Headers are read
-without the pixel data (``cxr.extract.images.read_dicom``).
+on first use, readable by its owner only, never put in a store or a manifest). A key file that
+is a symbolic link, not a regular file, open to group or others, or shorter than 128 bits is
+refused (`cxr.trust.read_key`): anyone who can read or guess the key can recompute every
+pseudonym. Headers are read without the pixel data (``cxr.extract.images.read_dicom``); their
+values lose control characters (a PACS writer's NUL padding), which no store or CSV can hold.
+The header cache is sealed with this user's secret (`cxr.trust`): one planted in a shared
+features folder could otherwise set any film's patient, view or scanner.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import re
-import secrets
 import warnings
 from pathlib import Path
 
 from cxr.errors import CxrError
 from cxr.extract.images import read_dicom
-from cxr.files import open_regular, read_text
+from cxr.files import open_regular, printable
+from cxr.trust import CacheWarning, WeakKey, new_key, read_key, read_sealed_json, write_sealed_json
 
 KEY_VARIABLE = "CXR_ID_KEY"
 KEY_FILE = ".id-key"
 CACHE_FILE = ".headers.json"
 CACHE_FORMAT = "cxr-headers/1"
+LIMIT = 1 << 30  # the header cache: about 400 bytes a film
 # DICOM keyword -> manifest column, in the order the manifest lists them.
 HEADER_COLUMNS = {
     "ViewPosition": "view",
@@ -90,24 +95,16 @@ class StudyKey:
         chosen = self.given or os.environ.get(KEY_VARIABLE)
         if chosen:
             return chosen.encode()
-        if not self.file.exists():
-            try:
-                self.file.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(secrets.token_hex(32) + "\n")
-                self.created = True
-            except FileExistsError:  # another run made it meanwhile: use that one
-                pass
-            except OSError as exc:
-                raise CxrError(
-                    f"{self.file}: cannot create the key that pseudonymises patient ids "
-                    f"({exc.strerror}); give --key or set {KEY_VARIABLE}"
-                ) from None
-        key = read_text(self.file, "key file").strip()
-        if not key:
-            raise CxrError(f"{self.file}: the key file is empty; delete it to make a new one")
-        return key.encode()
+        try:
+            self.created = new_key(self.file)
+            return read_key(self.file)
+        except WeakKey as exc:
+            raise CxrError(f"{self.file}: {exc}") from None
+        except OSError as exc:
+            raise CxrError(
+                f"{self.file}: cannot create the key that pseudonymises patient ids "
+                f"({exc.strerror or exc}); give --key or set {KEY_VARIABLE}"
+            ) from None
 
 
 def read_header(file: Path) -> tuple[dict[str, str], str]:
@@ -172,31 +169,46 @@ class HeaderCache:
 
     def _load(self) -> None:
         self._loaded = True
+        if not os.path.lexists(self.path):
+            return
         try:
-            document = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        except (OSError, ValueError):
-            return  # rebuilt from the headers
-        if document.get("format") == CACHE_FORMAT and document.get("key") == self.key.fingerprint:
-            self.known = {k: dict(v) for k, v in document.get("files", {}).items()}
+            document, reason = read_sealed_json(self.path, f"headers:{self.path.name}", LIMIT)
+        except FileNotFoundError:
+            return
+        if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT:
+            why = reason or "not a header cache"
+            warnings.warn(f"{self.path}: header cache ignored ({why})", CacheWarning, 4)
+            return
+        if document.get("key") != self.key.fingerprint:
+            return  # made with another key: its pseudonyms are other pseudonyms
+        files = document.get("files")
+        if isinstance(files, dict) and all(_columns(v) for v in files.values()):
+            self.known = files
+        else:
+            warnings.warn(f"{self.path}: header cache ignored (malformed)", CacheWarning, 4)
 
     def save(self) -> None:
         if not self.changed:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         document = {"format": CACHE_FORMAT, "key": self.key.fingerprint, "files": self.known}
-        try:
-            tmp.write_text(json.dumps(document))
-            os.replace(tmp, self.path)
-            self.changed = False
-        except OSError:  # a cache: losing it costs only time
-            tmp.unlink(missing_ok=True)
+        if write_sealed_json(self.path, document, f"headers:{self.path.name}"):
+            self.changed = False  # else a cache lost: it costs only time
+
+
+def _columns(value: object) -> bool:
+    """A film's cached columns: every one of ``COLUMNS`` plus patient and source, as text."""
+    return (
+        isinstance(value, dict)
+        and set(value) == {*COLUMNS, "patient_id", "source"}
+        and all(isinstance(v, str) for v in value.values())
+    )
 
 
 def _text(element) -> str:
     if element is None:
         return ""
     value = element.value if hasattr(element, "value") else element
-    return "" if value is None else str(value).strip()
+    return "" if value is None else printable(str(value)).strip()
 
 
 def years(age: str) -> str:

@@ -18,9 +18,10 @@ What leaves (unless ``keep_ids``, which writes every column as it is):
   numbers, UIDs, names, ...) are pseudonymised, and any other column is dropped (and named);
 - ages: 90 and over are written as 90 (the HIPAA safe-harbour rule), from the headers and from
   an existing manifest's age columns alike; an age that is not a number is not written;
-- cells a spreadsheet would run as a formula (starting with = + - @, tab or CR) get a leading
-  ``'`` (``cxr.files.escape_cell``), which `cxr features` removes again when it reads
-  the manifest, so paths, labels and values round-trip unchanged.
+- cells a spreadsheet would run as a formula (starting with = + - @, tab or CR, at the start
+  or after a separator inside the cell) get a ``'`` there (``cxr.files.escape_cell``), which
+  `cxr features` removes again when it reads the manifest, so paths, labels and values
+  round-trip unchanged; control characters (a NUL from a buggy export) are not written.
 Paths are kept: rename files whose names carry identifiers.
 """
 
@@ -29,20 +30,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cxr.errors import CxrError
 from cxr.extract.dataset import KNOWN_COLUMNS, Entry, outside_data, shown_name
 from cxr.extract.headers import AGE_CAP, COLUMNS, StudyKey, pseudonym, read_header, years
 from cxr.extract.images import is_dicom_file
 from cxr.extract.layouts import AUTO, ReadOptions, choose
 from cxr.extract.layouts.table import Manifest
-from cxr.files import escape_cell
+from cxr.files import csv_cell, escape_cell, write_atomic
 
 # Column names that say a value identifies a person, a visit or an image: pseudonymised like
 # patient ids (subject_id, study_id, dicom_id, accession_number, SOPInstanceUID, mrn, ...).
@@ -202,17 +201,13 @@ def _capped_age(value: str) -> str:
 def _write(out: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
-    writer.writerow({c: escape_cell(c) for c in columns})
-    writer.writerows({c: escape_cell(str(row.get(c, ""))) for c in columns} for row in rows)
+    writer.writerow({c: csv_cell(c) for c in columns})
+    writer.writerows(
+        {c: (escape_cell if c == "path" else csv_cell)(str(row.get(c, ""))) for c in columns}
+        for row in rows
+        if "\0" not in row["path"]  # names no file (listed as unreadable): never written
+    )
     if str(out) == "-":
         sys.stdout.write(text.getvalue())
         return
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text.getvalue(), encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise CxrError(f"{out}: cannot write the manifest ({exc.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out, text.getvalue().encode("utf-8"), "the manifest")

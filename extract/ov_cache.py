@@ -3,23 +3,27 @@
 Every cached model (the converted f32 model, its int8 quantisations) is a folder under
 ``$KERAS_HOME/models/cxr-openvino/`` holding ``model.xml``, ``model.bin`` and ``meta.json``
 (what decided the model, the sha256 of both files, the probe's figures). A folder is written
-beside its final name and renamed into place, so a crash never leaves half a model, and it is
-loaded only when both files match their recorded sha256.
+beside its final name (a fresh ``mkdtemp`` folder) and renamed into place, so a crash never
+leaves half a model, and it is loaded only when both files match their recorded sha256.
+``meta.json`` is sealed with this user's secret (`cxr.trust`): a Keras home on a shared drive
+could otherwise hand the tool a model, or a probe figure, someone else made.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
 from cxr.extract.hashing import sha256_file
 from cxr.extract.registry import BackboneSpec
 from cxr.extract.weights import ResolvedWeights
+from cxr.trust import read_sealed_json, write_sealed_json
 
 CACHE_FORMAT = 1
+META_LIMIT = 1 << 20
 
 
 def cache_root() -> Path:
@@ -37,8 +41,8 @@ def cache_dir(spec: BackboneSpec, weights: ResolvedWeights) -> Path:
 
 def read_meta(folder: Path) -> dict | None:
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
+        meta, _ = read_sealed_json(folder / "meta.json", "openvino:meta.json", META_LIMIT)
+    except FileNotFoundError:
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT else None
 
@@ -53,9 +57,9 @@ def verified(folder: Path, meta: dict | None) -> bool:
 
 
 def write_json(path: Path, document: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=2))
-    os.replace(tmp, path)
+    """``meta.json``, sealed; without a usable secret nothing is written (and nothing cached
+    is trusted)."""
+    write_sealed_json(path, document, f"openvino:{path.name}")
 
 
 def publish(model, folder: Path, meta: dict) -> None:
@@ -64,16 +68,16 @@ def publish(model, folder: Path, meta: dict) -> None:
     import openvino as ov
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-    files = {name: sha256_file(tmp / name) for name in ("model.xml", "model.bin")}
-    write_json(tmp / "meta.json", {**meta, "files": files, "probe": {}})
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        files = {name: sha256_file(tmp / name) for name in ("model.xml", "model.bin")}
+        write_json(tmp / "meta.json", {**meta, "files": files, "probe": {}})
         os.rename(tmp, folder)
     except OSError:  # another process published the same model first: use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already once renamed
 
 
 def cached(folder: Path):

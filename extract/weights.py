@@ -88,7 +88,7 @@ def resolve(
         path = choice.path
     else:
         path = _imagenet_file(spec)
-    return ResolvedWeights(choice.kind, path, (hashes or HashCache()).sha256(path), -1)
+    return ResolvedWeights(choice.kind, path, (hashes or HashCache()).sha256(path, None), -1)
 
 
 def _imagenet_file(spec: BackboneSpec) -> Path:

@@ -1,6 +1,8 @@
 """The store writer: one per store, crash-safe, resumable, incremental.
 
-- A lock file (``flock``, released by the kernel even on SIGKILL) admits one writer per store.
+- A lock file (``flock``, released by the kernel even on SIGKILL) admits one writer per store;
+  a lock file or a parts folder that is a symbolic link is refused (`cxr.files`), so a link
+  planted in a shared folder can neither be written through nor have its folder emptied.
 - Each finished batch is committed as its own shard file (written, fsynced, renamed), so a crash
   loses at most the batch in flight and never exposes half of one.
 - At the end of a run the published store is rebuilt from the current data set listing: rows in
@@ -18,7 +20,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ import numpy as np
 
 from cxr.errors import CxrError, RunFailed
 from cxr.extract.dataset import Discovery
+from cxr.files import NOT_OWN, LockHeld, UnusableFile, acquire_lock, own_folder
 from cxr.store.schema import (
     ROW_COLUMNS,
     Reject,
@@ -114,22 +116,18 @@ class StoreWriter:
         )
 
     def _acquire_lock(self) -> None:
+        lock = lock_path(self.directory, self.backbone)
         try:
-            fd = os.open(lock_path(self.directory, self.backbone), os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise self._fault(exc, "lock file") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            self._lock_fd = acquire_lock(lock)
+        except LockHeld as held:
             raise CxrError(
-                f"{self.path}: another `cxr features` is writing this store (pid {holder}); "
+                f"{self.path}: another `cxr features` is writing this store (pid {held.holder}); "
                 "wait for it to finish"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        except UnusableFile as exc:
+            raise CxrError(f"{lock}: the lock file is {exc}; remove it") from None
+        except OSError as exc:
+            raise self._fault(exc, "lock file") from None
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -137,6 +135,8 @@ class StoreWriter:
             self._lock_fd = None
 
     def _load_existing(self) -> None:
+        if self.parts.is_symlink():
+            raise CxrError(f"{self.parts}: the store's parts folder is {NOT_OWN}; remove it")
         # We hold the lock, so temporary files left here are from a run that died mid-write.
         for stale in self.directory.glob(f".{self.path.name}.*.tmp"):
             stale.unlink()
@@ -222,7 +222,7 @@ class StoreWriter:
         table = reject_table(rejected)
         self._seq += 1
         try:
-            self.parts.mkdir(exist_ok=True)
+            own_folder(self.parts)
             shard = self.parts / f"{self.run_id}-{self._seq:07d}.h5"
             write_shard(shard, self.attrs, ids, X, table)
         except OSError as exc:

@@ -64,9 +64,14 @@ def read_document(path: Path) -> Document:
     text = read_text(path, "JSON document", limit=DOCUMENT_LIMIT)
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        reason = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else exc
-        raise CxrError(f"{path}: not JSON ({reason})") from None
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # no lone surrogate anywhere
+    except json.JSONDecodeError as exc:
+        raise CxrError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeEncodeError as exc:
+        text = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode()
+        raise CxrError(f"{path}: not a cxr document (it holds {text}, a lone surrogate)") from None
+    except (ValueError, RecursionError) as exc:  # an integer of 5,000 digits, nesting
+        raise CxrError(f"{path}: not JSON ({str(exc).split(';')[0]})") from None
     kind = kind_of(data)
     if kind is None:
         raise CxrError(

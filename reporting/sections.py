@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cxr.classify.confounds import finer_note
@@ -16,7 +17,7 @@ from cxr.classify.metrics import metric_title
 from cxr.classify.report import neighbour_cells, neighbour_columns, p_text
 from cxr.classify.results import result_name
 from cxr.reporting.documents import Document
-from cxr.reporting.figures import Figure, embed_all
+from cxr.reporting.figures import Figure, recorded
 from cxr.reporting.html import Html, image, interval, items, join, number, table, tag
 
 ROW_LIMIT = 200  # rows of one table (a confound's values, an audit's clusters)
@@ -254,25 +255,27 @@ def warnings(doc: Document) -> Html | None:
     return items(found) if found else None
 
 
-def figures_of(names: Sequence[object], doc: Document) -> Html:
-    shown: list[Figure] = embed_all(names, doc.path.parent)
+def figures(doc: Document) -> Html | None:
+    """The figures the document's run recorded as written (`cxr.reporting.figures`), but the
+    embedding maps, which are shown beside their numbers."""
+    maps = map_names(doc)
+    found = [f for f in recorded(doc.data, doc.path) if Path(f.name).name not in maps]
+    return shown(found) if found else None
+
+
+def shown(found: Sequence[Figure]) -> Html:
     return join(
-        image(f.data_uri, f.name)
-        if f.data_uri
+        image(uri, f.name)
+        if (uri := f.data_uri)
         else tag("p", f"{f.name}: {f.reason}", cls="missing")
-        for f in shown
+        for f in found
     )
 
 
-def figures(doc: Document) -> Html | None:
-    """Every figure the document names but the embedding maps (shown with their numbers)."""
-    maps = {m for m in map(map_figure, doc.data.get("neighbourhoods") or []) if m}
-    names = [
-        *doc.data.get("plots", []),
-        *(p for r in doc.data["results"] for p in r.get("plots", [])),
-    ]
-    names = [n for n in names if n not in maps]
-    return figures_of(names, doc) if names else None
+def map_names(doc: Document) -> set[str]:
+    """The file names of the document's embedding maps (shown with their numbers)."""
+    entries = doc.data.get("neighbourhoods") or [doc.data.get("neighbourhood") or {}]
+    return {Path(m).name for m in map(map_figure, entries) if m}
 
 
 def map_figure(entry: Mapping[str, Any]) -> str | None:
@@ -281,7 +284,8 @@ def map_figure(entry: Mapping[str, Any]) -> str | None:
 
 
 def neighbourhood(entry: Mapping[str, Any], doc: Document) -> Html:
-    """One store's neighbour shares per class and per value within it, and its map."""
+    """One store's neighbour shares per class and per value within it, and its map (from the
+    figures the run recorded)."""
     measures, names = neighbour_columns(entry)
     column = entry.get("column") or "value"
     rows = []
@@ -303,7 +307,8 @@ def neighbourhood(entry: Mapping[str, Any], doc: Document) -> Html:
     parts.append(table(["films", "n", *names], rows))
     figure = map_figure(entry)
     if figure is not None:
-        parts += [tag("p", str(entry["map"].get("detail", ""))), figures_of([figure], doc)]
+        mine = [f for f in recorded(doc.data, doc.path) if Path(f.name).name == Path(figure).name]
+        parts += [tag("p", str(entry["map"].get("detail", ""))), shown(mine)]
     return join(parts)
 
 
@@ -366,10 +371,9 @@ def audit(doc: Document) -> Html:
         parts += [tag("h3", "Neighbours in the embedding"), neighbourhood(d["neighbourhood"], doc)]
     if d.get("notes"):
         parts += [tag("h3", "Notes"), items(d["notes"])]
-    drawn = map_figure(d.get("neighbourhood") or {})
-    if d.get("plots"):
-        figures = [p for p in d["plots"] if p != drawn]
-        parts += [tag("h3", "Figures"), figures_of(figures, doc)]
+    drawn = figures(doc)
+    if drawn is not None:
+        parts += [tag("h3", "Figures"), drawn]
     return join(parts)
 
 

@@ -25,6 +25,7 @@ from cxr.classify.provenance import jsonable, library_versions
 from cxr.classify.results import Result
 from cxr.errors import CxrError
 from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
+from cxr.files import write_atomic
 from cxr.progress import Progress, RichProgress, Silent
 from cxr.reproduce.protocols import (
     ADULT_NON_COVID,
@@ -91,8 +92,7 @@ def reproduce(
     )
     report["seconds"]["extraction"] = round(extracted - started, 1)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    doc_path.parent.mkdir(parents=True, exist_ok=True)
-    doc_path.write_text(render(report))
+    write_atomic(doc_path, render(report).encode(), "the study's results")
     console.print(f"Wrote {doc_path}", highlight=False)
     return report
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.errors import CxrError
-from cxr.files import read_text
+from cxr.files import read_text, write_atomic
 
 FORMAT = "cxr-exclusions/1"
 
@@ -55,10 +55,9 @@ class Exclusions:
         )
 
     def write(self, path: Path) -> None:
-        try:
-            Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        except OSError as exc:
-            raise CxrError(f"{path}: cannot write exclusion file ({exc.strerror})") from None
+        write_atomic(
+            Path(path), (json.dumps(self.to_json(), indent=1) + "\n").encode(), "exclusion file"
+        )
 
     @classmethod
     def read(cls, path: Path) -> Exclusions:

@@ -32,7 +32,6 @@ runs the same checks from the datasets' metadata, without reading X.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import h5py
 import numpy as np
 
 from cxr.errors import CxrError
+from cxr.files import replace_file
 
 SCHEMA_VERSION = 1
 SUFFIX = ".h5"
@@ -284,9 +284,14 @@ def _strings(values) -> np.ndarray:
 
 
 def _write_strings(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    """One column of text. HDF5 text cannot hold a NUL: one from any source (a sheet's cell, a
+    rejected path) is dropped here, so it costs that cell its NUL, never the publish."""
+    text = np.asarray(values, dtype=object)
+    if "\0" in "".join(text):
+        text = np.asarray([value.replace("\0", "") for value in text], dtype=object)
     group.create_dataset(
         name,
-        data=np.asarray(values, dtype=object),
+        data=text,
         dtype=STR,
         maxshape=(None,),
         chunks=(ROW_CHUNK,) if len(values) else (1,),
@@ -336,7 +341,7 @@ def write_atomic(path: Path, content: StoreContent) -> None:
         rejected = f.create_group("rejected")
         for name in REJECT_COLUMNS:
             _write_strings(rejected, name, content.rejected[name])
-    _publish_bytes(image, path, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    _publish_bytes(image, path)
 
 
 def read_attrs(path: Path) -> dict:
@@ -489,7 +494,7 @@ def write_shard(
         group = f.create_group("rejected")
         for name in REJECT_COLUMNS:
             _write_strings(group, name, rejected[name])
-    _publish_bytes(image, path, path.with_name(f".{path.name}.tmp"))
+    _publish_bytes(image, path)
 
 
 @contextmanager
@@ -502,21 +507,11 @@ def _in_memory() -> Iterator[tuple[h5py.File, io.BytesIO]]:
         yield f, image
 
 
-def _publish_bytes(image: io.BytesIO, path: Path, tmp: Path) -> None:
-    """Write, fsync, rename into place, fsync the folder: the file is whole or absent."""
-    try:
-        with open(tmp, "wb") as fh, image.getbuffer() as data:  # no copy of the file image
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _publish_bytes(image: io.BytesIO, path: Path) -> None:
+    """Write, fsync, rename into place, fsync the folder: the file is whole or absent
+    (`cxr.files.replace_file`: a fresh temporary name, so no planted link is written through)."""
+    with image.getbuffer() as data:  # no copy of the file image
+        replace_file(path, data, sync=True)
 
 
 def read_shard(path: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:

@@ -12,6 +12,15 @@ from helpers import SYNTHETIC_ATTRS, make_class_folders
 from cxr.store.schema import ROW_COLUMNS, StoreContent, Table, write_atomic
 
 
+@pytest.fixture(autouse=True)
+def cache_secret(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own cache secret (`cxr.trust`), never the user's ~/.config/cxr: the folder
+    it lives in (commands the test runs in subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("CXR_CONFIG_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def class_folders(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "data")

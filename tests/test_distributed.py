@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,11 +81,17 @@ def test_distributed_store_is_the_local_store(cluster, data, local_store, tmp_pa
 
 
 def test_incremental_runs_mix_local_and_distributed(cluster, data, local_store, tmp_path):
-    half = make_class_folders(tmp_path / "half", per_class=6)
-    run(half, tmp_path / "f")  # local: the first 12
-    (summary,) = run(data, tmp_path / "f", scheduler=cluster.scheduler_address, shard=4)
+    growing = tmp_path / "data"  # one data set, half of it first: a store belongs to its data
+    files = sorted(data.rglob("*.png"))
+    for file in files[::2]:
+        (growing / file.relative_to(data)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, growing / file.relative_to(data))
+    run(growing, tmp_path / "f")  # local: the first 12
+    for file in files[1::2]:
+        shutil.copyfile(file, growing / file.relative_to(data))
+    (summary,) = run(growing, tmp_path / "f", scheduler=cluster.scheduler_address, shard=4)
     assert (summary.new, summary.cached) == (12, 12)
-    (again,) = run(data, tmp_path / "f")  # local again: nothing left
+    (again,) = run(growing, tmp_path / "f")  # local again: nothing left
     assert (again.new, again.cached) == (0, 24)
     same_store(load(tmp_path / "f", "mobilenet_025"), local_store)
 

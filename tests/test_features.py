@@ -30,6 +30,7 @@ from cxr.errors import CxrError
 from cxr.extract import hashing, images
 from cxr.extract.runner import embed_images, extract_features
 from cxr.store.schema import hashes_path, parts_dir, store_path
+from cxr.trust import read_sealed
 
 BACKBONE = "mobilenet_025"
 runner = CliRunner()
@@ -273,7 +274,10 @@ def test_unchanged_files_are_not_read_again(class_folders, tmp_path, monkeypatch
     calls.clear()
     [summary] = run(class_folders, out)
     assert len(calls) >= 8 and summary.new == 0
-    assert json.loads(hashes_path(out).read_text())["format"] == "cxr-hashes/1"
+    cache = hashes_path(out)
+    assert (
+        json.loads(read_sealed(cache, f"hashes:{cache.name}", 1 << 20))["format"] == "cxr-hashes/1"
+    )
 
 
 def test_a_run_with_nothing_to_compute_never_imports_tensorflow(class_folders, tmp_path):

@@ -3,6 +3,7 @@ whenever any key part changes, and hostile or broken entries ignored, never load
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -18,6 +19,7 @@ import cxr
 from cxr.classify import evaluate, fitting
 from cxr.classify.fitcache import FOLDER, CacheWarning, FitCache
 from cxr.cli import app
+from cxr.trust import read_sealed, write_sealed
 
 FAST = {"heads": ["logreg", "knn"], "folds": 3, "bootstrap": 50, "jobs": 1, "predictions": True}
 
@@ -187,13 +189,24 @@ def test_arrays_of_the_wrong_shape_are_ignored(make_synthetic_store, fits):
     features = make_synthetic_store().parent
     report(features, heads=["logreg"])
     (entry,) = entries(features)
-    with np.load(entry) as npz:
-        arrays = dict(npz)
+    arrays = unsealed_arrays(entry)
     arrays["proba"] = arrays["proba"][:, :1].copy()
-    with entry.open("wb") as f:
-        np.savez(f, **arrays)
+    seal_arrays(entry, arrays)  # this user's own seal: the checks behind it still hold
     with pytest.warns(CacheWarning, match="do not fit"):
         report(features, heads=["logreg"])
+
+
+def unsealed_arrays(entry: Path) -> dict[str, np.ndarray]:
+    """The arrays of an entry this user sealed."""
+    payload = read_sealed(entry, f"fit:{entry.name}", 1 << 30)
+    with np.load(io.BytesIO(payload)) as npz:
+        return dict(npz)
+
+
+def seal_arrays(entry: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_sealed(entry, buffer.getvalue(), f"fit:{entry.name}")
 
 
 def test_the_size_bound_evicts_the_least_recently_used(tmp_path):
@@ -208,8 +221,8 @@ def test_the_size_bound_evicts_the_least_recently_used(tmp_path):
     assert sum(p.stat().st_size for p in (tmp_path / FOLDER).glob("*.npz")) <= 10_000
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert cache.get("d", rows, rows % 2, 2) is not None
-        assert cache.get("a", rows, rows % 2, 2) is None  # evicted: a plain miss
+        assert cache.get("d", rows, rows % 2, 2, rows % 3) is not None
+        assert cache.get("a", rows, rows % 2, 2, rows % 3) is None  # evicted: a plain miss
 
 
 def test_deleting_the_folder_at_any_time_is_fine(make_synthetic_store, fits):

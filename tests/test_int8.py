@@ -16,6 +16,7 @@ from cxr import store
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract import runtimes
+from cxr.trust import read_sealed
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -64,7 +65,7 @@ def test_an_int8_store_is_near_f32_and_records_its_calibration(films, tmp_path, 
     assert attrs["runtime_max_abs_diff"] > runtimes.F32_TOLERANCE  # measured, not refused
     quantised = [f for f in keras_home.iterdir() if "-int8-" in f.name]
     [folder] = quantised
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = json.loads(read_sealed(folder / "meta.json", "openvino:meta.json", 1 << 20))
     assert meta["key"]["calibration_sha256"] == attrs["calibration_sha256"]
     assert meta["key"]["calibration_seed"] == 3
     assert meta["probe"]["int8"] == attrs["runtime_max_abs_diff"]

@@ -14,6 +14,7 @@ from cxr import store
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract import runtimes
+from cxr.trust import read_sealed
 
 pytest.importorskip("openvino")
 BACKBONE = "mobilenet_025"
@@ -37,7 +38,7 @@ def test_openvino_f32_embeddings_equal_tensorflows(tmp_path, keras_home):
     assert (attrs["runtime"], attrs["precision"]) == ("openvino", "f32")
     assert 0 < attrs["runtime_max_abs_diff"] < runtimes.F32_TOLERANCE
     [folder] = keras_home.iterdir()
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = json.loads(read_sealed(folder / "meta.json", "openvino:meta.json", 1 << 20))
     assert meta["probe"]["f32"] == attrs["runtime_max_abs_diff"]
     info = runner.invoke(app, ["info", "--features", str(tmp_path / "ov"), "--json", "-"])
     [listed] = json.loads(info.stdout)["stores"]

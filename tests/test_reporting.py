@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import os
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,7 +21,6 @@ from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.reporting import read_documents, write_report
 from cxr.reporting.checklist import AUTHOR, ITEMS, TOOL, fill
-from cxr.reporting.figures import embed
 from cxr.reporting.html import esc, table
 
 runner = CliRunner()
@@ -86,14 +88,13 @@ def test_strings_from_a_crafted_document_render_as_text(evaluated, tmp_path):
     r["class_counts"][HOSTILE] = 1
     r["head"] = "<img src=x onerror=alert(1)>"
     doc["warnings"].append(HOSTILE)
-    doc["plots"].append(f"{ATTRIBUTE}.png")
-    path = tmp_path / "crafted.json"
+    doc["figures"]["files"].append({"file": f"{ATTRIBUTE}.png", "sha256": "0" * 64})
+    path = evaluated.parent / "crafted.json"  # beside its figures
     path.write_text(json.dumps(doc))
     page = write_report([path], tmp_path / "crafted.html").path.read_text()
     tree = parsed(page)
-    assert [t for t, _ in tree.tags].count("img") == len(doc["plots"]) - 1 + sum(
-        len(x["plots"]) for x in doc["results"]
-    )  # the crafted name is not an image
+    assert [t for t, _ in tree.tags].count("img") == len(doc["figures"]["files"]) - 1
+    # the crafted name is not an image
     assert not any(k.startswith("on") for _, a in tree.tags for k in a)
     assert "script" not in [t for t, _ in tree.tags]
     text = "".join(tree.text)
@@ -135,12 +136,99 @@ def test_a_foreign_or_broken_document_is_one_line_naming_it(tmp_path, evaluated)
     assert not (tmp_path / "x.html").exists()
 
 
-def test_only_png_files_are_embedded(tmp_path):
-    (tmp_path / "fake.png").write_text("not an image")
-    assert embed("fake.png", tmp_path, 1 << 20).reason == "not a PNG image"
-    assert embed("/etc/hostname", tmp_path, 1 << 20).reason == "not a PNG file name"
-    assert embed("missing.png", tmp_path, 1 << 20).reason == "not found"
-    assert embed("/dev/zero/x.png", tmp_path, 1 << 20).data_uri is None
+def test_only_the_pngs_the_run_recorded_are_embedded(evaluated, tmp_path):
+    """A crafted document named any PNG the user could read (absolute, ../, a symlink out):
+    the page embedded it. Only files the run recorded, as regular files inside its figures
+    folder beside the document, and still the bytes it wrote, are embedded now."""
+    doc = json.loads(evaluated.read_text())
+    plots = Path(doc["figures"]["folder"])
+    real = doc["figures"]["files"][0]
+    secret = tmp_path / "elsewhere" / "private.png"  # a PNG the user can read, outside
+    secret.parent.mkdir()
+    secret.write_bytes((plots / real["file"]).read_bytes())
+    (plots / "link.png").symlink_to(secret)
+    (plots / "fake.png").write_text("not an image")
+    (plots / "older-run.png").write_bytes(secret.read_bytes())  # not in this run's record
+    crafted = {
+        str(secret): "not a PNG file name inside the figures folder",
+        "../elsewhere/private.png": "not a PNG file name inside the figures folder",
+        "link.png": "not a regular file (a symbolic link)",
+        "fake.png": "not a PNG image",
+        "missing.png": "not found",
+        ".hidden.png": "not a PNG file name inside the figures folder",
+        "notes.txt": "not a PNG file name inside the figures folder",
+    }
+    sha = real["sha256"]
+    doc["figures"]["files"] = [real] + [{"file": name, "sha256": sha} for name in crafted]
+    page = write_report([_saved(evaluated, doc)], tmp_path / "r.html").path.read_text()
+    tree = parsed(page)
+    assert [t for t, _ in tree.tags].count("img") == 1  # the run's own figure, only
+    text = "".join(tree.text)
+    for name, reason in crafted.items():
+        assert f"{name}: {reason}" in text
+    assert "older-run.png" not in text
+
+    (plots / real["file"]).write_bytes(secret.read_bytes() + b"\0")  # replaced since
+    page = write_report([evaluated], tmp_path / "r.html").path.read_text()
+    assert "changed since the run wrote it" in page
+
+
+def test_paths_a_crafted_document_names_are_never_read(evaluated, tmp_path):
+    """The attack as the issue found it: absolute, ``../`` and symlinked names in ``plots``
+    were read and embedded, whatever PNG they named."""
+    doc = json.loads(evaluated.read_text())
+    secret = tmp_path.parent / f"{tmp_path.name}-private.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\n the user's own picture, not the run's")
+    (evaluated.parent / "link.png").symlink_to(secret)
+    relative = os.path.relpath(secret, evaluated.parent)
+    doc["plots"] += [str(secret), relative, "link.png"]
+    doc["results"][0]["plots"].append(str(secret))
+    page = write_report([_saved(evaluated, doc)], tmp_path / "r.html").path.read_text()
+    embedded = base64.b64encode(secret.read_bytes()).decode()
+    assert embedded not in page
+
+
+@pytest.mark.parametrize(
+    "folder", ["/", "..", "{outside}", "{link}"], ids=["root", "parent", "absolute", "link"]
+)
+def test_a_figures_folder_outside_the_documents_folder_is_not_read(evaluated, tmp_path, folder):
+    doc = json.loads(evaluated.read_text())
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    shutil.move(doc["figures"]["folder"], outside / "plots")  # the figures, only outside now
+    (evaluated.parent / "linked").symlink_to(outside / "plots")
+    given = folder.format(outside=outside / "plots", link=evaluated.parent / "linked")
+    doc["figures"]["folder"] = given
+    page = write_report([_saved(evaluated, doc)], tmp_path / "r.html").path.read_text()
+    assert "<img" not in page  # the same figures, read from outside: never embedded
+
+
+def _saved(evaluated: Path, doc: dict) -> Path:
+    path = evaluated.with_name("crafted.json")
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_an_older_document_without_a_record_embeds_nothing(evaluated, tmp_path):
+    doc = json.loads(evaluated.read_text())
+    del doc["figures"]
+    page = write_report([_saved(evaluated, doc)], tmp_path / "r.html").path.read_text()
+    assert "<img" not in page and "not recorded as written by the run" in page
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda text: text.replace('"n": ', '"n": ' + "9" * 5000 + ', "m": ', 1), "digits"),
+        (lambda text: text.replace('"warnings": [', '"warnings": ["\\ud800", ', 1), "surrogate"),
+        (lambda text: text.replace('"head": "', '"head": "\\udcff', 1), "surrogate"),
+    ],
+    ids=["huge-int", "lone-surrogate-warning", "lone-surrogate-head"],
+)
+def test_malformed_numbers_and_strings_are_one_line(evaluated, tmp_path, edit, reason):
+    """A 5,000-digit integer, or a lone surrogate that no UTF-8 page can hold: tracebacks."""
+    line = report_error(tmp_path, "odd.json", edit(evaluated.read_text()))
+    assert reason in line
 
 
 def test_the_checklist_answers_from_the_records_and_leaves_the_rest(evaluated):

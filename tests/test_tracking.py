@@ -4,6 +4,7 @@ Against the local SQLite backend, a real `mlflow server` on loopback, and a serv
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -226,3 +227,105 @@ def test_a_run_logged_to_a_loopback_server(make_synthetic_store, tmp_path, mlflo
     compared = runner.invoke(app, ["runs", "--tracking-uri", mlflow_server, "--compare"])
     assert compared.exit_code == 0, compared.output
     assert "mlp.alpha" in compared.output and "paired bootstrap on" in compared.output
+
+
+# ---- issue 40: a tracked run holds what it made, nothing else ----------------------------------
+
+
+def _seeded(folder: Path, make_synthetic_store) -> None:
+    """A --plots folder as users have them: a study key, a private file in a sub-folder, a
+    store, and an older run's figure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".id-key").write_text("ab" * 32 + "\n")
+    (folder / ".id-key").chmod(0o600)
+    (folder / "private").mkdir(exist_ok=True)
+    (folder / "private" / "notes.txt").write_text("not for the group server\n")
+    make_synthetic_store(seed=5, directory=folder / "old-features")
+    (folder / "mobilenet_v2-knn-bacterial-covid-normal-confusion.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n an older run's figure"
+    )
+
+
+def _artifacts(uri: str, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client(uri).list_artifacts(run_id, path):
+        found |= _artifacts(uri, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def _made(document: Path) -> set[str]:
+    """The JSON, the predictions, the report, and the figures the run says it drew."""
+    doc = json.loads(document.read_text())
+    drawn = [*doc["plots"], *(p for r in doc["results"] for p in r["plots"])]
+    return {"evaluate.json", "predictions.json", "report.html"} | {
+        f"plots/{Path(p).name}" for p in drawn
+    }
+
+
+def test_a_run_tracked_elsewhere_holds_only_what_it_made(make_synthetic_store, tmp_path):
+    """Before: the artifacts held the folder's .id-key, a private file, the store's .h5 and
+    every film under it, and an older run's confusion matrix."""
+    features = make_synthetic_store().parent
+    plots = tmp_path / "reports"
+    _seeded(plots, make_synthetic_store)
+    uri = f"sqlite:///{tmp_path / 'team' / 'runs.db'}"
+    out = plots / "evaluate.json"
+    result = evaluate(features, "--tracking-uri", uri, "--json", str(out), "--plots", str(plots))
+    assert result.exit_code == 0, result.output
+    [run] = client(uri).search_runs([client(uri).get_experiment_by_name("cxr").experiment_id])
+    logged = _artifacts(uri, run.info.run_id)
+    assert logged == _made(out) and len(logged) > 5
+    figure = sorted(p for p in logged if p.startswith("plots/"))[0]
+    copy = client(uri).download_artifacts(run.info.run_id, figure, str(tmp_path / "down"))
+    assert Path(copy).read_bytes() == (plots / Path(figure).name).read_bytes()
+
+
+def test_the_default_store_in_the_working_folder_logs_on_the_first_try(
+    make_synthetic_store, tmp_path, monkeypatch
+):
+    """`--plots .` with the default store beside the features folder: the artifacts folder
+    copied itself into itself until the path was too long, and the run was not logged."""
+    work = tmp_path / "study"
+    make_synthetic_store(directory=work / "features")
+    _seeded(work, make_synthetic_store)
+    monkeypatch.chdir(work)
+    args = ["--json", "evaluate.json", "--plots", ".", "--track"]
+    result = evaluate(Path("features"), *args)
+    assert result.exit_code == 0, result.output
+    assert "Tracked as run" in result.output and "warning" not in result.stderr
+    uri = f"sqlite:///{work / 'mlruns.db'}"
+    [run] = client(uri).search_runs([client(uri).get_experiment_by_name("cxr").experiment_id])
+    assert _artifacts(uri, run.info.run_id) == _made(work / "evaluate.json")
+
+
+@pytest.mark.parametrize("kind", ["database-is-a-folder", "a-file-in-the-way", "read-only-folder"])
+def test_a_store_that_cannot_be_written_is_one_warning_within_5_s(
+    make_synthetic_store, tmp_path, kind
+):
+    """Before: MLflow retried the SQLite file for 117 s on a read-only folder."""
+    features = make_synthetic_store().parent
+    folder = tmp_path / "runs"
+    if kind == "database-is-a-folder":  # what SQLite cannot open, even for root
+        (folder / "runs.db").mkdir(parents=True)
+    elif kind == "a-file-in-the-way":
+        folder.write_text("a file, not a folder")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder")
+        folder.mkdir()
+        folder.chmod(0o555)
+    out = tmp_path / "evaluate.json"
+    started = time.monotonic()
+    result = evaluate(features, "--tracking-uri", f"sqlite:///{folder}/runs.db", "--json", str(out))
+    assert time.monotonic() - started < 5 + _evaluation_seconds(features, tmp_path)
+    assert result.exit_code == 0, result.output
+    [warned] = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert "tracking: run not logged" in warned and str(folder) in warned
+    assert out.is_file()
+
+
+def _evaluation_seconds(features: Path, tmp_path: Path) -> float:
+    """The same evaluation untracked: what the 5 s are added to."""
+    started = time.monotonic()
+    assert evaluate(features, "--json", str(tmp_path / "plain.json")).exit_code == 0
+    return time.monotonic() - started

@@ -1,10 +1,16 @@
 """`cxr evaluate --track`: one evaluation logged as one MLflow run (params, metrics with their CI
-bounds, tags, the JSON, the predictions and the plots as artifacts).
+bounds, tags, and as artifacts exactly what the run made: the JSON, the predictions, the HTML
+report, and the figures it recorded as written, under ``plots/``).
+
+The figures are the run's own record (`cxr.reporting.figures`), each checked as the report
+checks it; nothing is gathered by listing the --plots folder, which may hold a features folder,
+a study key, a tracking store or other runs' figures.
 
 Called after the report's files are written: a tracking store that is down or refuses costs one
 warning, never the evaluation, and a run that breaks halfway is ended FAILED, not left RUNNING.
 MLflow retries HTTP with backoff for minutes by default; the tool's own calls get short limits
-(a user's own MLFLOW_HTTP_* settings win).
+(a user's own MLFLOW_HTTP_* settings win). A local store that cannot be written is found before
+MLflow is called (it retries a SQLite file it cannot open for about two minutes).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from typing import Any
 from cxr.classify.designs import design_of
 from cxr.classify.heads import setting_text
 from cxr.classify.results import EvaluateReport, Outcome
+from cxr.reporting.figures import recorded
 from cxr.tracking import predictions
 from cxr.tracking.target import Target
 
@@ -120,8 +128,7 @@ def report_page(report: EvaluateReport, plots: Path | None) -> str:
     from cxr.reporting import render_report
     from cxr.reporting.documents import Document, Documents
 
-    base = (plots or Path.cwd()) / "evaluate.json"
-    page, _, _ = render_report(Documents((Document(base, "evaluate", dict(report)),)))
+    page, _, _ = render_report(Documents((Document(_base(plots), "evaluate", dict(report)),)))
     return page
 
 
@@ -139,6 +146,12 @@ def log_run(
     words, for the tags."""
     client: Any = None
     run: Any = None
+    problem = target.unwritable()
+    if problem:
+        return (
+            None,
+            f"tracking: run not logged to {target.uri} ({problem}); the report's files are written",
+        )
     try:
         client = connect(target)
         experiment = experiment_id(client, target, create=True)
@@ -171,9 +184,18 @@ def _log_contents(
     )
     client.log_text(run_id, json.dumps(report, indent=2) + "\n", "evaluate.json")
     client.log_text(run_id, json.dumps(predictions.document(report, outcomes)), predictions.NAME)
-    if plots is not None and plots.is_dir():
-        client.log_artifacts(run_id, str(plots), "plots")
+    figures = [f for f in recorded(dict(report), _base(plots)) if f.data is not None]
+    if figures:
+        with tempfile.TemporaryDirectory() as folder:  # exactly the checked bytes, nothing else
+            for figure in figures:
+                (Path(folder) / figure.name).write_bytes(figure.data or b"")
+            client.log_artifacts(run_id, folder, "plots")
     client.log_text(run_id, report_page(report, plots), "report.html")
+
+
+def _base(plots: Path | None) -> Path:
+    """Where the run's document stands for its figures: in the plots folder."""
+    return (plots or Path.cwd()) / "evaluate.json"
 
 
 def _end_failed(client: Any, run_id: str) -> None:

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cxr.errors import CxrError
-from cxr.files import read_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
+from cxr.files import read_toml
 
 TABLE = "tracking"  # the config file's table (the other tables are heads)
 KEYS = {"enabled": bool, "uri": str, "experiment": str}
@@ -44,17 +38,40 @@ class Target:
     def is_local(self) -> bool:
         return self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
 
+    def unwritable(self) -> str:
+        """Why a local store cannot take a run ("" if it can, or if it is a server), found
+        without MLflow: it retries a SQLite file it cannot open for about two minutes."""
+        checks = []
+        if self.is_local:
+            checks.append((_local_path(self.uri), self.uri.startswith("sqlite:")))
+        if self.artifacts and self.artifacts.startswith("file:"):
+            checks.append((_local_path(self.artifacts), False))
+        for path, is_file in checks:
+            if path is not None and (problem := _unwritable(path, is_file)):
+                return problem
+        return ""
+
+
+def _unwritable(path: Path, is_file: bool) -> str:
+    """Why ``path`` (a file, or a folder) cannot be written or made ("" if it can)."""
+    if path.exists():
+        if is_file != path.is_file():
+            return f"{path} is not a {'file' if is_file else 'folder'}"
+        folder = path.parent if is_file else path
+        writable = os.access(path, os.W_OK) and os.access(folder, os.W_OK)
+        return "" if writable else f"{path} cannot be written"
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    return "" if os.access(existing, os.W_OK) else f"{existing} cannot be written"
+
 
 def settings(config: Path | None) -> dict[str, Any]:
     """The ``[tracking]`` table of a config file, its keys and types checked (CxrError naming
     the file otherwise); {} without a file or a table."""
     if config is None:
         return {}
-    text = read_text(Path(config), "TOML configuration")
-    try:
-        table = tomllib.loads(text).get(TABLE, {})
-    except tomllib.TOMLDecodeError as exc:
-        raise CxrError(f"{config}: cannot read TOML ({exc})") from None
+    table = read_toml(Path(config), "TOML configuration").get(TABLE, {})
     if not isinstance(table, dict):
         raise CxrError(f"{config}: [{TABLE}] must be a table (enabled, uri, experiment)")
     for key, value in table.items():
@@ -90,3 +107,14 @@ def require_mlflow() -> None:
     a warning after the whole evaluation (``find_spec`` finds MLflow without importing it)."""
     if importlib.util.find_spec("mlflow") is None:
         raise CxrError(NEEDS_MLFLOW)
+
+
+def _local_path(uri: str) -> Path | None:
+    """The file or folder of a local store's URI (``sqlite:///x.db``, ``file:///x``, a path)."""
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri) if "://" not in uri and ":" not in uri[:2] else None

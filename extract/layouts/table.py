@@ -19,7 +19,7 @@ from pathlib import Path
 from cxr.errors import CxrError
 from cxr.extract.dataset import MANIFEST_NAME, Entry, outside_data
 from cxr.extract.layouts.base import Layout, Listing, ReadOptions, counted, unlisted
-from cxr.files import read_text, unescape_cell
+from cxr.files import printable, read_text, unescape_cell
 
 OUTSIDE = (
     "outside the data folder ({how}); pass --allow-outside-data to read files the manifest "
@@ -61,6 +61,7 @@ class Manifest(Layout):
         entries, rejects, seen, left = [], [], set(), Counter[str]()
         named = [Path(root, row[names["path"]].strip()) for row in rows]  # the rest: unlisted
         for row in rows:
+            row = {c: v if c == names["path"] else printable(v) for c, v in row.items()}
             rel, label = row[names["path"]].strip(), row[names["label"]].strip()
             if label and not options.label(label, (), label):
                 left[label] += 1
