@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +38,9 @@ def _stop(signum: int, frame: Any) -> None:
     for number in SIGNALS:
         signal.signal(number, _now)
     threading.excepthook = _quiet  # the pool's threads, racing its shutdown, until the exit
+    # joblib's exit hook may find its memmapping folder still in use by a worker being killed;
+    # the folder stays registered with loky's resource tracker, which removes it once they end
+    warnings.filterwarnings("ignore", "Failed to delete temporary folder", UserWarning, "joblib")
     raise Stopped(signum)
 
 

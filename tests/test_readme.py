@@ -118,13 +118,16 @@ def outputs_module():
 
 
 def test_the_readmes_real_outputs_are_the_generated_ones():
-    """Every block the README calls real output is the one `make docs` wrote to
-    docs/outputs.json, and none is missing."""
+    """Every block the README and the generated docs pages call real output is the one
+    `make docs` wrote to docs/outputs.json, and none is missing."""
     outputs = outputs_module()
     generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
-    found = outputs.sections(README.read_text())
-    assert set(found) == set(outputs.BLOCKS) == set(generated["blocks"])
-    for name, text in found.items():
+    in_readme = outputs.sections(README.read_text())
+    in_pages = {k: v for page in outputs.PAGES for k, v in outputs.sections(page.read_text()).items()}
+    assert set(in_readme) == set(outputs.BLOCKS)
+    assert set(in_pages) == set(outputs.PAGE_BLOCKS)
+    assert set(generated["blocks"]) == set(outputs.BLOCKS) | set(outputs.PAGE_BLOCKS)
+    for name, text in {**in_readme, **in_pages}.items():
         assert text == outputs.section(name, generated["blocks"][name]), name
 
 

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +51,20 @@ def stop(args: list[str], busy: Callable[[psutil.Process], bool], signum: int, l
     for left in alive:
         left.kill()
     assert not alive, f"workers still running: {alive}"
+    assert not _shared_memory_left(proc.pid), "joblib's memmapping folder left behind"
     return proc.returncode, stderr
+
+
+def _shared_memory_left(pid: int, within: float = 10) -> list[Path]:
+    """joblib's memmapping folders of process PID still there after WITHIN seconds (loky's
+    resource tracker removes those the process could not)."""
+    places = {Path("/dev/shm"), Path(tempfile.gettempdir())}
+    deadline = time.monotonic() + within
+    while True:
+        left = [p for d in places if d.is_dir() for p in d.glob(f"joblib_memmapping_folder_{pid}_*")]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
 
 
 def one_line(stderr: str, signum: int) -> str:
