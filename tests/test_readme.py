@@ -123,7 +123,9 @@ def test_the_readmes_real_outputs_are_the_generated_ones():
     outputs = outputs_module()
     generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
     in_readme = outputs.sections(README.read_text())
-    in_pages = {k: v for page in outputs.PAGES for k, v in outputs.sections(page.read_text()).items()}
+    in_pages = {
+        k: v for page in outputs.PAGES for k, v in outputs.sections(page.read_text()).items()
+    }
     assert set(in_readme) == set(outputs.BLOCKS)
     assert set(in_pages) == set(outputs.PAGE_BLOCKS)
     assert set(generated["blocks"]) == set(outputs.BLOCKS) | set(outputs.PAGE_BLOCKS)

@@ -61,7 +61,9 @@ def _shared_memory_left(pid: int, within: float = 10) -> list[Path]:
     places = {Path("/dev/shm"), Path(tempfile.gettempdir())}
     deadline = time.monotonic() + within
     while True:
-        left = [p for d in places if d.is_dir() for p in d.glob(f"joblib_memmapping_folder_{pid}_*")]
+        left = [
+            p for d in places if d.is_dir() for p in d.glob(f"joblib_memmapping_folder_{pid}_*")
+        ]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
