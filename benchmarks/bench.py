@@ -247,9 +247,17 @@ def _mobilenet_v2_weights(weights: list[str]) -> list[str]:
     return [w for w in weights if w.startswith("mobilenet_v2=")] or ["random"]
 
 
-def _openvino_rate(data: Path, weights: list[str], out: Path, precision: str, images: int) -> float:
-    """`cxr features` mobilenet_v2 on OpenVINO at ``precision``, end to end in images per
-    second (timed from the end of the model build, to the published store)."""
+def _openvino_rate(
+    data: Path,
+    weights: list[str],
+    out: Path,
+    precision: str,
+    images: int,
+    runtime: str = "openvino",
+) -> float:
+    """`cxr features` mobilenet_v2 on ``runtime`` (OpenVINO unless said) at ``precision``, end
+    to end in images per second (timed from the end of the model build, to the published
+    store)."""
     clock = Clock()
     extract_features(
         data=data,
@@ -257,11 +265,71 @@ def _openvino_rate(data: Path, weights: list[str], out: Path, precision: str, im
         backbones=["mobilenet_v2"],
         weights=weights,
         features_dir=out,
-        runtime="openvino",
+        runtime=runtime,
         precision=precision,
         progress=clock,
     )
     return images / (time.perf_counter() - clock.start)
+
+
+# The machine's bound (benchmarks/bound.py): per runtime, its --runtime and --precision.
+BOUND_RUNTIMES = {
+    "tensorflow": ("TensorFlow f32", "tensorflow", "f32"),
+    "openvino": ("OpenVINO f32", "openvino", "f32"),
+    "openvino+int8": ("OpenVINO int8", "openvino", "int8"),
+}
+BOUND_GOAL = 0.85
+
+
+def machine_bound(weights: list[str], work: Path, repeats: int, quick: bool) -> list[dict]:
+    """Per runtime: every stage's CPU per film on one thread (a process of its own, so its
+    thread settings hold), the bound it implies on this machine's cores, and the whole
+    pipeline's rate (best of ``repeats``, the runtimes interleaved) as a share of it."""
+    from bound import STAGES, bound
+
+    from cxr.extract.runtimes import openvino_installed
+
+    data = sample_images(work / "bound-data", 24) if quick else CXR_DATA
+    films = len([p for p in data.glob("*/*") if p.is_file()])
+    mine = _mobilenet_v2_weights(weights)
+    runtimes = ["tensorflow"]
+    if openvino_installed():
+        runtimes.append("openvino")
+        if not quick and _unavailable("int8") is None:
+            runtimes.append("openvino+int8")
+    stages_json = work / "stages.json"
+    command = [sys.executable, str(Path(__file__).with_name("bound.py")), "--data", str(data)]
+    command += [f"--weights={w}" for w in mine] + [f"--runtime={r}" for r in runtimes]
+    command += ["--out", str(stages_json), "--forward-films", "32" if quick else "256"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmarks/bound.py failed:\n{done.stderr[-2000:]}")
+    measured = json.loads(stages_json.read_text())
+    rates: dict[str, list[float]] = {r: [] for r in runtimes}
+    for k in range(repeats):
+        for r in runtimes:
+            _, runtime, precision = BOUND_RUNTIMES[r]
+            out = work / f"bound-{r}-{k}"
+            rates[r].append(_openvino_rate(data, mine, out, precision, films, runtime))
+    rows = []
+    for r in runtimes:
+        stages = measured["stages"][r]
+        limit = bound(stages, measured["cores"])
+        share = max(rates[r]) / limit
+        per_stage = ", ".join(f"{s} {1000 * stages[s]:.2f}" for s in STAGES)
+        rows.append(
+            result(
+                f"extraction mobilenet_v2, {BOUND_RUNTIMES[r][0]} vs the machine's bound",
+                f">= {BOUND_GOAL:g} of the bound",
+                f"{max(rates[r]):.1f} vs {limit:.1f} img/s = {share:.2f}",
+                share,
+                BOUND_GOAL,
+                note=f"CPU ms per film on one thread: {per_stage} "
+                f"(= {1000 * sum(stages.values()):.2f}); bound = {measured['cores']} cores / that; "
+                f"{films} films, the model build apart",
+            )
+        )
+    return rows
 
 
 def _store_name(precision: str) -> str:
@@ -897,6 +965,9 @@ def main() -> None:
         if not quick and CXR_DATA.is_dir():
             steps.append(("bf16", lambda: results.extend(bf16_study(weights, work, repeats))))
             steps.append(("int8", lambda: results.extend(int8_study(weights, work, repeats))))
+        steps.append(
+            ("bound", lambda: results.extend(machine_bound(weights, work, repeats, quick)))
+        )
         steps.append(("start-up", lambda: results.extend(startup(repeats))))
         for name, step in steps:
             console.print(f"[bold]{name}[/] ...", highlight=False)
