@@ -21,9 +21,15 @@ from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels, resize
 from cxr.extract.regions import Region
 from cxr.files import UnusableFile, read_regular
 
-# Decoding costs about a twentieth of a forward pass (0.8 ms of CPU per shared image against
-# ~16 ms for MobileNetV2): one decoder per four cores keeps ahead of the model, and leaves the
-# cores to it. On 2 cores, 1 decoder measured 0.89 of the raw forward rate, 2 decoders 0.85-0.88.
+# Decoding costs a small share of a forward pass (one thread, shared films, MobileNetV2, two
+# runs on a shared machine: 1.8-2.0 ms of CPU to read, check, decode and resize against 37-38 ms
+# for TensorFlow's forward pass, 10.5-13 ms for OpenVINO f32, 6.8-8.2 ms for int8;
+# benchmarks/bound.py): one decoder per four cores keeps ahead of the model, and leaves the
+# cores to it. On 2 cores, 1 decoder measured 0.89 of the raw forward rate, 2 decoders
+# 0.85-0.88. Alternating phases instead (a window decoded with every core, then its forward pass
+# with every core) measured no faster, whole `cxr features` processes on 2 shared cores,
+# interleaved (median ratios): 1.05x this design's time with TensorFlow (3 pairs, each slower),
+# 1.06x and 1.00x with OpenVINO f32 (two rounds of 4 and 5 pairs).
 DECODE_WORKERS = max(1, (os.cpu_count() or 1) // 4)
 
 Decoded = dict[int, np.ndarray] | str  # input size -> (s, s[, 3]) uint8, or the reject reason
