@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxr.classify.settings import default  # plain data
 from cxr.errors import CxrError
 
 if TYPE_CHECKING:
@@ -84,37 +85,37 @@ def extract_features(
 
 def evaluate(
     features: Path | str = "features",
-    backbones: Sequence[str] = (),
-    heads: Sequence[str] = (),
+    backbones: Sequence[str] = default("backbones"),
+    heads: Sequence[str] = default("heads"),
     *,
-    classes: Sequence[str] = (),
-    merge: Mapping[str, Sequence[str]] | None = None,
-    binary: str | None = None,
-    where: Sequence[str | Condition] = (),
-    exclude: Path | str | None = None,
-    target: str = "label",
-    params: Mapping[str, Mapping[str, Any]] | None = None,
+    classes: Sequence[str] = default("classes"),
+    merge: Mapping[str, Sequence[str]] | None = default("merge"),
+    binary: str | None = default("binary"),
+    where: Sequence[str | Condition] = default("where"),
+    exclude: Path | str | None = default("exclude"),
+    target: str = default("target"),
+    params: Mapping[str, Mapping[str, Any]] | None = default("params"),
     design: Design | None = None,
-    folds: int | None = None,
-    repeats: int | None = None,
-    group_by: str = "auto",
-    leave_out: str | None = None,
-    test_where: Sequence[str | Condition] = (),
-    search: bool = False,
-    metric: str = "balanced_accuracy",
-    operating_point: float = 0.95,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    confounds: Sequence[str] | None = None,
-    predictions: bool = True,
-    train_sizes: Sequence[int | float | str] = (),
-    curve_draws: int = 3,
-    curve_margin: float = 0.02,
-    covariates: Sequence[str] = (),
-    covariates_only: bool = False,
-    jobs: int = -1,
-    scheduler: str | None = None,
-    cache: bool = True,
+    folds: int | None = default("folds"),
+    repeats: int | None = default("repeats"),
+    group_by: str = default("group_by"),
+    leave_out: str | None = default("leave_out"),
+    test_where: Sequence[str | Condition] = default("test_where"),
+    search: bool = default("search"),
+    metric: str = default("metric"),
+    operating_point: float = default("operating_point"),
+    bootstrap: int = default("bootstrap"),
+    seed: int = default("seed"),
+    confounds: Sequence[str] | None = default("confounds"),
+    predictions: bool = default("predictions"),
+    train_sizes: Sequence[int | float | str] = default("train_sizes"),
+    curve_draws: int = default("curve_draws"),
+    curve_margin: float = default("curve_margin"),
+    covariates: Sequence[str] = default("covariates"),
+    covariates_only: bool = default("covariates_only"),
+    jobs: int = default("jobs"),
+    scheduler: str | None = default("scheduler"),
+    cache: bool = default("cache"),
     plots: Path | str | None = None,
     progress: Progress | None = None,
 ) -> Evaluation:
@@ -127,8 +128,9 @@ def evaluate(
     The design is cross-validation (``folds``, ``repeats``, ``group_by``), ``leave_out=COLUMN``
     or ``test_where=[...]``; or pass any `cxr.classify.designs.Design` as ``design``.
     ``cache=False`` fits every head again (`cxr evaluate --no-cache`). ``plots`` writes the
-    figures there. Out-of-fold predictions are kept by default
-    (``Evaluation.predictions()``).
+    figures there. ``predictions=True`` keeps every out-of-fold prediction
+    (``Evaluation.predictions()``). Each keyword's default is its setting's
+    (`cxr.classify.settings`).
     """
     from cxr.classify.config import EvaluateConfig
     from cxr.classify.curves import parse_sizes

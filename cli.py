@@ -30,6 +30,7 @@ from cxr import cluster  # imports Dask only when connecting
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
 from cxr.classify.metrics import overall_metrics  # numpy only
+from cxr.classify.settings import EVALUATE, as_flags  # plain data
 from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
@@ -65,7 +66,9 @@ class _Commands(TyperGroup):
         except CxrError as exc:
             # The message echoes user input: printed as text, never as markup or :emoji: codes.
             word = "[yellow]stopped:[/]" if isinstance(exc, Interrupted) else "[red]error:[/]"
-            err_console.print(word, escape(str(exc)), highlight=False, emoji=False, soft_wrap=True)
+            err_console.print(
+                word, escape(as_flags(str(exc))), highlight=False, emoji=False, soft_wrap=True
+            )
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -202,6 +205,12 @@ def _write_json(document: Any, path: Path) -> None:
     write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), "JSON")
 
 
+def _option(name: str, **checks: Any) -> Any:
+    """The option of an evaluate setting: default, flags and help from its one definition."""
+    entry = EVALUATE[name]
+    return typer.Option(entry.cli_default, *entry.flags or (entry.flag,), help=entry.help, **checks)
+
+
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
 JSON_OUT = typer.Option(
     None, "--json", help="Write the result as JSON to this file ('-': stdout, JSON only)."
@@ -211,7 +220,7 @@ WEIGHTS = typer.Option(
     "--weights",
     help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
 )
-SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
+SEED = _option("seed", min=0)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (none either off a terminal).")
 SCHEDULER = typer.Option(None, "--scheduler", help=cluster.HELP)
 # How a data set is read (`cxr.extract.layouts`; the names are checked against its registry by
@@ -650,42 +659,16 @@ def reproduce(
 
 # Stage 2 (evaluate, train, predict): classify/ is imported inside each command, so
 # `cxr --help` and stage 1 never pay for scikit-learn.
-CLASSES = typer.Option(
-    None,
-    "--classes",
-    help="Keep these classes (comma-separated, after --merge): covid,bacterial,normal.",
-)
-MERGE = typer.Option(
-    [], "--merge", help="Merge classes, NEW=a,b (repeatable): pneumonia=bacterial,viral."
-)
-BINARY = typer.Option(
-    None, "--binary", help="One-vs-rest: this class against all other selected classes."
-)
-WHERE = typer.Option(
-    [],
-    "--where",
-    help="Keep rows whose COLUMN (e.g. dataset, view) is one of COLUMN=v1,v2; 'a=x | b=y' keeps "
-    "rows matching either; repeat to require all.",
-)
-EXCLUDE = typer.Option(
-    None,
-    "--exclude",
-    help="Drop images: a file from `cxr audit --exclude-out`, or one id/path per line.",
-)
-HEAD_PARAMS = typer.Option(
-    [],
-    "--set",
-    help="Hyper-parameter HEAD.PARAM=VALUE (repeatable), e.g. mlp.alpha=1e-3.",
-)
+CLASSES = _option("classes")
+MERGE = _option("merge")
+BINARY = _option("binary")
+WHERE = _option("where")
+EXCLUDE = _option("exclude")
+HEAD_PARAMS = _option("params")
 CONFIG = typer.Option(
     None, "--config", help="TOML file of hyper-parameters: one table per head, named like the head."
 )
-TARGET = typer.Option(
-    "label",
-    "--target",
-    help="Column to predict: label (default), or any metadata column, e.g. dataset to probe "
-    "how well the embeddings recognise the source.",
-)
+TARGET = _option("target")
 
 
 TRACKING_URI = typer.Option(
@@ -699,65 +682,28 @@ TRACKING_URI = typer.Option(
 @app.command()
 def evaluate(
     features_dir: Path = FEATURES_DIR,
-    backbone: list[str] = typer.Option(
-        [], "-b", "--backbone", help="Store to use (repeatable). Default: all."
-    ),
-    head: list[HeadName] = typer.Option([], "--head", help="Head (repeatable). Default: all."),
+    backbone: list[str] = _option("backbones"),
+    head: list[HeadName] = _option("heads"),
     classes: str | None = CLASSES,
     merge: list[str] = MERGE,
     binary: str | None = BINARY,
     where: list[str] = WHERE,
     exclude: Path | None = EXCLUDE,
     target: str = TARGET,
-    folds: int | None = typer.Option(
-        None, "--folds", help="K of stratified K-fold (default 10, the paper's)."
-    ),
-    repeats: int | None = typer.Option(
-        None, "--repeats", help="Repeat K-fold with reshuffled folds (default 1)."
-    ),
+    folds: int | None = _option("folds"),
+    repeats: int | None = _option("repeats"),
     seed: int = SEED,
-    group_by: str = typer.Option(
-        "auto",
-        "--group-by",
-        help="Group CV folds by patient, none, auto (patient whenever rows have ids), or "
-        "any stored column (dataset, source, view, ...).",
-    ),
-    leave_out: str | None = typer.Option(
-        None,
-        "--leave-out",
-        help="Leave-one-value-out instead of CV: train on all other values of COLUMN, test on "
-        "each value in turn (e.g. dataset).",
-    ),
-    test_where: list[str] = typer.Option(
-        [],
-        "--test-where",
-        help="External test instead of CV: fit on the other selected rows, score once on the "
-        "rows matching COLUMN=v1,v2 (syntax of --where; repeat to require all).",
-    ),
-    metric: MetricName = typer.Option(
-        "balanced_accuracy",
-        "--metric",
-        help="Metric that picks the best result, compares every result with it, and is plotted.",
-    ),
-    operating_point: float = typer.Option(
-        0.95,
-        "--operating-point",
-        help="Fixed specificity (sensitivity) at which sensitivity (specificity) is reported.",
-    ),
-    confounds: str = typer.Option(
-        "auto",
-        "--confounds",
-        help="Metadata columns checked for predicting the target: auto (all), none, or a,b,c.",
-    ),
-    jobs: int = typer.Option(
-        -1, "--jobs", help="Parallel folds (-1: all cores); results do not depend on it."
-    ),
-    search: bool = typer.Option(
-        False, "--search", help="Tune each head's small grid by nested CV."
-    ),
+    group_by: str = _option("group_by"),
+    leave_out: str | None = _option("leave_out"),
+    test_where: list[str] = _option("test_where"),
+    metric: MetricName = _option("metric"),
+    operating_point: float = _option("operating_point"),
+    confounds: str = _option("confounds"),
+    jobs: int = _option("jobs"),
+    search: bool = _option("search"),
     head_params: list[str] = HEAD_PARAMS,
     config: Path | None = CONFIG,
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap replicates for the 95% CI."),
+    bootstrap: int = _option("bootstrap"),
     json_out: Path | None = JSON_OUT,
     plots: Path | None = typer.Option(
         None,
@@ -765,44 +711,14 @@ def evaluate(
         help="Write PNGs here: confusion matrix, ROC and reliability per result, a forest plot "
         "per task.",
     ),
-    train_sizes: str | None = typer.Option(
-        None,
-        "--train-sizes",
-        help="Learning curves: refit each head on nested, stratified, patient-grouped subsamples "
-        "of every training split: images per class (25,50,100,all) or fractions (0.1,0.5,all).",
-    ),
-    curve_draws: int = typer.Option(
-        3, "--curve-draws", min=1, help="Subsample draws per training size (averaged)."
-    ),
-    curve_margin: float = typer.Option(
-        0.02,
-        "--curve-margin",
-        min=0.0,
-        help="Report the smallest size whose score is within this of the full-data score.",
-    ),
-    covariates: str | None = typer.Option(
-        None,
-        "--covariates",
-        help="Stored columns appended to the embeddings inside each fold (age,sex,view): "
-        "numbers imputed and scaled, categories one-hot; reported against embeddings alone.",
-    ),
-    covariates_only: bool = typer.Option(
-        False,
-        "--covariates-only",
-        help="Also fit each head on the --covariates alone (the clinician's baseline).",
-    ),
-    predictions: bool = typer.Option(
-        False,
-        "--predictions",
-        help="Put every out-of-fold prediction (image, fold, class probabilities) in --json.",
-    ),
+    train_sizes: str | None = _option("train_sizes"),
+    curve_draws: int = _option("curve_draws", min=1),
+    curve_margin: float = _option("curve_margin", min=0.0),
+    covariates: str | None = _option("covariates"),
+    covariates_only: bool = _option("covariates_only"),
+    predictions: bool = _option("predictions"),
     scheduler: str | None = SCHEDULER,
-    no_cache: bool = typer.Option(
-        False,
-        "--no-cache",
-        help="Fit every head again instead of reusing the out-of-fold predictions kept in "
-        "FEATURES_DIR/.fits/ (safe to delete).",
-    ),
+    no_cache: bool = _option("cache"),
     quiet: bool = QUIET,
     track: bool = typer.Option(
         False,

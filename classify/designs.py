@@ -24,21 +24,21 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cxr.classify.folds import Split, derive_seed, kfold
+from cxr.classify.settings import FOLDS, GROUP_BY, REPEATS, default, flag
 from cxr.classify.tasks import Condition, TaskData, TaskSpec, select
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
 
 SHOWN_PATIENTS = 5  # patient ids quoted in a refusal
-FOLDS = 10  # the paper's 10-fold cross-validation
 MAX_FOLDS, MAX_REPEATS = 1000, 100
 MAX_VALUES = 50  # more distinct values than this is an identifier, not a group to hold out
 # What gives a store its patient ids, said wherever their absence makes scores optimistic.
 FIX_IDS = (
     "Give them: `cxr features` reads them from DICOM headers; for other files, a manifest with a "
-    "patient_id column (`cxr features DATA --manifest CSV`)"
+    f"patient_id column (`cxr features DATA {flag('manifest')} CSV`)"
 )
-# --group-by: these words, or the name of any stored column (dataset, source, view, ...).
-GROUP_BY = ("auto", "patient", "none")
+# `group_by`: these words, or the name of any stored column (dataset, source, view, ...).
+GROUPINGS = (GROUP_BY, "patient", "none")
 
 DESIGNS: dict[str, type[Design]] = {}  # kind (the JSON's validation.kind) -> class
 
@@ -112,32 +112,32 @@ def slug(text: str) -> str:
 
 def choose(
     *,
-    folds: int | None = None,
-    repeats: int | None = None,
-    group_by: str = "auto",
-    leave_out: str | None = None,
-    test_where: Sequence[Condition | str] = (),
+    folds: int | None = default("folds"),
+    repeats: int | None = default("repeats"),
+    group_by: str = default("group_by"),
+    leave_out: str | None = default("leave_out"),
+    test_where: Sequence[Condition | str] = default("test_where"),
 ) -> Design:
     """The design the evaluate options ask for (CxrError for contradictory ones)."""
     if leave_out and test_where:
-        raise CxrError("--leave-out and --test-where are two designs; choose one")
+        raise CxrError("`leave_out` and `test_where` are two designs; choose one")
     if (leave_out or test_where) and (
-        group_by not in ("auto", "patient") or folds is not None or repeats is not None
+        group_by not in GROUPINGS[:2] or folds is not None or repeats is not None
     ):
         raise CxrError(
-            "--group-by, --folds and --repeats set cross-validation folds; they do not combine "
-            "with --leave-out or --test-where, whose splits are given by the rows"
+            "`group_by`, `folds` and `repeats` set cross-validation folds; they do not combine "
+            "with `leave_out` or `test_where`, whose splits are given by the rows"
         )
     if test_where:
         return ExternalTest(
             tuple(
-                c if isinstance(c, Condition) else Condition.parse(c, "--test-where")
+                c if isinstance(c, Condition) else Condition.parse(c, "`test_where`")
                 for c in test_where
             )
         )
     if leave_out:
         return LeaveOneOut(leave_out)
-    return CrossValidation(folds or FOLDS, repeats or 1, group_by)
+    return CrossValidation(folds or FOLDS, repeats or REPEATS, group_by)
 
 
 def _missing(data: TaskData, rows: np.ndarray) -> list[str]:
@@ -151,21 +151,21 @@ class CrossValidation(Design):
     or by any stored column. Every fold's test rows pool into one result."""
 
     folds: int = FOLDS
-    repeats: int = 1
-    group_by: str = "auto"
+    repeats: int = REPEATS
+    group_by: str = GROUP_BY
     kind: ClassVar[str] = "cross-validation"
     summary_title: ClassVar[str] = (
-        "Cross-validated heads: pooled out-of-fold [95% CI] (per fold: --json)"
+        f"Cross-validated heads: pooled out-of-fold [95% CI] (per fold: {flag('json')})"
     )
 
     def __post_init__(self) -> None:
         if not 2 <= self.folds <= MAX_FOLDS or not 1 <= self.repeats <= MAX_REPEATS:
             raise CxrError(
-                f"--folds must be 2..{MAX_FOLDS} and --repeats 1..{MAX_REPEATS} "
+                f"`folds` must be 2..{MAX_FOLDS} and `repeats` 1..{MAX_REPEATS} "
                 f"(got {self.folds} and {self.repeats})"
             )
         if not self.group_by:
-            raise CxrError(f"--group-by: give {', '.join(GROUP_BY)} or a column name")
+            raise CxrError(f"`group_by`: give {', '.join(GROUPINGS)} or a column name")
 
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
         data = select(fs, task)
@@ -189,25 +189,25 @@ class CrossValidation(Design):
         if by == "patient" and not data.has_groups:
             missing = int(np.sum(data.groups == ""))
             raise CxrError(
-                f"{data.source}: --group-by patient, but {missing} selected row(s) have no "
+                f"{data.source}: `group_by` patient, but {missing} selected row(s) have no "
                 "patient id"
             )
-        if by in GROUP_BY:
-            grouped = by == "patient" or (by == "auto" and data.has_groups)
+        if by in GROUPINGS:
+            grouped = by == "patient" or (by == GROUP_BY and data.has_groups)
             groups, unit = data.groups, data.group_unit
         else:
-            groups, unit, grouped = data.column(by, "--group-by"), by, True
+            groups, unit, grouped = data.column(by, "`group_by`"), by, True
             if np.any(groups == ""):
                 raise CxrError(
-                    f"{data.source}: --group-by {by}: {int(np.sum(groups == ''))} selected "
+                    f"{data.source}: `group_by` {by}: {int(np.sum(groups == ''))} selected "
                     "row(s) have no value"
                 )
         notes = []
         if grouped and unit == data.group_unit and data.missing_ids == len(data.y):
             notes.append(
-                f"{data.source}: no patient ids; folds keep only the --exclude file's duplicate "
-                "groups together, so images of one patient can still be split and scores are "
-                f"optimistic. {FIX_IDS}"
+                f"{data.source}: no patient ids; folds keep only the {flag('exclude')} file's "
+                "duplicate groups together, so images of one patient can still be split and scores "
+                f"are optimistic. {FIX_IDS}"
             )
         elif grouped and unit == data.group_unit and data.missing_ids:
             notes.append(
@@ -222,15 +222,15 @@ class CrossValidation(Design):
             )
         elif not grouped:
             notes.append(
-                f"{data.source}: --group-by none although patient ids exist: images of one "
+                f"{data.source}: {flag('group_by')} none although patient ids exist: images of one "
                 "patient can be in both training and test folds, so these scores are optimistic"
             )
         elif unit not in ("patient", data.group_unit) and data.has_groups:
             split = _groups_split_patients(groups, data.groups)
             if split:
                 notes.append(
-                    f"{data.source}: --group-by {unit}: {split} patient(s) have images under "
-                    f"two {unit} values, so they can sit in training and test folds"
+                    f"{data.source}: {flag('group_by')} {unit}: {split} patient(s) have images "
+                    f"under two {unit} values, so they can sit in training and test folds"
                 )
         return (groups if grouped else None), unit, notes
 
@@ -253,12 +253,12 @@ class CrossValidation(Design):
             else f"{unit} values"
         )
         fix = (
-            f"the largest --folds that works here is {count}"
+            f"the largest `folds` that works here is {count}"
             if count >= 2
-            else "too few to cross-validate: drop the class (--classes) or add images"
+            else "too few to cross-validate: drop the class (`classes`) or add images"
         )
         raise CxrError(
-            f"{data.source}: class {name!r} has {count} {what}, fewer than --folds "
+            f"{data.source}: class {name!r} has {count} {what}, fewer than `folds` "
             f"{self.folds}; {fix}"
         )
 
@@ -341,19 +341,19 @@ class LeaveOneOut(Design):
 
     def __post_init__(self) -> None:
         if not self.column:
-            raise CxrError("--leave-out: name a column, e.g. dataset")
+            raise CxrError("`leave_out`: name a column, e.g. dataset")
 
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
         data = select(fs, task)
         column = self.column
-        values = data.column(column, "--leave-out")
+        values = data.column(column, "`leave_out`")
         patients = data.patients
         held = sorted(v for v in set(values.tolist()) if v)
         if len(held) < 2:
-            raise CxrError(f"{data.source}: --leave-out {column}: needs 2+ values, found {held}")
+            raise CxrError(f"{data.source}: `leave_out` {column}: needs 2+ values, found {held}")
         if len(held) > MAX_VALUES or len(held) > len(values) / 2:
             raise CxrError(
-                f"{data.source}: --leave-out {column}: {len(held)} values for {len(values)} rows "
+                f"{data.source}: `leave_out` {column}: {len(held)} values for {len(values)} rows "
                 "looks like an identifier; hold out a column that groups rows (dataset, source, "
                 "site, view, ...)"
             )
@@ -416,7 +416,7 @@ class LeaveOneOut(Design):
                 )
         if not splits:
             raise CxrError(
-                f"{data.source}: --leave-out {column}: no value can be held out (see above)"
+                f"{data.source}: `leave_out` {column}: no value can be held out (see above)"
                 f": {'; '.join(notes)}"
             )
         if patients is None:
@@ -462,7 +462,7 @@ class ExternalTest(Design):
 
     def __post_init__(self) -> None:
         if not self.conditions:
-            raise CxrError("--test-where: give the test rows, e.g. dataset=ieee8023")
+            raise CxrError("`test_where`: give the test rows, e.g. dataset=ieee8023")
         object.__setattr__(self, "conditions", tuple(self.conditions))
 
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
@@ -472,16 +472,16 @@ class ExternalTest(Design):
             is_train &= np.logical_and.reduce([c.mask(fs) for c in task.where])
         shown = "; ".join(map(str, self.conditions))
         if not is_test.any():
-            raise CxrError(f"{fs.path}: no rows match --test-where {shown}")
+            raise CxrError(f"{fs.path}: no rows match `test_where` {shown}")
         if not is_train.any():
-            raise CxrError(f"{fs.path}: no training rows are left outside --test-where {shown}")
+            raise CxrError(f"{fs.path}: no training rows are left outside `test_where` {shown}")
         data = select(fs.take(np.flatnonzero(is_train | is_test)), replace(task, where=()))
         test_paths = list(set(fs.rows["path"][is_test].tolist()))
         test = np.flatnonzero(np.isin(data.paths, test_paths))
         train = np.flatnonzero(~np.isin(data.paths, test_paths))
         if not len(test) or not len(train):
             side = "test" if not len(test) else "training"
-            raise CxrError(f"{fs.path}: the task keeps no {side} rows with --test-where {shown}")
+            raise CxrError(f"{fs.path}: the task keeps no {side} rows with `test_where` {shown}")
         patients = data.patients
         notes = []
         if patients is not None:
@@ -489,8 +489,8 @@ class ExternalTest(Design):
             if both:
                 raise CxrError(
                     f"{fs.path}: {len(both)} patient(s) have images on both sides of "
-                    f"--test-where {shown} (e.g. {', '.join(both[:SHOWN_PATIENTS])}); a test set "
-                    "must hold unseen patients: narrow --where or --test-where"
+                    f"`test_where` {shown} (e.g. {', '.join(both[:SHOWN_PATIENTS])}); a test set "
+                    "must hold unseen patients: narrow `where` or `test_where`"
                 )
         else:
             notes.append(
@@ -499,7 +499,7 @@ class ExternalTest(Design):
         lacking, untrained = _missing(data, test), _missing(data, train)
         if len(data.classes) - len(untrained) < 2:
             raise CxrError(
-                f"{fs.path}: the training rows outside --test-where {shown} hold only "
+                f"{fs.path}: the training rows outside `test_where` {shown} hold only "
                 f"{', '.join(c for c in data.classes if c not in untrained)}: a head needs two "
                 "classes"
             )

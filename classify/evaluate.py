@@ -42,6 +42,7 @@ from cxr.classify.results import (
     result_name,
     task_name,
 )
+from cxr.classify.settings import flag
 from cxr.classify.tasks import TaskData
 from cxr.classify.workers import start_workers
 from cxr.cluster import on_cluster
@@ -103,7 +104,7 @@ def _check(path: Path, config: EvaluateConfig, cache: dict) -> None:
         missing = [c for c in config.confounds if c not in data.columns]
         if missing:
             raise CxrError(
-                f"{data.source}: --confounds: no column {', '.join(missing)}; "
+                f"{data.source}: `confounds`: no column {', '.join(missing)}; "
                 f"available: {', '.join(data.columns)}"
             )
     if config.covariates:
@@ -140,8 +141,8 @@ class _Run:
         self._warn(plan.notes)
         if config.task.exclude is not None:
             self.notes.append(
-                f"{path}: --exclude {config.task.exclude}: {data.excluded} image(s) dropped, "
-                f"{data.regrouped} kept in one group with their copies"
+                f"{path}: {flag('exclude')} {config.task.exclude}: {data.excluded} image(s) "
+                f"dropped, {data.regrouped} kept in one group with their copies"
             )
         self.stores[fs.name] = {
             "path": str(path),
@@ -331,8 +332,8 @@ class _Run:
                 )
                 full = points[-1]["train_per_class"]
                 self._warn(
-                    f"--train-sizes {point['size']}: every class has fewer training images than "
-                    "that, so it is the same as 'all'"
+                    f"{flag('train_sizes')} {point['size']}: every class has fewer training images "
+                    "than that, so it is the same as 'all'"
                     for point in points[:-1]
                     if point["train_per_class"] == full
                 )
@@ -488,9 +489,9 @@ def grid_edges(head: str, grid: Mapping[str, list], chosen: Sequence[dict]) -> l
                 wider = [edge / 10, edge] if word == "smallest" else [edge, edge * 10]
                 suggestion = ",".join(f"{v:g}" for v in sorted({*numeric, *wider}))
                 found.append(
-                    f"--search: {head} {name}={edge:g} is the {word} value of its grid in {hits} "
-                    f"of {len(chosen)} folds; the best may lie beyond it: widen the grid, e.g. "
-                    f"--set {head}.{name}={suggestion}"
+                    f"{flag('search')}: {head} {name}={edge:g} is the {word} value of its grid in "
+                    f"{hits} of {len(chosen)} folds; the best may lie beyond it: widen the grid, "
+                    f"e.g. {flag('params')} {head}.{name}={suggestion}"
                 )
     return found
 

@@ -63,8 +63,8 @@ def check_inner(data: TaskData, groups: np.ndarray | None, splits: list[Split]) 
                 raise CxrError(
                     f"{data.source}: class {name!r} has fewer than {INNER_FOLDS} "
                     f"{'groups' if groups is not None else 'images'} in the training rows of "
-                    f"{split.label}; --search and the svm head need {INNER_FOLDS} (use fewer "
-                    "--folds or more data)"
+                    f"{split.label}; `search` and the svm head need {INNER_FOLDS} (use fewer "
+                    "`folds` or more data)"
                 )
 
 

@@ -163,11 +163,11 @@ def parse_params(assignments: Iterable[str] = (), config: Path | None = None) ->
         key, sep, value = item.partition("=")
         head, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
-            raise CxrError(f"--set {item!r}: expected HEAD.PARAM=VALUE, e.g. mlp.alpha=1e-3")
+            raise CxrError(f"`params` {item!r}: expected HEAD.PARAM=VALUE, e.g. mlp.alpha=1e-3")
         try:
             checked = validate_params(head, {name: parse_value(value)})
         except CxrError as exc:
-            raise CxrError(f"--set {item}: {exc}") from None
+            raise CxrError(f"`params` {item}: {exc}") from None
         params.setdefault(head, {}).update(checked)
     for head, values in params.items():
         validate_params(head, values)  # the combination, too

@@ -25,6 +25,7 @@ from cxr.classify.neighbours import MEASURES, Neighbourhood, chance, percent
 from cxr.classify.provenance import DISCLAIMER
 from cxr.classify.results import EvaluateReport, Provenance, Result
 from cxr.classify.results import result_name as _name
+from cxr.classify.settings import flag
 
 if TYPE_CHECKING:
     from cxr.classify.compare import Comparison
@@ -157,7 +158,10 @@ def render(report: EvaluateReport, console: Console) -> None:
         row = [i, backbone, r["head"], *extra, r["n"], pooled(r["metrics"][chosen.name])]
         rows.append([*row, verdict, result_settings(r)])
     caption = _comparison_caption(chosen, op, first["bootstrap_unit"])
-    caption += "; settings: what differs from the head's defaults (--set, --config, --search)"
+    caption += (
+        "; settings: what differs from the head's defaults "
+        f"({flag('params')}, {flag('config')}, {flag('search')})"
+    )
     table = _summary(design.summary_title, caption, [*columns, "settings"], rows)
     unbounded = console.options.update_width(10 * console.width)
     inline = console.measure(table, options=unbounded).maximum <= console.width
@@ -288,7 +292,7 @@ def _render_search(results: Sequence[Result], console: Console) -> None:
             )
             parts.append(f"{name}: {shown}")
         console.print(
-            f"--search chose for {_name(r)}: {'; '.join(parts)}",
+            f"{flag('search')} chose for {_name(r)}: {'; '.join(parts)}",
             markup=False,
             highlight=False,
         )
@@ -327,7 +331,9 @@ def _render_confounds(
     if len(warned) > SHOWN_TABLES:
         rest = ", ".join(c["column"] for c in warned[SHOWN_TABLES:])
         console.print(
-            f"Tables of the other confounds ({rest}) are in --json.", markup=False, highlight=False
+            f"Tables of the other confounds ({rest}) are in {flag('json')}.",
+            markup=False,
+            highlight=False,
         )
 
 

@@ -23,6 +23,7 @@ from cxr.classify.evaluate import evaluate
 from cxr.classify.metrics import Bootstrap
 from cxr.classify.provenance import jsonable, library_versions
 from cxr.classify.results import Result
+from cxr.classify.settings import as_flags, default
 from cxr.errors import CxrError
 from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
 from cxr.files import write_atomic
@@ -68,7 +69,7 @@ def reproduce(
     weights: list[str],
     features_dir: Path,
     doc_path: Path,
-    jobs: int = -1,
+    jobs: int = default("jobs"),
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
@@ -102,7 +103,7 @@ def run_study(
     extraction: dict,
     out_dir: Path,
     *,
-    jobs: int = -1,
+    jobs: int = default("jobs"),
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
@@ -414,7 +415,7 @@ def generalisation(
     try:
         report = evaluate(features_dir, held).report
     except CxrError as exc:  # no source can be held out of these rows
-        notes.append(f"no source held out: {exc}")
+        notes.append(f"no source held out: {as_flags(str(exc))}")
     else:
         for result in report["results"]:
             design = f"held out: {result['validation']['held_out']}"
@@ -449,7 +450,7 @@ def generalisation(
                     shutil.copyfile(made, target)
                     sheet = f"figures/{target.name}"
     except CxrError as exc:
-        notes.append(f"evidence maps not computed: {exc}")
+        notes.append(f"evidence maps not computed: {as_flags(str(exc))}")
     return Gap(
         rows=rows, cam=cam, cam_method="grad-cam", box=BOX, uniform_outside=1 - BOX * BOX,
         sheet=sheet, notes=notes,

@@ -34,7 +34,7 @@ def test_predictions_reproduce_the_reported_metrics(make_synthetic_store):
     """The per-image predictions are the ones the metrics were computed from: scikit-learn's own
     metrics on them give the pooled values of the report."""
     path = make_synthetic_store(THREE, separation=1.5)
-    ev = cxr.evaluate(path.parent, heads=["logreg", "knn"], folds=5, bootstrap=20)
+    ev = cxr.evaluate(path.parent, heads=["logreg", "knn"], folds=5, bootstrap=20, predictions=True)
     oof = ev.predictions()
     assert len(oof) == 2 * len(cxr.load_store(path))
     for r in ev.results:

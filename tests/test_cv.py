@@ -74,7 +74,7 @@ def test_class_with_fewer_patients_than_folds_names_the_folds_that_work(make_syn
     with pytest.raises(CxrError) as info:
         plan(load(path), folds=10)
     assert str(info.value) == (
-        f"{path}: class 'covid' has 3 patients, fewer than --folds 10; the largest --folds that "
+        f"{path}: class 'covid' has 3 patients, fewer than `folds` 10; the largest `folds` that "
         "works here is 3"
     )
     assert plan(load(path), folds=3).protocol["folds"] == 3  # and it does work

@@ -52,7 +52,12 @@ def test_a_design_written_outside_the_package_runs_end_to_end(make_synthetic_sto
     assert DESIGNS["column-split"] is ColumnSplit  # registered by being defined
     path = make_synthetic_store(meta={"split": split_of})
     ev = cxr.evaluate(
-        path.parent, heads=["logreg", "knn"], design=ColumnSplit("split"), bootstrap=50, jobs=1
+        path.parent,
+        heads=["logreg", "knn"],
+        design=ColumnSplit("split"),
+        bootstrap=50,
+        jobs=1,
+        predictions=True,
     )
     groups = ev.predictions().query("head == 'logreg'")["group"]
     tested = sum(split_of({"patient_id": p}) == "test" for p in groups)

@@ -192,7 +192,7 @@ def test_a_list_widens_the_search_grid_and_needs_search(make_synthetic_store):
     assert params["mlp"]["hidden_layer_sizes"] == (64, 32)  # a list the parameter itself takes
     assert search_grid("logreg", params["logreg"]) == {"clf__C": [10, 100, 1000]}
     path = make_synthetic_store(FOUR)
-    with pytest.raises(CxrError, match="lists 3 values: add --search"):
+    with pytest.raises(CxrError, match="lists 3 values: add `search`"):
         evaluate(path.parent, heads=["logreg"], params=params, folds=3, bootstrap=20)
     report = evaluate(
         path.parent, heads=["logreg"], params=params, folds=3, bootstrap=20, search=True
