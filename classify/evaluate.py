@@ -27,7 +27,7 @@ from cxr.classify.curves import Curve, curve, curve_splits
 from cxr.classify.designs import Part, Plan, design_of
 from cxr.classify.fitcache import FOLDER, FitCache, scores_key
 from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
-from cxr.classify.heads import effective_params, search_grid
+from cxr.classify.heads import effective_params, needs_inner_cv, search_grid
 from cxr.classify.metrics import summarize
 from cxr.classify.neighbours import Neighbourhood, Sample, neighbourhood
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
@@ -109,7 +109,7 @@ def _check(path: Path, config: EvaluateConfig, cache: dict) -> None:
             )
     if config.covariates:
         with_covariates(data, config.covariates, config.task.target)
-    if config.search or "svm" in config.heads:
+    if needs_inner_cv(config.heads, config.search):
         check_inner(data, plan.inner_groups, plan.splits)
 
 

@@ -16,7 +16,14 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from cxr.classify.folds import Folds, Split, derive_seed
-from cxr.classify.heads import Params, build_head, effective_params, get_head, search_grid
+from cxr.classify.heads import (
+    Params,
+    build_head,
+    effective_params,
+    get_head,
+    needs_inner_cv,
+    search_grid,
+)
 from cxr.classify.tasks import TaskData
 from cxr.errors import CxrError
 
@@ -131,7 +138,7 @@ def run_splits(
     A head found in ``cache`` is not fitted (its progress is advanced at once); the others are
     fitted and kept there.
     """
-    if search or "svm" in heads:
+    if needs_inner_cv(heads, search):
         check_inner(data, groups, splits)
     cached: dict[str, OutOfFold] = {}
     keys: dict[str, str] = {}

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from cxr.classify.heads import HEADS, build_head, effective_params, parse_params, search_grid
+from cxr.classify import modelfile
+from cxr.classify.heads import (
+    HEADS,
+    Head,
+    build_head,
+    effective_params,
+    needs_inner_cv,
+    parse_params,
+    search_grid,
+)
 from cxr.errors import CxrError
 
 
@@ -98,3 +107,23 @@ def test_svm_projects_on_principal_components_inside_the_fold_unless_told_not_to
     assert search_grid("svm", parse_params(["svm.pca=64,128,256"])["svm"])[
         "reduce__n_components"
     ] == [64, 128, 256]
+
+
+def test_a_head_is_one_registry_entry_model_file_allow_list_included(monkeypatch):
+    """The model file admits what the registry's heads hold when fitted, derived from it: a
+    head added to the registry is admitted (and checked as numpy-only), none other is; whether
+    a head cross-validates inside its training rows is its own record, not its name."""
+    toy = "sklearn.naive_bayes.GaussianNB"
+    assert toy not in modelfile.allowed()["ObjectNode"]
+    monkeypatch.setitem(HEADS, "nb", Head("nb", "Gaussian naive Bayes", toy, {}, {}))
+    monkeypatch.setitem(
+        HEADS, "calibrated-nb", Head("calibrated-nb", "calibrated", toy, {}, {}, calibrated=True)
+    )
+    assert toy in modelfile.allowed()["ObjectNode"]
+    from sklearn.naive_bayes import GaussianNB
+
+    assert GaussianNB in modelfile._classifier_checks()
+    assert needs_inner_cv(["logreg", "svm"], search=False)
+    assert not needs_inner_cv(["logreg", "nb"], search=False)
+    assert needs_inner_cv(["calibrated-nb"], search=False)
+    assert needs_inner_cv(["nb"], search=True)
