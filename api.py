@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxr.classify.records import Validation  # plain data
 from cxr.classify.settings import default  # plain data
 from cxr.errors import CxrError
 
@@ -289,7 +290,7 @@ class Evaluation:
         rows = []
         for r in self.results:
             row = {"backbone": r["backbone"], "head": r["head"], "n": r["n"]}
-            held = r.get("validation", {}).get("held_out")
+            held = Validation.of(r).held_out
             if held is not None:
                 row["held_out"] = held
             for name, stat in r["metrics"].items():
@@ -312,7 +313,10 @@ class Evaluation:
         for i, r in enumerate(self.results):
             p = r.get("predictions")
             if p is None:
-                raise ValueError("no predictions in this report: evaluate(..., predictions=True)")
+                raise CxrError(
+                    "this evaluation kept no predictions: run cxr.evaluate(..., "
+                    "predictions=True), or for a JSON report `cxr evaluate --predictions`"
+                )
             frame = pd.DataFrame(
                 {
                     "backbone": r["backbone"],
@@ -364,7 +368,7 @@ class Evaluation:
                                subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
         for r in self.results:
             stat = r["metrics"][metric]
-            held = r.get("validation", {}).get("held_out")
+            held = Validation.of(r).held_out
             where = f" [held out {held}]" if held is not None else ""
             lo, hi = stat["ci95"]
             mark = " (best)" if r.get("comparison", {}).get("is_best") else ""

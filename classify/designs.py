@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cxr.classify.folds import Split, derive_seed, kfold
+from cxr.classify.records import CROSS_VALIDATION, Validation
 from cxr.classify.settings import FOLDS, GROUP_BY, REPEATS, default, flag
 from cxr.classify.tasks import Condition, TaskData, TaskSpec, select
 from cxr.errors import CxrError
@@ -48,7 +49,7 @@ class Part:
     """The splits whose test rows make one result, and what the result says about them."""
 
     folds: tuple[int, ...]
-    validation: dict  # the result's "validation" entry in the JSON
+    validation: Validation  # the result's "validation" entry
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class Design(ABC):
 
 def design_of(result: Mapping) -> type[Design]:
     """The design class a result (its JSON) was validated by."""
-    return DESIGNS[result.get("validation", {}).get("kind", CrossValidation.kind)]
+    return DESIGNS[Validation.of(result).kind]
 
 
 def slug(text: str) -> str:
@@ -153,7 +154,7 @@ class CrossValidation(Design):
     folds: int = FOLDS
     repeats: int = REPEATS
     group_by: str = GROUP_BY
-    kind: ClassVar[str] = "cross-validation"
+    kind: ClassVar[str] = CROSS_VALIDATION
     summary_title: ClassVar[str] = (
         f"Cross-validated heads: pooled out-of-fold [95% CI] (per fold: {flag('json')})"
     )
@@ -172,7 +173,7 @@ class CrossValidation(Design):
         groups, unit, notes = self._groups(data)
         self._check_counts(data, groups, unit)
         splits = make_splits(data.y, groups, self.folds, self.repeats, seed, cache)
-        part = Part(tuple(range(len(splits))), {"kind": self.kind})
+        part = Part(tuple(range(len(splits))), Validation(self.kind))
         protocol = {
             "scheme": "StratifiedGroupKFold" if groups is not None else "StratifiedKFold",
             "folds": self.folds,
@@ -386,16 +387,16 @@ class LeaveOneOut(Design):
             parts.append(
                 Part(
                     (fold,),
-                    {
-                        "kind": self.kind,
-                        "column": column,
-                        "held_out": value,
-                        "n_train": len(train),
-                        "n_test": len(test),
-                        "train_rows_dropped_shared_patients": dropped,
-                        "test_lacks_classes": lacking,
-                        "train_lacks_classes": untrained,
-                    },
+                    Validation(
+                        self.kind,
+                        column=column,
+                        held_out=value,
+                        n_train=len(train),
+                        n_test=len(test),
+                        train_rows_dropped_shared_patients=dropped,
+                        test_lacks_classes=tuple(lacking),
+                        train_lacks_classes=tuple(untrained),
+                    ),
                 )
             )
             if lacking:
@@ -435,21 +436,22 @@ class LeaveOneOut(Design):
 
     @classmethod
     def describe(cls, result: Mapping) -> str:
-        return f"leave one {result['validation']['column']} out (train on the others, test on each)"
+        column = Validation.of(result).column
+        return f"leave one {column} out (train on the others, test on each)"
 
     @classmethod
     def slug(cls, result: Mapping) -> str:
-        held = str(result["validation"]["held_out"])
+        held = str(Validation.of(result).held_out)
         return f"{slug(result['task']['name'])}-without-{slug(held)}"
 
     @classmethod
     def forest_slug(cls, result: Mapping) -> str:
-        column = result["validation"]["column"]
+        column = str(Validation.of(result).column)
         return f"{slug(result['task']['name'])}-leave-out-{slug(column)}"
 
     @classmethod
     def held_out_column(cls, result: Mapping) -> str | None:
-        return str(result["validation"]["column"])
+        return str(Validation.of(result).column)
 
 
 @dataclass(frozen=True)
@@ -517,14 +519,14 @@ class ExternalTest(Design):
         where = [str(c) for c in self.conditions]
         part = Part(
             (0,),
-            {
-                "kind": self.kind,
-                "test_where": where,
-                "n_train": len(train),
-                "n_test": len(test),
-                "test_lacks_classes": lacking,
-                "train_lacks_classes": untrained,
-            },
+            Validation(
+                self.kind,
+                test_where=tuple(where),
+                n_train=len(train),
+                n_test=len(test),
+                test_lacks_classes=tuple(lacking),
+                train_lacks_classes=tuple(untrained),
+            ),
         )
         protocol = {
             "scheme": "external test set",
@@ -538,13 +540,13 @@ class ExternalTest(Design):
 
     @classmethod
     def describe(cls, result: Mapping) -> str:
-        validation = result["validation"]
+        validation = Validation.of(result)
         return (
-            f"external test set ({'; '.join(validation['test_where'])}): "
-            f"{validation['n_train']} training rows, {validation['n_test']} test rows"
+            f"external test set ({'; '.join(validation.test_where or ())}): "
+            f"{validation.n_train} training rows, {validation.n_test} test rows"
         )
 
     @classmethod
     def slug(cls, result: Mapping) -> str:
-        where = " ".join(result["validation"]["test_where"])
+        where = " ".join(Validation.of(result).test_where or ())
         return f"{slug(result['task']['name'])}-test-{slug(where)}"

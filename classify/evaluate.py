@@ -31,6 +31,7 @@ from cxr.classify.heads import effective_params, needs_inner_cv, search_grid
 from cxr.classify.metrics import summarize
 from cxr.classify.neighbours import Neighbourhood, Sample, neighbourhood
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
+from cxr.classify.records import Inputs, Validation
 from cxr.classify.results import (
     Evaluated,
     EvaluateReport,
@@ -157,14 +158,14 @@ class _Run:
         if first:
             self.column = strongest(self.confounds, data.columns)
         self.neighbours(fs.name, data)
-        variants: list[tuple[str, TaskData, Covariates | None]] = [("embeddings", data, None)]
+        variants: list[tuple[Inputs, TaskData, Covariates | None]] = [(Inputs(), data, None)]
         if config.covariates:
             target = config.task.target
             with_data, layout = with_covariates(data, config.covariates, target)
-            variants.append((f"embeddings + {layout.label}", with_data, layout))
+            variants.append((Inputs(True, layout.label), with_data, layout))
             if config.covariates_only and first:  # the same for every store: fit once
                 only_data, only = with_covariates(data, config.covariates, target, embeddings=False)
-                variants.append((f"{only.label} alone", only_data, only))
+                variants.append((Inputs(False, only.label), only_data, only))
         for inputs, variant, columns in variants:
             self.variant(fs.name, plan, variant, inputs, columns)
 
@@ -189,7 +190,7 @@ class _Run:
         self.samples.append(sample)
 
     def variant(
-        self, backbone: str, plan: Plan, data: TaskData, inputs: str, layout: Covariates | None
+        self, backbone: str, plan: Plan, data: TaskData, inputs: Inputs, layout: Covariates | None
     ) -> None:
         """Fit, score and record every head on one store with one choice of inputs."""
         config = self.config
@@ -274,8 +275,8 @@ class _Run:
 
     def _result(self, backbone, head, plan, data, inputs, part: Part, mine, scores) -> None:
         entry = _entry(backbone, head, data, self.config, plan.protocol, mine)
-        entry["inputs"] = inputs
-        entry["validation"] = part.validation
+        entry["inputs"] = str(inputs)
+        entry["validation"] = part.validation.to_dict()
         entry["metrics"], entry["confusion_matrix"] = scores["metrics"], scores["confusion_matrix"]
         # Bootstrap over patients whenever ids are known (even with --group-by none): the
         # patient is the independent unit; otherwise over images.
@@ -297,7 +298,8 @@ class _Run:
         )
         value = entry["metrics"][self.config.metric]["pooled"]
         keys = row_keys(data.paths[mine.row])
-        group = str(part.validation.get("held_out", part.validation["kind"]))
+        held = part.validation.held_out
+        group = part.validation.kind if held is None else str(held)
         self.scored.append(
             (group, Scored(result_name(entry), keys, mine.y, mine.proba, units, value))
         )
@@ -341,8 +343,8 @@ class _Run:
                     Curve(
                         backbone=backbone,
                         head=head,
-                        inputs=inputs,
-                        held_out=part.validation.get("held_out"),
+                        inputs=str(inputs),
+                        held_out=part.validation.held_out,
                         task=task_name(data.classes, config.task),
                         metric=config.metric,
                         points=points,
@@ -374,10 +376,10 @@ class _Run:
                     if not c["is_best"]
                 ]
                 if others and any(c["is_best"] for c in comparisons):
-                    validation = self.results[members[0]]["validation"]
+                    validation = Validation.of(self.results[members[0]])
                     where = (
-                        f"held out: {validation.get('column')}={validation['held_out']}"
-                        if "held_out" in validation
+                        f"held out: {validation.column}={validation.held_out}"
+                        if validation.held_out is not None
                         else ""
                     )
                     title = metric.title(self.config.scoring.operating_point)
@@ -391,13 +393,14 @@ class _Run:
     def covariate_gains(self) -> None:
         """Each embeddings + covariates result against the embeddings alone, paired."""
         alone = {
-            (r["backbone"], r["head"], str(r["validation"])): i
+            (r["backbone"], r["head"], Validation.of(r)): i
             for i, r in enumerate(self.results)
-            if r["inputs"] == "embeddings"
+            if Inputs.of(r).alone
         }
         for i, r in enumerate(self.results):
-            key = (r["backbone"], r["head"], str(r["validation"]))
-            if not r["inputs"].startswith("embeddings + ") or key not in alone:
+            key = (r["backbone"], r["head"], Validation.of(r))
+            inputs = Inputs.of(r)
+            if inputs.alone or not inputs.embeddings or key not in alone:
                 continue
             diff, ci, p, n = paired_difference(
                 self.scored[i][1],
@@ -419,7 +422,7 @@ class _Run:
         its backbone (same images, same folds), paired: what the region took away."""
 
         def key(r: Result, store: str) -> tuple:
-            return (store, r["head"], r["inputs"], str(r["validation"]))
+            return (store, r["head"], Inputs.of(r), Validation.of(r))
 
         whole = {}
         for i, r in enumerate(self.results):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cxr.classify.records import CROSS_VALIDATION, Validation
 from cxr.reporting.documents import Documents
 from cxr.reporting.html import interval
 
@@ -102,7 +103,7 @@ def partitions(docs: Documents) -> str | None:
     if r is None:
         return None
     cv = r.get("cv", {})
-    kind = r.get("validation", {}).get("kind")
+    kind = Validation.of(r).kind
     folds = f"{cv.get('folds')} folds x {cv.get('repeats')} repeat(s), seed {cv.get('seed')}"
     return f"{cv.get('scheme')}, {folds}; validation {kind}"
 
@@ -196,7 +197,7 @@ def external(docs: Documents) -> str | None:
     held = [
         f"{r.get('backbone')} + {r.get('head')}: {r['validation']}"
         for r in _results(docs)
-        if r.get("validation", {}).get("kind", "cross-validation") != "cross-validation"
+        if Validation.of(r).kind != CROSS_VALIDATION
     ]
     return "; ".join(held) or None
 

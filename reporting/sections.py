@@ -14,6 +14,7 @@ from typing import Any
 from cxr.classify.confounds import finer_note
 from cxr.classify.designs import design_of
 from cxr.classify.metrics import metric_title
+from cxr.classify.records import CROSS_VALIDATION, Validation
 from cxr.classify.report import neighbour_cells, neighbour_columns, p_text
 from cxr.classify.results import result_name
 from cxr.reporting.documents import Document
@@ -30,7 +31,7 @@ class Section:
 
 
 def name_of(result: Mapping[str, Any]) -> str:
-    held = result.get("validation", {}).get("held_out")
+    held = Validation.of(result).held_out
     where = f" [held out {held}]" if held is not None else ""
     return f"{result_name(result)}{where}"
 
@@ -62,10 +63,8 @@ def design_words(report: Mapping[str, Any]) -> str:
     try:
         design = design_of(first).describe(first)
     except (KeyError, TypeError, ValueError, AttributeError):  # a document of another version
-        design = f"{text(first.get('validation', {}))} {text(first.get('cv', {}))}"
-    held = [
-        str(r["validation"]["held_out"]) for r in results if "held_out" in r.get("validation", {})
-    ]
+        design = f"{text(Validation.of(first).to_dict())} {text(first.get('cv', {}))}"
+    held = [str(v.held_out) for v in map(Validation.of, results) if v.held_out is not None]
     words = f"Validation: {design}."
     if held:
         words += f" Held out in turn: {', '.join(dict.fromkeys(held))}."
@@ -152,7 +151,7 @@ def validation(doc: Document) -> Html | None:
     rows = [
         [name_of(r), text(r["validation"]), text(r.get("cv", {}))]
         for r in doc.data["results"]
-        if r.get("validation", {}).get("kind", "cross-validation") != "cross-validation"
+        if Validation.of(r).kind != CROSS_VALIDATION
     ]
     return table(["result", "validation", "protocol"], rows) if rows else None
 

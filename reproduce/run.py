@@ -22,6 +22,7 @@ from cxr.classify.designs import CrossValidation, ExternalTest, LeaveOneOut
 from cxr.classify.evaluate import evaluate
 from cxr.classify.metrics import Bootstrap
 from cxr.classify.provenance import jsonable, library_versions
+from cxr.classify.records import Validation
 from cxr.classify.results import Result
 from cxr.classify.settings import as_flags, default
 from cxr.errors import CxrError
@@ -316,7 +317,7 @@ def cross_source(
             if cls != POSITIVE
         }
         out[task_key] = CrossSource(
-            n_train=result["validation"]["n_train"],
+            n_train=Validation.of(result).n_train or 0,
             n_unseen=result["n"],
             unseen_labels={c: n for c, n in result["class_counts"].items() if n},
             called_covid=sum(called.values()),
@@ -418,7 +419,7 @@ def generalisation(
         notes.append(f"no source held out: {as_flags(str(exc))}")
     else:
         for result in report["results"]:
-            design = f"held out: {result['validation']['held_out']}"
+            design = f"held out: {Validation.of(result).held_out}"
             rows.append(_gap_row(result, "dataset 1, covid vs rest", design))
         notes += [w.split(": ", 1)[1] for w in report["warnings"] if "is not held out" in w]
     rows.append(

@@ -14,6 +14,7 @@ from rich.console import Console
 import cxr
 from cxr.classify.designs import DESIGNS, Design, Part, Plan, design_of, slug
 from cxr.classify.folds import Split
+from cxr.classify.records import Validation
 from cxr.classify.tasks import TaskSpec, select
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
@@ -34,14 +35,14 @@ class ColumnSplit(Design):
             raise CxrError(
                 f"{data.source}: --split-column {self.column}: needs train and test rows"
             )
-        validation = {"kind": self.kind, "column": self.column, "n_test": len(test)}
+        validation = Validation(self.kind, column=self.column, n_test=len(test))
         protocol = {"scheme": f"split by {self.column}", "seed": seed, "grouped": False}
         split = Split(0, 0, train, test, name=f"{self.column}=test")
         return Plan(data, [split], [Part((0,), validation)], protocol, None)
 
     @classmethod
     def describe(cls, result: Mapping) -> str:
-        return f"the {result['validation']['column']} column's test rows"
+        return f"the {Validation.of(result).column} column's test rows"
 
 
 def split_of(record: dict) -> str:
