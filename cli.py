@@ -174,13 +174,15 @@ def _report(
     json_out: Path | None,
     render: Callable[[Any, Console], None],
     then: Callable[[], None] = lambda: None,
+    *,
+    console: Console | None = None,
 ) -> Console:
     """The one meaning of --json: PATH gets the document, ``-`` prints it alone on stdout
     (people's output then goes to stderr). A file is written first, before anything that could
     fail after the work (``then``, e.g. plots, which add to the document; the file is written
     again after it); ``then``'s error is raised once the JSON is out and the result rendered.
-    Returns the console for further notes."""
-    console = _console(json_out)
+    Returns the console for further notes (``console``: people's, when not the default)."""
+    console = console or _console(json_out)
     to_file = json_out if json_out is not None and str(json_out) != "-" else None
     if to_file is not None:
         _write_json(document, to_file)
@@ -355,6 +357,7 @@ def features(
 
     from cxr.extract.layouts import ReadOptions
     from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
+    from cxr.extract.tables import render_features
     from cxr.progress import RichProgress
 
     _writable(json_out, "--json")
@@ -389,7 +392,7 @@ def features(
     except STOPS as stop:
         raise Interrupted(_kept(folder), signal_of(stop)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
-    _show({"stores": stores}, json_out, _render_features)
+    _show({"stores": stores}, json_out, render_features)
     if not any(s.stored for s in summaries):
         raise RunFailed("no image could be used; see the rejected files above")
     if strict and any(s.rejected for s in summaries):
@@ -398,34 +401,11 @@ def features(
 
 def _kept(folder: Path) -> str:
     """What an interrupted `cxr features` leaves: the batches committed, per store."""
-    counts = {
-        parts.name[1 : -len(".parts")]: len(list(parts.glob("*.h5")))
-        for parts in sorted(folder.glob(".*.parts"))
-        if parts.is_dir()
-    }
+    from cxr.store.schema import committed_parts
+
+    counts = committed_parts(folder)
     kept = ", ".join(f"{n} batch(es) of {b}" for b, n in counts.items() if n) or "no batch"
     return f"interrupted: {kept} kept in {folder}; run the same command to resume"
-
-
-def _render_features(document: dict, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title="Feature stores")
-    for column in ("backbone", "new", "cached", "rejected", "dim", "seconds", "store"):
-        left = column in ("backbone", "store")
-        table.add_column(column, justify="left" if left else "right", overflow="fold")
-    for s in document["stores"]:
-        cells = (
-            s["backbone"],
-            s["new"],
-            s["cached"],
-            s["rejected"],
-            s["dim"],
-            f"{s['seconds']:.1f}",
-        )
-        store = s["path"] + ("" if s["published"] else " (unchanged)")
-        table.add_row(*(Text(str(c)) for c in (*cells, store)))
-    console.print(table)
 
 
 @app.command()
@@ -470,6 +450,7 @@ def manifest(
     from cxr.extract.headers import StudyKey
     from cxr.extract.layouts import ReadOptions
     from cxr.extract.manifest import build_manifest, default_out
+    from cxr.extract.tables import render_manifest
 
     target = out if out is not None else default_out(data)
     _writable(target, "--out")
@@ -483,42 +464,17 @@ def manifest(
     summary = build_manifest(data, target, key=study, keep_ids=keep_ids, layout=layout, read=read)
     document = {**asdict(summary), "out": str(summary.out)}
     document["key"] = "" if keep_ids else study.source
-    _show(document, json_out if str(target) != "-" else None, _render_manifest)
-
-
-def _render_manifest(document: dict, console: Console) -> None:
-    console = err_console if document["out"] == "-" else console  # stdout holds the CSV
-    ids = (
-        f"pseudonymised with {document['key']}: keep it private, and keep it, since the same key "
-        "gives the same ids"
-        if document["pseudonymised"]
-        else "real (--keep-ids: do not share)"
-    )
-    text = partial(console.print, highlight=False, soft_wrap=True, markup=False)  # names: text
-    text(
-        f"Wrote {document['out']}: {document['rows']} rows, {document['dicom']} DICOM headers "
-        f"read, {document['with_patient_id']} with a patient id ({ids})."
-    )
-    filled = document["filled"]
-    text(
-        "Rows with a value, per column: "
-        + ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
-    )
-    if document["dropped"]:
-        text(
-            "Dropped (not on the allow-list of shareable columns; --keep-ids keeps them): "
-            + ", ".join(document["dropped"])
-        )
-    for path, reason in document["unreadable"].items():
-        console.print(
-            f"[yellow]unreadable header:[/] {escape(path)}: {escape(reason)}", highlight=False
-        )
+    if str(target) == "-":  # stdout holds the CSV: people's output goes to stderr
+        _report(document, None, render_manifest, console=err_console)
+    else:
+        _show(document, json_out, render_manifest)
 
 
 @app.command()
 def backbones(json_out: Path | None = JSON_OUT) -> None:
     """List the registered backbones (input size, embedding dimension, weight file name)."""
     from cxr.extract.registry import REGISTRY
+    from cxr.extract.tables import render_backbones
 
     document = {
         "backbones": [
@@ -534,25 +490,7 @@ def backbones(json_out: Path | None = JSON_OUT) -> None:
             for spec in REGISTRY.values()
         ]
     }
-    _show(document, json_out, _render_backbones)
-
-
-def _render_backbones(document: dict, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title="Backbones")
-    for col in ("name", "input", "dim", "keras constructor"):
-        table.add_column(col)
-    table.add_column("ImageNet weight file", overflow="fold")  # offline users copy this name
-    for spec in document["backbones"]:
-        table.add_row(
-            spec["name"],
-            str(spec["input_size"]),
-            str(spec["dim"]),
-            spec["constructor"],
-            spec["weights_file"],
-        )
-    console.print(table)
+    _show(document, json_out, render_backbones)
 
 
 @app.command()
@@ -560,6 +498,7 @@ def info(features_dir: Path = FEATURES_DIR, json_out: Path | None = JSON_OUT) ->
     """List the feature stores: rows, dimension, weights, classes, rejected files."""
     from cxr.store import StoreError, describe, find_stores
     from cxr.store.schema import orphan_parts
+    from cxr.store.tables import render_stores
 
     stores, damaged = [], []
     for path in find_stores(features_dir):
@@ -568,52 +507,9 @@ def info(features_dir: Path = FEATURES_DIR, json_out: Path | None = JSON_OUT) ->
         except StoreError as exc:  # list the healthy stores all the same
             damaged.append({"path": str(path), "error": str(exc)})
     document = {"stores": stores, "damaged": damaged, "unpublished": orphan_parts(features_dir)}
-    _show(document, json_out, partial(_render_stores, features_dir=features_dir))
+    _show(document, json_out, partial(render_stores, features_dir=features_dir))
     if damaged:
         raise CxrError(f"{features_dir}: {len(damaged)} damaged store(s), listed above")
-
-
-def _render_stores(document: dict, console: Console, features_dir: Path) -> None:
-    from rich.table import Table
-
-    stores = document["stores"]
-    for item in document["damaged"]:
-        console.print(f"[yellow]damaged:[/] {item['error']}", highlight=False, soft_wrap=True)
-    for backbone, shards in document["unpublished"].items():
-        console.print(
-            f"[yellow]{backbone}: {shards} committed batch(es) of an interrupted run, no store "
-            "published yet; run `cxr features` again to resume.[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
-    if not stores:
-        if not document["damaged"] and not document["unpublished"]:
-            console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
-        return
-    table = Table(title=f"Feature stores in {features_dir}")
-    for col in ("backbone", "rows", "dim", "weights", "runtime", "classes", "rejected"):
-        table.add_column(col)
-    for s in stores:
-        classes = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
-        runtime = s["runtime"]
-        if s["runtime_max_abs_diff"]:
-            runtime += f" (probe {s['runtime_max_abs_diff']:.1g})"
-        table.add_row(
-            s["backbone"],
-            str(s["rows"]),
-            str(s["dim"]),
-            s["weights"],
-            runtime,
-            classes,
-            str(s["rejected"]),
-        )
-    console.print(table)
-    for s in stores:
-        if s["pending_shards"]:
-            console.print(
-                f"[yellow]{s['path']}: {s['pending_shards']} batch(es) of an interrupted run are "
-                "not visible yet; run `cxr features` again to resume.[/]"
-            )
 
 
 @app.command()
@@ -1024,24 +920,19 @@ def explain(
     evidence outside the central box, per film, class and source."""
     from cxr.classify.explain import explain as run_explain
     from cxr.classify.heads import parse_params
-    from cxr.classify.model import fitted, load_model
+    from cxr.classify.model import fitted_on, load_model
     from cxr.classify.report import render_explanation
     from cxr.classify.tasks import TaskSpec
     from cxr.extract.explain import feature_maps  # stage 1, handed to stage 2 here
-    from cxr.store import load
 
     _writable(json_out, "--json")
     _writable(out, "--out", folder=True)
     if model is not None:
         bundle, model_path = load_model(model), model
     else:
-        from cxr.classify.model import _choose_store
-
-        fs = load(_choose_store(features_dir, backbone))
         task = TaskSpec.from_options(classes, merge, binary, where, None, target)
         params = parse_params(head_params, config).get(head.value, {})
-        bundle, _ = fitted(fs, head.value, task, params, seed)
-        model_path = fs.path
+        bundle, model_path = fitted_on(features_dir, backbone, head.value, task, params, seed)
     explained = run_explain(
         bundle,
         feature_maps,

@@ -34,7 +34,7 @@ from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.settings import flag
 from cxr.classify.tasks import TaskSpec, rows_digest, select
 from cxr.errors import CxrError
-from cxr.files import LockHeld, UnusableFile, acquire_lock, write_atomic
+from cxr.files import take_lock, write_atomic
 from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import Reject, fingerprint, store_path
 
@@ -167,6 +167,15 @@ def train(
     return summary
 
 
+def fitted_on(
+    features_dir: Path, backbone: str | None, head: str, task: TaskSpec, chosen: Params, seed: int
+) -> tuple[dict, Path]:
+    """A bundle fitted on the chosen store and not written (what `cxr explain` explains when it
+    is given no model file), and the store's path."""
+    fs = load(_choose_store(features_dir, backbone))
+    return fitted(fs, head, task, chosen, seed)[0], fs.path
+
+
 def fitted(
     fs: FeatureSet, head: str, task: TaskSpec, chosen: Params, seed: int
 ) -> tuple[dict, list[str]]:
@@ -231,14 +240,11 @@ def _writing(out: Path) -> Iterator[None]:
     lock = out.with_name(f".{out.name}.lock")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd = acquire_lock(lock)
-    except LockHeld as held:
-        raise CxrError(
-            f"{out}: another `cxr train` is writing this model file (pid {held.holder}); wait "
-            "for it to finish or choose another `out`"
-        ) from None
-    except UnusableFile as exc:
-        raise CxrError(f"{lock}: the lock file is {exc}; remove it") from None
+        fd = take_lock(
+            lock,
+            busy=f"{out}: another `cxr train` is writing this model file",
+            fix="wait for it to finish or choose another `out`",
+        )
     except OSError as exc:
         raise CxrError(f"{out}: cannot create its lock file ({exc.strerror})") from None
     try:
