@@ -2,10 +2,11 @@
 
 A design is an object taken as a parameter, as scikit-learn's ``cross_validate`` takes ``cv=``:
 its settings are checked when it is made, ``plan`` turns a store and a task into the rows
-involved, the train/test splits and how the test rows of those splits form results, and its
-class methods tell the report how to show a result of it (read from the result's JSON, which
-outlives the object). Adding a design is one subclass here (``kind`` names it in the JSON) and
-its option in `choose`.
+involved, the train/test splits, how the test rows of those splits form results (`Part`, with its
+`Validation` record) and the protocol (`Protocol`). That is all a design does, as scikit-learn's
+splitters only split: how its results are described, laid out and named in files is
+`cxr.classify.presentation`'s. Adding a design is one subclass here (``kind`` names it in the
+JSON), its `Presentation` there, and its option in `choose` and the CLI.
 
 Patients never sit on both sides of a split: cross-validation groups folds by patient whenever
 ids exist, leave-out drops from training the other images of a held-out patient, and an
@@ -15,16 +16,15 @@ external test that shares patients with its training rows is refused.
 from __future__ import annotations
 
 import hashlib
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from cxr.classify.folds import Split, derive_seed, kfold
-from cxr.classify.records import CROSS_VALIDATION, Validation
+from cxr.classify.records import CROSS_VALIDATION, Protocol, Validation
 from cxr.classify.settings import FOLDS, GROUP_BY, REPEATS, default, flag
 from cxr.classify.tasks import Condition, TaskData, TaskSpec, select
 from cxr.errors import CxrError
@@ -40,8 +40,6 @@ FIX_IDS = (
 )
 # `group_by`: these words, or the name of any stored column (dataset, source, view, ...).
 GROUPINGS = (GROUP_BY, "patient", "none")
-
-DESIGNS: dict[str, type[Design]] = {}  # kind (the JSON's validation.kind) -> class
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class Plan:
     data: TaskData  # every row any split uses
     splits: list[Split]
     parts: list[Part]
-    protocol: dict  # the results' "cv" entry: scheme and its settings
+    protocol: Protocol  # the results' "cv" entry: scheme and its settings
     inner_groups: np.ndarray | None  # groups of --search's inner folds (None: images)
     notes: list[str] = field(default_factory=list)
 
@@ -67,48 +65,12 @@ class Plan:
 class Design(ABC):
     """One way of validating a task (subclasses are frozen dataclasses of their settings)."""
 
-    kind: ClassVar[str]  # the results' validation.kind
-    summary_title: ClassVar[str] = "Heads on held-out rows: pooled [95% CI]"
-    part_header: ClassVar[str | None] = None  # a summary column naming each result's part
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        DESIGNS[cls.kind] = cls
+    kind: ClassVar[str]  # the results' validation.kind (`cxr.classify.presentation` shows it)
 
     @abstractmethod
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
         """The rows, splits and parts on this store (CxrError when impossible); ``cache`` is
         the run's, for splits that several stores of one data set share."""
-
-    @classmethod
-    @abstractmethod
-    def describe(cls, result: Mapping) -> str:
-        """The report's words for how ``result`` was validated."""
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        """File-name part naming the task and this design's run of it, so runs that differ
-        in either never share a plot file."""
-        return f"{slug(result['task']['name'])}-{slug(cls.kind)}"
-
-    @classmethod
-    def forest_slug(cls, result: Mapping) -> str:
-        """The forest plot's file name: one per task and design run (all parts together)."""
-        return cls.slug(result)
-
-    @classmethod
-    def held_out_column(cls, result: Mapping) -> str | None:
-        """The metadata column this run holds out, if any (the confound warning says so)."""
-        return None
-
-
-def design_of(result: Mapping) -> type[Design]:
-    """The design class a result (its JSON) was validated by."""
-    return DESIGNS[Validation.of(result).kind]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def choose(
@@ -155,9 +117,6 @@ class CrossValidation(Design):
     repeats: int = REPEATS
     group_by: str = GROUP_BY
     kind: ClassVar[str] = CROSS_VALIDATION
-    summary_title: ClassVar[str] = (
-        f"Cross-validated heads: pooled out-of-fold [95% CI] (per fold: {flag('json')})"
-    )
 
     def __post_init__(self) -> None:
         if not 2 <= self.folds <= MAX_FOLDS or not 1 <= self.repeats <= MAX_REPEATS:
@@ -174,14 +133,14 @@ class CrossValidation(Design):
         self._check_counts(data, groups, unit)
         splits = make_splits(data.y, groups, self.folds, self.repeats, seed, cache)
         part = Part(tuple(range(len(splits))), Validation(self.kind))
-        protocol = {
-            "scheme": "StratifiedGroupKFold" if groups is not None else "StratifiedKFold",
-            "folds": self.folds,
-            "repeats": self.repeats,
-            "seed": seed,
-            "grouped": groups is not None,
-            "unit": unit if groups is not None else "image",
-        }
+        protocol = Protocol(
+            "StratifiedGroupKFold" if groups is not None else "StratifiedKFold",
+            folds=self.folds,
+            repeats=self.repeats,
+            seed=seed,
+            grouped=groups is not None,
+            unit=unit if groups is not None else "image",
+        )
         return Plan(data, splits, [part], protocol, groups, notes)
 
     def _groups(self, data: TaskData) -> tuple[np.ndarray | None, str, list[str]]:
@@ -263,34 +222,6 @@ class CrossValidation(Design):
             f"{self.folds}; {fix}"
         )
 
-    @classmethod
-    def describe(cls, result: Mapping) -> str:
-        cv = result["cv"]
-        unit = str(cv["unit"])
-        if not cv["grouped"]:
-            split = "StratifiedKFold by image (no patient grouping: a patient's films can sit on "
-            split += "both sides of a split)"
-        else:
-            kept = (
-                "patient"
-                if unit.startswith("patient")
-                else "duplicate group"
-                if unit.startswith("image")
-                else f"{unit} value"
-            )
-            split = f"{cv['scheme']} by {unit} (no {kept} on both sides of a split)"
-        return (
-            f"{cv['folds']}-fold cross-validation, stratified by class, {cv['repeats']} "
-            f"repeat(s), seed {cv['seed']}: {split}; CIs of pooled out-of-fold values"
-        )
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        cv, name = result["cv"], slug(result["task"]["name"])
-        if cv.get("grouped") and cv.get("unit") not in ("patient", None):
-            return f"{name}-by-{slug(cv['unit'])}"
-        return name if cv.get("grouped", True) else f"{name}-by-image"
-
 
 def _groups_split_patients(groups: np.ndarray, patients: np.ndarray) -> int:
     """How many patients have rows in more than one group."""
@@ -338,7 +269,6 @@ class LeaveOneOut(Design):
 
     column: str
     kind: ClassVar[str] = "leave-one-out"
-    part_header: ClassVar[str | None] = "held out"
 
     def __post_init__(self) -> None:
         if not self.column:
@@ -425,33 +355,10 @@ class LeaveOneOut(Design):
                 f"{data.source}: no patient ids, so a patient under two {column} values could "
                 "sit on both sides of a split"
             )
-        protocol = {
-            "scheme": f"leave one {column} out",
-            "column": column,
-            "seed": seed,
-            "grouped": True,
-            "unit": column,
-        }
+        protocol = Protocol(
+            f"leave one {column} out", column=column, seed=seed, grouped=True, unit=column
+        )
         return Plan(data, splits, parts, protocol, patients, notes)
-
-    @classmethod
-    def describe(cls, result: Mapping) -> str:
-        column = Validation.of(result).column
-        return f"leave one {column} out (train on the others, test on each)"
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        held = str(Validation.of(result).held_out)
-        return f"{slug(result['task']['name'])}-without-{slug(held)}"
-
-    @classmethod
-    def forest_slug(cls, result: Mapping) -> str:
-        column = str(Validation.of(result).column)
-        return f"{slug(result['task']['name'])}-leave-out-{slug(column)}"
-
-    @classmethod
-    def held_out_column(cls, result: Mapping) -> str | None:
-        return str(Validation.of(result).column)
 
 
 @dataclass(frozen=True)
@@ -528,25 +435,12 @@ class ExternalTest(Design):
                 train_lacks_classes=tuple(untrained),
             ),
         )
-        protocol = {
-            "scheme": "external test set",
-            "test_where": where,
-            "seed": seed,
-            "grouped": patients is not None,  # no patient on both sides
-            "unit": "patient" if patients is not None else "image",
-        }
+        protocol = Protocol(
+            "external test set",
+            test_where=tuple(where),
+            seed=seed,
+            grouped=patients is not None,  # no patient on both sides
+            unit="patient" if patients is not None else "image",
+        )
         split = Split(0, 0, train, test, name="the external test rows")
         return Plan(data, [split], [part], protocol, patients, notes)
-
-    @classmethod
-    def describe(cls, result: Mapping) -> str:
-        validation = Validation.of(result)
-        return (
-            f"external test set ({'; '.join(validation.test_where or ())}): "
-            f"{validation.n_train} training rows, {validation.n_test} test rows"
-        )
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        where = " ".join(Validation.of(result).test_where or ())
-        return f"{slug(result['task']['name'])}-test-{slug(where)}"

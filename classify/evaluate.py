@@ -24,14 +24,15 @@ from cxr.classify.confounds import Confound, confounds, strongest
 from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
-from cxr.classify.designs import Part, Plan, design_of
+from cxr.classify.designs import Part, Plan
 from cxr.classify.fitcache import FOLDER, FitCache, scores_key
 from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
 from cxr.classify.heads import effective_params, needs_inner_cv, search_grid
 from cxr.classify.metrics import summarize
 from cxr.classify.neighbours import Neighbourhood, Sample, neighbourhood
+from cxr.classify.presentation import presentation_of
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
-from cxr.classify.records import Inputs, Validation
+from cxr.classify.records import Inputs, Protocol, Validation
 from cxr.classify.results import (
     Evaluated,
     EvaluateReport,
@@ -386,7 +387,7 @@ class _Run:
                     cautions.append(caution(others, title, where))
                 compared(1)
         first = self.results[0]
-        held_out = design_of(first).held_out_column(first)
+        held_out = presentation_of(first).held_out_column(first)
         found = confound_warnings(self.confounds, self.config.task.target, held_out)
         self.notes[:] = [*found, *self.notes, *cautions]
 
@@ -504,7 +505,7 @@ def _entry(
     head: str,
     data: TaskData,
     config: EvaluateConfig,
-    protocol: dict,
+    protocol: Protocol,
     oof: OutOfFold,
 ) -> Result:
     chosen = config.head_params(head)
@@ -522,7 +523,7 @@ def _entry(
         if config.search
         else None,
         task={"name": task_name(data.classes, config.task), **config.task.to_dict()},
-        cv=protocol,
+        cv=protocol.to_dict(),
         n=len(rows),
         n_patients=len(np.unique(data.groups[oof.row])) if data.has_groups else None,
         classes=list(data.classes),

@@ -18,10 +18,10 @@ from rich.text import Text
 
 from cxr.classify.confounds import finer_note
 from cxr.classify.confounds import warnings as confound_warnings
-from cxr.classify.designs import design_of
 from cxr.classify.heads import changed_params, setting_text
 from cxr.classify.metrics import Metric, overall_metric, overall_metrics, per_class_metrics
 from cxr.classify.neighbours import MEASURES, Neighbourhood, chance, percent
+from cxr.classify.presentation import presentation_of
 from cxr.classify.provenance import DISCLAIMER
 from cxr.classify.records import Inputs, Validation
 from cxr.classify.results import EvaluateReport, Provenance, Result
@@ -124,7 +124,7 @@ def render(report: EvaluateReport, console: Console) -> None:
     settings = report["settings"]
     op = settings["operating_point"]
     chosen = overall_metric(settings["metric"])
-    design = design_of(first)
+    design = presentation_of(first)
     console.print(
         f"[bold]Task[/]: {escape(first['task']['name'])}   [bold]Validation[/]: "
         f"{escape(design.describe(first))}   [bold]95% CI[/]: bootstrap, unit: "

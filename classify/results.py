@@ -44,7 +44,7 @@ class Result(TypedDict, total=False):
     params: dict  # the classifier's effective parameters
     search: dict | None  # grid, inner_folds, scoring, best_params per fold (with --search)
     task: dict  # name and TaskSpec.to_dict()
-    cv: dict  # the design's protocol (scheme and its settings)
+    cv: dict  # `records.Protocol`'s JSON: the design's scheme and its settings
     n: int
     n_patients: int | None
     classes: list[str]

@@ -198,12 +198,12 @@ def summary(command: str, report: dict, warnings: Sequence[str] = ("confound: ",
     """The first screen of an evaluation: the command, task and design, the warnings that
     start with ``warnings``, and each result's balanced accuracy and ROC AUC with its CI."""
     from cxr.classify.confounds import finer_note
-    from cxr.classify.designs import design_of
+    from cxr.classify.presentation import presentation_of
 
     first = report["results"][0]
     lines = [*shown(command)]
     lines += wrapped(
-        f"Task: {first['task']['name']}   Validation: {design_of(first).describe(first)}"
+        f"Task: {first['task']['name']}   Validation: {presentation_of(first).describe(first)}"
     )
     finer = finer_note(report.get("confounds", [])) if "confound: " in warnings else None
     lines += wrapped(f"note: {finer}") if finer else []
@@ -340,11 +340,11 @@ def external(run: Runner) -> str:
         "--test-where dataset=ieee8023,actualmed --test-where label=bacterial,viral,normal"
     )
     report = run(command)
-    from cxr.classify.designs import design_of
+    from cxr.classify.presentation import presentation_of
 
     [r] = report["results"]
     lines = ["```", *shown(command)]
-    lines += wrapped(f"Validation: {design_of(r).describe(r)}")
+    lines += wrapped(f"Validation: {presentation_of(r).describe(r)}")
     rows = [
         [cls, *row]
         for cls, row, n in zip(
@@ -703,13 +703,13 @@ class Copy:
 
 
 def external_lines(command: str, report: dict) -> list[str]:
-    from cxr.classify.designs import design_of
+    from cxr.classify.presentation import presentation_of
 
     [r] = report["results"]
     return [
         *shown(command),
         *wrapped(
-            f"Validation: {design_of(r).describe(r)}; balanced accuracy "
+            f"Validation: {presentation_of(r).describe(r)}; balanced accuracy "
             f"{stat(r['metrics']['balanced_accuracy'])}, ROC AUC {stat(r['metrics']['roc_auc'])}"
         ),
     ]

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cxr.classify.confounds import finer_note
-from cxr.classify.designs import design_of
 from cxr.classify.metrics import metric_title
+from cxr.classify.presentation import presentation_of
 from cxr.classify.records import CROSS_VALIDATION, Validation
 from cxr.classify.report import neighbour_cells, neighbour_columns, p_text
 from cxr.classify.results import result_name
@@ -61,7 +61,7 @@ def design_words(report: Mapping[str, Any]) -> str:
     results = report["results"]
     first = results[0]
     try:
-        design = design_of(first).describe(first)
+        design = presentation_of(first).describe(first)
     except (KeyError, TypeError, ValueError, AttributeError):  # a document of another version
         design = f"{text(Validation.of(first).to_dict())} {text(first.get('cv', {}))}"
     held = [str(v.held_out) for v in map(Validation.of, results) if v.held_out is not None]

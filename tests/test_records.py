@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr.classify.records import CROSS_VALIDATION, Inputs, Validation
+from cxr.classify.records import CROSS_VALIDATION, Inputs, Protocol, Validation
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = sorted((ROOT / "tests" / "golden").glob("*.json"))
@@ -20,13 +20,16 @@ def _results() -> list[dict]:
     return [r for path in GOLDEN for r in json.loads(path.read_text())["results"]]
 
 
-def test_every_golden_validation_is_its_record_serialised():
-    kinds = set()
+def test_every_golden_validation_and_protocol_is_its_record_serialised():
+    kinds, schemes = set(), set()
     for r in _results():
-        record = Validation.of(r)
+        record, protocol = Validation.of(r), Protocol.of(r)
         kinds.add(record.kind)
+        schemes.add(protocol.scheme)
         assert json.dumps(record.to_dict()) == json.dumps(r["validation"])  # keys in order
+        assert json.dumps(protocol.to_dict()) == json.dumps(r["cv"])
     assert kinds == {CROSS_VALIDATION, "leave-one-out", "external"}
+    assert {"StratifiedGroupKFold", "StratifiedKFold", "external test set"} <= schemes
 
 
 def test_every_golden_inputs_text_is_its_record_written():

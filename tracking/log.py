@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cxr.classify.designs import design_of
 from cxr.classify.heads import setting_text
+from cxr.classify.presentation import presentation_of
 from cxr.classify.records import Validation
 from cxr.classify.results import EvaluateReport, Outcome
 from cxr.reporting.figures import recorded
@@ -73,7 +73,7 @@ def params_of(report: EvaluateReport) -> dict[str, str]:
     prov = report["provenance"]
     found = {
         "task": first["task"]["name"],
-        "design": design_of(first).describe(first),
+        "design": presentation_of(first).describe(first),
         "metric": report["settings"]["metric"],
         "operating_point": str(report["settings"]["operating_point"]),
         "seed": str(prov["seed"]),
