@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cxr.classify.records import Validation  # plain data
 from cxr.classify.settings import default  # plain data
 from cxr.errors import CxrError
+from cxr.extract.settings import default as feature  # plain data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,27 +47,39 @@ def load_store(
 
 def extract_features(
     data: Path | str,
-    backbones: Sequence[str] = ("mobilenet_v2",),
+    backbones: Sequence[str] = feature("backbones"),
     *,
-    weights: Sequence[str] = (),
-    features: Path | str = "features",
-    manifest: Path | str | None = None,
-    layout: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    patient_from_name: str = "",
-    label_map: Mapping[str, str] | None = None,
-    allow_outside_data: bool = False,
-    replace: bool = False,
-    **options: Any,
+    weights: Sequence[str] = feature("weights"),
+    manifest: Path | str | None = feature("manifest"),
+    features: Path | str = feature("features"),
+    batch_size: int = feature("batch_size"),
+    resize: str = feature("resize"),
+    seed: int = feature("seed"),
+    rehash: bool = feature("rehash"),
+    rebuild: bool = feature("rebuild"),
+    region: str = feature("region"),
+    region_box: float = feature("region_box"),
+    allow_outside_data: bool = feature("allow_outside_data"),
+    layout: str = feature("layout"),
+    columns: Mapping[str, str] | None = feature("columns"),
+    patient_from_name: str = feature("patient_from_name"),
+    label_map: Mapping[str, str] | None = feature("label_map"),
+    replace: bool = feature("replace"),
+    runtime: str = feature("runtime"),
+    precision: str = feature("precision"),
+    calibration: int = feature("calibration"),
+    scheduler: str | None = feature("scheduler"),
+    shard: int = feature("shard"),
+    progress: Progress | None = None,
 ) -> list[Summary]:
-    """`cxr features`: embed every image once per backbone (incremental). ``weights`` takes the
-    CLI's syntax (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``). ``layout``: how ``data`` is
-    read ("auto" recognises it; "kermany", "covidx", ...), with ``columns`` naming a
-    manifest's columns by role (``{"label": "diagnosis"}``), ``patient_from_name`` a regular
-    expression, ``label_map`` rules (``{"Pneumonia/Fungal": "fungal"}``). ``replace``: rebuild
-    a store that holds another data set's rows. ``options``: batch_size, resize, seed, rehash,
-    rebuild, runtime, precision, progress, region, scheduler (a Dask address or ``"local:N"``;
-    a script using local:N runs under ``if __name__ == "__main__":``), shard."""
+    """`cxr features`: embed every image once per backbone (incremental); the settings are
+    `cxr.extract.settings`'s, as the CLI's options. ``weights`` takes the CLI's syntax
+    (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``). ``layout``: how ``data`` is read ("auto"
+    recognises it; "kermany", "covidx", ...), with ``columns`` naming a manifest's columns by
+    role (``{"label": "diagnosis"}``), ``patient_from_name`` a regular expression,
+    ``label_map`` rules (``{"Pneumonia/Fungal": "fungal"}``). ``replace``: rebuild a store that
+    holds another data set's rows. ``scheduler``: a Dask address or ``"local:N"`` (a script
+    using local:N runs under ``if __name__ == "__main__":``), ``shard`` files per task."""
     from cxr.extract.layouts import ReadOptions
     from cxr.extract.runner import extract_features as run
 
@@ -77,10 +90,22 @@ def extract_features(
         backbones=list(backbones),
         weights=list(weights),
         features_dir=Path(features),
+        batch_size=batch_size,
+        resize=resize,
+        seed=seed,
+        rehash=rehash,
+        rebuild=rebuild,
+        runtime=runtime,
+        precision=precision,
+        progress=progress,
+        scheduler=scheduler,
+        shard=shard,
+        region=region,
+        region_box=region_box,
+        calibration=calibration,
         layout=layout,
         read=read,
         replace=replace,
-        **options,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
 from functools import partial
@@ -30,10 +30,11 @@ from cxr import cluster  # imports Dask only when connecting
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
 from cxr.classify.metrics import overall_metrics  # numpy only
-from cxr.classify.settings import EVALUATE, as_flags  # plain data
+from cxr.classify.settings import EVALUATE, Setting, as_flags  # plain data
 from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
-from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
+from cxr.extract.runtimes import PRECISIONS, RUNTIMES  # plain data
+from cxr.extract.settings import FEATURES  # plain data
 from cxr.files import write_atomic
 from cxr.interrupt import STOPS, signal_of, stop_workers, stopping
 
@@ -135,12 +136,6 @@ ResizePolicy = Enum("ResizePolicy", {n: n for n in RESIZE_POLICIES}, type=str)  
 MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, type=str)  # type: ignore[misc]
 RuntimeName = Enum("RuntimeName", {name: name for name in RUNTIMES}, type=str)  # type: ignore[misc]
 PrecisionName = Enum("PrecisionName", {n: n for n in PRECISIONS}, type=str)  # type: ignore[misc]
-RUNTIME = typer.Option(
-    "tensorflow",
-    "--runtime",
-    help="tensorflow (the reference), openvino (pip install 'cxr-transfer[openvino]'; about 2x "
-    "faster on CPUs, checked against TensorFlow), or auto (openvino when installed).",
-)
 
 
 def _console(json_out: Path | None) -> Console:
@@ -207,50 +202,31 @@ def _write_json(document: Any, path: Path) -> None:
     write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), "JSON")
 
 
-def _option(name: str, **checks: Any) -> Any:
-    """The option of an evaluate setting: default, flags and help from its one definition."""
-    entry = EVALUATE[name]
-    return typer.Option(entry.cli_default, *entry.flags or (entry.flag,), help=entry.help, **checks)
+def _option(name: str, table: Mapping[str, Setting] = EVALUATE, **checks: Any) -> Any:
+    """The option of a setting (of evaluate, or another command's ``table``): default, flags and
+    help from its one definition."""
+    entry = table[name]
+    checks.setdefault("help", entry.help)
+    return typer.Option(entry.cli_default, *entry.flags or (entry.flag,), **checks)
+
+
+_feature = partial(_option, table=FEATURES)
 
 
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
 JSON_OUT = typer.Option(
     None, "--json", help="Write the result as JSON to this file ('-': stdout, JSON only)."
 )
-WEIGHTS = typer.Option(
-    [],
-    "--weights",
-    help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
-)
+WEIGHTS = _feature("weights")
 SEED = _option("seed", min=0)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (none either off a terminal).")
 SCHEDULER = typer.Option(None, "--scheduler", help=cluster.HELP)
 # How a data set is read (`cxr.extract.layouts`; the names are checked against its registry by
 # the tests, so that --help does not import the readers).
-LAYOUT = typer.Option(
-    "auto",
-    "--layout",
-    help="How DATA is laid out: auto (recognised, and said), folders, split-folders, manifest, "
-    "covid-radiography, kermany, covidx or cohen.",
-)
-COLUMN = typer.Option(
-    [],
-    "--column",
-    help="A manifest's column for a role, ROLE=NAME (repeatable): path, label, patient, source "
-    "(e.g. --column label=diagnosis).",
-)
-PATIENT_FROM_NAME = typer.Option(
-    "",
-    "--patient-from-name",
-    help="A regular expression that finds the patient id in each file name (its first group, "
-    "else the match), e.g. 'person\\d+'.",
-)
-LABEL_MAP = typer.Option(
-    [],
-    "--label-map",
-    help="TEXT=LABEL (repeatable): rows whose finding or class contains TEXT get LABEL, before "
-    "the collection's own rules; TEXT= leaves them out.",
-)
+LAYOUT = _feature("layout")
+COLUMN = _feature("columns")
+PATIENT_FROM_NAME = _feature("patient_from_name")
+LABEL_MAP = _feature("label_map")
 
 
 def _steps(quiet: bool):
@@ -267,89 +243,30 @@ def features(
         help="The data set: class folders (covid/, normal/, ...), a public collection as its "
         "distributor ships it (see --layout), or the folder the manifest's paths start from.",
     ),
-    backbone: list[str] = typer.Option(
-        ["mobilenet_v2"],
-        "-b",
-        "--backbone",
-        help="Backbone name (repeatable). See `cxr backbones`.",
-    ),
+    backbone: list[str] = _feature("backbones"),
     weights: list[str] = WEIGHTS,
-    manifest: Path | None = typer.Option(
-        None,
-        "--manifest",
-        help="CSV with path,label[,patient_id,source,...]. Default: DATA/manifest.csv if present.",
-    ),
-    features_dir: Path = typer.Option(
-        Path("features"), "--features", help="Folder for the <backbone>.h5 stores."
-    ),
+    manifest: Path | None = _feature("manifest"),
+    features_dir: Path = _feature("features"),
     out: Path | None = typer.Option(None, "--out", hidden=True),  # the old name of --features
-    batch_size: int = typer.Option(
-        32, "--batch-size", min=1, max=1024, help="Images per forward pass (and per commit)."
-    ),
-    resize: ResizePolicy = typer.Option(
-        "squash", "--resize", help="squash (the paper: stretch to the input) or pad (keep aspect)."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed for --weights random."),
-    rehash: bool = typer.Option(
-        False, "--rehash", help="Re-read every file's bytes instead of trusting size+mtime+inode."
-    ),
-    rebuild: bool = typer.Option(
-        False,
-        "--rebuild",
-        help="Move these backbones' stores (and unreadable shards) aside, then build them again.",
-    ),
+    batch_size: int = _feature("batch_size", min=1, max=1024),
+    resize: ResizePolicy = _feature("resize"),
+    seed: int = _feature("seed"),
+    rehash: bool = _feature("rehash"),
+    rebuild: bool = _feature("rebuild"),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
-    region: str = typer.Option(
-        "full",
-        "--region",
-        help="The part of each film to embed, into a store of its own (<backbone>@<region>.h5): "
-        "full, centre-masked (the central box black), centre-only, lungs-only:DIR or "
-        "lungs-masked:DIR (a lung mask per film under DIR, at the film's path; without :DIR, "
-        "the masks the collection ships).",
-    ),
-    region_box: float = typer.Option(
-        0.6,
-        "--region-box",
-        help="The central box's share of each side (centre regions): 0.6 leaves margins of 20%.",
-    ),
-    allow_outside_data: bool = typer.Option(
-        False,
-        "--allow-outside-data",
-        help="Read manifest paths that are absolute or climb out of DATA with '..' (refused by "
-        "default: a manifest from elsewhere must not point the tool at other files).",
-    ),
+    region: str = _feature("region"),
+    region_box: float = _feature("region_box"),
+    allow_outside_data: bool = _feature("allow_outside_data"),
     layout: str = LAYOUT,
     column: list[str] = COLUMN,
     patient_from_name: str = PATIENT_FROM_NAME,
     label_map: list[str] = LABEL_MAP,
-    replace: bool = typer.Option(
-        False,
-        "--replace",
-        help="Let this data set replace the rows of a store built from another data root or "
-        "manifest (refused by default, naming both).",
-    ),
-    runtime: RuntimeName = RUNTIME,
-    precision: PrecisionName = typer.Option(
-        "f32",
-        "--precision",
-        help="f32, bf16 (OpenVINO on a CPU with bf16) or int8 (OpenVINO, quantised by NNCF on "
-        "--calibration films of the data): faster, other vectors, a store of its own.",
-    ),
-    calibration: int = typer.Option(
-        CALIBRATION_SIZE,
-        "--calibration",
-        min=1,
-        max=100_000,
-        help="With --precision int8: films drawn (by --seed) to calibrate the quantisation.",
-    ),
-    scheduler: str | None = SCHEDULER,
-    shard: int = typer.Option(
-        256,
-        "--shard",
-        min=1,
-        max=100_000,
-        help="With --scheduler: files per Dask task (one shard each).",
-    ),
+    replace: bool = _feature("replace"),
+    runtime: RuntimeName = _feature("runtime"),
+    precision: PrecisionName = _feature("precision"),
+    calibration: int = _feature("calibration", min=1, max=100_000),
+    scheduler: str | None = _feature("scheduler", help=cluster.HELP),
+    shard: int = _feature("shard", min=1, max=100_000),
     json_out: Path | None = JSON_OUT,
 ) -> None:
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""

@@ -11,9 +11,11 @@ Plain data: no import of the rest of the package, so every module can read it.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Any
+
+from cxr.settings import Setting, as_flags, flag, table
+
+__all__ = ["EVALUATE", "Setting", "as_flags", "default", "flag"]
 
 FOLDS = 10  # the paper's 10-fold cross-validation
 REPEATS = 1
@@ -25,40 +27,8 @@ METRIC = "balanced_accuracy"
 TARGET = "label"
 GROUP_BY = "auto"
 
-_SAME = object()
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting. ``cli`` is the CLI's spelling of the default where its syntax differs from
-    Python's (``a,b,c`` text for a list, ``auto`` for None); ``flags`` are the CLI's names
-    (``--NAME`` unless given)."""
-
-    name: str
-    default: Any
-    help: str
-    flags: tuple[str, ...] = ()
-    cli: Any = field(default=_SAME, repr=False)
-
-    @property
-    def flag(self) -> str:
-        return next(
-            (f for f in self.flags if f.startswith("--")), "--" + self.name.replace("_", "-")
-        )
-
-    @property
-    def cli_default(self) -> Any:
-        if self.cli is not _SAME:
-            return self.cli
-        return list(self.default) if isinstance(self.default, tuple) else self.default
-
-
-def _table(*settings: Setting) -> dict[str, Setting]:
-    return {s.name: s for s in settings}
-
-
 # The order is `cxr evaluate --help`'s.
-EVALUATE = _table(
+EVALUATE = table(
     Setting("backbones", (), "Store to use (repeatable). Default: all.", ("-b", "--backbone")),
     Setting("heads", (), "Head (repeatable). Default: all.", ("--head",)),
     Setting(
@@ -180,15 +150,3 @@ EVALUATE = _table(
 def default(name: str) -> Any:
     """The default of an evaluate setting (a KeyError for a name that is none)."""
     return EVALUATE[name].default
-
-
-def flag(name: str) -> str:
-    """The CLI flag of a setting (of any command: ``--NAME`` unless the table says otherwise),
-    for text that is written into a report as the CLI prints it."""
-    known = EVALUATE.get(name)
-    return known.flag if known is not None else "--" + name.replace("_", "-")
-
-
-def as_flags(message: str) -> str:
-    """A library message as the CLI prints it: every `setting` named by its flag."""
-    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flag(m[1]), message)

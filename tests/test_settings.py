@@ -1,7 +1,8 @@
-"""Every evaluate setting is defined once (`cxr.classify.settings`): the CLI's options and
-`cxr.evaluate`'s keywords have an entry there and its default, `EvaluateConfig` and the records
-it holds take their defaults from it, no default is written again as a literal, and the library
-names settings (the CLI prints flags)."""
+"""Every evaluate setting is defined once (`cxr.classify.settings`), and every features setting
+(`cxr.extract.settings`): the CLI's options and the API's keywords have an entry there and its
+default, `EvaluateConfig` and the records it holds (and stage 1's runner) take their defaults
+from it, no default is written again as a literal, and the library names settings (the CLI
+prints flags)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from cxr.classify.settings import EVALUATE, as_flags, flag
 from cxr.classify.tasks import TaskSpec
 from cxr.cli import app
 from cxr.errors import CxrError
+from cxr.extract.settings import FEATURES
 
 PACKAGE = Path(cxr.__file__).parent
 # Options of the edge, not of the evaluation: where things are read and written, how it is shown.
@@ -39,14 +41,21 @@ RECORDS = {
 ALIASES = {"draws": "curve_draws", "margin": "curve_margin", "replicates": "bootstrap"}
 
 
-def _cli_options() -> dict[str, Any]:
-    """The click parameters of `cxr evaluate`, by their Python name."""
+# The same for `cxr features`: its edge's own options and keywords, and the runner's parameters
+# that hold a setting under another name (or several: ``read``).
+FEATURES_CLI_ONLY = {"data", "out", "strict", "json_out"}
+FEATURES_API_ONLY = {"data", "progress"}
+RUNNER = {"features_dir": "features"}
+
+
+def _cli_options(command_name: str = "evaluate") -> dict[str, Any]:
+    """The click parameters of a command, by their Python name."""
     command: Any = typer.main.get_command(app)
-    return {p.name: p for p in command.commands["evaluate"].params if p.name}
+    return {p.name: p for p in command.commands[command_name].params if p.name}
 
 
-def _setting_of(param: Any) -> Any:
-    return next((s for s in EVALUATE.values() if s.flag in param.opts), None)
+def _setting_of(param: Any, table: dict = EVALUATE) -> Any:
+    return next((s for s in table.values() if s.flag in param.opts), None)
 
 
 def test_every_cli_option_is_a_setting_with_its_default_and_help():
@@ -140,7 +149,7 @@ def test_no_default_of_a_setting_is_written_again_as_a_literal():
         ):
             continue
         for name, node in _defaults(ast.parse(path.read_text())):
-            entry = EVALUATE.get(ALIASES.get(name, name))
+            entry = EVALUATE.get(ALIASES.get(name, name)) or FEATURES.get(RUNNER.get(name, name))
             if entry is None or not isinstance(entry.default, str | int | float):
                 continue
             try:
@@ -203,3 +212,49 @@ def test_flags_are_the_tables_and_otherwise_the_setting_with_dashes():
     assert as_flags("`leave_out` and `test_where`; `cxr train` stays") == (
         "--leave-out and --test-where; `cxr train` stays"
     )
+
+
+def test_every_features_option_and_keyword_is_a_setting_with_its_default():
+    """`cxr features`, `cxr.extract_features` and stage 1's runner take every setting from
+    `cxr.extract.settings` (before: literals in each, and the CLI's --shard 256 was the runner's
+    None)."""
+    options = _cli_options("features")
+    for name, param in options.items():
+        if name in FEATURES_CLI_ONLY:
+            continue
+        entry = _setting_of(param, FEATURES)
+        assert entry is not None, f"cxr features {param.opts}: no setting defines it"
+        cli_default = param.default if not param.multiple else list(param.default or [])
+        assert cli_default == entry.cli_default, entry.name
+        assert entry.help in (param.help or "") or entry.name == "scheduler", entry.name
+    shown = {
+        _setting_of(p, FEATURES).name for n, p in options.items() if n not in FEATURES_CLI_ONLY
+    }
+    assert shown == set(FEATURES), "a setting without a CLI option"
+    keywords = inspect.signature(cxr.extract_features).parameters
+    for name, parameter in keywords.items():
+        if name not in FEATURES_API_ONLY:
+            assert name in FEATURES, f"cxr.extract_features({name}=...): no setting defines it"
+            assert parameter.default == FEATURES[name].default, name
+    assert set(keywords) - FEATURES_API_ONLY == set(FEATURES), "a setting without a keyword"
+    from cxr.extract.runner import extract_features
+
+    for name, parameter in inspect.signature(extract_features).parameters.items():
+        entry = FEATURES.get(RUNNER.get(name, name))
+        if entry is not None and parameter.default is not inspect.Parameter.empty:
+            assert parameter.default == entry.default, f"runner {name}"
+
+
+def test_a_setting_of_two_commands_has_one_flag():
+    for name in set(EVALUATE) & set(FEATURES):
+        assert EVALUATE[name].flag == FEATURES[name].flag == flag(name), name
+    assert flag("columns") == "--column" and flag("region_box") == "--region-box"
+
+
+def test_stage_1_errors_name_the_setting_and_the_cli_its_flag(tmp_path):
+    with pytest.raises(CxrError, match=r"^`region_box` 0\.99: the central box"):
+        cxr.extract_features(tmp_path, region="centre-masked", region_box=0.99)
+    done = CliRunner().invoke(
+        app, ["features", str(tmp_path), "--region", "centre-masked", "--region-box", "0.99"]
+    )
+    assert done.exit_code == 2 and "--region-box 0.99: the central box" in done.output
