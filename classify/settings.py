@@ -6,7 +6,7 @@ defaults, flags and help; `tests/test_settings.py` fails when an option or a key
 entry here or another default. The library speaks in setting names: an error names one in
 backticks (`folds`), which the CLI prints as its flag (`as_flags`); text that goes into a report
 as the CLI prints it uses `flag`.
-Plain data: no import of the rest of the package, so every module can read it.
+Plain data: imports only `cxr.settings` (the tables' machinery), so every module can read it.
 """
 
 from __future__ import annotations
