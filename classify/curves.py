@@ -20,9 +20,9 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.fitting import OutOfFold
 from cxr.classify.folds import Split, derive_seed
 from cxr.classify.metrics import Bootstrap, Metric, sensitivity
+from cxr.classify.predictions import OutOfFold
 from cxr.classify.settings import DRAWS, MARGIN
 from cxr.errors import CxrError
 

@@ -26,10 +26,11 @@ from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
 from cxr.classify.designs import Part, Plan
 from cxr.classify.fitcache import FOLDER, FitCache, scores_key
-from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
+from cxr.classify.fitting import INNER_FOLDS, check_inner, run_splits
 from cxr.classify.heads import effective_params, needs_inner_cv, search_grid
 from cxr.classify.metrics import summarize
 from cxr.classify.neighbours import Neighbourhood, Sample, neighbourhood
+from cxr.classify.predictions import OutOfFold
 from cxr.classify.presentation import presentation_of
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
 from cxr.classify.records import Inputs, Protocol, Validation
