@@ -382,7 +382,7 @@ class Evaluation:
         import shutil
         import textwrap
 
-        from cxr.classify.results import result_name
+        from cxr.classify.presentation import part_name
         from cxr.reporting.sections import design_words
 
         metric = self.report["settings"]["metric"]
@@ -393,13 +393,9 @@ class Evaluation:
                                subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
         for r in self.results:
             stat = r["metrics"][metric]
-            held = Validation.of(r).held_out
-            where = f" [held out {held}]" if held is not None else ""
             lo, hi = stat["ci95"]
             mark = " (best)" if r.get("comparison", {}).get("is_best") else ""
-            lines.append(
-                f"  {result_name(r)}{where}: {stat['pooled']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
-            )
+            lines.append(f"  {part_name(r)}: {stat['pooled']:.3f} [{lo:.3f}, {hi:.3f}]{mark}")
         for w in self.report["warnings"]:
             lines += textwrap.wrap(f"warning: {w}", width, initial_indent="  ",
                                    subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip

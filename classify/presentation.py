@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from cxr.classify.records import CROSS_VALIDATION, Protocol, Validation
+from cxr.classify.results import result_name
 from cxr.classify.settings import flag
 
 PRESENTATIONS: dict[str, type[Presentation]] = {}  # a design's kind -> how its results look
@@ -55,6 +56,13 @@ class Presentation:
     def held_out_column(cls, result: Mapping) -> str | None:
         """The metadata column this run holds out, if any (the confound warning says so)."""
         return None
+
+
+def part_name(result: Mapping) -> str:
+    """A result's name and the part of its design it was tested on, as the HTML report and the
+    API's summary show it: ``mobilenet_v2 + mlp [held out kermany]``."""
+    held = Validation.of(result).held_out
+    return result_name(result) + (f" [held out {held}]" if held is not None else "")
 
 
 def presentation_of(result: Mapping) -> type[Presentation]:
