@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,8 @@ from helpers import (
     weight_flags,
     xray_like,
 )
+from PIL import Image
+from test_images import POSTSCRIPT, j2k_bomb
 from typer.testing import CliRunner
 
 import cxr.store as store
@@ -377,3 +380,43 @@ def test_real_chest_xrays_embed(tmp_path):
     assert summary.stored == 6 and summary.rejected == 0
     X = store.load(tmp_path / "f", BACKBONE).X
     assert np.isfinite(X).all() and X.std(axis=0).mean() > 1e-3
+
+
+# ---- one `cxr features` run over all of it -------------------------------------------------------
+
+
+def test_features_stores_the_good_films_and_names_every_odd_file(tmp_path, monkeypatch):
+    """Class folders as a careless export leaves them: PostScript named .png, a Latin-1 name, a
+    JPEG 2000 bomb, a float TIFF with an infinite pixel. Before, the Latin-1 name stopped the
+    run at the publish (UnicodeEncodeError naming no file) and no store was ever written."""
+    from PIL import EpsImagePlugin
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: 1 / 0)
+    data = tmp_path / "data"
+    for i, name in enumerate(("covid/a.png", "covid/b.png", "normal/c.png", "normal/d.png")):
+        save_png(data / name, i)
+    (data / "covid" / "ghost.png").write_bytes(POSTSCRIPT)
+    save_png(data / "normal" / os.fsdecode(b"caf\xe9.png"), 7)
+    (data / "covid" / "bomb.dcm").write_bytes(j2k_bomb())
+    film = xray_like(8, (96, 80)).astype(np.float32)
+    film[1, 1] = np.inf
+    Image.fromarray(film, mode="F").save(data / "normal" / "float.tif")
+    features = tmp_path / "features"
+    args = ["features", str(data), "-b", "mobilenet_025", "--weights", "random"]
+    result = runner.invoke(app, [*args, "--features", str(features), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    from cxr.store import load
+
+    fs = load(features, "mobilenet_025")
+    assert sorted(fs.rows["path"]) == [
+        "covid/a.png",
+        "covid/b.png",
+        "normal/c.png",
+        "normal/d.png",
+        "normal/float.tif",
+    ]
+    reasons = dict(zip(fs.rejected["path"], fs.rejected["reason"], strict=True))
+    assert reasons["covid/ghost.png"] == "not an image (unrecognised format)"
+    assert reasons["normal/caf\\xe9.png"].startswith("file name is not valid UTF-8")
+    assert "possible decompression bomb" in reasons["covid/bomb.dcm"]
+    assert "Traceback" not in result.output
