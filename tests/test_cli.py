@@ -189,3 +189,13 @@ def test_info_prints_names_from_the_folder_as_text(tmp_path):
     empty = tmp_path / "[bold]none"
     empty.mkdir()
     assert f"No stores in {empty}." in runner.invoke(app, ["info", "--features", str(empty)]).stdout
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def test_version():
+    from cxr import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"cxr {__version__}"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_png
+from helpers import FOUR, evaluate, save_png
 from typer.testing import CliRunner
 
-from cxr.classify.heads import HEADS
+from cxr.classify.heads import HEADS, parse_params
+from cxr.classify.plots import roc_classes
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.store import load
@@ -399,7 +400,6 @@ def test_an_exclusion_or_config_path_that_is_a_fifo_is_one_line(tmp_path):
 
 
 def test_a_utf16_config_is_read_and_a_latin1_one_is_one_line(tmp_path):
-    from cxr.classify.heads import parse_params
 
     config = tmp_path / "heads.toml"
     config.write_text("[logreg]\nC = 0.5\n", encoding="utf-16")  # Windows Notepad's 'Unicode'
@@ -423,3 +423,89 @@ def test_an_audit_whose_films_all_changed_since_still_reports(make_synthetic_sto
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["counts"]["hashed_rows"] == 0 and report["notes"]
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def evaluate_cli(store: Path, *args: str, bootstrap: str = "20"):
+    """`cxr evaluate` on a synthetic store: 3 folds and a short bootstrap, for speed."""
+    base = ["evaluate", "--features", str(store.parent), "--folds", "3", "--bootstrap", bootstrap]
+    return runner.invoke(app, [*base, *args])
+
+
+def test_repeated_merge_reaches_the_report(make_synthetic_store):
+    path = make_synthetic_store(FOUR)
+    result = evaluate_cli(
+        path, "--head", "logreg", "--merge", "pneumonia=bacterial", "--merge", "pneumonia=viral",
+        "--json", "-",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [r] = json.loads(result.stdout)["results"]
+    assert r["task"]["merge"] == {"pneumonia": ["bacterial", "viral"]}
+    assert r["classes"] == ["covid", "normal", "pneumonia"]
+
+
+def test_classes_are_reported_in_the_order_given(make_synthetic_store):
+    path = make_synthetic_store(FOUR)
+    report = evaluate(
+        path.parent,
+        heads=["logreg"],
+        folds=3,
+        bootstrap=20,
+        classes=["viral", "covid", "normal"],
+    )
+    [r] = report["results"]
+    assert r["classes"] == ["viral", "covid", "normal"]
+    assert list(r["metrics"]["per_class"]) == ["viral", "covid", "normal"]
+
+
+def test_the_best_result_comes_with_a_caution(make_synthetic_store):
+    path = make_synthetic_store(FOUR)
+    result = evaluate_cli(path, "--head", "logreg", "--head", "knn", bootstrap="50")
+    assert result.exit_code == 0, result.output
+    assert "caution: the best of 2 results picked on the same test rows" in result.output
+
+
+def test_a_two_class_roc_draws_one_curve():
+    y = np.array([0, 1, 0, 1])
+    assert roc_classes(["non-covid", "covid"], y) == [1]
+    assert roc_classes(["a", "b", "c"], np.array([0, 1, 2, 0])) == [0, 1, 2]
+
+
+def test_evaluate_reports_progress_to_a_progress_object(make_synthetic_store):
+    path = make_synthetic_store(FOUR)
+    seen = []
+
+    class Recording:
+        from contextlib import contextmanager
+
+        @contextmanager
+        def step(self, description, total):
+            done = []
+            yield done.append
+            seen.append((description, total, sum(done)))
+
+    evaluate(path.parent, heads=["logreg", "knn"], folds=3, bootstrap=20, progress=Recording())
+    assert seen[0] == ("mobilenet_v2: 2 head(s) x 3 fits", 6, 6)
+    assert all(total == done for _, total, done in seen)
+
+
+def test_cli_is_quiet_off_a_terminal(make_synthetic_store):
+    path = make_synthetic_store(FOUR)
+    result = evaluate_cli(path, "--head", "logreg")
+    assert result.exit_code == 0 and "fits" not in result.output
+
+
+def test_the_table_shows_the_pooled_value_beside_its_own_interval(make_synthetic_store, tmp_path):
+    """AUC 0.930 in the table and 0.925 in the plot: a fold mean beside a pooled CI. Now the
+    table's number is the pooled value its interval belongs to, as in the forest plot."""
+    path = make_synthetic_store(FOUR, separation=1.0)
+    out = tmp_path / "r.json"
+    result = evaluate_cli(path, "--head", "logreg", "--json", str(out), bootstrap="100")
+    assert result.exit_code == 0, result.output
+    [r] = json.loads(out.read_text())["results"]
+    auc = r["metrics"]["roc_auc"]
+    assert round(auc["mean"], 3) != round(auc["pooled"], 3)  # the two differ here
+    lo, hi = auc["ci95"]
+    assert f"{auc['pooled']:.3f} [{lo:.3f}, {hi:.3f}]" in result.output

@@ -27,7 +27,7 @@ from PIL import Image
 from test_images import POSTSCRIPT, j2k_bomb
 from typer.testing import CliRunner
 
-import cxr.store as store
+from cxr import store
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract import hashing, images
@@ -420,3 +420,130 @@ def test_features_stores_the_good_films_and_names_every_odd_file(tmp_path, monke
     assert reasons["normal/caf\\xe9.png"].startswith("file name is not valid UTF-8")
     assert "possible decompression bomb" in reasons["covid/bomb.dcm"]
     assert "Traceback" not in result.output
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def features(data: Path, out: Path, *extra: str):
+    args = ["features", str(data), "-b", BACKBONE, "--features", str(out), *weight_flags()]
+    return runner.invoke(app, [*args, *extra])
+
+
+def test_an_image_missing_from_the_manifest_is_named_not_ignored(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=2)
+    rows = [
+        f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in sorted(data.rglob("*.png"))
+    ]
+    (data / "manifest.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    assert features(data, tmp_path / "f").exit_code == 0
+    save_png(data / "covid" / "new.png", seed=99)
+    result = features(data, tmp_path / "f")
+    assert result.exit_code == 0
+    assert "1 image file(s)" in result.output and "covid/new.png" in result.output
+    assert "not in" in result.output and "manifest.csv" in result.output
+
+
+def test_a_metadata_only_manifest_change_is_reported_as_an_update(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=2)
+    files = sorted(data.rglob("*.png"))
+    manifest = data / "manifest.csv"
+
+    def write(pid: str) -> None:
+        rows = [
+            f"{p.relative_to(data).as_posix()},{p.parent.name},{pid}{i}"
+            for i, p in enumerate(files)
+        ]
+        manifest.write_text("path,label,patient_id\n" + "\n".join(rows) + "\n")
+
+    write("a")
+    assert features(data, tmp_path / "f").exit_code == 0
+    write("b")
+    result = features(data, tmp_path / "f")
+    assert result.exit_code == 0, result.output
+    assert "No new images to embed" in result.output
+    assert "store updated (rows or metadata changed)" in result.output
+    assert set(store.load(tmp_path / "f", BACKBONE).patient_ids) == {f"b{i}" for i in range(4)}
+
+
+def test_class_folders_differing_only_in_case_are_refused(tmp_path):
+    save_png(tmp_path / "d" / "Covid" / "a.png", 1)
+    save_png(tmp_path / "d" / "covid" / "b.png", 2)
+    save_png(tmp_path / "d" / "normal" / "c.png", 3)
+    result = features(tmp_path / "d", tmp_path / "f")
+    assert result.exit_code == 2
+    assert "Covid/ and covid/ differ only in case" in result.output
+
+
+@pytest.mark.slow  # a `cxr features` and a `cxr explain` process
+def test_tensorflow_start_up_chatter_is_not_shown(tmp_path):
+    """No 'E0000 ... failed call to cuInit: CUDA error' for a clinician to worry about."""
+    data = make_class_folders(tmp_path / "d", per_class=3)
+    code = "import sys; from cxr.cli import app; sys.argv = ['cxr', *sys.argv[1:]]; app()"
+    store = ["-b", BACKBONE, "--features", str(tmp_path / "f")]
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for args in (
+        ["features", str(data), *store, *weight_flags()],
+        ["explain", *store, "--head", "logreg", "--sample", "1"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        for noise in ("cuInit", "E0000", "I0000", "cuda drivers", "oneDNN", "absl", "Warning"):
+            assert noise not in done.stderr + done.stdout, args[0]
+
+
+def test_an_offline_download_error_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    import keras.utils
+
+    def offline(*args, **kwargs):
+        try:
+            raise OSError("[Errno -3] Temporary failure in name resolution")
+        except OSError as exc:
+            raise Exception("URL fetch failure on https://example/w.h5: None") from exc
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    data = make_class_folders(tmp_path / "d", per_class=1)
+    # vgg19's ImageNet weights, to be downloaded (whatever weights the other backbone gets)
+    result = features(data, tmp_path / "f", "-b", "vgg19", "--weights", "vgg19=imagenet")
+    assert result.exit_code == 2
+    assert "failed (OSError: [Errno -3] Temporary failure in name resolution)" in result.output
+
+
+def test_predict_and_reruns_use_the_weight_file_the_store_was_built_with(tmp_path, monkeypatch):
+    real = real_weights(BACKBONE)
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / real.name).symlink_to(real)
+    data = make_class_folders(tmp_path / "d", per_class=4)
+    out = tmp_path / "f"
+    given = ["--weights", f"{BACKBONE}={tmp_path / 'w1' / real.name}"]
+    assert features(data, out, *given).exit_code == 0
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "nowhere"))
+    save_png(data / "covid" / "new.png", seed=77)
+    again = runner.invoke(app, ["features", str(data), "-b", BACKBONE, "--features", str(out)])
+    assert again.exit_code == 0, again.output  # no --weights: the store's own file, offline
+    assert "the store's weight file" in again.output and len(store.load(out, BACKBONE)) == 9
+    model = tmp_path / "m.skops"
+    args = ["train", "--features", str(out), "--head", "logreg", "--out", str(model)]
+    assert runner.invoke(app, args).exit_code == 0
+    found = runner.invoke(
+        app, ["predict", str(data / "covid"), "--model", str(model), "--json", "-"]
+    )
+    assert found.exit_code == 0, found.output  # the recorded path
+    assert len(json.loads(found.stdout)["predictions"]) == 5
+    (tmp_path / "w1" / real.name).unlink()  # the weight file moved away
+    missing = runner.invoke(app, ["predict", str(data / "covid"), "--model", str(model)])
+    assert missing.exit_code == 2
+    assert f"{model}: trained with the weight file {real.name}" in missing.output
+    assert "CXR_WEIGHTS_DIR" in missing.output
+    (tmp_path / "w2").mkdir()
+    (tmp_path / "w2" / real.name).symlink_to(real)
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "w2"))  # found again, by name
+    found = runner.invoke(
+        app, ["predict", str(data / "covid"), "--model", str(model), "--json", "-"]
+    )
+    assert found.exit_code == 0, found.output

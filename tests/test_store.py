@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_png
+from helpers import FOUR, save_png
 from typer.testing import CliRunner
 
+from cxr import store
 from cxr.cli import app
+from cxr.errors import CxrError
 
 runner = CliRunner()
 
@@ -119,3 +121,14 @@ def test_manifest_columns_named_like_markup_are_printed_as_text(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "[/]_id 1" in result.output and "keeps them): [bold]age" in result.output
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def test_loading_a_folder_of_several_stores_names_them(make_synthetic_store):
+    first = make_synthetic_store(FOUR)
+    make_synthetic_store(FOUR, backbone="xception")
+    with pytest.raises(CxrError, match="2 stores here \\(mobilenet_v2, xception\\); name the"):
+        store.load(first.parent)
+    assert len(store.load(first.parent, "xception")) == len(store.load(first))

@@ -11,7 +11,10 @@ import joblib
 import numpy as np
 import pytest
 import skops.io as sio
-from helpers import dicom_bytes
+from helpers import (
+    FOUR,
+    dicom_bytes,
+)
 from typer.testing import CliRunner
 
 from cxr.classify.heads import HEADS, build_head
@@ -308,3 +311,18 @@ def test_two_trains_cannot_both_replace_one_model(make_synthetic_store, tmp_path
     assert result.exit_code == 2 and "another `cxr train` is writing" in result.stderr
     assert "pid 4242" in result.stderr and out.read_bytes() == before
     assert _train(store, out, "--head", "logreg", "--seed", "3").exit_code == 0  # lock released
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def test_train_refuses_to_replace_a_model_of_another_task(make_synthetic_store, tmp_path):
+    path = make_synthetic_store(FOUR)
+    out = tmp_path / "m.skops"
+    base = ["train", "--features", str(path.parent), "--head", "logreg", "--out", str(out)]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, base).exit_code == 0  # retraining the same model is fine
+    other = runner.invoke(app, [*base, "--binary", "covid"])
+    assert other.exit_code == 2
+    assert f"{out}: holds a mobilenet_v2 + logreg model for another task" in other.output
+    assert runner.invoke(app, [*base, "--binary", "covid", "--force"]).exit_code == 0
