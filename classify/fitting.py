@@ -7,8 +7,7 @@ BLAS/OpenMP limited to one thread, so the numbers depend on the seed only, never
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +15,15 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from cxr.classify.folds import Folds, Split, derive_seed
-from cxr.classify.heads import Params, build_head, effective_params, get_head, search_grid
+from cxr.classify.heads import (
+    Params,
+    build_head,
+    effective_params,
+    get_head,
+    needs_inner_cv,
+    search_grid,
+)
+from cxr.classify.predictions import OutOfFold
 from cxr.classify.tasks import TaskData
 from cxr.errors import CxrError
 
@@ -26,30 +33,6 @@ if TYPE_CHECKING:
 
 # Inner folds of --search, and of the SVM head's probability calibration.
 INNER_FOLDS = 3
-
-
-@dataclass(frozen=True)
-class OutOfFold:
-    """Out-of-fold predictions of one head, pooled over all repeats (each row once per repeat)."""
-
-    row: np.ndarray  # index into the task's rows
-    y: np.ndarray
-    proba: np.ndarray  # (len(row), n_classes)
-    fold: np.ndarray  # index of the split that tested the row (CV: repeat * folds + fold)
-    best_params: list[dict]  # per fold, with --search
-    warnings: list[str]  # distinct warnings raised while fitting, with the number of folds
-
-    def only(self, folds: Sequence[int]) -> OutOfFold:
-        """The predictions of some splits only (one held-out value, say)."""
-        keep = np.isin(self.fold, list(folds))
-        return OutOfFold(
-            self.row[keep],
-            self.y[keep],
-            self.proba[keep],
-            self.fold[keep],
-            self.best_params,
-            self.warnings,
-        )
 
 
 def check_inner(data: TaskData, groups: np.ndarray | None, splits: list[Split]) -> None:
@@ -63,8 +46,8 @@ def check_inner(data: TaskData, groups: np.ndarray | None, splits: list[Split]) 
                 raise CxrError(
                     f"{data.source}: class {name!r} has fewer than {INNER_FOLDS} "
                     f"{'groups' if groups is not None else 'images'} in the training rows of "
-                    f"{split.label}; --search and the svm head need {INNER_FOLDS} (use fewer "
-                    "--folds or more data)"
+                    f"{split.label}; `search` and the svm head need {INNER_FOLDS} (use fewer "
+                    "`folds` or more data)"
                 )
 
 
@@ -131,7 +114,7 @@ def run_splits(
     A head found in ``cache`` is not fitted (its progress is advanced at once); the others are
     fitted and kept there.
     """
-    if search or "svm" in heads:
+    if needs_inner_cv(heads, search):
         check_inner(data, groups, splits)
     cached: dict[str, OutOfFold] = {}
     keys: dict[str, str] = {}
