@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from cxr.classify.compare import Scored, caution, compare, paired_difference, row_keys
 from cxr.classify.config import EvaluateConfig
@@ -47,7 +47,7 @@ from cxr.classify.results import (
 )
 from cxr.classify.settings import flag
 from cxr.classify.tasks import TaskData
-from cxr.classify.workers import start_workers
+from cxr.classify.workers import pool, start_workers
 from cxr.cluster import on_cluster
 from cxr.errors import CxrError
 from cxr.progress import Progress, Silent
@@ -243,9 +243,7 @@ class _Run:
         known = [self.fits.get_json(k) if self.fits else None for k in keys]
         todo = [a for a, found in zip(inputs, known, strict=True) if found is None]
         # The fitting pool would idle while the main process bootstraps: it bootstraps.
-        computed = Parallel(n_jobs=config.workers, return_as="generator")(
-            delayed(summarize)(*a) for a in todo
-        )
+        computed = pool(config.workers, return_as="generator")(delayed(summarize)(*a) for a in todo)
         for key, found in zip(keys, known, strict=True):
             if found is None:
                 found = next(computed)

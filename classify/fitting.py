@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 from threadpoolctl import threadpool_limits
 
 from cxr.classify.folds import Folds, Split, derive_seed
@@ -25,6 +25,7 @@ from cxr.classify.heads import (
 )
 from cxr.classify.predictions import OutOfFold
 from cxr.classify.tasks import TaskData
+from cxr.classify.workers import pool
 from cxr.errors import CxrError
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def _fit_all(
         return {}
     tasks = [(head, index, split) for head in todo for index, split in enumerate(splits)]
     tasks.sort(key=lambda t: -get_head(t[0]).cost)  # slow fits first; results do not depend on it
-    fits = Parallel(n_jobs=jobs, return_as="generator")(
+    fits = pool(jobs, return_as="generator")(
         delayed(_fit_fold)(
             str(data.source),
             head,
