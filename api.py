@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxr.classify.records import Validation  # plain data
+from cxr.classify.settings import default  # plain data
 from cxr.errors import CxrError
+from cxr.extract.settings import default as feature  # plain data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,27 +47,39 @@ def load_store(
 
 def extract_features(
     data: Path | str,
-    backbones: Sequence[str] = ("mobilenet_v2",),
+    backbones: Sequence[str] = feature("backbones"),
     *,
-    weights: Sequence[str] = (),
-    features: Path | str = "features",
-    manifest: Path | str | None = None,
-    layout: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    patient_from_name: str = "",
-    label_map: Mapping[str, str] | None = None,
-    allow_outside_data: bool = False,
-    replace: bool = False,
-    **options: Any,
+    weights: Sequence[str] = feature("weights"),
+    manifest: Path | str | None = feature("manifest"),
+    features: Path | str = feature("features"),
+    batch_size: int = feature("batch_size"),
+    resize: str = feature("resize"),
+    seed: int = feature("seed"),
+    rehash: bool = feature("rehash"),
+    rebuild: bool = feature("rebuild"),
+    region: str = feature("region"),
+    region_box: float = feature("region_box"),
+    allow_outside_data: bool = feature("allow_outside_data"),
+    layout: str = feature("layout"),
+    columns: Mapping[str, str] | None = feature("columns"),
+    patient_from_name: str = feature("patient_from_name"),
+    label_map: Mapping[str, str] | None = feature("label_map"),
+    replace: bool = feature("replace"),
+    runtime: str = feature("runtime"),
+    precision: str = feature("precision"),
+    calibration: int = feature("calibration"),
+    scheduler: str | None = feature("scheduler"),
+    shard: int = feature("shard"),
+    progress: Progress | None = None,
 ) -> list[Summary]:
-    """`cxr features`: embed every image once per backbone (incremental). ``weights`` takes the
-    CLI's syntax (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``). ``layout``: how ``data`` is
-    read ("auto" recognises it; "kermany", "covidx", ...), with ``columns`` naming a
-    manifest's columns by role (``{"label": "diagnosis"}``), ``patient_from_name`` a regular
-    expression, ``label_map`` rules (``{"Pneumonia/Fungal": "fungal"}``). ``replace``: rebuild
-    a store that holds another data set's rows. ``options``: batch_size, resize, seed, rehash,
-    rebuild, runtime, precision, progress, region, scheduler (a Dask address or ``"local:N"``;
-    a script using local:N runs under ``if __name__ == "__main__":``), shard."""
+    """`cxr features`: embed every image once per backbone (incremental); the settings are
+    `cxr.extract.settings`'s, as the CLI's options. ``weights`` takes the CLI's syntax
+    (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``). ``layout``: how ``data`` is read ("auto"
+    recognises it; "kermany", "covidx", ...), with ``columns`` naming a manifest's columns by
+    role (``{"label": "diagnosis"}``), ``patient_from_name`` a regular expression,
+    ``label_map`` rules (``{"Pneumonia/Fungal": "fungal"}``). ``replace``: rebuild a store that
+    holds another data set's rows. ``scheduler``: a Dask address or ``"local:N"`` (a script
+    using local:N runs under ``if __name__ == "__main__":``), ``shard`` files per task."""
     from cxr.extract.layouts import ReadOptions
     from cxr.extract.runner import extract_features as run
 
@@ -75,46 +90,58 @@ def extract_features(
         backbones=list(backbones),
         weights=list(weights),
         features_dir=Path(features),
+        batch_size=batch_size,
+        resize=resize,
+        seed=seed,
+        rehash=rehash,
+        rebuild=rebuild,
+        runtime=runtime,
+        precision=precision,
+        progress=progress,
+        scheduler=scheduler,
+        shard=shard,
+        region=region,
+        region_box=region_box,
+        calibration=calibration,
         layout=layout,
         read=read,
         replace=replace,
-        **options,
     )
 
 
 def evaluate(
     features: Path | str = "features",
-    backbones: Sequence[str] = (),
-    heads: Sequence[str] = (),
+    backbones: Sequence[str] = default("backbones"),
+    heads: Sequence[str] = default("heads"),
     *,
-    classes: Sequence[str] = (),
-    merge: Mapping[str, Sequence[str]] | None = None,
-    binary: str | None = None,
-    where: Sequence[str | Condition] = (),
-    exclude: Path | str | None = None,
-    target: str = "label",
-    params: Mapping[str, Mapping[str, Any]] | None = None,
+    classes: Sequence[str] = default("classes"),
+    merge: Mapping[str, Sequence[str]] | None = default("merge"),
+    binary: str | None = default("binary"),
+    where: Sequence[str | Condition] = default("where"),
+    exclude: Path | str | None = default("exclude"),
+    target: str = default("target"),
+    params: Mapping[str, Mapping[str, Any]] | None = default("params"),
     design: Design | None = None,
-    folds: int | None = None,
-    repeats: int | None = None,
-    group_by: str = "auto",
-    leave_out: str | None = None,
-    test_where: Sequence[str | Condition] = (),
-    search: bool = False,
-    metric: str = "balanced_accuracy",
-    operating_point: float = 0.95,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    confounds: Sequence[str] | None = None,
-    predictions: bool = True,
-    train_sizes: Sequence[int | float | str] = (),
-    curve_draws: int = 3,
-    curve_margin: float = 0.02,
-    covariates: Sequence[str] = (),
-    covariates_only: bool = False,
-    jobs: int = -1,
-    scheduler: str | None = None,
-    cache: bool = True,
+    folds: int | None = default("folds"),
+    repeats: int | None = default("repeats"),
+    group_by: str = default("group_by"),
+    leave_out: str | None = default("leave_out"),
+    test_where: Sequence[str | Condition] = default("test_where"),
+    search: bool = default("search"),
+    metric: str = default("metric"),
+    operating_point: float = default("operating_point"),
+    bootstrap: int = default("bootstrap"),
+    seed: int = default("seed"),
+    confounds: Sequence[str] | None = default("confounds"),
+    predictions: bool = default("predictions"),
+    train_sizes: Sequence[int | float | str] = default("train_sizes"),
+    curve_draws: int = default("curve_draws"),
+    curve_margin: float = default("curve_margin"),
+    covariates: Sequence[str] = default("covariates"),
+    covariates_only: bool = default("covariates_only"),
+    jobs: int = default("jobs"),
+    scheduler: str | None = default("scheduler"),
+    cache: bool = default("cache"),
     plots: Path | str | None = None,
     progress: Progress | None = None,
 ) -> Evaluation:
@@ -127,8 +154,9 @@ def evaluate(
     The design is cross-validation (``folds``, ``repeats``, ``group_by``), ``leave_out=COLUMN``
     or ``test_where=[...]``; or pass any `cxr.classify.designs.Design` as ``design``.
     ``cache=False`` fits every head again (`cxr evaluate --no-cache`). ``plots`` writes the
-    figures there. Out-of-fold predictions are kept by default
-    (``Evaluation.predictions()``).
+    figures there. ``predictions=True`` keeps every out-of-fold prediction
+    (``Evaluation.predictions()``). Each keyword's default is its setting's
+    (`cxr.classify.settings`).
     """
     from cxr.classify.config import EvaluateConfig
     from cxr.classify.curves import parse_sizes
@@ -287,7 +315,7 @@ class Evaluation:
         rows = []
         for r in self.results:
             row = {"backbone": r["backbone"], "head": r["head"], "n": r["n"]}
-            held = r.get("validation", {}).get("held_out")
+            held = Validation.of(r).held_out
             if held is not None:
                 row["held_out"] = held
             for name, stat in r["metrics"].items():
@@ -310,7 +338,10 @@ class Evaluation:
         for i, r in enumerate(self.results):
             p = r.get("predictions")
             if p is None:
-                raise ValueError("no predictions in this report: evaluate(..., predictions=True)")
+                raise CxrError(
+                    "this evaluation kept no predictions: run cxr.evaluate(..., "
+                    "predictions=True), or for a JSON report `cxr evaluate --predictions`"
+                )
             frame = pd.DataFrame(
                 {
                     "backbone": r["backbone"],
@@ -351,7 +382,7 @@ class Evaluation:
         import shutil
         import textwrap
 
-        from cxr.classify.results import result_name
+        from cxr.classify.presentation import part_name
         from cxr.reporting.sections import design_words
 
         metric = self.report["settings"]["metric"]
@@ -362,13 +393,9 @@ class Evaluation:
                                subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip
         for r in self.results:
             stat = r["metrics"][metric]
-            held = r.get("validation", {}).get("held_out")
-            where = f" [held out {held}]" if held is not None else ""
             lo, hi = stat["ci95"]
             mark = " (best)" if r.get("comparison", {}).get("is_best") else ""
-            lines.append(
-                f"  {result_name(r)}{where}: {stat['pooled']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
-            )
+            lines.append(f"  {part_name(r)}: {stat['pooled']:.3f} [{lo:.3f}, {hi:.3f}]{mark}")
         for w in self.report["warnings"]:
             lines += textwrap.wrap(f"warning: {w}", width, initial_indent="  ",
                                    subsequent_indent="    ", break_on_hyphens=False)  # fmt: skip

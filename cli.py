@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
 from functools import partial
@@ -30,9 +30,11 @@ from cxr import cluster  # imports Dask only when connecting
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
 from cxr.classify.metrics import overall_metrics  # numpy only
+from cxr.classify.settings import EVALUATE, Setting, as_flags  # plain data
 from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
-from cxr.extract.runtimes import CALIBRATION_SIZE, PRECISIONS, RUNTIMES  # plain data
+from cxr.extract.runtimes import PRECISIONS, RUNTIMES  # plain data
+from cxr.extract.settings import FEATURES  # plain data
 from cxr.files import write_atomic
 from cxr.interrupt import STOPS, signal_of, stop_workers, stopping
 
@@ -65,7 +67,9 @@ class _Commands(TyperGroup):
         except CxrError as exc:
             # The message echoes user input: printed as text, never as markup or :emoji: codes.
             word = "[yellow]stopped:[/]" if isinstance(exc, Interrupted) else "[red]error:[/]"
-            err_console.print(word, escape(str(exc)), highlight=False, emoji=False, soft_wrap=True)
+            err_console.print(
+                word, escape(as_flags(str(exc))), highlight=False, emoji=False, soft_wrap=True
+            )
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -132,12 +136,6 @@ ResizePolicy = Enum("ResizePolicy", {n: n for n in RESIZE_POLICIES}, type=str)  
 MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, type=str)  # type: ignore[misc]
 RuntimeName = Enum("RuntimeName", {name: name for name in RUNTIMES}, type=str)  # type: ignore[misc]
 PrecisionName = Enum("PrecisionName", {n: n for n in PRECISIONS}, type=str)  # type: ignore[misc]
-RUNTIME = typer.Option(
-    "tensorflow",
-    "--runtime",
-    help="tensorflow (the reference), openvino (pip install 'cxr-transfer[openvino]'; about 2x "
-    "faster on CPUs, checked against TensorFlow), or auto (openvino when installed).",
-)
 
 
 def _console(json_out: Path | None) -> Console:
@@ -171,13 +169,15 @@ def _report(
     json_out: Path | None,
     render: Callable[[Any, Console], None],
     then: Callable[[], None] = lambda: None,
+    *,
+    console: Console | None = None,
 ) -> Console:
     """The one meaning of --json: PATH gets the document, ``-`` prints it alone on stdout
     (people's output then goes to stderr). A file is written first, before anything that could
     fail after the work (``then``, e.g. plots, which add to the document; the file is written
     again after it); ``then``'s error is raised once the JSON is out and the result rendered.
-    Returns the console for further notes."""
-    console = _console(json_out)
+    Returns the console for further notes (``console``: people's, when not the default)."""
+    console = console or _console(json_out)
     to_file = json_out if json_out is not None and str(json_out) != "-" else None
     if to_file is not None:
         _write_json(document, to_file)
@@ -202,44 +202,31 @@ def _write_json(document: Any, path: Path) -> None:
     write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), "JSON")
 
 
+def _option(name: str, table: Mapping[str, Setting] = EVALUATE, **checks: Any) -> Any:
+    """The option of a setting (of evaluate, or another command's ``table``): default, flags and
+    help from its one definition."""
+    entry = table[name]
+    checks.setdefault("help", entry.help)
+    return typer.Option(entry.cli_default, *entry.flags or (entry.flag,), **checks)
+
+
+_feature = partial(_option, table=FEATURES)
+
+
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
 JSON_OUT = typer.Option(
     None, "--json", help="Write the result as JSON to this file ('-': stdout, JSON only)."
 )
-WEIGHTS = typer.Option(
-    [],
-    "--weights",
-    help="imagenet (default), random, or NAME=PATH for a local weight file (repeatable).",
-)
-SEED = typer.Option(0, "--seed", min=0, help="Seed for folds, heads and the bootstrap.")
+WEIGHTS = _feature("weights")
+SEED = _option("seed", min=0)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (none either off a terminal).")
 SCHEDULER = typer.Option(None, "--scheduler", help=cluster.HELP)
 # How a data set is read (`cxr.extract.layouts`; the names are checked against its registry by
 # the tests, so that --help does not import the readers).
-LAYOUT = typer.Option(
-    "auto",
-    "--layout",
-    help="How DATA is laid out: auto (recognised, and said), folders, split-folders, manifest, "
-    "covid-radiography, kermany, covidx or cohen.",
-)
-COLUMN = typer.Option(
-    [],
-    "--column",
-    help="A manifest's column for a role, ROLE=NAME (repeatable): path, label, patient, source "
-    "(e.g. --column label=diagnosis).",
-)
-PATIENT_FROM_NAME = typer.Option(
-    "",
-    "--patient-from-name",
-    help="A regular expression that finds the patient id in each file name (its first group, "
-    "else the match), e.g. 'person\\d+'.",
-)
-LABEL_MAP = typer.Option(
-    [],
-    "--label-map",
-    help="TEXT=LABEL (repeatable): rows whose finding or class contains TEXT get LABEL, before "
-    "the collection's own rules; TEXT= leaves them out.",
-)
+LAYOUT = _feature("layout")
+COLUMN = _feature("columns")
+PATIENT_FROM_NAME = _feature("patient_from_name")
+LABEL_MAP = _feature("label_map")
 
 
 def _steps(quiet: bool):
@@ -256,89 +243,30 @@ def features(
         help="The data set: class folders (covid/, normal/, ...), a public collection as its "
         "distributor ships it (see --layout), or the folder the manifest's paths start from.",
     ),
-    backbone: list[str] = typer.Option(
-        ["mobilenet_v2"],
-        "-b",
-        "--backbone",
-        help="Backbone name (repeatable). See `cxr backbones`.",
-    ),
+    backbone: list[str] = _feature("backbones"),
     weights: list[str] = WEIGHTS,
-    manifest: Path | None = typer.Option(
-        None,
-        "--manifest",
-        help="CSV with path,label[,patient_id,source,...]. Default: DATA/manifest.csv if present.",
-    ),
-    features_dir: Path = typer.Option(
-        Path("features"), "--features", help="Folder for the <backbone>.h5 stores."
-    ),
+    manifest: Path | None = _feature("manifest"),
+    features_dir: Path = _feature("features"),
     out: Path | None = typer.Option(None, "--out", hidden=True),  # the old name of --features
-    batch_size: int = typer.Option(
-        32, "--batch-size", min=1, max=1024, help="Images per forward pass (and per commit)."
-    ),
-    resize: ResizePolicy = typer.Option(
-        "squash", "--resize", help="squash (the paper: stretch to the input) or pad (keep aspect)."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed for --weights random."),
-    rehash: bool = typer.Option(
-        False, "--rehash", help="Re-read every file's bytes instead of trusting size+mtime+inode."
-    ),
-    rebuild: bool = typer.Option(
-        False,
-        "--rebuild",
-        help="Move these backbones' stores (and unreadable shards) aside, then build them again.",
-    ),
+    batch_size: int = _feature("batch_size", min=1, max=1024),
+    resize: ResizePolicy = _feature("resize"),
+    seed: int = _feature("seed"),
+    rehash: bool = _feature("rehash"),
+    rebuild: bool = _feature("rebuild"),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
-    region: str = typer.Option(
-        "full",
-        "--region",
-        help="The part of each film to embed, into a store of its own (<backbone>@<region>.h5): "
-        "full, centre-masked (the central box black), centre-only, lungs-only:DIR or "
-        "lungs-masked:DIR (a lung mask per film under DIR, at the film's path; without :DIR, "
-        "the masks the collection ships).",
-    ),
-    region_box: float = typer.Option(
-        0.6,
-        "--region-box",
-        help="The central box's share of each side (centre regions): 0.6 leaves margins of 20%.",
-    ),
-    allow_outside_data: bool = typer.Option(
-        False,
-        "--allow-outside-data",
-        help="Read manifest paths that are absolute or climb out of DATA with '..' (refused by "
-        "default: a manifest from elsewhere must not point the tool at other files).",
-    ),
+    region: str = _feature("region"),
+    region_box: float = _feature("region_box"),
+    allow_outside_data: bool = _feature("allow_outside_data"),
     layout: str = LAYOUT,
     column: list[str] = COLUMN,
     patient_from_name: str = PATIENT_FROM_NAME,
     label_map: list[str] = LABEL_MAP,
-    replace: bool = typer.Option(
-        False,
-        "--replace",
-        help="Let this data set replace the rows of a store built from another data root or "
-        "manifest (refused by default, naming both).",
-    ),
-    runtime: RuntimeName = RUNTIME,
-    precision: PrecisionName = typer.Option(
-        "f32",
-        "--precision",
-        help="f32, bf16 (OpenVINO on a CPU with bf16) or int8 (OpenVINO, quantised by NNCF on "
-        "--calibration films of the data): faster, other vectors, a store of its own.",
-    ),
-    calibration: int = typer.Option(
-        CALIBRATION_SIZE,
-        "--calibration",
-        min=1,
-        max=100_000,
-        help="With --precision int8: films drawn (by --seed) to calibrate the quantisation.",
-    ),
-    scheduler: str | None = SCHEDULER,
-    shard: int = typer.Option(
-        256,
-        "--shard",
-        min=1,
-        max=100_000,
-        help="With --scheduler: files per Dask task (one shard each).",
-    ),
+    replace: bool = _feature("replace"),
+    runtime: RuntimeName = _feature("runtime"),
+    precision: PrecisionName = _feature("precision"),
+    calibration: int = _feature("calibration", min=1, max=100_000),
+    scheduler: str | None = _feature("scheduler", help=cluster.HELP),
+    shard: int = _feature("shard", min=1, max=100_000),
     json_out: Path | None = JSON_OUT,
 ) -> None:
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
@@ -346,6 +274,7 @@ def features(
 
     from cxr.extract.layouts import ReadOptions
     from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
+    from cxr.extract.tables import render_features
     from cxr.progress import RichProgress
 
     _writable(json_out, "--json")
@@ -380,7 +309,7 @@ def features(
     except STOPS as stop:
         raise Interrupted(_kept(folder), signal_of(stop)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
-    _show({"stores": stores}, json_out, _render_features)
+    _show({"stores": stores}, json_out, render_features)
     if not any(s.stored for s in summaries):
         raise RunFailed("no image could be used; see the rejected files above")
     if strict and any(s.rejected for s in summaries):
@@ -389,34 +318,11 @@ def features(
 
 def _kept(folder: Path) -> str:
     """What an interrupted `cxr features` leaves: the batches committed, per store."""
-    counts = {
-        parts.name[1 : -len(".parts")]: len(list(parts.glob("*.h5")))
-        for parts in sorted(folder.glob(".*.parts"))
-        if parts.is_dir()
-    }
+    from cxr.store.schema import committed_parts
+
+    counts = committed_parts(folder)
     kept = ", ".join(f"{n} batch(es) of {b}" for b, n in counts.items() if n) or "no batch"
     return f"interrupted: {kept} kept in {folder}; run the same command to resume"
-
-
-def _render_features(document: dict, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title="Feature stores")
-    for column in ("backbone", "new", "cached", "rejected", "dim", "seconds", "store"):
-        left = column in ("backbone", "store")
-        table.add_column(column, justify="left" if left else "right", overflow="fold")
-    for s in document["stores"]:
-        cells = (
-            s["backbone"],
-            s["new"],
-            s["cached"],
-            s["rejected"],
-            s["dim"],
-            f"{s['seconds']:.1f}",
-        )
-        store = s["path"] + ("" if s["published"] else " (unchanged)")
-        table.add_row(*(Text(str(c)) for c in (*cells, store)))
-    console.print(table)
 
 
 @app.command()
@@ -461,6 +367,7 @@ def manifest(
     from cxr.extract.headers import StudyKey
     from cxr.extract.layouts import ReadOptions
     from cxr.extract.manifest import build_manifest, default_out
+    from cxr.extract.tables import render_manifest
 
     target = out if out is not None else default_out(data)
     _writable(target, "--out")
@@ -474,42 +381,17 @@ def manifest(
     summary = build_manifest(data, target, key=study, keep_ids=keep_ids, layout=layout, read=read)
     document = {**asdict(summary), "out": str(summary.out)}
     document["key"] = "" if keep_ids else study.source
-    _show(document, json_out if str(target) != "-" else None, _render_manifest)
-
-
-def _render_manifest(document: dict, console: Console) -> None:
-    console = err_console if document["out"] == "-" else console  # stdout holds the CSV
-    ids = (
-        f"pseudonymised with {document['key']}: keep it private, and keep it, since the same key "
-        "gives the same ids"
-        if document["pseudonymised"]
-        else "real (--keep-ids: do not share)"
-    )
-    text = partial(console.print, highlight=False, soft_wrap=True, markup=False)  # names: text
-    text(
-        f"Wrote {document['out']}: {document['rows']} rows, {document['dicom']} DICOM headers "
-        f"read, {document['with_patient_id']} with a patient id ({ids})."
-    )
-    filled = document["filled"]
-    text(
-        "Rows with a value, per column: "
-        + ", ".join(f"{c} {filled.get(c, 0)}" for c in document["columns"])
-    )
-    if document["dropped"]:
-        text(
-            "Dropped (not on the allow-list of shareable columns; --keep-ids keeps them): "
-            + ", ".join(document["dropped"])
-        )
-    for path, reason in document["unreadable"].items():
-        console.print(
-            f"[yellow]unreadable header:[/] {escape(path)}: {escape(reason)}", highlight=False
-        )
+    if str(target) == "-":  # stdout holds the CSV: people's output goes to stderr
+        _report(document, None, render_manifest, console=err_console)
+    else:
+        _show(document, json_out, render_manifest)
 
 
 @app.command()
 def backbones(json_out: Path | None = JSON_OUT) -> None:
     """List the registered backbones (input size, embedding dimension, weight file name)."""
     from cxr.extract.registry import REGISTRY
+    from cxr.extract.tables import render_backbones
 
     document = {
         "backbones": [
@@ -525,25 +407,7 @@ def backbones(json_out: Path | None = JSON_OUT) -> None:
             for spec in REGISTRY.values()
         ]
     }
-    _show(document, json_out, _render_backbones)
-
-
-def _render_backbones(document: dict, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title="Backbones")
-    for col in ("name", "input", "dim", "keras constructor"):
-        table.add_column(col)
-    table.add_column("ImageNet weight file", overflow="fold")  # offline users copy this name
-    for spec in document["backbones"]:
-        table.add_row(
-            spec["name"],
-            str(spec["input_size"]),
-            str(spec["dim"]),
-            spec["constructor"],
-            spec["weights_file"],
-        )
-    console.print(table)
+    _show(document, json_out, render_backbones)
 
 
 @app.command()
@@ -551,6 +415,7 @@ def info(features_dir: Path = FEATURES_DIR, json_out: Path | None = JSON_OUT) ->
     """List the feature stores: rows, dimension, weights, classes, rejected files."""
     from cxr.store import StoreError, describe, find_stores
     from cxr.store.schema import orphan_parts
+    from cxr.store.tables import render_stores
 
     stores, damaged = [], []
     for path in find_stores(features_dir):
@@ -559,52 +424,9 @@ def info(features_dir: Path = FEATURES_DIR, json_out: Path | None = JSON_OUT) ->
         except StoreError as exc:  # list the healthy stores all the same
             damaged.append({"path": str(path), "error": str(exc)})
     document = {"stores": stores, "damaged": damaged, "unpublished": orphan_parts(features_dir)}
-    _show(document, json_out, partial(_render_stores, features_dir=features_dir))
+    _show(document, json_out, partial(render_stores, features_dir=features_dir))
     if damaged:
         raise CxrError(f"{features_dir}: {len(damaged)} damaged store(s), listed above")
-
-
-def _render_stores(document: dict, console: Console, features_dir: Path) -> None:
-    from rich.table import Table
-
-    stores = document["stores"]
-    for item in document["damaged"]:
-        console.print(f"[yellow]damaged:[/] {item['error']}", highlight=False, soft_wrap=True)
-    for backbone, shards in document["unpublished"].items():
-        console.print(
-            f"[yellow]{backbone}: {shards} committed batch(es) of an interrupted run, no store "
-            "published yet; run `cxr features` again to resume.[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
-    if not stores:
-        if not document["damaged"] and not document["unpublished"]:
-            console.print(f"No stores in {features_dir}. Run `cxr features DATA` first.")
-        return
-    table = Table(title=f"Feature stores in {features_dir}")
-    for col in ("backbone", "rows", "dim", "weights", "runtime", "classes", "rejected"):
-        table.add_column(col)
-    for s in stores:
-        classes = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
-        runtime = s["runtime"]
-        if s["runtime_max_abs_diff"]:
-            runtime += f" (probe {s['runtime_max_abs_diff']:.1g})"
-        table.add_row(
-            s["backbone"],
-            str(s["rows"]),
-            str(s["dim"]),
-            s["weights"],
-            runtime,
-            classes,
-            str(s["rejected"]),
-        )
-    console.print(table)
-    for s in stores:
-        if s["pending_shards"]:
-            console.print(
-                f"[yellow]{s['path']}: {s['pending_shards']} batch(es) of an interrupted run are "
-                "not visible yet; run `cxr features` again to resume.[/]"
-            )
 
 
 @app.command()
@@ -650,42 +472,16 @@ def reproduce(
 
 # Stage 2 (evaluate, train, predict): classify/ is imported inside each command, so
 # `cxr --help` and stage 1 never pay for scikit-learn.
-CLASSES = typer.Option(
-    None,
-    "--classes",
-    help="Keep these classes (comma-separated, after --merge): covid,bacterial,normal.",
-)
-MERGE = typer.Option(
-    [], "--merge", help="Merge classes, NEW=a,b (repeatable): pneumonia=bacterial,viral."
-)
-BINARY = typer.Option(
-    None, "--binary", help="One-vs-rest: this class against all other selected classes."
-)
-WHERE = typer.Option(
-    [],
-    "--where",
-    help="Keep rows whose COLUMN (e.g. dataset, view) is one of COLUMN=v1,v2; 'a=x | b=y' keeps "
-    "rows matching either; repeat to require all.",
-)
-EXCLUDE = typer.Option(
-    None,
-    "--exclude",
-    help="Drop images: a file from `cxr audit --exclude-out`, or one id/path per line.",
-)
-HEAD_PARAMS = typer.Option(
-    [],
-    "--set",
-    help="Hyper-parameter HEAD.PARAM=VALUE (repeatable), e.g. mlp.alpha=1e-3.",
-)
+CLASSES = _option("classes")
+MERGE = _option("merge")
+BINARY = _option("binary")
+WHERE = _option("where")
+EXCLUDE = _option("exclude")
+HEAD_PARAMS = _option("params")
 CONFIG = typer.Option(
     None, "--config", help="TOML file of hyper-parameters: one table per head, named like the head."
 )
-TARGET = typer.Option(
-    "label",
-    "--target",
-    help="Column to predict: label (default), or any metadata column, e.g. dataset to probe "
-    "how well the embeddings recognise the source.",
-)
+TARGET = _option("target")
 
 
 TRACKING_URI = typer.Option(
@@ -699,65 +495,28 @@ TRACKING_URI = typer.Option(
 @app.command()
 def evaluate(
     features_dir: Path = FEATURES_DIR,
-    backbone: list[str] = typer.Option(
-        [], "-b", "--backbone", help="Store to use (repeatable). Default: all."
-    ),
-    head: list[HeadName] = typer.Option([], "--head", help="Head (repeatable). Default: all."),
+    backbone: list[str] = _option("backbones"),
+    head: list[HeadName] = _option("heads"),
     classes: str | None = CLASSES,
     merge: list[str] = MERGE,
     binary: str | None = BINARY,
     where: list[str] = WHERE,
     exclude: Path | None = EXCLUDE,
     target: str = TARGET,
-    folds: int | None = typer.Option(
-        None, "--folds", help="K of stratified K-fold (default 10, the paper's)."
-    ),
-    repeats: int | None = typer.Option(
-        None, "--repeats", help="Repeat K-fold with reshuffled folds (default 1)."
-    ),
+    folds: int | None = _option("folds"),
+    repeats: int | None = _option("repeats"),
     seed: int = SEED,
-    group_by: str = typer.Option(
-        "auto",
-        "--group-by",
-        help="Group CV folds by patient, none, auto (patient whenever rows have ids), or "
-        "any stored column (dataset, source, view, ...).",
-    ),
-    leave_out: str | None = typer.Option(
-        None,
-        "--leave-out",
-        help="Leave-one-value-out instead of CV: train on all other values of COLUMN, test on "
-        "each value in turn (e.g. dataset).",
-    ),
-    test_where: list[str] = typer.Option(
-        [],
-        "--test-where",
-        help="External test instead of CV: fit on the other selected rows, score once on the "
-        "rows matching COLUMN=v1,v2 (syntax of --where; repeat to require all).",
-    ),
-    metric: MetricName = typer.Option(
-        "balanced_accuracy",
-        "--metric",
-        help="Metric that picks the best result, compares every result with it, and is plotted.",
-    ),
-    operating_point: float = typer.Option(
-        0.95,
-        "--operating-point",
-        help="Fixed specificity (sensitivity) at which sensitivity (specificity) is reported.",
-    ),
-    confounds: str = typer.Option(
-        "auto",
-        "--confounds",
-        help="Metadata columns checked for predicting the target: auto (all), none, or a,b,c.",
-    ),
-    jobs: int = typer.Option(
-        -1, "--jobs", help="Parallel folds (-1: all cores); results do not depend on it."
-    ),
-    search: bool = typer.Option(
-        False, "--search", help="Tune each head's small grid by nested CV."
-    ),
+    group_by: str = _option("group_by"),
+    leave_out: str | None = _option("leave_out"),
+    test_where: list[str] = _option("test_where"),
+    metric: MetricName = _option("metric"),
+    operating_point: float = _option("operating_point"),
+    confounds: str = _option("confounds"),
+    jobs: int = _option("jobs"),
+    search: bool = _option("search"),
     head_params: list[str] = HEAD_PARAMS,
     config: Path | None = CONFIG,
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap replicates for the 95% CI."),
+    bootstrap: int = _option("bootstrap"),
     json_out: Path | None = JSON_OUT,
     plots: Path | None = typer.Option(
         None,
@@ -765,44 +524,14 @@ def evaluate(
         help="Write PNGs here: confusion matrix, ROC and reliability per result, a forest plot "
         "per task.",
     ),
-    train_sizes: str | None = typer.Option(
-        None,
-        "--train-sizes",
-        help="Learning curves: refit each head on nested, stratified, patient-grouped subsamples "
-        "of every training split: images per class (25,50,100,all) or fractions (0.1,0.5,all).",
-    ),
-    curve_draws: int = typer.Option(
-        3, "--curve-draws", min=1, help="Subsample draws per training size (averaged)."
-    ),
-    curve_margin: float = typer.Option(
-        0.02,
-        "--curve-margin",
-        min=0.0,
-        help="Report the smallest size whose score is within this of the full-data score.",
-    ),
-    covariates: str | None = typer.Option(
-        None,
-        "--covariates",
-        help="Stored columns appended to the embeddings inside each fold (age,sex,view): "
-        "numbers imputed and scaled, categories one-hot; reported against embeddings alone.",
-    ),
-    covariates_only: bool = typer.Option(
-        False,
-        "--covariates-only",
-        help="Also fit each head on the --covariates alone (the clinician's baseline).",
-    ),
-    predictions: bool = typer.Option(
-        False,
-        "--predictions",
-        help="Put every out-of-fold prediction (image, fold, class probabilities) in --json.",
-    ),
+    train_sizes: str | None = _option("train_sizes"),
+    curve_draws: int = _option("curve_draws", min=1),
+    curve_margin: float = _option("curve_margin", min=0.0),
+    covariates: str | None = _option("covariates"),
+    covariates_only: bool = _option("covariates_only"),
+    predictions: bool = _option("predictions"),
     scheduler: str | None = SCHEDULER,
-    no_cache: bool = typer.Option(
-        False,
-        "--no-cache",
-        help="Fit every head again instead of reusing the out-of-fold predictions kept in "
-        "FEATURES_DIR/.fits/ (safe to delete).",
-    ),
+    no_cache: bool = _option("cache"),
     quiet: bool = QUIET,
     track: bool = typer.Option(
         False,
@@ -1108,24 +837,19 @@ def explain(
     evidence outside the central box, per film, class and source."""
     from cxr.classify.explain import explain as run_explain
     from cxr.classify.heads import parse_params
-    from cxr.classify.model import fitted, load_model
+    from cxr.classify.model import fitted_on, load_model
     from cxr.classify.report import render_explanation
     from cxr.classify.tasks import TaskSpec
     from cxr.extract.explain import feature_maps  # stage 1, handed to stage 2 here
-    from cxr.store import load
 
     _writable(json_out, "--json")
     _writable(out, "--out", folder=True)
     if model is not None:
         bundle, model_path = load_model(model), model
     else:
-        from cxr.classify.model import _choose_store
-
-        fs = load(_choose_store(features_dir, backbone))
         task = TaskSpec.from_options(classes, merge, binary, where, None, target)
         params = parse_params(head_params, config).get(head.value, {})
-        bundle, _ = fitted(fs, head.value, task, params, seed)
-        model_path = fs.path
+        bundle, model_path = fitted_on(features_dir, backbone, head.value, task, params, seed)
     explained = run_explain(
         bundle,
         feature_maps,

@@ -275,6 +275,18 @@ def acquire_lock(path: Path) -> int:
         raise
 
 
+def take_lock(path: Path, *, busy: str, fix: str = "wait for it to finish") -> int:
+    """`acquire_lock` for a command: the descriptor to close to release it, or a CxrError of one
+    line: ``busy`` (who holds it and what) with the holder's pid and ``fix``, or the lock file
+    that cannot be one. A storage fault (OSError) is left to the caller, who knows what is safe."""
+    try:
+        return acquire_lock(path)
+    except LockHeld as held:
+        raise CxrError(f"{busy} (pid {held.holder}); {fix}") from None
+    except UnusableFile as exc:
+        raise CxrError(f"{path}: the lock file is {exc}; remove it") from None
+
+
 def _default_mode() -> int:
     """The mode ``open`` would give a new file (0o666 less the umask): mkstemp's 0o600 would
     hide a report from the web server or colleague that could read it before."""

@@ -68,6 +68,26 @@ def stopping() -> Iterator[None]:
             signal.signal(number, handler)
 
 
+def quiet_tracker() -> None:
+    """Start loky's resource tracker, if it is not running, with its stderr on /dev/null.
+
+    The tracker is the daemon that removes joblib's memmapping folders, and it outlives the
+    command. Stopped mid-fit, joblib's own cleanup (its result thread racing the main thread's
+    abort) may unregister a folder twice, and the tracker then prints a KeyError traceback under
+    the command's one line. It still removes every folder; only its chatter is dropped."""
+    from joblib.externals.loky.backend import resource_tracker
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)  # the tracker inherits fd 2 as it starts
+            resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def stop_workers() -> None:
     """Kill the workers of joblib's reusable process pool, if one was started (a worker busy
     with a fit would otherwise run on, holding the command's output pipes)."""

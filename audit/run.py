@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from cxr.audit import duplicates, exclusions
 from cxr.audit.cache import DECODE_WORKERS, hashes_for
@@ -19,6 +19,7 @@ from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD
 from cxr.classify.folds import patient_groups
 from cxr.classify.neighbours import SAMPLE, Neighbourhood, Sample, draw, films, neighbourhood
 from cxr.classify.tasks import rows_digest
+from cxr.classify.workers import pool
 from cxr.cluster import on_cluster
 from cxr.errors import CxrError
 from cxr.progress import Progress, Silent
@@ -196,7 +197,7 @@ def _audit(
     distinct = [c for c in columns if firsts[c] == c]
     with steps.step("probes: does the embedding give away the column?", len(distinct)) as done:
         probed = {}
-        outputs = Parallel(n_jobs=jobs, return_as="generator")(
+        outputs = pool(jobs, return_as="generator")(
             delayed(probe)(fs.X, fs.column(c), patients, seed=seed, ids=fs.ids) for c in distinct
         )
         for name, result in zip(distinct, outputs, strict=True):

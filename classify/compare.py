@@ -20,6 +20,7 @@ from typing import TypedDict
 import numpy as np
 
 from cxr.classify.metrics import Bootstrap, Metric
+from cxr.classify.settings import flag
 
 
 class Comparison(TypedDict):
@@ -98,7 +99,10 @@ def caution(others: Sequence[tuple[str, bool]], metric: str, where: str = "") ->
         text += f"and it is not distinguishable from {', '.join(tied[:4])}{more} (≈ above)."
     else:
         text += "though every other result is distinguishably worse."
-    return text + " Confirm a choice on an external test set (--test-where) before reporting it."
+    return (
+        text
+        + f" Confirm a choice on an external test set ({flag('test_where')}) before reporting it."
+    )
 
 
 def compare(

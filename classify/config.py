@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cxr.classify.curves import MARGIN, SEEDS, Size, parse_sizes
+from cxr.classify.curves import Size, parse_sizes
 from cxr.classify.designs import CrossValidation, Design
 from cxr.classify.heads import HEADS, Params, grids, validate_params
 from cxr.classify.metrics import Bootstrap, Metric, overall_metric
+from cxr.classify.settings import default, flag
 from cxr.classify.tasks import TaskSpec
 from cxr.errors import CxrError
 
@@ -33,7 +34,7 @@ def check_jobs(jobs: int) -> None:
     one, ...); checked before any worker starts."""
     if jobs == 0 or not -(os.cpu_count() or 1) <= jobs <= max_jobs():
         raise CxrError(
-            f"--jobs {jobs}: give a number of workers, 1..{max_jobs()} here "
+            f"`jobs` {jobs}: give a number of workers, 1..{max_jobs()} here "
             f"({JOBS_PER_CORE} per core), or -1 for all cores"
         )
 
@@ -57,20 +58,20 @@ class EvaluateConfig:
     task: TaskSpec = field(default_factory=TaskSpec)
     params: Mapping[str, Params] = field(default_factory=dict)
     design: Design = field(default_factory=CrossValidation)
-    search: bool = False
-    metric: str = "balanced_accuracy"
-    seed: int = 0
+    search: bool = default("search")
+    metric: str = default("metric")
+    seed: int = default("seed")
     bootstrap: Bootstrap | None = None
     confounds: tuple[str, ...] | None = None
-    predictions: bool = False
+    predictions: bool = default("predictions")
     train_sizes: tuple[Size, ...] = ()
-    curve_draws: int = SEEDS
-    curve_margin: float = MARGIN
+    curve_draws: int = default("curve_draws")
+    curve_margin: float = default("curve_margin")
     covariates: tuple[str, ...] = ()
-    covariates_only: bool = False
-    jobs: int = 1
-    scheduler: str | None = None
-    cache: bool = True
+    covariates_only: bool = default("covariates_only")
+    jobs: int = default("jobs")
+    scheduler: str | None = default("scheduler")
+    cache: bool = default("cache")
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, TaskSpec):
@@ -86,25 +87,25 @@ class EvaluateConfig:
             if listed and not self.search:
                 key, values = next(iter(listed.items()))
                 raise CxrError(
-                    f"--set {head}.{key} lists {len(values)} values: add --search to tune over "
+                    f"`params` {head}.{key} lists {len(values)} values: add `search` to tune over "
                     "them, or give one value"
                 )
         if self.seed < 0 or self.seed >= 2**32:
-            raise CxrError("--seed must be 0..2**32-1")
+            raise CxrError("`seed` must be 0..2**32-1")
         try:
             overall_metric(self.metric)
         except ValueError as exc:
-            raise CxrError(f"--metric: {exc}") from None
+            raise CxrError(f"`metric`: {exc}") from None
         check_jobs(self.jobs)
         if not isinstance(self.cache, bool):
             raise CxrError(f"cache must be True or False, not {self.cache!r}")
         if not 1 <= self.curve_draws <= MAX_DRAWS:
-            raise CxrError(f"--curve-draws must be 1..{MAX_DRAWS}")
+            raise CxrError(f"`curve_draws` must be 1..{MAX_DRAWS}")
         if self.curve_margin < 0:
-            raise CxrError("--curve-margin must be >= 0")
+            raise CxrError("`curve_margin` must be >= 0")
         covariates = tuple(dict.fromkeys(c.strip() for c in self.covariates if c.strip()))
         if self.covariates_only and not covariates:
-            raise CxrError("--covariates-only: name the columns with --covariates, e.g. view,age")
+            raise CxrError("`covariates_only`: name the columns with `covariates`, e.g. view,age")
         if self.scheduler is not None:
             from cxr.cluster import local_workers  # Dask itself is imported only to connect
 
@@ -138,7 +139,8 @@ class EvaluateConfig:
     def notes(self) -> list[str]:
         """Settings that are valid but do nothing, said in the report."""
         return [
-            f"--set/--config for head {h!r} ignored: it is not among the selected heads"
+            f"{flag('params')}/{flag('config')} for head {h!r} ignored: it is not among the "
+            "selected heads"
             for h in self.params
             if h not in self.heads
         ]

@@ -33,6 +33,7 @@ from typing import TypedDict
 import numpy as np
 
 from cxr.classify.folds import kfold
+from cxr.classify.settings import TARGET, flag
 from cxr.classify.tasks import TaskData
 
 CRAMERS_V_WARN = 0.5
@@ -68,8 +69,8 @@ def warnings(found: Sequence[Confound], target: str, held_out: str | None) -> li
         test = (
             f"This run holds each {column} out."
             if held_out == column
-            else f"Test it with the same command and --leave-out {column}, or "
-            f"`cxr audit --probe {column}`."
+            else f"Test it with the same command and {flag('leave_out')} {column}, or "
+            f"`cxr audit {flag('probe')} {column}`."
         )
         lines.append(
             f"confound: {column}{same} predicts the {target} (Cramér's V {c['cramers_v']:.2f}; "
@@ -95,7 +96,7 @@ def finer_note(found: Sequence[Confound]) -> str | None:
     return (
         f"{names} refine{'' if len(finer) > 1 else 's'} the {target} ({each} belongs to one "
         f"{target} in the whole store): a finer {target}, not a confound, so left out of the "
-        f"confound checks (--confounds {finer[0]} measures it anyway)"
+        f"confound checks ({flag('confounds')} {finer[0]} measures it anyway)"
     )
 
 
@@ -131,7 +132,7 @@ def _finer(column: str, target: str, store: Mapping[str, np.ndarray]) -> bool:
 
 def confounds(
     data: TaskData,
-    target: str = "label",
+    target: str = TARGET,
     seed: int = 0,
     *,
     store: Mapping[str, np.ndarray] | None = None,

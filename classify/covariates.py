@@ -73,13 +73,13 @@ def with_covariates(
     """The task with X = [embeddings | covariates] (or the covariates alone)."""
     for name in names:
         if name == target or name == "label":
-            raise CxrError(f"--covariates {name}: that is what the heads predict")
+            raise CxrError(f"`covariates` {name}: that is what the heads predict")
         if name in REFUSED:
             raise CxrError(
-                f"--covariates {name}: identifies an image or patient; a head would recognise "
+                f"`covariates` {name}: identifies an image or patient; a head would recognise "
                 "rows instead of learning"
             )
-        data.column(name, "--covariates")
+        data.column(name, "`covariates`")
     as_numbers = {n: _numbers(data.column(n)) for n in names}
     numbers = {n: values for n, values in as_numbers.items() if values is not None}
     numeric = tuple(numbers)

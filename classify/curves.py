@@ -20,14 +20,13 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.fitting import OutOfFold
 from cxr.classify.folds import Split, derive_seed
 from cxr.classify.metrics import Bootstrap, Metric, sensitivity
+from cxr.classify.predictions import OutOfFold
+from cxr.classify.settings import DRAWS, MARGIN
 from cxr.errors import CxrError
 
 ALL = "all"
-MARGIN = 0.02  # "within this much of the full-data score", in the metric's own units
-SEEDS = 3  # subsample draws per size
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def parse_sizes(spec: str | Sequence[Size | int | float | str]) -> list[Size]:
         if isinstance(item, Size) or str(item).strip()
     ]
     if not sizes:
-        raise CxrError(f"--train-sizes {text!r}: give sizes like 25,50,100,all")
+        raise CxrError(f"`train_sizes` {text!r}: give sizes like 25,50,100,all")
     if not any(s.is_all for s in sizes):
         sizes.append(Size())  # the full-data score every size is measured against
     key = lambda s: (s.is_all, s.count if s.count is not None else s.fraction)  # noqa: E731
@@ -78,7 +77,7 @@ def _size(part: str, text: str) -> Size:
     except ValueError:
         pass
     raise CxrError(
-        f"--train-sizes {text!r}: {part!r} is neither a count per class (25), a fraction "
+        f"`train_sizes` {text!r}: {part!r} is neither a count per class (25), a fraction "
         "(0.25) nor 'all'"
     )
 
@@ -125,7 +124,7 @@ def curve_splits(
     groups: np.ndarray,
     sizes: Sequence[Size],
     seed: int,
-    draws: int = SEEDS,
+    draws: int = DRAWS,
 ) -> list[CurveSplit]:
     """Every (split, size, draw) as a split of its own; ``all`` needs one draw."""
     out = []

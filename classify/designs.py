@@ -2,10 +2,11 @@
 
 A design is an object taken as a parameter, as scikit-learn's ``cross_validate`` takes ``cv=``:
 its settings are checked when it is made, ``plan`` turns a store and a task into the rows
-involved, the train/test splits and how the test rows of those splits form results, and its
-class methods tell the report how to show a result of it (read from the result's JSON, which
-outlives the object). Adding a design is one subclass here (``kind`` names it in the JSON) and
-its option in `choose`.
+involved, the train/test splits, how the test rows of those splits form results (`Part`, with its
+`Validation` record) and the protocol (`Protocol`). That is all a design does, as scikit-learn's
+splitters only split: how its results are described, laid out and named in files is
+`cxr.classify.presentation`'s. Adding a design is one subclass here (``kind`` names it in the
+JSON), its `Presentation` there, and its option in `choose` and the CLI.
 
 Patients never sit on both sides of a split: cross-validation groups folds by patient whenever
 ids exist, leave-out drops from training the other images of a held-out patient, and an
@@ -15,32 +16,30 @@ external test that shares patients with its training rows is refused.
 from __future__ import annotations
 
 import hashlib
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from cxr.classify.folds import Split, derive_seed, kfold
+from cxr.classify.records import CROSS_VALIDATION, Protocol, Validation
+from cxr.classify.settings import FOLDS, GROUP_BY, REPEATS, default, flag
 from cxr.classify.tasks import Condition, TaskData, TaskSpec, select
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
 
 SHOWN_PATIENTS = 5  # patient ids quoted in a refusal
-FOLDS = 10  # the paper's 10-fold cross-validation
 MAX_FOLDS, MAX_REPEATS = 1000, 100
 MAX_VALUES = 50  # more distinct values than this is an identifier, not a group to hold out
 # What gives a store its patient ids, said wherever their absence makes scores optimistic.
 FIX_IDS = (
     "Give them: `cxr features` reads them from DICOM headers; for other files, a manifest with a "
-    "patient_id column (`cxr features DATA --manifest CSV`)"
+    f"patient_id column (`cxr features DATA {flag('manifest')} CSV`)"
 )
-# --group-by: these words, or the name of any stored column (dataset, source, view, ...).
-GROUP_BY = ("auto", "patient", "none")
-
-DESIGNS: dict[str, type[Design]] = {}  # kind (the JSON's validation.kind) -> class
+# `group_by`: these words, or the name of any stored column (dataset, source, view, ...).
+GROUPINGS = (GROUP_BY, "patient", "none")
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class Part:
     """The splits whose test rows make one result, and what the result says about them."""
 
     folds: tuple[int, ...]
-    validation: dict  # the result's "validation" entry in the JSON
+    validation: Validation  # the result's "validation" entry
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Plan:
     data: TaskData  # every row any split uses
     splits: list[Split]
     parts: list[Part]
-    protocol: dict  # the results' "cv" entry: scheme and its settings
+    protocol: Protocol  # the results' "cv" entry: scheme and its settings
     inner_groups: np.ndarray | None  # groups of --search's inner folds (None: images)
     notes: list[str] = field(default_factory=list)
 
@@ -66,78 +65,42 @@ class Plan:
 class Design(ABC):
     """One way of validating a task (subclasses are frozen dataclasses of their settings)."""
 
-    kind: ClassVar[str]  # the results' validation.kind
-    summary_title: ClassVar[str] = "Heads on held-out rows: pooled [95% CI]"
-    part_header: ClassVar[str | None] = None  # a summary column naming each result's part
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        DESIGNS[cls.kind] = cls
+    kind: ClassVar[str]  # the results' validation.kind (`cxr.classify.presentation` shows it)
 
     @abstractmethod
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
         """The rows, splits and parts on this store (CxrError when impossible); ``cache`` is
         the run's, for splits that several stores of one data set share."""
 
-    @classmethod
-    @abstractmethod
-    def describe(cls, result: Mapping) -> str:
-        """The report's words for how ``result`` was validated."""
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        """File-name part naming the task and this design's run of it, so runs that differ
-        in either never share a plot file."""
-        return f"{slug(result['task']['name'])}-{slug(cls.kind)}"
-
-    @classmethod
-    def forest_slug(cls, result: Mapping) -> str:
-        """The forest plot's file name: one per task and design run (all parts together)."""
-        return cls.slug(result)
-
-    @classmethod
-    def held_out_column(cls, result: Mapping) -> str | None:
-        """The metadata column this run holds out, if any (the confound warning says so)."""
-        return None
-
-
-def design_of(result: Mapping) -> type[Design]:
-    """The design class a result (its JSON) was validated by."""
-    return DESIGNS[result.get("validation", {}).get("kind", CrossValidation.kind)]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
 
 def choose(
     *,
-    folds: int | None = None,
-    repeats: int | None = None,
-    group_by: str = "auto",
-    leave_out: str | None = None,
-    test_where: Sequence[Condition | str] = (),
+    folds: int | None = default("folds"),
+    repeats: int | None = default("repeats"),
+    group_by: str = default("group_by"),
+    leave_out: str | None = default("leave_out"),
+    test_where: Sequence[Condition | str] = default("test_where"),
 ) -> Design:
     """The design the evaluate options ask for (CxrError for contradictory ones)."""
     if leave_out and test_where:
-        raise CxrError("--leave-out and --test-where are two designs; choose one")
+        raise CxrError("`leave_out` and `test_where` are two designs; choose one")
     if (leave_out or test_where) and (
-        group_by not in ("auto", "patient") or folds is not None or repeats is not None
+        group_by not in GROUPINGS[:2] or folds is not None or repeats is not None
     ):
         raise CxrError(
-            "--group-by, --folds and --repeats set cross-validation folds; they do not combine "
-            "with --leave-out or --test-where, whose splits are given by the rows"
+            "`group_by`, `folds` and `repeats` set cross-validation folds; they do not combine "
+            "with `leave_out` or `test_where`, whose splits are given by the rows"
         )
     if test_where:
         return ExternalTest(
             tuple(
-                c if isinstance(c, Condition) else Condition.parse(c, "--test-where")
+                c if isinstance(c, Condition) else Condition.parse(c, "`test_where`")
                 for c in test_where
             )
         )
     if leave_out:
         return LeaveOneOut(leave_out)
-    return CrossValidation(folds or FOLDS, repeats or 1, group_by)
+    return CrossValidation(folds or FOLDS, repeats or REPEATS, group_by)
 
 
 def _missing(data: TaskData, rows: np.ndarray) -> list[str]:
@@ -151,36 +114,33 @@ class CrossValidation(Design):
     or by any stored column. Every fold's test rows pool into one result."""
 
     folds: int = FOLDS
-    repeats: int = 1
-    group_by: str = "auto"
-    kind: ClassVar[str] = "cross-validation"
-    summary_title: ClassVar[str] = (
-        "Cross-validated heads: pooled out-of-fold [95% CI] (per fold: --json)"
-    )
+    repeats: int = REPEATS
+    group_by: str = GROUP_BY
+    kind: ClassVar[str] = CROSS_VALIDATION
 
     def __post_init__(self) -> None:
         if not 2 <= self.folds <= MAX_FOLDS or not 1 <= self.repeats <= MAX_REPEATS:
             raise CxrError(
-                f"--folds must be 2..{MAX_FOLDS} and --repeats 1..{MAX_REPEATS} "
+                f"`folds` must be 2..{MAX_FOLDS} and `repeats` 1..{MAX_REPEATS} "
                 f"(got {self.folds} and {self.repeats})"
             )
         if not self.group_by:
-            raise CxrError(f"--group-by: give {', '.join(GROUP_BY)} or a column name")
+            raise CxrError(f"`group_by`: give {', '.join(GROUPINGS)} or a column name")
 
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
         data = select(fs, task)
         groups, unit, notes = self._groups(data)
         self._check_counts(data, groups, unit)
         splits = make_splits(data.y, groups, self.folds, self.repeats, seed, cache)
-        part = Part(tuple(range(len(splits))), {"kind": self.kind})
-        protocol = {
-            "scheme": "StratifiedGroupKFold" if groups is not None else "StratifiedKFold",
-            "folds": self.folds,
-            "repeats": self.repeats,
-            "seed": seed,
-            "grouped": groups is not None,
-            "unit": unit if groups is not None else "image",
-        }
+        part = Part(tuple(range(len(splits))), Validation(self.kind))
+        protocol = Protocol(
+            "StratifiedGroupKFold" if groups is not None else "StratifiedKFold",
+            folds=self.folds,
+            repeats=self.repeats,
+            seed=seed,
+            grouped=groups is not None,
+            unit=unit if groups is not None else "image",
+        )
         return Plan(data, splits, [part], protocol, groups, notes)
 
     def _groups(self, data: TaskData) -> tuple[np.ndarray | None, str, list[str]]:
@@ -189,25 +149,25 @@ class CrossValidation(Design):
         if by == "patient" and not data.has_groups:
             missing = int(np.sum(data.groups == ""))
             raise CxrError(
-                f"{data.source}: --group-by patient, but {missing} selected row(s) have no "
+                f"{data.source}: `group_by` patient, but {missing} selected row(s) have no "
                 "patient id"
             )
-        if by in GROUP_BY:
-            grouped = by == "patient" or (by == "auto" and data.has_groups)
+        if by in GROUPINGS:
+            grouped = by == "patient" or (by == GROUP_BY and data.has_groups)
             groups, unit = data.groups, data.group_unit
         else:
-            groups, unit, grouped = data.column(by, "--group-by"), by, True
+            groups, unit, grouped = data.column(by, "`group_by`"), by, True
             if np.any(groups == ""):
                 raise CxrError(
-                    f"{data.source}: --group-by {by}: {int(np.sum(groups == ''))} selected "
+                    f"{data.source}: `group_by` {by}: {int(np.sum(groups == ''))} selected "
                     "row(s) have no value"
                 )
         notes = []
         if grouped and unit == data.group_unit and data.missing_ids == len(data.y):
             notes.append(
-                f"{data.source}: no patient ids; folds keep only the --exclude file's duplicate "
-                "groups together, so images of one patient can still be split and scores are "
-                f"optimistic. {FIX_IDS}"
+                f"{data.source}: no patient ids; folds keep only the {flag('exclude')} file's "
+                "duplicate groups together, so images of one patient can still be split and scores "
+                f"are optimistic. {FIX_IDS}"
             )
         elif grouped and unit == data.group_unit and data.missing_ids:
             notes.append(
@@ -222,15 +182,15 @@ class CrossValidation(Design):
             )
         elif not grouped:
             notes.append(
-                f"{data.source}: --group-by none although patient ids exist: images of one "
+                f"{data.source}: {flag('group_by')} none although patient ids exist: images of one "
                 "patient can be in both training and test folds, so these scores are optimistic"
             )
         elif unit not in ("patient", data.group_unit) and data.has_groups:
             split = _groups_split_patients(groups, data.groups)
             if split:
                 notes.append(
-                    f"{data.source}: --group-by {unit}: {split} patient(s) have images under "
-                    f"two {unit} values, so they can sit in training and test folds"
+                    f"{data.source}: {flag('group_by')} {unit}: {split} patient(s) have images "
+                    f"under two {unit} values, so they can sit in training and test folds"
                 )
         return (groups if grouped else None), unit, notes
 
@@ -253,42 +213,14 @@ class CrossValidation(Design):
             else f"{unit} values"
         )
         fix = (
-            f"the largest --folds that works here is {count}"
+            f"the largest `folds` that works here is {count}"
             if count >= 2
-            else "too few to cross-validate: drop the class (--classes) or add images"
+            else "too few to cross-validate: drop the class (`classes`) or add images"
         )
         raise CxrError(
-            f"{data.source}: class {name!r} has {count} {what}, fewer than --folds "
+            f"{data.source}: class {name!r} has {count} {what}, fewer than `folds` "
             f"{self.folds}; {fix}"
         )
-
-    @classmethod
-    def describe(cls, result: Mapping) -> str:
-        cv = result["cv"]
-        unit = str(cv["unit"])
-        if not cv["grouped"]:
-            split = "StratifiedKFold by image (no patient grouping: a patient's films can sit on "
-            split += "both sides of a split)"
-        else:
-            kept = (
-                "patient"
-                if unit.startswith("patient")
-                else "duplicate group"
-                if unit.startswith("image")
-                else f"{unit} value"
-            )
-            split = f"{cv['scheme']} by {unit} (no {kept} on both sides of a split)"
-        return (
-            f"{cv['folds']}-fold cross-validation, stratified by class, {cv['repeats']} "
-            f"repeat(s), seed {cv['seed']}: {split}; CIs of pooled out-of-fold values"
-        )
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        cv, name = result["cv"], slug(result["task"]["name"])
-        if cv.get("grouped") and cv.get("unit") not in ("patient", None):
-            return f"{name}-by-{slug(cv['unit'])}"
-        return name if cv.get("grouped", True) else f"{name}-by-image"
 
 
 def _groups_split_patients(groups: np.ndarray, patients: np.ndarray) -> int:
@@ -337,23 +269,22 @@ class LeaveOneOut(Design):
 
     column: str
     kind: ClassVar[str] = "leave-one-out"
-    part_header: ClassVar[str | None] = "held out"
 
     def __post_init__(self) -> None:
         if not self.column:
-            raise CxrError("--leave-out: name a column, e.g. dataset")
+            raise CxrError("`leave_out`: name a column, e.g. dataset")
 
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
         data = select(fs, task)
         column = self.column
-        values = data.column(column, "--leave-out")
+        values = data.column(column, "`leave_out`")
         patients = data.patients
         held = sorted(v for v in set(values.tolist()) if v)
         if len(held) < 2:
-            raise CxrError(f"{data.source}: --leave-out {column}: needs 2+ values, found {held}")
+            raise CxrError(f"{data.source}: `leave_out` {column}: needs 2+ values, found {held}")
         if len(held) > MAX_VALUES or len(held) > len(values) / 2:
             raise CxrError(
-                f"{data.source}: --leave-out {column}: {len(held)} values for {len(values)} rows "
+                f"{data.source}: `leave_out` {column}: {len(held)} values for {len(values)} rows "
                 "looks like an identifier; hold out a column that groups rows (dataset, source, "
                 "site, view, ...)"
             )
@@ -386,16 +317,16 @@ class LeaveOneOut(Design):
             parts.append(
                 Part(
                     (fold,),
-                    {
-                        "kind": self.kind,
-                        "column": column,
-                        "held_out": value,
-                        "n_train": len(train),
-                        "n_test": len(test),
-                        "train_rows_dropped_shared_patients": dropped,
-                        "test_lacks_classes": lacking,
-                        "train_lacks_classes": untrained,
-                    },
+                    Validation(
+                        self.kind,
+                        column=column,
+                        held_out=value,
+                        n_train=len(train),
+                        n_test=len(test),
+                        train_rows_dropped_shared_patients=dropped,
+                        test_lacks_classes=tuple(lacking),
+                        train_lacks_classes=tuple(untrained),
+                    ),
                 )
             )
             if lacking:
@@ -416,7 +347,7 @@ class LeaveOneOut(Design):
                 )
         if not splits:
             raise CxrError(
-                f"{data.source}: --leave-out {column}: no value can be held out (see above)"
+                f"{data.source}: `leave_out` {column}: no value can be held out (see above)"
                 f": {'; '.join(notes)}"
             )
         if patients is None:
@@ -424,32 +355,10 @@ class LeaveOneOut(Design):
                 f"{data.source}: no patient ids, so a patient under two {column} values could "
                 "sit on both sides of a split"
             )
-        protocol = {
-            "scheme": f"leave one {column} out",
-            "column": column,
-            "seed": seed,
-            "grouped": True,
-            "unit": column,
-        }
+        protocol = Protocol(
+            f"leave one {column} out", column=column, seed=seed, grouped=True, unit=column
+        )
         return Plan(data, splits, parts, protocol, patients, notes)
-
-    @classmethod
-    def describe(cls, result: Mapping) -> str:
-        return f"leave one {result['validation']['column']} out (train on the others, test on each)"
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        held = str(result["validation"]["held_out"])
-        return f"{slug(result['task']['name'])}-without-{slug(held)}"
-
-    @classmethod
-    def forest_slug(cls, result: Mapping) -> str:
-        column = result["validation"]["column"]
-        return f"{slug(result['task']['name'])}-leave-out-{slug(column)}"
-
-    @classmethod
-    def held_out_column(cls, result: Mapping) -> str | None:
-        return str(result["validation"]["column"])
 
 
 @dataclass(frozen=True)
@@ -462,7 +371,7 @@ class ExternalTest(Design):
 
     def __post_init__(self) -> None:
         if not self.conditions:
-            raise CxrError("--test-where: give the test rows, e.g. dataset=ieee8023")
+            raise CxrError("`test_where`: give the test rows, e.g. dataset=ieee8023")
         object.__setattr__(self, "conditions", tuple(self.conditions))
 
     def plan(self, fs: FeatureSet, task: TaskSpec, *, seed: int, cache: dict | None = None) -> Plan:
@@ -472,16 +381,16 @@ class ExternalTest(Design):
             is_train &= np.logical_and.reduce([c.mask(fs) for c in task.where])
         shown = "; ".join(map(str, self.conditions))
         if not is_test.any():
-            raise CxrError(f"{fs.path}: no rows match --test-where {shown}")
+            raise CxrError(f"{fs.path}: no rows match `test_where` {shown}")
         if not is_train.any():
-            raise CxrError(f"{fs.path}: no training rows are left outside --test-where {shown}")
+            raise CxrError(f"{fs.path}: no training rows are left outside `test_where` {shown}")
         data = select(fs.take(np.flatnonzero(is_train | is_test)), replace(task, where=()))
         test_paths = list(set(fs.rows["path"][is_test].tolist()))
         test = np.flatnonzero(np.isin(data.paths, test_paths))
         train = np.flatnonzero(~np.isin(data.paths, test_paths))
         if not len(test) or not len(train):
             side = "test" if not len(test) else "training"
-            raise CxrError(f"{fs.path}: the task keeps no {side} rows with --test-where {shown}")
+            raise CxrError(f"{fs.path}: the task keeps no {side} rows with `test_where` {shown}")
         patients = data.patients
         notes = []
         if patients is not None:
@@ -489,8 +398,8 @@ class ExternalTest(Design):
             if both:
                 raise CxrError(
                     f"{fs.path}: {len(both)} patient(s) have images on both sides of "
-                    f"--test-where {shown} (e.g. {', '.join(both[:SHOWN_PATIENTS])}); a test set "
-                    "must hold unseen patients: narrow --where or --test-where"
+                    f"`test_where` {shown} (e.g. {', '.join(both[:SHOWN_PATIENTS])}); a test set "
+                    "must hold unseen patients: narrow `where` or `test_where`"
                 )
         else:
             notes.append(
@@ -499,7 +408,7 @@ class ExternalTest(Design):
         lacking, untrained = _missing(data, test), _missing(data, train)
         if len(data.classes) - len(untrained) < 2:
             raise CxrError(
-                f"{fs.path}: the training rows outside --test-where {shown} hold only "
+                f"{fs.path}: the training rows outside `test_where` {shown} hold only "
                 f"{', '.join(c for c in data.classes if c not in untrained)}: a head needs two "
                 "classes"
             )
@@ -517,34 +426,21 @@ class ExternalTest(Design):
         where = [str(c) for c in self.conditions]
         part = Part(
             (0,),
-            {
-                "kind": self.kind,
-                "test_where": where,
-                "n_train": len(train),
-                "n_test": len(test),
-                "test_lacks_classes": lacking,
-                "train_lacks_classes": untrained,
-            },
+            Validation(
+                self.kind,
+                test_where=tuple(where),
+                n_train=len(train),
+                n_test=len(test),
+                test_lacks_classes=tuple(lacking),
+                train_lacks_classes=tuple(untrained),
+            ),
         )
-        protocol = {
-            "scheme": "external test set",
-            "test_where": where,
-            "seed": seed,
-            "grouped": patients is not None,  # no patient on both sides
-            "unit": "patient" if patients is not None else "image",
-        }
+        protocol = Protocol(
+            "external test set",
+            test_where=tuple(where),
+            seed=seed,
+            grouped=patients is not None,  # no patient on both sides
+            unit="patient" if patients is not None else "image",
+        )
         split = Split(0, 0, train, test, name="the external test rows")
         return Plan(data, [split], [part], protocol, patients, notes)
-
-    @classmethod
-    def describe(cls, result: Mapping) -> str:
-        validation = result["validation"]
-        return (
-            f"external test set ({'; '.join(validation['test_where'])}): "
-            f"{validation['n_train']} training rows, {validation['n_test']} test rows"
-        )
-
-    @classmethod
-    def slug(cls, result: Mapping) -> str:
-        where = " ".join(result["validation"]["test_where"])
-        return f"{slug(result['task']['name'])}-test-{slug(where)}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from cxr.classify.compare import Scored, caution, compare, paired_difference, row_keys
 from cxr.classify.config import EvaluateConfig
@@ -24,13 +24,16 @@ from cxr.classify.confounds import Confound, confounds, strongest
 from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
-from cxr.classify.designs import Part, Plan, design_of
+from cxr.classify.designs import Part, Plan
 from cxr.classify.fitcache import FOLDER, FitCache, scores_key
-from cxr.classify.fitting import INNER_FOLDS, OutOfFold, check_inner, run_splits
-from cxr.classify.heads import effective_params, search_grid
+from cxr.classify.fitting import INNER_FOLDS, check_inner, run_splits
+from cxr.classify.heads import effective_params, needs_inner_cv, search_grid
 from cxr.classify.metrics import summarize
 from cxr.classify.neighbours import Neighbourhood, Sample, neighbourhood
+from cxr.classify.predictions import OutOfFold
+from cxr.classify.presentation import presentation_of
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
+from cxr.classify.records import Inputs, Protocol, Validation
 from cxr.classify.results import (
     Evaluated,
     EvaluateReport,
@@ -42,8 +45,9 @@ from cxr.classify.results import (
     result_name,
     task_name,
 )
+from cxr.classify.settings import flag
 from cxr.classify.tasks import TaskData
-from cxr.classify.workers import start_workers
+from cxr.classify.workers import pool, start_workers
 from cxr.cluster import on_cluster
 from cxr.errors import CxrError
 from cxr.progress import Progress, Silent
@@ -103,12 +107,12 @@ def _check(path: Path, config: EvaluateConfig, cache: dict) -> None:
         missing = [c for c in config.confounds if c not in data.columns]
         if missing:
             raise CxrError(
-                f"{data.source}: --confounds: no column {', '.join(missing)}; "
+                f"{data.source}: `confounds`: no column {', '.join(missing)}; "
                 f"available: {', '.join(data.columns)}"
             )
     if config.covariates:
         with_covariates(data, config.covariates, config.task.target)
-    if config.search or "svm" in config.heads:
+    if needs_inner_cv(config.heads, config.search):
         check_inner(data, plan.inner_groups, plan.splits)
 
 
@@ -140,8 +144,8 @@ class _Run:
         self._warn(plan.notes)
         if config.task.exclude is not None:
             self.notes.append(
-                f"{path}: --exclude {config.task.exclude}: {data.excluded} image(s) dropped, "
-                f"{data.regrouped} kept in one group with their copies"
+                f"{path}: {flag('exclude')} {config.task.exclude}: {data.excluded} image(s) "
+                f"dropped, {data.regrouped} kept in one group with their copies"
             )
         self.stores[fs.name] = {
             "path": str(path),
@@ -156,14 +160,14 @@ class _Run:
         if first:
             self.column = strongest(self.confounds, data.columns)
         self.neighbours(fs.name, data)
-        variants: list[tuple[str, TaskData, Covariates | None]] = [("embeddings", data, None)]
+        variants: list[tuple[Inputs, TaskData, Covariates | None]] = [(Inputs(), data, None)]
         if config.covariates:
             target = config.task.target
             with_data, layout = with_covariates(data, config.covariates, target)
-            variants.append((f"embeddings + {layout.label}", with_data, layout))
+            variants.append((Inputs(True, layout.label), with_data, layout))
             if config.covariates_only and first:  # the same for every store: fit once
                 only_data, only = with_covariates(data, config.covariates, target, embeddings=False)
-                variants.append((f"{only.label} alone", only_data, only))
+                variants.append((Inputs(False, only.label), only_data, only))
         for inputs, variant, columns in variants:
             self.variant(fs.name, plan, variant, inputs, columns)
 
@@ -188,7 +192,7 @@ class _Run:
         self.samples.append(sample)
 
     def variant(
-        self, backbone: str, plan: Plan, data: TaskData, inputs: str, layout: Covariates | None
+        self, backbone: str, plan: Plan, data: TaskData, inputs: Inputs, layout: Covariates | None
     ) -> None:
         """Fit, score and record every head on one store with one choice of inputs."""
         config = self.config
@@ -239,9 +243,7 @@ class _Run:
         known = [self.fits.get_json(k) if self.fits else None for k in keys]
         todo = [a for a, found in zip(inputs, known, strict=True) if found is None]
         # The fitting pool would idle while the main process bootstraps: it bootstraps.
-        computed = Parallel(n_jobs=config.workers, return_as="generator")(
-            delayed(summarize)(*a) for a in todo
-        )
+        computed = pool(config.workers, return_as="generator")(delayed(summarize)(*a) for a in todo)
         for key, found in zip(keys, known, strict=True):
             if found is None:
                 found = next(computed)
@@ -273,8 +275,8 @@ class _Run:
 
     def _result(self, backbone, head, plan, data, inputs, part: Part, mine, scores) -> None:
         entry = _entry(backbone, head, data, self.config, plan.protocol, mine)
-        entry["inputs"] = inputs
-        entry["validation"] = part.validation
+        entry["inputs"] = str(inputs)
+        entry["validation"] = part.validation.to_dict()
         entry["metrics"], entry["confusion_matrix"] = scores["metrics"], scores["confusion_matrix"]
         # Bootstrap over patients whenever ids are known (even with --group-by none): the
         # patient is the independent unit; otherwise over images.
@@ -296,7 +298,8 @@ class _Run:
         )
         value = entry["metrics"][self.config.metric]["pooled"]
         keys = row_keys(data.paths[mine.row])
-        group = str(part.validation.get("held_out", part.validation["kind"]))
+        held = part.validation.held_out
+        group = part.validation.kind if held is None else str(held)
         self.scored.append(
             (group, Scored(result_name(entry), keys, mine.y, mine.proba, units, value))
         )
@@ -331,8 +334,8 @@ class _Run:
                 )
                 full = points[-1]["train_per_class"]
                 self._warn(
-                    f"--train-sizes {point['size']}: every class has fewer training images than "
-                    "that, so it is the same as 'all'"
+                    f"{flag('train_sizes')} {point['size']}: every class has fewer training images "
+                    "than that, so it is the same as 'all'"
                     for point in points[:-1]
                     if point["train_per_class"] == full
                 )
@@ -340,8 +343,8 @@ class _Run:
                     Curve(
                         backbone=backbone,
                         head=head,
-                        inputs=inputs,
-                        held_out=part.validation.get("held_out"),
+                        inputs=str(inputs),
+                        held_out=part.validation.held_out,
                         task=task_name(data.classes, config.task),
                         metric=config.metric,
                         points=points,
@@ -373,30 +376,31 @@ class _Run:
                     if not c["is_best"]
                 ]
                 if others and any(c["is_best"] for c in comparisons):
-                    validation = self.results[members[0]]["validation"]
+                    validation = Validation.of(self.results[members[0]])
                     where = (
-                        f"held out: {validation.get('column')}={validation['held_out']}"
-                        if "held_out" in validation
+                        f"held out: {validation.column}={validation.held_out}"
+                        if validation.held_out is not None
                         else ""
                     )
                     title = metric.title(self.config.scoring.operating_point)
                     cautions.append(caution(others, title, where))
                 compared(1)
         first = self.results[0]
-        held_out = design_of(first).held_out_column(first)
+        held_out = presentation_of(first).held_out_column(first)
         found = confound_warnings(self.confounds, self.config.task.target, held_out)
         self.notes[:] = [*found, *self.notes, *cautions]
 
     def covariate_gains(self) -> None:
         """Each embeddings + covariates result against the embeddings alone, paired."""
         alone = {
-            (r["backbone"], r["head"], str(r["validation"])): i
+            (r["backbone"], r["head"], Validation.of(r)): i
             for i, r in enumerate(self.results)
-            if r["inputs"] == "embeddings"
+            if Inputs.of(r).alone
         }
         for i, r in enumerate(self.results):
-            key = (r["backbone"], r["head"], str(r["validation"]))
-            if not r["inputs"].startswith("embeddings + ") or key not in alone:
+            key = (r["backbone"], r["head"], Validation.of(r))
+            inputs = Inputs.of(r)
+            if inputs.alone or not inputs.embeddings or key not in alone:
                 continue
             diff, ci, p, n = paired_difference(
                 self.scored[i][1],
@@ -418,7 +422,7 @@ class _Run:
         its backbone (same images, same folds), paired: what the region took away."""
 
         def key(r: Result, store: str) -> tuple:
-            return (store, r["head"], r["inputs"], str(r["validation"]))
+            return (store, r["head"], Inputs.of(r), Validation.of(r))
 
         whole = {}
         for i, r in enumerate(self.results):
@@ -488,9 +492,9 @@ def grid_edges(head: str, grid: Mapping[str, list], chosen: Sequence[dict]) -> l
                 wider = [edge / 10, edge] if word == "smallest" else [edge, edge * 10]
                 suggestion = ",".join(f"{v:g}" for v in sorted({*numeric, *wider}))
                 found.append(
-                    f"--search: {head} {name}={edge:g} is the {word} value of its grid in {hits} "
-                    f"of {len(chosen)} folds; the best may lie beyond it: widen the grid, e.g. "
-                    f"--set {head}.{name}={suggestion}"
+                    f"{flag('search')}: {head} {name}={edge:g} is the {word} value of its grid in "
+                    f"{hits} of {len(chosen)} folds; the best may lie beyond it: widen the grid, "
+                    f"e.g. {flag('params')} {head}.{name}={suggestion}"
                 )
     return found
 
@@ -500,7 +504,7 @@ def _entry(
     head: str,
     data: TaskData,
     config: EvaluateConfig,
-    protocol: dict,
+    protocol: Protocol,
     oof: OutOfFold,
 ) -> Result:
     chosen = config.head_params(head)
@@ -518,7 +522,7 @@ def _entry(
         if config.search
         else None,
         task={"name": task_name(data.classes, config.task), **config.task.to_dict()},
-        cv=protocol,
+        cv=protocol.to_dict(),
         n=len(rows),
         n_patients=len(np.unique(data.groups[oof.row])) if data.has_groups else None,
         classes=list(data.classes),

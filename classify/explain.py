@@ -193,7 +193,7 @@ def explain_films(
 
     pipeline, classes = bundle["pipeline"], list(bundle["classes"])
     if target is not None and target not in classes:
-        raise CxrError(f"--class {target}: the model's classes are {', '.join(classes)}")
+        raise CxrError(f"`class` {target}: the model's classes are {', '.join(classes)}")
     method = method_of(str(bundle.get("head", "")))
     proba = np.zeros((len(maps.paths), len(classes)))
     if len(maps.paths):
@@ -270,9 +270,9 @@ def explain(
     from cxr.store.schema import store_name, store_path
 
     if not 0.05 <= box <= 0.95:
-        raise CxrError(f"--box {box:g}: the central box's share of a side, 0.05..0.95")
+        raise CxrError(f"`box` {box:g}: the central box's share of a side, 0.05..0.95")
     if not images and sample < 1:
-        raise CxrError("name images to explain, or --sample N films per class of the store")
+        raise CxrError("name images to explain, or `sample` N films per class of the store")
     store = store_path(features_dir, store_name(bundle["fingerprint"]))
     known: dict[str, dict[str, str]] = {}
     chosen = [Path(p) for p in images]

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cxr.classify.predictions import OutOfFold
 from cxr.classify.provenance import library_versions
 from cxr.files import UnusableFile, own_folder
 from cxr.trust import CacheWarning, Unsealed, read_sealed, read_sealed_json, write_sealed
 
 if TYPE_CHECKING:
     from cxr.classify.covariates import Covariates
-    from cxr.classify.fitting import OutOfFold
     from cxr.classify.folds import Split
     from cxr.classify.tasks import TaskData
 
@@ -157,8 +157,6 @@ class FitCache:
     ) -> OutOfFold | str:
         """The entry at ``path``, or why it cannot be used (sealed by this user, bounded before
         it is read, never following a link, never blocking on a FIFO, never unpickling)."""
-        from cxr.classify.fitting import OutOfFold
-
         try:
             arrays = _arrays(read_sealed(path, f"fit:{path.name}", MAX_ENTRY))
             meta = json.loads(arrays["meta"].tobytes().decode())

@@ -7,17 +7,25 @@ BLAS/OpenMP limited to one thread, so the numbers depend on the seed only, never
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 from threadpoolctl import threadpool_limits
 
 from cxr.classify.folds import Folds, Split, derive_seed
-from cxr.classify.heads import Params, build_head, effective_params, get_head, search_grid
+from cxr.classify.heads import (
+    Params,
+    build_head,
+    effective_params,
+    get_head,
+    needs_inner_cv,
+    search_grid,
+)
+from cxr.classify.predictions import OutOfFold
 from cxr.classify.tasks import TaskData
+from cxr.classify.workers import pool
 from cxr.errors import CxrError
 
 if TYPE_CHECKING:
@@ -26,30 +34,6 @@ if TYPE_CHECKING:
 
 # Inner folds of --search, and of the SVM head's probability calibration.
 INNER_FOLDS = 3
-
-
-@dataclass(frozen=True)
-class OutOfFold:
-    """Out-of-fold predictions of one head, pooled over all repeats (each row once per repeat)."""
-
-    row: np.ndarray  # index into the task's rows
-    y: np.ndarray
-    proba: np.ndarray  # (len(row), n_classes)
-    fold: np.ndarray  # index of the split that tested the row (CV: repeat * folds + fold)
-    best_params: list[dict]  # per fold, with --search
-    warnings: list[str]  # distinct warnings raised while fitting, with the number of folds
-
-    def only(self, folds: Sequence[int]) -> OutOfFold:
-        """The predictions of some splits only (one held-out value, say)."""
-        keep = np.isin(self.fold, list(folds))
-        return OutOfFold(
-            self.row[keep],
-            self.y[keep],
-            self.proba[keep],
-            self.fold[keep],
-            self.best_params,
-            self.warnings,
-        )
 
 
 def check_inner(data: TaskData, groups: np.ndarray | None, splits: list[Split]) -> None:
@@ -63,8 +47,8 @@ def check_inner(data: TaskData, groups: np.ndarray | None, splits: list[Split]) 
                 raise CxrError(
                     f"{data.source}: class {name!r} has fewer than {INNER_FOLDS} "
                     f"{'groups' if groups is not None else 'images'} in the training rows of "
-                    f"{split.label}; --search and the svm head need {INNER_FOLDS} (use fewer "
-                    "--folds or more data)"
+                    f"{split.label}; `search` and the svm head need {INNER_FOLDS} (use fewer "
+                    "`folds` or more data)"
                 )
 
 
@@ -131,7 +115,7 @@ def run_splits(
     A head found in ``cache`` is not fitted (its progress is advanced at once); the others are
     fitted and kept there.
     """
-    if search or "svm" in heads:
+    if needs_inner_cv(heads, search):
         check_inner(data, groups, splits)
     cached: dict[str, OutOfFold] = {}
     keys: dict[str, str] = {}
@@ -173,7 +157,7 @@ def _fit_all(
         return {}
     tasks = [(head, index, split) for head in todo for index, split in enumerate(splits)]
     tasks.sort(key=lambda t: -get_head(t[0]).cost)  # slow fits first; results do not depend on it
-    fits = Parallel(n_jobs=jobs, return_as="generator")(
+    fits = pool(jobs, return_as="generator")(
         delayed(_fit_fold)(
             str(data.source),
             head,

@@ -29,6 +29,12 @@ Params = dict[str, Any]
 PCA = "pca"
 # Tables of the config file that are not heads (read and checked by cxr.tracking.target).
 OTHER_TABLES = ("tracking",)
+# What a calibrated head's fitted classifier is wrapped in ("module.Class").
+CALIBRATION = (
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+)
 
 
 @dataclass(frozen=True)
@@ -46,16 +52,34 @@ class Head:
     # Rough fit time relative to logreg: the parallel pool starts the slow fits first, so the
     # last worker is not left alone with a forest.
     cost: int = 1
+    # The types its fitted classifier holds besides itself ("module.Class"): with it (and the
+    # calibration) all that a model file may hold for this head (`cxr.classify.modelfile`).
+    holds: tuple[str, ...] = ()
 
     @property
     def classifier(self) -> type[BaseEstimator]:
-        module, _, name = self.classifier_path.rpartition(".")
-        return getattr(importlib.import_module(module), name)
+        return load_class(self.classifier_path)
 
     @property
     def prefix(self) -> str:
         """Pipeline parameter prefix of the classifier's own parameters."""
         return "clf__estimator__" if self.calibrated else "clf__"
+
+    @property
+    def inner_cv(self) -> bool:
+        """Fitting it cross-validates inside the training rows (the calibration), so every
+        class needs room there, as for ``search``."""
+        return self.calibrated
+
+    @property
+    def fitted(self) -> str:
+        """The last step of its fitted Pipeline ("module.Class")."""
+        return CALIBRATION[0] if self.calibrated else self.classifier_path
+
+    @property
+    def fitted_types(self) -> tuple[str, ...]:
+        """Every type its fitted Pipeline's last step holds ("module.Class")."""
+        return (self.classifier_path, *(CALIBRATION if self.calibrated else ()), *self.holds)
 
 
 HEADS: dict[str, Head] = {
@@ -78,6 +102,11 @@ HEADS: dict[str, Head] = {
             },
             {"hidden_layer_sizes": [(128,), (512,)], "alpha": [1e-4, 1e-2]},
             cost=2,
+            holds=(
+                "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+                "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+                "sklearn.preprocessing.LabelBinarizer",
+            ),
         ),
         Head(
             "logreg",
@@ -101,6 +130,14 @@ HEADS: dict[str, Head] = {
             "sklearn.neighbors.KNeighborsClassifier",
             {"n_neighbors": 10, "weights": "distance"},
             {"n_neighbors": [5, 10, 20]},
+            holds=(
+                "sklearn.neighbors.KDTree",
+                "sklearn.neighbors.BallTree",
+                *(
+                    f"sklearn.metrics._dist_metrics.{name}Distance64"
+                    for name in ("Euclidean", "Manhattan", "Chebyshev", "Minkowski")
+                ),
+            ),
         ),
         Head(
             "forest",
@@ -109,9 +146,21 @@ HEADS: dict[str, Head] = {
             {"n_estimators": 100, "max_features": "sqrt", "max_samples": 0.5, "n_jobs": 1},
             {"max_features": ["sqrt", 0.1], "min_samples_leaf": [1, 3]},
             cost=4,
+            holds=("sklearn.tree.DecisionTreeClassifier",),
         ),
     )
 }
+
+
+def load_class(path: str) -> type:
+    """The class a "module.Class" path names (imported now)."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def needs_inner_cv(heads: Iterable[str], search: bool) -> bool:
+    """Whether any fit cross-validates inside its training rows (``search``, or a head's own)."""
+    return search or any(HEADS[name].inner_cv for name in heads)
 
 
 def get_head(name: str) -> Head:
@@ -163,11 +212,11 @@ def parse_params(assignments: Iterable[str] = (), config: Path | None = None) ->
         key, sep, value = item.partition("=")
         head, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
-            raise CxrError(f"--set {item!r}: expected HEAD.PARAM=VALUE, e.g. mlp.alpha=1e-3")
+            raise CxrError(f"`params` {item!r}: expected HEAD.PARAM=VALUE, e.g. mlp.alpha=1e-3")
         try:
             checked = validate_params(head, {name: parse_value(value)})
         except CxrError as exc:
-            raise CxrError(f"--set {item}: {exc}") from None
+            raise CxrError(f"`params` {item}: {exc}") from None
         params.setdefault(head, {}).update(checked)
     for head, values in params.items():
         validate_params(head, values)  # the combination, too

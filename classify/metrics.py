@@ -20,6 +20,7 @@ from typing import TypedDict
 
 import numpy as np
 
+from cxr.classify.settings import OPERATING_POINT, REPLICATES
 from cxr.errors import CxrError
 
 BOOTSTRAP_CHUNK = 200
@@ -33,17 +34,17 @@ class Bootstrap:
     """How every interval and paired comparison is resampled: replicates, their seed, and the
     operating point at which the fixed-specificity (sensitivity) metrics are read."""
 
-    replicates: int = 1000
+    replicates: int = REPLICATES
     seed: int = 0
-    operating_point: float = 0.95
+    operating_point: float = OPERATING_POINT
 
     def __post_init__(self) -> None:
         if not 1 <= self.replicates <= MAX_REPLICATES:
-            raise CxrError(f"--bootstrap must be 1..{MAX_REPLICATES:,} replicates")
+            raise CxrError(f"`bootstrap` must be 1..{MAX_REPLICATES:,} replicates")
         if not 0 < self.operating_point < 1:
-            raise CxrError("--operating-point must be between 0 and 1, e.g. 0.95")
+            raise CxrError(f"`operating_point` must be between 0 and 1, e.g. {OPERATING_POINT}")
         if self.seed < 0:
-            raise CxrError("--seed must be >= 0")
+            raise CxrError("`seed` must be >= 0")
 
     def weights(self, units: np.ndarray, y: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """`bootstrap_weights` of these settings; the draws of the latest rows are kept (when
@@ -160,7 +161,7 @@ class Outcomes:
         proba: np.ndarray,
         weights: np.ndarray | None = None,
         *,
-        operating_point: float = 0.95,
+        operating_point: float = OPERATING_POINT,
     ):
         self.y, self.proba, self.weights = np.asarray(y), np.asarray(proba), weights
         self.operating_point = operating_point

@@ -31,9 +31,10 @@ from cxr.classify.fitting import INNER_FOLDS
 from cxr.classify.folds import derive_seed
 from cxr.classify.heads import Params, build_head, effective_params
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
+from cxr.classify.settings import flag
 from cxr.classify.tasks import TaskSpec, rows_digest, select
 from cxr.errors import CxrError
-from cxr.files import LockHeld, UnusableFile, acquire_lock, write_atomic
+from cxr.files import take_lock, write_atomic
 from cxr.store import FeatureSet, find_stores, load
 from cxr.store.schema import Reject, fingerprint, store_path
 
@@ -131,7 +132,7 @@ def _choose_store(features_dir: Path, backbone: str | None) -> Path:
     paths = find_stores(features_dir)
     if len(paths) != 1:
         found = ", ".join(p.stem for p in paths) or "none"
-        raise CxrError(f"{features_dir}: choose one store with --backbone (found: {found})")
+        raise CxrError(f"{features_dir}: choose one store with `backbone` (found: {found})")
     return paths[0]
 
 
@@ -164,6 +165,15 @@ def train(
 
         write_atomic(out, sio.dumps(bundle), "the model file")
     return summary
+
+
+def fitted_on(
+    features_dir: Path, backbone: str | None, head: str, task: TaskSpec, chosen: Params, seed: int
+) -> tuple[dict, Path]:
+    """A bundle fitted on the chosen store and not written (what `cxr explain` explains when it
+    is given no model file), and the store's path."""
+    fs = load(_choose_store(features_dir, backbone))
+    return fitted(fs, head, task, chosen, seed)[0], fs.path
 
 
 def fitted(
@@ -206,7 +216,7 @@ def _fit(store: Path, head: str, chosen: Params, seed: int, data) -> tuple[objec
             raise CxrError(
                 f"{store}: class {name!r} has {count} row(s); the {head} head needs at least "
                 f"{INNER_FOLDS} per class (the SVM's calibration and the MLP's early stopping "
-                "split them); drop it with --classes or merge it with --merge"
+                "split them); drop it with `classes` or merge it with `merge`"
             )
     pipeline = build_head(head, chosen, random_state=derive_seed(seed))
     with warnings.catch_warnings(record=True) as caught:
@@ -230,14 +240,11 @@ def _writing(out: Path) -> Iterator[None]:
     lock = out.with_name(f".{out.name}.lock")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd = acquire_lock(lock)
-    except LockHeld as held:
-        raise CxrError(
-            f"{out}: another `cxr train` is writing this model file (pid {held.holder}); wait "
-            "for it to finish or choose another --out"
-        ) from None
-    except UnusableFile as exc:
-        raise CxrError(f"{lock}: the lock file is {exc}; remove it") from None
+        fd = take_lock(
+            lock,
+            busy=f"{out}: another `cxr train` is writing this model file",
+            fix="wait for it to finish or choose another `out`",
+        )
     except OSError as exc:
         raise CxrError(f"{out}: cannot create its lock file ({exc.strerror})") from None
     try:
@@ -252,13 +259,13 @@ def _check_replaceable(out: Path, backbone: str, head: str, task: TaskSpec) -> N
         old = load_model(out)
     except CxrError:
         raise CxrError(
-            f"{out}: exists and is not a cxr model; choose another --out or pass --force"
+            f"{out}: exists and is not a cxr model; choose another `out` or pass `force`"
         ) from None
     before = (old["backbone"], old.get("head"), old.get("task"))
     if before != (backbone, head, jsonable(task.to_dict())):
         raise CxrError(
             f"{out}: holds a {old['backbone']} + {old.get('head')} model for another task "
-            f"({', '.join(old.get('classes', []))}); choose another --out or pass --force"
+            f"({', '.join(old.get('classes', []))}); choose another `out` or pass `force`"
         )
 
 
@@ -287,7 +294,7 @@ def load_model(path: Path, *, trust_pickle: bool = False) -> dict:
     else:
         raise CxrError(
             f"{path}: not a skops model file; if it is a joblib pickle from cxr < 0.2, loading "
-            "it could run any code it holds: retrain with `cxr train`, or pass --trust-pickle "
+            "it could run any code it holds: retrain with `cxr train`, or pass `trust_pickle` "
             "for a file you made yourself"
         )
     formats = (MODEL_FORMAT, PICKLE_FORMAT) if trust_pickle else (MODEL_FORMAT,)
@@ -356,12 +363,12 @@ def embed_as_trained(
             **options,
         )
     except CxrError as exc:
-        if weights or not str(exc).startswith("--weights"):
+        if weights or not str(exc).startswith(flag("weights")):
             raise
         raise CxrError(
             f"{model_path}: trained with the weight file {bundle.get('weights_file')} (sha256 "
             f"{expected['weights_sha256'][:12]}), which is neither where it was at training "
-            f"nor in $CXR_WEIGHTS_DIR or ~/.keras/models; copy it there or pass --weights "
+            f"nor in $CXR_WEIGHTS_DIR or ~/.keras/models; copy it there or pass `weights` "
             f"{bundle['backbone']}=PATH"
         ) from None
     actual = jsonable(fingerprint(embedded.attrs))

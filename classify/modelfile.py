@@ -32,6 +32,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from cxr.classify.heads import HEADS, load_class
+
 MAX_MEMBERS = 100_000  # a 100-tree forest has ~500
 MAX_SCHEMA_BYTES = 64 << 20  # a 100-tree forest's schema is under 1 MB
 MAX_INFLATION = 10  # members' declared sizes, summed, against the file's own size
@@ -138,53 +140,23 @@ def _name(cls: type) -> str:
 def allowed() -> dict[str, frozenset[str]]:
     """skops loader -> the types it may build: what cxr's heads hold when fitted, and no more.
 
-    Built from the classes themselves, so scikit-learn moving a private module cannot open a
-    gap (or refuse cxr's own files). The heads need no function, method or partial at all.
+    Built from the head registry's own classes (each head's ``fitted_types``), so scikit-learn
+    moving a private module cannot open a gap (or refuse cxr's own files), and a head added to
+    the registry is admitted with it. The heads need no function, method or partial at all.
     """
-    from sklearn.calibration import (
-        CalibratedClassifierCV,
-        _CalibratedClassifier,
-        _SigmoidCalibration,
-    )
     from sklearn.decomposition import PCA
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import _dist_metrics
-    from sklearn.neighbors import BallTree, KDTree, KNeighborsClassifier
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import LabelBinarizer, StandardScaler
-    from sklearn.svm import SVC
-    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.preprocessing import StandardScaler
     from sklearn.tree._tree import Tree
 
     from cxr.classify.reduce import Reduce
 
-    metrics = [
-        getattr(_dist_metrics, f"{name}Distance64")
-        for name in ("Euclidean", "Manhattan", "Chebyshev", "Minkowski")
-    ]
     estimators = [
         Pipeline,
         StandardScaler,
         Reduce,
         PCA,
-        MLPClassifier,
-        AdamOptimizer,
-        SGDOptimizer,
-        LabelBinarizer,
-        LogisticRegression,
-        SVC,
-        CalibratedClassifierCV,
-        _CalibratedClassifier,
-        _SigmoidCalibration,
-        KNeighborsClassifier,
-        KDTree,
-        BallTree,
-        *metrics,
-        RandomForestClassifier,
-        DecisionTreeClassifier,
+        *(load_class(path) for head in HEADS.values() for path in head.fitted_types),
     ]
     scalars = (np.float64, np.float32, np.int64, np.int32, np.uint8, np.bool_, np.str_)
     return {
@@ -389,20 +361,16 @@ def _estimators(pipeline) -> list:
 
 
 def _classifier_checks() -> dict:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.neural_network import MLPClassifier
-
-    numpy_only = lambda estimator, width: None  # noqa: E731  (the smoke prediction decides)
-    return {
-        MLPClassifier: numpy_only,
-        LogisticRegression: numpy_only,
-        CalibratedClassifierCV: _check_calibrated_svm,
-        KNeighborsClassifier: _check_knn,
-        RandomForestClassifier: _check_forest,
+    """The type of each head's last fitted step -> its check. A classifier whose arrays C code
+    reads without bounds has its own check here; the others are numpy only (the smoke
+    prediction decides)."""
+    numpy_only = lambda estimator, width: None  # noqa: E731
+    own = {
+        "sklearn.calibration.CalibratedClassifierCV": _check_calibrated_svm,
+        "sklearn.neighbors.KNeighborsClassifier": _check_knn,
+        "sklearn.ensemble.RandomForestClassifier": _check_forest,
     }
+    return {load_class(h.fitted): own.get(h.fitted, numpy_only) for h in HEADS.values()}
 
 
 def _array(owner: str, value, *, ndim: int, kind: str, length: int | None = None) -> np.ndarray:

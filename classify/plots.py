@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from cxr.classify.designs import design_of, slug
 from cxr.classify.layout import Layout, layout
 from cxr.classify.metrics import ECE_BINS, overall_metric
 from cxr.classify.neighbours import Neighbourhood, Sample, chance, percent
+from cxr.classify.presentation import presentation_of, slug
+from cxr.classify.records import Inputs, Validation
 from cxr.classify.report import number
 from cxr.classify.results import Evaluated, EvaluateReport, Result, result_name
 from cxr.files import replace_file
@@ -102,12 +103,12 @@ def result_plots(
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    inputs = result.get("inputs", "embeddings")
-    extra = "" if inputs == "embeddings" else f"-{slug(inputs)}"
+    inputs = Inputs.of(result)
+    extra = "" if inputs.alone else f"-{slug(str(inputs))}"
     backbone, head = safe_name(result["backbone"]), safe_name(result["head"])
-    stem = f"{backbone}-{head}{extra}-{design_of(result).slug(result)}"
+    stem = f"{backbone}-{head}{extra}-{presentation_of(result).slug(result)}"
     name = f"{result_name(result)}, {result['task']['name']}"
-    held = result.get("validation", {}).get("held_out")
+    held = Validation.of(result).held_out
     name += f", held out: {held}" if held is not None else ""
     classes, cm = result["classes"], np.asarray(result["confusion_matrix"])
     written = []
@@ -207,16 +208,16 @@ def forest_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
     label = chosen.title(settings["operating_point"])
     colours = {"best": "black", "tied": "tab:blue", "worse": "tab:grey"}
     written = []
-    forest_slug = lambda r: design_of(r).forest_slug(r)  # noqa: E731
+    forest_slug = lambda r: presentation_of(r).forest_slug(r)  # noqa: E731
     for design in dict.fromkeys(forest_slug(r) for r in report["results"]):
         results = [r for r in report["results"] if forest_slug(r) == design]
-        groups = list(dict.fromkeys(r.get("validation", {}).get("held_out") for r in results))
+        groups = list(dict.fromkeys(Validation.of(r).held_out for r in results))
         rows: list[Result] = []
         names: list[str] = []
         starts: list[int] = []
         for group in groups:  # each held-out value's results together, top to bottom
             starts.append(len(rows))
-            for r in (r for r in results if r.get("validation", {}).get("held_out") == group):
+            for r in (r for r in results if Validation.of(r).held_out == group):
                 rows.append(r)
                 names.append(result_name(r) + (f" | {group}" if group is not None else ""))
         n = len(rows)
@@ -428,7 +429,7 @@ def wrong_galleries(evaluated: Evaluated, out_dir: Path, thumbnail: Thumbnail) -
                 fontsize=9,
             )
             stem = f"{safe_name(result['backbone'])}-{safe_name(result['head'])}-"
-            stem += f"{design_of(result).slug(result)}-wrong-{slug(name)}"
+            stem += f"{presentation_of(result).slug(result)}-wrong-{slug(name)}"
             written.append(_save(fig, _file(out_dir, stem, ".png")))
     return written
 
@@ -465,7 +466,7 @@ def confound_plots(report: EvaluateReport, out_dir: Path) -> list[str]:
         "(rows: how each value's films split by class)",
         50,
     )
-    stem = f"{design_of(first).slug(first)}-confound-{safe_name(c['column'])}"
+    stem = f"{presentation_of(first).slug(first)}-confound-{safe_name(c['column'])}"
     return [_save(fig, _file(out_dir, stem, ".png"))]
 
 
@@ -483,7 +484,7 @@ def map_plots(
     written = []
     for sample in evaluated.samples:
         if sample.name in entries:
-            stem = f"{safe_name(sample.name)}-{design_of(first).slug(first)}-embedding-map"
+            stem = f"{safe_name(sample.name)}-{presentation_of(first).slug(first)}-embedding-map"
             entry, what = entries[sample.name], first["task"]["name"]
             placed = laid[sample.name].result()
             written.append(embedding_map(sample, entry, out_dir, stem, what, placed))

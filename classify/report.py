@@ -18,13 +18,15 @@ from rich.text import Text
 
 from cxr.classify.confounds import finer_note
 from cxr.classify.confounds import warnings as confound_warnings
-from cxr.classify.designs import design_of
 from cxr.classify.heads import changed_params, setting_text
 from cxr.classify.metrics import Metric, overall_metric, overall_metrics, per_class_metrics
 from cxr.classify.neighbours import MEASURES, Neighbourhood, chance, percent
+from cxr.classify.presentation import presentation_of
 from cxr.classify.provenance import DISCLAIMER
+from cxr.classify.records import Inputs, Validation
 from cxr.classify.results import EvaluateReport, Provenance, Result
 from cxr.classify.results import result_name as _name
+from cxr.classify.settings import flag
 
 if TYPE_CHECKING:
     from cxr.classify.compare import Comparison
@@ -122,7 +124,7 @@ def render(report: EvaluateReport, console: Console) -> None:
     settings = report["settings"]
     op = settings["operating_point"]
     chosen = overall_metric(settings["metric"])
-    design = design_of(first)
+    design = presentation_of(first)
     console.print(
         f"[bold]Task[/]: {escape(first['task']['name'])}   [bold]Validation[/]: "
         f"{escape(design.describe(first))}   [bold]95% CI[/]: bootstrap, unit: "
@@ -138,26 +140,30 @@ def render(report: EvaluateReport, console: Console) -> None:
     render_neighbourhoods(report.get("neighbourhoods", []), console)
     summary = [m for m in overall_metrics() if m.summary or m is chosen]
     held = [design.part_header] if design.part_header else []
-    mixed = any(r.get("inputs", "embeddings") != "embeddings" for r in results)
+    mixed = any(not Inputs.of(r).alone for r in results)
     shown_inputs = ["inputs"] if mixed else []
     replicates = report["provenance"]["bootstrap"]["replicates"]
     sizes: dict[object, int] = {}  # results per comparison group (a held-out value, or the run)
     for r in results:
-        group = r.get("validation", {}).get("held_out")
+        group = Validation.of(r).held_out
         sizes[group] = sizes.get(group, 0) + 1
     columns = ["#", "backbone", "head", *shown_inputs, *held, "n", chosen.title(op)]
     columns.append(f"vs best ({chosen.title(op)})")
     rows = []
     for i, r in enumerate(results, 1):
-        extra = [str(r["validation"]["held_out"])] if held else []
-        extra = ([r.get("inputs", "embeddings")] if mixed else []) + extra
-        alone = sizes[r.get("validation", {}).get("held_out")] == 1
+        validation, inputs = Validation.of(r), Inputs.of(r)
+        extra = [str(validation.held_out)] if held else []
+        extra = ([str(inputs)] if mixed else []) + extra
+        alone = sizes[validation.held_out] == 1
         verdict = "(only result)" if alone else versus(r.get("comparison"), replicates)
-        backbone = r["backbone"] if r.get("inputs", "embeddings").startswith("embeddings") else "-"
+        backbone = r["backbone"] if inputs.embeddings else "-"
         row = [i, backbone, r["head"], *extra, r["n"], pooled(r["metrics"][chosen.name])]
         rows.append([*row, verdict, result_settings(r)])
     caption = _comparison_caption(chosen, op, first["bootstrap_unit"])
-    caption += "; settings: what differs from the head's defaults (--set, --config, --search)"
+    caption += (
+        "; settings: what differs from the head's defaults "
+        f"({flag('params')}, {flag('config')}, {flag('search')})"
+    )
     table = _summary(design.summary_title, caption, [*columns, "settings"], rows)
     unbounded = console.options.update_width(10 * console.width)
     inline = console.measure(table, options=unbounded).maximum <= console.width
@@ -209,7 +215,7 @@ def _render_gains(
     """What adding --covariates, or keeping only a region of the films, changed: paired on the
     same images and folds."""
     for r in results:
-        held = r.get("validation", {}).get("held_out")
+        held = Validation.of(r).held_out
         where = f" (held out: {held})" if held is not None else ""
         covariates, region = r.get("covariate_gain"), r.get("region_gain")
         for gain, line in (
@@ -288,7 +294,7 @@ def _render_search(results: Sequence[Result], console: Console) -> None:
             )
             parts.append(f"{name}: {shown}")
         console.print(
-            f"--search chose for {_name(r)}: {'; '.join(parts)}",
+            f"{flag('search')} chose for {_name(r)}: {'; '.join(parts)}",
             markup=False,
             highlight=False,
         )
@@ -327,7 +333,9 @@ def _render_confounds(
     if len(warned) > SHOWN_TABLES:
         rest = ", ".join(c["column"] for c in warned[SHOWN_TABLES:])
         console.print(
-            f"Tables of the other confounds ({rest}) are in --json.", markup=False, highlight=False
+            f"Tables of the other confounds ({rest}) are in {flag('json')}.",
+            markup=False,
+            highlight=False,
         )
 
 
@@ -376,7 +384,7 @@ def render_neighbourhoods(entries: Sequence[Neighbourhood], console: Console) ->
 
 
 def _render_best(best: Result, metric: str, op: float, console: Console) -> None:
-    where = best.get("validation", {}).get("held_out")
+    where = Validation.of(best).held_out
     title = f"Best by {metric}: {_name(best)}"
     title += f" (held out: {where})" if where is not None else ""
     columns = per_class_metrics()

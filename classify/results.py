@@ -18,6 +18,7 @@ from cxr.classify.compare import Comparison
 from cxr.classify.confounds import Confound
 from cxr.classify.curves import Curve
 from cxr.classify.neighbours import Neighbourhood, Sample
+from cxr.classify.records import Inputs
 
 if TYPE_CHECKING:
     from cxr.classify.tasks import TaskSpec
@@ -43,7 +44,7 @@ class Result(TypedDict, total=False):
     params: dict  # the classifier's effective parameters
     search: dict | None  # grid, inner_folds, scoring, best_params per fold (with --search)
     task: dict  # name and TaskSpec.to_dict()
-    cv: dict  # the design's protocol (scheme and its settings)
+    cv: dict  # `records.Protocol`'s JSON: the design's scheme and its settings
     n: int
     n_patients: int | None
     classes: list[str]
@@ -51,11 +52,11 @@ class Result(TypedDict, total=False):
     metrics: dict  # overall metric name -> Stat, and "per_class": {class: {name: Stat}}
     confusion_matrix: list[list[int]]  # summed over folds (rows: true, columns: predicted)
     bootstrap_unit: str  # patient, image, or duplicate groups
-    validation: dict  # kind (cross-validation, leave-one-out, external) and its details
+    validation: dict  # `records.Validation`'s JSON: the design's kind and its part's details
     comparison: Comparison  # against the best result of its group (paired bootstrap)
     plots: list[str]  # with --plots
     predictions: Predictions  # with --predictions: every out-of-fold prediction
-    inputs: str  # "embeddings", "embeddings + age, sex", or "age, sex alone"
+    inputs: str  # `records.Inputs` as text: embeddings; embeddings + age, sex; age, sex alone
     covariate_gain: dict  # with --covariates: this result minus the embeddings alone (paired)
     region_gain: dict  # on a store of masked films: this result minus the whole films (paired)
 
@@ -114,11 +115,11 @@ class Evaluated:
 
 def result_name(result: Mapping[str, Any]) -> str:
     """``mobilenet_v2 + mlp``, ``mobilenet_v2 & age, sex + mlp``, or ``age, sex alone + mlp``."""
-    inputs = str(result.get("inputs", "embeddings"))
-    if inputs == "embeddings":
+    inputs = Inputs.of(result)
+    if inputs.alone:
         return f"{result['backbone']} + {result['head']}"
-    if inputs.startswith("embeddings + "):
-        return f"{result['backbone']} & {inputs.removeprefix('embeddings + ')} + {result['head']}"
+    if inputs.embeddings:
+        return f"{result['backbone']} & {inputs.covariates} + {result['head']}"
     return f"{inputs} + {result['head']}"
 
 

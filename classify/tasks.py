@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.classify.folds import patient_groups
+from cxr.classify.settings import TARGET, flag
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
 from cxr.store.exclusions import Exclusions
@@ -31,7 +32,7 @@ class Condition:
     alternatives: tuple[tuple[str, tuple[str, ...]], ...]
 
     @classmethod
-    def parse(cls, text: str, option: str = "--where") -> Condition:
+    def parse(cls, text: str, option: str = "`where`") -> Condition:
         try:
             return cls(tuple(_assignment(part, option) for part in text.split("|")))
         except CxrError:
@@ -61,22 +62,22 @@ class TaskSpec:
     binary: str | None = None
     where: tuple[Condition, ...] = ()
     exclude: Path | None = None
-    target: str = "label"  # any stored column; e.g. "dataset" probes for source shortcuts
+    target: str = TARGET  # any stored column; e.g. "dataset" probes for source shortcuts
 
     def __post_init__(self) -> None:
         classes = tuple(str(c).strip() for c in self.classes)
         if any(not c for c in classes):
-            raise CxrError(f"--classes {','.join(classes)!r}: expected comma-separated names")
+            raise CxrError(f"`classes` {','.join(classes)!r}: expected comma-separated names")
         merge: dict[str, tuple[str, ...]] = {}
         owner: dict[str, str] = {}
         for new, olds in self.merge.items():
             olds = (olds,) if isinstance(olds, str) else tuple(olds)
             if not str(new).strip() or not olds:
-                raise CxrError(f"--merge {new}={','.join(olds)}: expected NAME=a,b[,...]")
+                raise CxrError(f"`merge` {new}={','.join(olds)}: expected NAME=a,b[,...]")
             for old in olds:
                 if owner.get(old, new) != new:
                     raise CxrError(
-                        f"--merge: class {old!r} is merged into both {owner[old]!r} and {new!r}"
+                        f"`merge`: class {old!r} is merged into both {owner[old]!r} and {new!r}"
                     )
                 owner[old] = new
             merge[str(new).strip()] = tuple(dict.fromkeys(olds))
@@ -94,11 +95,11 @@ class TaskSpec:
         binary: str | None = None,
         where: list[str] | None = None,
         exclude: Path | None = None,
-        target: str = "label",
+        target: str = TARGET,
     ) -> TaskSpec:
         """Parse the CLI syntax: ``a,b,c``, ``new=a,b`` (repeatable), ``col=v1,v2 | col2=v3``."""
         return cls(
-            classes=_names(classes or "", "--classes"),
+            classes=_names(classes or "", "`classes`"),
             merge=_merges(merge or ()),
             binary=binary or None,
             where=tuple(Condition.parse(w) for w in where or ()),
@@ -116,7 +117,7 @@ class TaskSpec:
             binary=document.get("binary"),
             where=tuple(Condition.parse(w) for w in document.get("where") or ()),
             exclude=Path(exclude) if exclude else None,
-            target=str(document.get("target") or "label"),
+            target=str(document.get("target") or TARGET),
         )
 
     def to_dict(self) -> dict:
@@ -171,7 +172,7 @@ class TaskData:
             return "patient"
         if self.missing_ids < len(self.y):
             return "patient (image where no id)"
-        return "image (duplicate groups from --exclude)"
+        return f"image (duplicate groups from {flag('exclude')})"
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -202,7 +203,7 @@ def _merges(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
     (a class merged into two names is refused by `TaskSpec`)."""
     merged: dict[str, tuple[str, ...]] = {}
     for text in texts:
-        new, olds = _assignment(text, "--merge")
+        new, olds = _assignment(text, "`merge`")
         merged[new] = merged.get(new, ()) + olds
     return merged
 
@@ -223,7 +224,7 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
         fs = fs.take(np.flatnonzero(np.logical_and.reduce([c.mask(fs) for c in spec.where])))
         if not len(fs):
             raise CxrError(
-                f"{name}: no rows match --where {'; '.join(map(str, spec.where))} "
+                f"{name}: no rows match `where` {'; '.join(map(str, spec.where))} "
                 f"({_existing(full, spec.where)})"
             )
     groups = patient_groups(fs.patient_ids, fs.ids)
@@ -237,18 +238,18 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
         fs, groups = fs.take(np.flatnonzero(keep)), groups[keep]
     labels = np.asarray(fs.column(spec.target), dtype=object).copy()
     stored = sorted(set(labels.tolist()))
-    _check_known(name, "--merge", [n for names in spec.merge.values() for n in names], stored)
+    _check_known(name, "`merge`", [n for names in spec.merge.values() for n in names], stored)
     for new, olds in spec.merge.items():
         labels[np.isin(labels, list(olds))] = new
     available = sorted(set(labels.tolist()))
     if spec.classes:
-        _check_known(name, "--classes", spec.classes, available)
+        _check_known(name, "`classes`", spec.classes, available)
         keep = np.isin(labels, list(spec.classes))
         fs, groups, labels = fs.take(np.flatnonzero(keep)), groups[keep], labels[keep]
     present = set(labels.tolist())  # --classes order is the report's order; otherwise sorted
     classes = tuple(c for c in spec.classes if c in present) or tuple(sorted(present))
     if spec.binary:
-        _check_known(name, "--binary", [spec.binary], list(classes))
+        _check_known(name, "`binary`", [spec.binary], list(classes))
         negative = f"non-{spec.binary}"
         labels = np.where(labels == spec.binary, spec.binary, negative).astype(object)
         classes = (negative, spec.binary)  # positive class last, as in sklearn's binary AUC
@@ -262,7 +263,7 @@ def select(fs: FeatureSet, spec: TaskSpec) -> TaskData:
         bad = np.flatnonzero(~finite)
         raise CxrError(
             f"{name}: {len(bad)} row(s) have NaN or infinite features "
-            f"(first: {fs.rows['path'][bad[0]]}); re-extract or --exclude them"
+            f"(first: {fs.rows['path'][bad[0]]}); re-extract or `exclude` them"
         )
     index = {c: i for i, c in enumerate(classes)}
     y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))

@@ -12,6 +12,11 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Sequence
+from typing import Any
+
+from joblib import Parallel
+
+from cxr.interrupt import quiet_tracker
 
 
 def _import(modules: Sequence[str]) -> None:
@@ -19,10 +24,17 @@ def _import(modules: Sequence[str]) -> None:
         importlib.import_module(module)
 
 
+def pool(jobs: int, **options: Any) -> Parallel:
+    """joblib's ``Parallel`` over ``jobs`` workers, loky's resource tracker started quiet first
+    (`cxr.interrupt.quiet_tracker`: a command stopped mid-fit prints one line, no traceback)."""
+    quiet_tracker()
+    return Parallel(n_jobs=jobs, **options)
+
+
 def start_workers(jobs: int, heads: Sequence[str] | None) -> threading.Thread | None:
     """Warm ``jobs`` workers in the background with the modules that fitting ``heads`` (None:
     every head) imports; the thread doing it, or None with one job (no pool)."""
-    from joblib import Parallel, delayed, effective_n_jobs
+    from joblib import delayed, effective_n_jobs
 
     from cxr.classify.heads import HEADS
 
@@ -33,7 +45,7 @@ def start_workers(jobs: int, heads: Sequence[str] | None) -> threading.Thread | 
         "cxr.classify.fitting",
         *(HEADS[h].classifier_path.rsplit(".", 1)[0] for h in heads or HEADS),
     ]
-    warm = Parallel(n_jobs=jobs)
+    warm = pool(jobs)
     thread = threading.Thread(
         target=warm, args=((delayed(_import)(modules) for _ in range(n)),), daemon=True
     )

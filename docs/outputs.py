@@ -198,12 +198,12 @@ def summary(command: str, report: dict, warnings: Sequence[str] = ("confound: ",
     """The first screen of an evaluation: the command, task and design, the warnings that
     start with ``warnings``, and each result's balanced accuracy and ROC AUC with its CI."""
     from cxr.classify.confounds import finer_note
-    from cxr.classify.designs import design_of
+    from cxr.classify.presentation import presentation_of
 
     first = report["results"][0]
     lines = [*shown(command)]
     lines += wrapped(
-        f"Task: {first['task']['name']}   Validation: {design_of(first).describe(first)}"
+        f"Task: {first['task']['name']}   Validation: {presentation_of(first).describe(first)}"
     )
     finer = finer_note(report.get("confounds", [])) if "confound: " in warnings else None
     lines += wrapped(f"note: {finer}") if finer else []
@@ -290,9 +290,11 @@ def leave_out(run: Runner) -> str:
     command = "cxr evaluate -b mobilenet_v2 --head mlp --binary covid --leave-out dataset"
     report = run(command + " --predictions")
     cv = run("cxr evaluate -b mobilenet_v2 --head mlp --binary covid")
+    from cxr.classify.records import Validation
+
     lines = ["```", *shown(command)]
     rows = [
-        [r["backbone"], r["head"], r["validation"]["held_out"], r["n"],
+        [r["backbone"], r["head"], Validation.of(r).held_out, r["n"],
          stat(r["metrics"]["accuracy"]), stat(r["metrics"]["balanced_accuracy"]),
          stat(r["metrics"]["roc_auc"])]
         for r in report["results"]
@@ -311,7 +313,7 @@ def leave_out(run: Runner) -> str:
     called = {}
     for r in report["results"]:
         p = r["predictions"]
-        held = r["validation"]["held_out"]
+        held = Validation.of(r).held_out
         covid = [pc > max(1 - pc, 0) for pc in p["proba"]["covid"]]
         for label in sorted({labels[path] for path in p["path"]} - {"covid"}):
             mine = [c for c, path in zip(covid, p["path"], strict=True) if labels[path] == label]
@@ -338,13 +340,11 @@ def external(run: Runner) -> str:
         "--test-where dataset=ieee8023,actualmed --test-where label=bacterial,viral,normal"
     )
     report = run(command)
+    from cxr.classify.presentation import presentation_of
+
     [r] = report["results"]
-    v = r["validation"]
     lines = ["```", *shown(command)]
-    lines += wrapped(
-        f"Validation: external test set ({'; '.join(v['test_where'])}): {v['n_train']} training "
-        f"rows, {v['n_test']} test rows"
-    )
+    lines += wrapped(f"Validation: {presentation_of(r).describe(r)}")
     rows = [
         [cls, *row]
         for cls, row, n in zip(
@@ -428,9 +428,11 @@ def covariates(run: Runner) -> str:
         "--covariates-only"
     )
     report = run(command)
+    from cxr.classify.records import Inputs
+
     lines = ["```", *shown(command)]
     rows = [
-        [r["backbone"] if r["inputs"].startswith("embeddings") else "-", r["head"], r["inputs"],
+        [r["backbone"] if Inputs.of(r).embeddings else "-", r["head"], r["inputs"],
          r["n"], stat(r["metrics"]["balanced_accuracy"])]
         for r in report["results"]
     ]  # fmt: skip
@@ -701,13 +703,13 @@ class Copy:
 
 
 def external_lines(command: str, report: dict) -> list[str]:
+    from cxr.classify.presentation import presentation_of
+
     [r] = report["results"]
-    v = r["validation"]
     return [
         *shown(command),
         *wrapped(
-            f"Validation: external test set ({'; '.join(v['test_where'])}): {v['n_train']} "
-            f"training rows, {v['n_test']} test rows; balanced accuracy "
+            f"Validation: {presentation_of(r).describe(r)}; balanced accuracy "
             f"{stat(r['metrics']['balanced_accuracy'])}, ROC AUC {stat(r['metrics']['roc_auc'])}"
         ),
     ]
@@ -730,8 +732,10 @@ def covidx_block(run: Runner) -> str:
     lines += [*copy.refused("cxr evaluate -b mobilenet_v2 --head mlp --test-where split=test")]
     out = "cxr evaluate -b mobilenet_v2 --head mlp --binary covid --leave-out source"
     report = copy.run(out)
+    from cxr.classify.records import Validation
+
     rows = [
-        [r["validation"]["held_out"], r["n"], stat(r["metrics"]["accuracy"])]
+        [Validation.of(r).held_out, r["n"], stat(r["metrics"]["accuracy"])]
         for r in report["results"]
     ]
     lines += [*shown(out), *table(["held out", "n", "accuracy"], rows, right=[1]), "```"]

@@ -19,6 +19,7 @@ from cxr.errors import CxrError
 from cxr.extract.dataset import Entry
 from cxr.extract.reader import WHOLE, decode_stream
 from cxr.extract.regions import Region
+from cxr.extract.settings import RESIZE
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Calibration:
 
     entries: tuple[Entry, ...]
     seed: int
-    resize: str = "squash"
+    resize: str = RESIZE
     region: Region = WHOLE
 
     @classmethod
@@ -36,12 +37,12 @@ class Calibration:
         entries: Sequence[Entry],
         size: int,
         seed: int,
-        resize: str = "squash",
+        resize: str = RESIZE,
         region: Region = WHOLE,
     ) -> Calibration:
         """``size`` distinct files (all of them when there are fewer), chosen by ``seed``."""
         if size < 1:
-            raise CxrError(f"--calibration {size}: give at least 1 image")
+            raise CxrError(f"`calibration` {size}: give at least 1 image")
         distinct = sorted({e.sha256: e for e in entries}.values(), key=lambda e: e.sha256)
         rng = np.random.default_rng(seed)
         chosen = sorted(rng.choice(len(distinct), min(size, len(distinct)), replace=False))
@@ -64,5 +65,5 @@ class Calibration:
         stream = decode_stream(self.entries, lambda e: {input_size}, self.resize, 16, self.region)
         kept = [result[input_size] for _, result in stream if not isinstance(result, str)]
         if not kept:
-            raise CxrError("--precision int8: none of the calibration images could be decoded")
+            raise CxrError("`precision` int8: none of the calibration images could be decoded")
         return np.stack(kept)

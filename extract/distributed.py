@@ -39,12 +39,12 @@ from cxr.extract.regions import Region
 from cxr.extract.registry import get_spec
 from cxr.extract.runner import Pending
 from cxr.extract.runtimes import Runtime
+from cxr.extract.settings import SHARD_FILES
 from cxr.extract.weights import ResolvedWeights
 from cxr.files import own_folder
 from cxr.progress import Progress
 from cxr.store.schema import Reject, reject_table, write_shard
 
-SHARD_FILES = 256  # files per task: a few batches, so a lost worker costs little to redo
 RETRIES = 2  # a task that raised is tried again (a lost worker's tasks are re-run by Dask itself)
 
 

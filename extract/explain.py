@@ -21,8 +21,9 @@ import numpy as np
 from cxr.errors import CxrError
 from cxr.extract.dataset import Entry, list_images, shown_name
 from cxr.extract.reader import decode_stream
-from cxr.extract.regions import BOX, FULL, LUNGS, Region
+from cxr.extract.regions import LUNGS, Region
 from cxr.extract.registry import get_spec
+from cxr.extract.settings import BOX, FULL, PRECISION, RESIZE, RUNTIME
 from cxr.extract.weights import parse_weights, resolve
 from cxr.store.schema import Reject
 
@@ -47,13 +48,13 @@ def feature_maps(
     *,
     backbone: str,
     weights: Sequence[str],
-    resize: str = "squash",
+    resize: str = RESIZE,
     seed: int = 0,
     region: str = FULL,
     region_box: float = BOX,
     occlusion: int = 0,
-    runtime: str = "tensorflow",
-    precision: str = "f32",
+    runtime: str = RUNTIME,
+    precision: str = PRECISION,
 ) -> FeatureMaps:
     """The last feature maps (and, with ``occlusion`` g > 0, the embeddings of the film with
     each of g x g patches blacked out) of image files and folders, in listing order. The

@@ -33,14 +33,13 @@ from PIL import Image
 from cxr.errors import CxrError
 from cxr.extract.dataset import Entry
 from cxr.extract.images import Rejected, decode_mask
+from cxr.extract.settings import BOX, FULL
 from cxr.files import UnusableFile, read_regular
 
-FULL = "full"
 CENTRE = ("centre-masked", "centre-only")
 LUNGS = ("lungs-only", "lungs-masked")
 NAMES = (FULL, *CENTRE, *LUNGS, *(f"{n}:DIR" for n in LUNGS))
 SAME_SHAPE = 0.02  # aspect ratios this close are one shape: such a mask is scaled to the film
-BOX = 0.6
 MAX_MASK_BYTES = 256 << 20
 
 
@@ -58,14 +57,14 @@ class Region:
             if not sep:  # the collection's own masks (`cxr.extract.layouts`)
                 return cls(kind, BOX)
             if not folder:
-                raise CxrError(f"--region {text}: name the folder of masks, e.g. {kind}:masks/")
+                raise CxrError(f"`region` {text}: name the folder of masks, e.g. {kind}:masks/")
             if not Path(folder).is_dir():
-                raise CxrError(f"--region {text}: {folder} is not a folder of masks")
+                raise CxrError(f"`region` {text}: {folder} is not a folder of masks")
             return cls(kind, BOX, Path(folder))
         if sep or kind not in (FULL, *CENTRE):
-            raise CxrError(f"--region {text}: choose from {', '.join(NAMES)}")
+            raise CxrError(f"`region` {text}: choose from {', '.join(NAMES)}")
         if kind in CENTRE and not 0.05 <= box <= 0.95:
-            raise CxrError(f"--region-box {box:g}: the central box's share of a side, 0.05..0.95")
+            raise CxrError(f"`region_box` {box:g}: the central box's share of a side, 0.05..0.95")
         return cls(kind, box)
 
     @property

@@ -26,18 +26,29 @@ from cxr.extract.discovery import discover
 from cxr.extract.hashing import HashCache
 from cxr.extract.headers import HeaderCache, StudyKey
 from cxr.extract.job import Target, run_job
-from cxr.extract.layouts import AUTO, ReadOptions
+from cxr.extract.layouts import ReadOptions
 from cxr.extract.reader import WHOLE, decode_stream
-from cxr.extract.regions import BOX, FULL, LUNGS, Region, masks_digest
+from cxr.extract.regions import LUNGS, Region, masks_digest
 from cxr.extract.registry import RESIZE_POLICIES, BackboneSpec, get_spec
-from cxr.extract.runtimes import CALIBRATION_SIZE, Runtime, choose
+from cxr.extract.runtimes import Runtime, choose
+from cxr.extract.settings import (
+    AUTO,
+    BATCH,
+    BOX,
+    CALIBRATION_SIZE,
+    FULL,
+    PRECISION,
+    RESIZE,
+    RUNTIME,
+    SHARD_FILES,
+)
 from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.progress import Progress, Silent
 from cxr.store.provenance import library_versions
 from cxr.store.schema import Reject, StoreAttrs, hashes_path, read_attrs, store_name, store_path
 
-REFERENCE = Runtime("tensorflow", "f32")
+REFERENCE = Runtime(RUNTIME, PRECISION)
 LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")  # recorded in every store
 
 
@@ -129,16 +140,16 @@ def extract_features(
     backbones: Sequence[str],
     weights: Sequence[str],
     features_dir: Path,
-    batch_size: int = 32,
-    resize: str = "squash",
+    batch_size: int = BATCH,
+    resize: str = RESIZE,
     seed: int = 0,
     rehash: bool = False,
     rebuild: bool = False,
-    runtime: Runtime | str = "tensorflow",
-    precision: str = "f32",
+    runtime: Runtime | str = RUNTIME,
+    precision: str = PRECISION,
     progress: Progress | None = None,
     scheduler: str | None = None,
-    shard: int | None = None,
+    shard: int = SHARD_FILES,
     region: str = FULL,
     region_box: float = BOX,
     calibration: int = CALIBRATION_SIZE,
@@ -160,13 +171,13 @@ def extract_features(
         from cxr.cluster import local_workers
 
         local_workers(scheduler)  # a malformed local:N fails before any hashing
-    if shard is not None and shard < 1:
-        raise CxrError(f"--shard {shard}: give at least 1 file per task")
+    if shard < 1:
+        raise CxrError(f"`shard` {shard}: give at least 1 file per task")
     engine = runtime if isinstance(runtime, Runtime) else choose(runtime, precision)
     if engine.precision == "int8" and scheduler is not None:
-        raise CxrError("--precision int8 runs in-process: leave out --scheduler")
+        raise CxrError("`precision` int8 runs in-process: leave out `scheduler`")
     if calibration < 1:
-        raise CxrError(f"--calibration {calibration}: give at least 1 image")
+        raise CxrError(f"`calibration` {calibration}: give at least 1 image")
     zone = Region.parse(region, region_box)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
     named = {
@@ -174,7 +185,7 @@ def extract_features(
         for s in specs
     }
     if resize not in RESIZE_POLICIES:
-        raise CxrError(f"--resize {resize}: choose from {', '.join(RESIZE_POLICIES)}")
+        raise CxrError(f"`resize` {resize}: choose from {', '.join(RESIZE_POLICIES)}")
     choices = parse_weights(list(weights), [s.name for s in specs], seed)
     existing = {s.name: read_attrs(store_path(features_dir, named[s.name])) for s in specs}
     for spec in specs:  # no --weights for it: the weight file its store was built with
@@ -189,7 +200,7 @@ def extract_features(
     headers.save()
     if zone.kind in LUNGS and zone.masks is None and not any(e.mask for e in discovery.entries):
         raise CxrError(
-            f"--region {region}: the {discovery.layout} layout ships no lung masks; name a "
+            f"`region` {region}: the {discovery.layout} layout ships no lung masks; name a "
             f"folder of them: --region {region}:DIR"
         )
     if discovery.header_ids:
@@ -268,11 +279,9 @@ def extract_features(
             if scheduler is None:
                 _compute(jobs, resize, copies, report, engine, zone, sample)
             else:
-                from cxr.extract.distributed import SHARD_FILES, compute_on_cluster
+                from cxr.extract.distributed import compute_on_cluster
 
-                compute_on_cluster(
-                    jobs, resize, copies, report, engine, scheduler, shard or SHARD_FILES, zone
-                )
+                compute_on_cluster(jobs, resize, copies, report, engine, scheduler, shard, zone)
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
         summaries = [_publish(job, discovery, time.perf_counter() - started) for job in jobs]
@@ -361,11 +370,11 @@ def embed_images(
     *,
     backbone: str,
     weights: Sequence[str],
-    resize: str = "squash",
+    resize: str = RESIZE,
     seed: int = 0,
     batch_size: int = 16,
-    runtime: str = "tensorflow",
-    precision: str = "f32",
+    runtime: str = RUNTIME,
+    precision: str = PRECISION,
     region: str = FULL,
     region_box: float = BOX,
 ) -> EmbedResult:
@@ -385,7 +394,7 @@ def embed_images(
     engine = choose(runtime, precision)
     if engine.precision == "int8":  # its quantised model depends on the store's calibration
         raise CxrError(
-            "--precision int8: images outside a data set have no calibration sample; embed "
+            "`precision` int8: images outside a data set have no calibration sample; embed "
             "them with `cxr features --precision int8` beside the store's data, or use f32"
         )
     paths = list_images(inputs)

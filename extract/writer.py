@@ -30,7 +30,7 @@ import numpy as np
 
 from cxr.errors import CxrError, RunFailed
 from cxr.extract.dataset import Discovery
-from cxr.files import NOT_OWN, LockHeld, UnusableFile, acquire_lock, own_folder
+from cxr.files import NOT_OWN, own_folder, take_lock
 from cxr.store.schema import (
     ROW_COLUMNS,
     Reject,
@@ -118,14 +118,8 @@ class StoreWriter:
     def _acquire_lock(self) -> None:
         lock = lock_path(self.directory, self.backbone)
         try:
-            self._lock_fd = acquire_lock(lock)
-        except LockHeld as held:
-            raise CxrError(
-                f"{self.path}: another `cxr features` is writing this store (pid {held.holder}); "
-                "wait for it to finish"
-            ) from None
-        except UnusableFile as exc:
-            raise CxrError(f"{lock}: the lock file is {exc}; remove it") from None
+            busy = f"{self.path}: another `cxr features` is writing this store"
+            self._lock_fd = take_lock(lock, busy=busy)
         except OSError as exc:
             raise self._fault(exc, "lock file") from None
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cxr.classify.records import CROSS_VALIDATION, Protocol, Validation
 from cxr.reporting.documents import Documents
 from cxr.reporting.html import interval
 
@@ -101,18 +102,17 @@ def partitions(docs: Documents) -> str | None:
     r = _first(docs)
     if r is None:
         return None
-    cv = r.get("cv", {})
-    kind = r.get("validation", {}).get("kind")
-    folds = f"{cv.get('folds')} folds x {cv.get('repeats')} repeat(s), seed {cv.get('seed')}"
-    return f"{cv.get('scheme')}, {folds}; validation {kind}"
+    cv, kind = Protocol.of(r), Validation.of(r).kind
+    folds = f"{cv.folds} folds x {cv.repeats} repeat(s), seed {cv.seed}"
+    return f"{cv.scheme or None}, {folds}; validation {kind}"
 
 
 def disjoint(docs: Documents) -> str | None:
     r = _first(docs)
     if r is None:
         return None
-    cv = r.get("cv", {})
-    level = cv.get("unit") if cv.get("grouped") else "image"
+    cv = Protocol.of(r)
+    level = cv.unit if cv.grouped else "image"
     return f"partitions disjoint at the {level} level; bootstrap unit {r.get('bootstrap_unit')}"
 
 
@@ -196,7 +196,7 @@ def external(docs: Documents) -> str | None:
     held = [
         f"{r.get('backbone')} + {r.get('head')}: {r['validation']}"
         for r in _results(docs)
-        if r.get("validation", {}).get("kind", "cross-validation") != "cross-validation"
+        if Validation.of(r).kind != CROSS_VALIDATION
     ]
     return "; ".join(held) or None
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from cxr.classify.confounds import finer_note
-from cxr.classify.designs import design_of
 from cxr.classify.metrics import metric_title
+from cxr.classify.presentation import part_name, presentation_of
+from cxr.classify.records import CROSS_VALIDATION, Validation
 from cxr.classify.report import neighbour_cells, neighbour_columns, p_text
-from cxr.classify.results import result_name
 from cxr.reporting.documents import Document
 from cxr.reporting.figures import Figure, recorded
 from cxr.reporting.html import Html, image, interval, items, join, number, table, tag
@@ -27,12 +27,6 @@ ROW_LIMIT = 200  # rows of one table (a confound's values, an audit's clusters)
 class Section:
     title: str
     body: Html
-
-
-def name_of(result: Mapping[str, Any]) -> str:
-    held = result.get("validation", {}).get("held_out")
-    where = f" [held out {held}]" if held is not None else ""
-    return f"{result_name(result)}{where}"
 
 
 def text(value: object) -> str:
@@ -60,12 +54,10 @@ def design_words(report: Mapping[str, Any]) -> str:
     results = report["results"]
     first = results[0]
     try:
-        design = design_of(first).describe(first)
+        design = presentation_of(first).describe(first)
     except (KeyError, TypeError, ValueError, AttributeError):  # a document of another version
-        design = f"{text(first.get('validation', {}))} {text(first.get('cv', {}))}"
-    held = [
-        str(r["validation"]["held_out"]) for r in results if "held_out" in r.get("validation", {})
-    ]
+        design = f"{text(Validation.of(first).to_dict())} {text(first.get('cv', {}))}"
+    held = [str(v.held_out) for v in map(Validation.of, results) if v.held_out is not None]
     words = f"Validation: {design}."
     if held:
         words += f" Held out in turn: {', '.join(dict.fromkeys(held))}."
@@ -90,7 +82,7 @@ def summary_table(report: Mapping[str, Any]) -> Html:
     metrics = list(dict.fromkeys(k for r in results for k in overall(r)))
     rows = [
         [
-            name_of(r) + (" (best)" if r.get("comparison", {}).get("is_best") else ""),
+            part_name(r) + (" (best)" if r.get("comparison", {}).get("is_best") else ""),
             str(r.get("task", {}).get("name", "")),
             number(r.get("n")),
             number(r.get("n_patients")),
@@ -134,7 +126,7 @@ def comparisons(doc: Document) -> Html | None:
             ci = c.get("ci95") or [None, None]
             rows.append(
                 [
-                    name_of(r),
+                    part_name(r),
                     str(c.get("best", "")),
                     f"{number(c.get('difference'))} [{number(ci[0])}, {number(ci[-1])}]",
                     p_value(c.get("p"), replicates),
@@ -150,9 +142,9 @@ def comparisons(doc: Document) -> Html | None:
 
 def validation(doc: Document) -> Html | None:
     rows = [
-        [name_of(r), text(r["validation"]), text(r.get("cv", {}))]
+        [part_name(r), text(r["validation"]), text(r.get("cv", {}))]
         for r in doc.data["results"]
-        if r.get("validation", {}).get("kind", "cross-validation") != "cross-validation"
+        if Validation.of(r).kind != CROSS_VALIDATION
     ]
     return table(["result", "validation", "protocol"], rows) if rows else None
 
@@ -171,13 +163,13 @@ def per_class(doc: Document) -> Html | None:
             for c, stats in classes.items()
         ]
         titles = [metric_title(m, op, per_class=True) for m in names]
-        parts += [tag("h3", name_of(r)), table(["class", "images", *titles], rows)]
+        parts += [tag("h3", part_name(r)), table(["class", "images", *titles], rows)]
     return join(parts) if parts else None
 
 
 def calibration(doc: Document) -> Html | None:
     rows = [
-        [name_of(r), interval(overall(r).get("brier")), interval(overall(r).get("ece"))]
+        [part_name(r), interval(overall(r).get("brier")), interval(overall(r).get("ece"))]
         for r in doc.data["results"]
         if "brier" in overall(r) or "ece" in overall(r)
     ]
@@ -238,7 +230,7 @@ def gains(doc: Document) -> Html | None:
     replicates = replicates_of(doc)
     rows = [
         [
-            name_of(r),
+            part_name(r),
             key,
             f"{number(g.get('difference'))} {text(g.get('ci95'))}",
             p_value(g.get("p"), replicates),

@@ -22,7 +22,9 @@ from cxr.classify.designs import CrossValidation, ExternalTest, LeaveOneOut
 from cxr.classify.evaluate import evaluate
 from cxr.classify.metrics import Bootstrap
 from cxr.classify.provenance import jsonable, library_versions
+from cxr.classify.records import Validation
 from cxr.classify.results import Result
+from cxr.classify.settings import as_flags, default
 from cxr.errors import CxrError
 from cxr.extract.registry import PAPER_BACKBONES  # plain data, no TensorFlow
 from cxr.files import write_atomic
@@ -68,7 +70,7 @@ def reproduce(
     weights: list[str],
     features_dir: Path,
     doc_path: Path,
-    jobs: int = -1,
+    jobs: int = default("jobs"),
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
@@ -102,7 +104,7 @@ def run_study(
     extraction: dict,
     out_dir: Path,
     *,
-    jobs: int = -1,
+    jobs: int = default("jobs"),
     seed: int = 0,
     n_boot: int = 1000,
     console: Console | None = None,
@@ -315,7 +317,7 @@ def cross_source(
             if cls != POSITIVE
         }
         out[task_key] = CrossSource(
-            n_train=result["validation"]["n_train"],
+            n_train=Validation.of(result).n_train or 0,
             n_unseen=result["n"],
             unseen_labels={c: n for c, n in result["class_counts"].items() if n},
             called_covid=sum(called.values()),
@@ -414,10 +416,10 @@ def generalisation(
     try:
         report = evaluate(features_dir, held).report
     except CxrError as exc:  # no source can be held out of these rows
-        notes.append(f"no source held out: {exc}")
+        notes.append(f"no source held out: {as_flags(str(exc))}")
     else:
         for result in report["results"]:
-            design = f"held out: {result['validation']['held_out']}"
+            design = f"held out: {Validation.of(result).held_out}"
             rows.append(_gap_row(result, "dataset 1, covid vs rest", design))
         notes += [w.split(": ", 1)[1] for w in report["warnings"] if "is not held out" in w]
     rows.append(
@@ -449,7 +451,7 @@ def generalisation(
                     shutil.copyfile(made, target)
                     sheet = f"figures/{target.name}"
     except CxrError as exc:
-        notes.append(f"evidence maps not computed: {exc}")
+        notes.append(f"evidence maps not computed: {as_flags(str(exc))}")
     return Gap(
         rows=rows, cam=cam, cam_method="grad-cam", box=BOX, uniform_outside=1 - BOX * BOX,
         sheet=sheet, notes=notes,

@@ -231,14 +231,22 @@ def lock_path(directory: Path | str, backbone: str) -> Path:
     return Path(directory) / f".{backbone}.lock"
 
 
+def committed_parts(directory: Path | str) -> dict[str, int]:
+    """Each backbone's shards committed and not yet published (a run that stopped), by name."""
+    return {
+        parts.name[1 : -len(".parts")]: len(list(parts.glob("*.h5")))
+        for parts in sorted(Path(directory).glob(".*.parts"))
+        if parts.is_dir()
+    }
+
+
 def orphan_parts(directory: Path | str) -> dict[str, int]:
     """Backbones with committed shards but no published store (a first run that stopped)."""
-    found = {}
-    for parts in sorted(Path(directory).glob(".*.parts")):
-        backbone = parts.name[1 : -len(".parts")]
-        if parts.is_dir() and not store_path(directory, backbone).exists():
-            found[backbone] = len(list(parts.glob("*.h5")))
-    return found
+    return {
+        backbone: shards
+        for backbone, shards in committed_parts(directory).items()
+        if not store_path(directory, backbone).exists()
+    }
 
 
 def hashes_path(directory: Path | str) -> Path:

@@ -30,11 +30,23 @@ def test_importing_cxr_stays_light():
     )
 
 
+def test_predictions_without_predictions_say_in_one_line_how_to_get_them(make_synthetic_store):
+    """predictions=False is the default (as the CLI's): asking for them then is a CxrError of
+    one line that names the keyword that keeps them, and the report holds none."""
+    path = make_synthetic_store(THREE, separation=1.5)
+    ev = cxr.evaluate(path.parent, heads=["logreg"], folds=3, bootstrap=10, jobs=1)
+    assert all("predictions" not in r for r in ev.results)
+    with pytest.raises(CxrError) as caught:
+        ev.predictions()
+    message = str(caught.value)
+    assert "\n" not in message and "predictions=True" in message and "--predictions" in message
+
+
 def test_predictions_reproduce_the_reported_metrics(make_synthetic_store):
     """The per-image predictions are the ones the metrics were computed from: scikit-learn's own
     metrics on them give the pooled values of the report."""
     path = make_synthetic_store(THREE, separation=1.5)
-    ev = cxr.evaluate(path.parent, heads=["logreg", "knn"], folds=5, bootstrap=20)
+    ev = cxr.evaluate(path.parent, heads=["logreg", "knn"], folds=5, bootstrap=20, predictions=True)
     oof = ev.predictions()
     assert len(oof) == 2 * len(cxr.load_store(path))
     for r in ev.results:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -158,3 +159,43 @@ def test_stage_2_source_has_no_stage_1_import():
     for path in (ROOT / "classify").glob("*.py"):
         for line in path.read_text().splitlines():
             assert not line.lstrip().startswith(("from cxr.extract", "import cxr.extract")), path
+
+
+def test_the_cli_is_a_thin_edge():
+    """Every command's tables live beside its logic (`*/tables.py`, `*/report.py`), the CLI
+    imports nothing private from the package, and only `store/` knows its folders' layout."""
+    source = (ROOT / "cli.py").read_text()
+    assert "Table(" not in source and "def _render" not in source
+    private = [line for line in source.splitlines() if re.search(r"from cxr\.\S+ import _", line)]
+    assert private == []
+    layout = [
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*.py")
+        if path.relative_to(ROOT).parts[0] not in ("store", "tests", ".venv", "build")
+        and '.parts"' in path.read_text()
+    ]
+    assert layout == []
+
+
+def test_info_prints_names_from_the_folder_as_text(tmp_path):
+    """A parts folder's name is the backbone `cxr info` prints: Rich markup in it is shown as
+    it is (before: parsed, so the name printed was not the folder's)."""
+    parts = tmp_path / ".[bold]x.parts"
+    parts.mkdir()
+    (parts / "0001.h5").write_bytes(b"")
+    result = runner.invoke(app, ["info", "--features", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "[bold]x: 1 committed batch(es)" in result.stdout
+    empty = tmp_path / "[bold]none"
+    empty.mkdir()
+    assert f"No stores in {empty}." in runner.invoke(app, ["info", "--features", str(empty)]).stdout
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def test_version():
+    from cxr import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"cxr {__version__}"

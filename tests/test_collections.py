@@ -196,7 +196,7 @@ def test_the_python_api_reads_a_collection_with_its_options(tmp_path):
     store = load(tmp_path / "f", "mobilenet_025")
     assert Counter(store.labels) == {"covid": 3, "viral": 3, "fungal": 1}
     assert summary.stored == 7 and store.attrs["layout"] == "cohen"
-    with pytest.raises(CxrError, match="--column kind=x"):
+    with pytest.raises(CxrError, match="`columns` kind=x"):
         cxr.extract_features(root, features=tmp_path / "g", columns={"kind": "x"})
 
 
@@ -279,7 +279,7 @@ def test_a_mask_or_a_blank_among_films_is_rejected_and_named(tmp_path):
 
 
 def test_an_unknown_layout_name_lists_the_choices(tmp_path):
-    with pytest.raises(CxrError, match="--layout nih: choose from auto, folders"):
+    with pytest.raises(CxrError, match="`layout` nih: choose from auto, folders"):
         discover(make_class_folders(tmp_path / "d"), None, layout="nih")
     help_text = runner.invoke(app, ["features", "--help"], terminal_width=200).output
     assert all(name in help_text for name in LAYOUTS)  # --help lists the registry
@@ -303,7 +303,7 @@ def test_a_table_with_its_own_column_names_needs_no_script(tmp_path):
     found = discover(data, table, options=options)
     assert labels(found) == {"covid": 3, "normal": 3}
     assert {e.patient_id for e in found.entries} == {"S0", "S1"}
-    with pytest.raises(CxrError, match="--column kind=x: ROLE is one of path, label"):
+    with pytest.raises(CxrError, match="`columns` kind=x: ROLE is one of path, label"):
         ReadOptions.parse(["kind=x"])
 
 
@@ -313,7 +313,7 @@ def test_patients_from_file_names(tmp_path):
     options = ReadOptions.parse(patient_from_name=r"^(p\d+)_")
     found = discover(tmp_path / "d", None, options=options)
     assert sorted(e.patient_id for e in found.entries) == ["p1", "p1", "p2"]
-    with pytest.raises(CxrError, match=r"--patient-from-name .*not a regular expression"):
+    with pytest.raises(CxrError, match=r"`patient_from_name` .*not a regular expression"):
         ReadOptions.parse(patient_from_name="(")
     nothing = ReadOptions.parse(patient_from_name=r"PAT\d+")
     with pytest.raises(CxrError, match=r"finds no patient in any file name \(e.g. p\d_.\.png\)"):

@@ -55,16 +55,16 @@ def plan(fs, folds=3, group_by="auto", seed=0):
 def test_plan_groups_by_patient_when_ids_exist(make_synthetic_store):
     fs = load(make_synthetic_store())
     grouped = plan(fs)
-    assert grouped.protocol["grouped"] and not grouped.notes
-    assert grouped.protocol["scheme"] == "StratifiedGroupKFold"
+    assert grouped.protocol.grouped and not grouped.notes
+    assert grouped.protocol.scheme == "StratifiedGroupKFold"
     by_image = plan(fs, group_by="none")
-    assert not by_image.protocol["grouped"] and "optimistic" in by_image.notes[0]
+    assert not by_image.protocol.grouped and "optimistic" in by_image.notes[0]
 
 
 def test_plan_without_ids_warns_and_refuses_patient_grouping(make_synthetic_store):
     fs = load(make_synthetic_store(patient_ids=False))
     ungrouped = plan(fs)
-    assert ungrouped.protocol["scheme"] == "StratifiedKFold" and "optimistic" in ungrouped.notes[0]
+    assert ungrouped.protocol.scheme == "StratifiedKFold" and "optimistic" in ungrouped.notes[0]
     with pytest.raises(CxrError, match="no patient id"):
         plan(fs, group_by="patient")
 
@@ -74,10 +74,10 @@ def test_class_with_fewer_patients_than_folds_names_the_folds_that_work(make_syn
     with pytest.raises(CxrError) as info:
         plan(load(path), folds=10)
     assert str(info.value) == (
-        f"{path}: class 'covid' has 3 patients, fewer than --folds 10; the largest --folds that "
+        f"{path}: class 'covid' has 3 patients, fewer than `folds` 10; the largest `folds` that "
         "works here is 3"
     )
-    assert plan(load(path), folds=3).protocol["folds"] == 3  # and it does work
+    assert plan(load(path), folds=3).protocol.folds == 3  # and it does work
 
 
 def test_same_seed_same_json_whatever_the_jobs(make_synthetic_store):
@@ -154,8 +154,8 @@ def test_rows_without_a_patient_id_do_not_turn_off_patient_grouping(make_synthet
     missing[[0, 5, 9]] = True  # three images without an id, e.g. PNGs beside DICOMs
     rows["patient_id"] = np.where(missing, "", rows["patient_id"]).astype(object)
     made = plan(fs)
-    assert made.protocol["grouped"] and made.data.missing_ids == 3
-    assert made.protocol["unit"] == "patient (image where no id)"
+    assert made.protocol.grouped and made.data.missing_ids == 3
+    assert made.protocol.unit == "patient (image where no id)"
     assert any("3 row(s) have no patient id" in n for n in made.notes)
     for split in made.splits:
         known = ~missing

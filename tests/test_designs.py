@@ -1,5 +1,6 @@
-"""A validation design is one class: here a new one, written in this test, runs through the
-evaluation, the terminal report and the plots without a change anywhere else."""
+"""A validation design is one class that splits and one that presents its results: here a new
+one, written in this test, runs through the evaluation, the terminal report and the plots
+without a change anywhere else."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from rich.console import Console
 
 import cxr
-from cxr.classify.designs import DESIGNS, Design, Part, Plan, design_of, slug
+from cxr.classify.designs import Design, Part, Plan
 from cxr.classify.folds import Split
+from cxr.classify.presentation import PRESENTATIONS, Presentation, presentation_of, slug
+from cxr.classify.records import Protocol, Validation
 from cxr.classify.tasks import TaskSpec, select
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
@@ -34,14 +37,20 @@ class ColumnSplit(Design):
             raise CxrError(
                 f"{data.source}: --split-column {self.column}: needs train and test rows"
             )
-        validation = {"kind": self.kind, "column": self.column, "n_test": len(test)}
-        protocol = {"scheme": f"split by {self.column}", "seed": seed, "grouped": False}
+        validation = Validation(self.kind, column=self.column, n_test=len(test))
+        protocol = Protocol(f"split by {self.column}", seed=seed, grouped=False)
         split = Split(0, 0, train, test, name=f"{self.column}=test")
         return Plan(data, [split], [Part((0,), validation)], protocol, None)
 
+
+class ColumnSplitShown(Presentation):
+    """How its results look: the words of the report (the file names are the default's)."""
+
+    kind: ClassVar[str] = "column-split"
+
     @classmethod
     def describe(cls, result: Mapping) -> str:
-        return f"the {result['validation']['column']} column's test rows"
+        return f"the {Validation.of(result).column} column's test rows"
 
 
 def split_of(record: dict) -> str:
@@ -49,16 +58,21 @@ def split_of(record: dict) -> str:
 
 
 def test_a_design_written_outside_the_package_runs_end_to_end(make_synthetic_store, tmp_path):
-    assert DESIGNS["column-split"] is ColumnSplit  # registered by being defined
+    assert PRESENTATIONS["column-split"] is ColumnSplitShown  # registered by being defined
     path = make_synthetic_store(meta={"split": split_of})
     ev = cxr.evaluate(
-        path.parent, heads=["logreg", "knn"], design=ColumnSplit("split"), bootstrap=50, jobs=1
+        path.parent,
+        heads=["logreg", "knn"],
+        design=ColumnSplit("split"),
+        bootstrap=50,
+        jobs=1,
+        predictions=True,
     )
     groups = ev.predictions().query("head == 'logreg'")["group"]
     tested = sum(split_of({"patient_id": p}) == "test" for p in groups)
     assert [r["n"] for r in ev.results] == [tested, tested]
-    assert all(r["validation"]["kind"] == "column-split" for r in ev.results)
-    assert design_of(ev.results[0]) is ColumnSplit
+    assert all(Validation.of(r).kind == "column-split" for r in ev.results)
+    assert presentation_of(ev.results[0]) is ColumnSplitShown
     console = Console(record=True, width=160)
     from cxr.classify.report import render
 

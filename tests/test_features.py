@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -22,9 +23,11 @@ from helpers import (
     weight_flags,
     xray_like,
 )
+from PIL import Image
+from test_images import POSTSCRIPT, j2k_bomb
 from typer.testing import CliRunner
 
-import cxr.store as store
+from cxr import store
 from cxr.cli import app
 from cxr.errors import CxrError
 from cxr.extract import hashing, images
@@ -377,3 +380,170 @@ def test_real_chest_xrays_embed(tmp_path):
     assert summary.stored == 6 and summary.rejected == 0
     X = store.load(tmp_path / "f", BACKBONE).X
     assert np.isfinite(X).all() and X.std(axis=0).mean() > 1e-3
+
+
+# ---- one `cxr features` run over all of it -------------------------------------------------------
+
+
+def test_features_stores_the_good_films_and_names_every_odd_file(tmp_path, monkeypatch):
+    """Class folders as a careless export leaves them: PostScript named .png, a Latin-1 name, a
+    JPEG 2000 bomb, a float TIFF with an infinite pixel. Before, the Latin-1 name stopped the
+    run at the publish (UnicodeEncodeError naming no file) and no store was ever written."""
+    from PIL import EpsImagePlugin
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: 1 / 0)
+    data = tmp_path / "data"
+    for i, name in enumerate(("covid/a.png", "covid/b.png", "normal/c.png", "normal/d.png")):
+        save_png(data / name, i)
+    (data / "covid" / "ghost.png").write_bytes(POSTSCRIPT)
+    save_png(data / "normal" / os.fsdecode(b"caf\xe9.png"), 7)
+    (data / "covid" / "bomb.dcm").write_bytes(j2k_bomb())
+    film = xray_like(8, (96, 80)).astype(np.float32)
+    film[1, 1] = np.inf
+    Image.fromarray(film, mode="F").save(data / "normal" / "float.tif")
+    features = tmp_path / "features"
+    args = ["features", str(data), "-b", "mobilenet_025", "--weights", "random"]
+    result = runner.invoke(app, [*args, "--features", str(features), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    from cxr.store import load
+
+    fs = load(features, "mobilenet_025")
+    assert sorted(fs.rows["path"]) == [
+        "covid/a.png",
+        "covid/b.png",
+        "normal/c.png",
+        "normal/d.png",
+        "normal/float.tif",
+    ]
+    reasons = dict(zip(fs.rejected["path"], fs.rejected["reason"], strict=True))
+    assert reasons["covid/ghost.png"] == "not an image (unrecognised format)"
+    assert reasons["normal/caf\\xe9.png"].startswith("file name is not valid UTF-8")
+    assert "possible decompression bomb" in reasons["covid/bomb.dcm"]
+    assert "Traceback" not in result.output
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def features(data: Path, out: Path, *extra: str):
+    args = ["features", str(data), "-b", BACKBONE, "--features", str(out), *weight_flags()]
+    return runner.invoke(app, [*args, *extra])
+
+
+def test_an_image_missing_from_the_manifest_is_named_not_ignored(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=2)
+    rows = [
+        f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in sorted(data.rglob("*.png"))
+    ]
+    (data / "manifest.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    assert features(data, tmp_path / "f").exit_code == 0
+    save_png(data / "covid" / "new.png", seed=99)
+    result = features(data, tmp_path / "f")
+    assert result.exit_code == 0
+    assert "1 image file(s)" in result.output and "covid/new.png" in result.output
+    assert "not in" in result.output and "manifest.csv" in result.output
+
+
+def test_a_metadata_only_manifest_change_is_reported_as_an_update(tmp_path):
+    data = make_class_folders(tmp_path / "d", per_class=2)
+    files = sorted(data.rglob("*.png"))
+    manifest = data / "manifest.csv"
+
+    def write(pid: str) -> None:
+        rows = [
+            f"{p.relative_to(data).as_posix()},{p.parent.name},{pid}{i}"
+            for i, p in enumerate(files)
+        ]
+        manifest.write_text("path,label,patient_id\n" + "\n".join(rows) + "\n")
+
+    write("a")
+    assert features(data, tmp_path / "f").exit_code == 0
+    write("b")
+    result = features(data, tmp_path / "f")
+    assert result.exit_code == 0, result.output
+    assert "No new images to embed" in result.output
+    assert "store updated (rows or metadata changed)" in result.output
+    assert set(store.load(tmp_path / "f", BACKBONE).patient_ids) == {f"b{i}" for i in range(4)}
+
+
+def test_class_folders_differing_only_in_case_are_refused(tmp_path):
+    save_png(tmp_path / "d" / "Covid" / "a.png", 1)
+    save_png(tmp_path / "d" / "covid" / "b.png", 2)
+    save_png(tmp_path / "d" / "normal" / "c.png", 3)
+    result = features(tmp_path / "d", tmp_path / "f")
+    assert result.exit_code == 2
+    assert "Covid/ and covid/ differ only in case" in result.output
+
+
+@pytest.mark.slow  # a `cxr features` and a `cxr explain` process
+def test_tensorflow_start_up_chatter_is_not_shown(tmp_path):
+    """No 'E0000 ... failed call to cuInit: CUDA error' for a clinician to worry about."""
+    data = make_class_folders(tmp_path / "d", per_class=3)
+    code = "import sys; from cxr.cli import app; sys.argv = ['cxr', *sys.argv[1:]]; app()"
+    store = ["-b", BACKBONE, "--features", str(tmp_path / "f")]
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for args in (
+        ["features", str(data), *store, *weight_flags()],
+        ["explain", *store, "--head", "logreg", "--sample", "1"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        for noise in ("cuInit", "E0000", "I0000", "cuda drivers", "oneDNN", "absl", "Warning"):
+            assert noise not in done.stderr + done.stdout, args[0]
+
+
+def test_an_offline_download_error_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    import keras.utils
+
+    def offline(*args, **kwargs):
+        try:
+            raise OSError("[Errno -3] Temporary failure in name resolution")
+        except OSError as exc:
+            raise Exception("URL fetch failure on https://example/w.h5: None") from exc
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    data = make_class_folders(tmp_path / "d", per_class=1)
+    # vgg19's ImageNet weights, to be downloaded (whatever weights the other backbone gets)
+    result = features(data, tmp_path / "f", "-b", "vgg19", "--weights", "vgg19=imagenet")
+    assert result.exit_code == 2
+    assert "failed (OSError: [Errno -3] Temporary failure in name resolution)" in result.output
+
+
+def test_predict_and_reruns_use_the_weight_file_the_store_was_built_with(tmp_path, monkeypatch):
+    real = real_weights(BACKBONE)
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / real.name).symlink_to(real)
+    data = make_class_folders(tmp_path / "d", per_class=4)
+    out = tmp_path / "f"
+    given = ["--weights", f"{BACKBONE}={tmp_path / 'w1' / real.name}"]
+    assert features(data, out, *given).exit_code == 0
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "nowhere"))
+    save_png(data / "covid" / "new.png", seed=77)
+    again = runner.invoke(app, ["features", str(data), "-b", BACKBONE, "--features", str(out)])
+    assert again.exit_code == 0, again.output  # no --weights: the store's own file, offline
+    assert "the store's weight file" in again.output and len(store.load(out, BACKBONE)) == 9
+    model = tmp_path / "m.skops"
+    args = ["train", "--features", str(out), "--head", "logreg", "--out", str(model)]
+    assert runner.invoke(app, args).exit_code == 0
+    found = runner.invoke(
+        app, ["predict", str(data / "covid"), "--model", str(model), "--json", "-"]
+    )
+    assert found.exit_code == 0, found.output  # the recorded path
+    assert len(json.loads(found.stdout)["predictions"]) == 5
+    (tmp_path / "w1" / real.name).unlink()  # the weight file moved away
+    missing = runner.invoke(app, ["predict", str(data / "covid"), "--model", str(model)])
+    assert missing.exit_code == 2
+    assert f"{model}: trained with the weight file {real.name}" in missing.output
+    assert "CXR_WEIGHTS_DIR" in missing.output
+    (tmp_path / "w2").mkdir()
+    (tmp_path / "w2" / real.name).symlink_to(real)
+    monkeypatch.setenv("CXR_WEIGHTS_DIR", str(tmp_path / "w2"))  # found again, by name
+    found = runner.invoke(
+        app, ["predict", str(data / "covid"), "--model", str(model), "--json", "-"]
+    )
+    assert found.exit_code == 0, found.output

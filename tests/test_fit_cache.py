@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import cxr
 from cxr.classify import evaluate, fitting
 from cxr.classify.fitcache import FOLDER, CacheWarning, FitCache
+from cxr.classify.predictions import OutOfFold
 from cxr.cli import app
 from cxr.trust import read_sealed, write_sealed
 
@@ -212,7 +213,7 @@ def seal_arrays(entry: Path, arrays: dict[str, np.ndarray]) -> None:
 def test_the_size_bound_evicts_the_least_recently_used(tmp_path):
     cache = FitCache(tmp_path / FOLDER, max_bytes=10_000)
     rows = np.arange(200)
-    oof = fitting.OutOfFold(rows, rows % 2, np.full((200, 2), 0.5), rows % 3, [], [])
+    oof = OutOfFold(rows, rows % 2, np.full((200, 2), 0.5), rows % 3, [], [])
     for i, key in enumerate("abcd"):
         cache.put(key, oof)
         os.utime(tmp_path / FOLDER / f"{key}.npz", (i, i))  # a, b, c, d in order of use

@@ -2,9 +2,21 @@
 
 import numpy as np
 import pytest
+from helpers import FOUR, evaluate
 from sklearn.preprocessing import StandardScaler
 
-from cxr.classify.heads import HEADS, build_head, effective_params, parse_params, search_grid
+from cxr.classify import modelfile
+from cxr.classify.evaluate import grid_edges
+from cxr.classify.heads import (
+    HEADS,
+    Grid,
+    Head,
+    build_head,
+    effective_params,
+    needs_inner_cv,
+    parse_params,
+    search_grid,
+)
 from cxr.errors import CxrError
 
 
@@ -98,3 +110,59 @@ def test_svm_projects_on_principal_components_inside_the_fold_unless_told_not_to
     assert search_grid("svm", parse_params(["svm.pca=64,128,256"])["svm"])[
         "reduce__n_components"
     ] == [64, 128, 256]
+
+
+def test_a_head_is_one_registry_entry_model_file_allow_list_included(monkeypatch):
+    """The model file admits what the registry's heads hold when fitted, derived from it: a
+    head added to the registry is admitted (and checked as numpy-only), none other is; whether
+    a head cross-validates inside its training rows is its own record, not its name."""
+    toy = "sklearn.naive_bayes.GaussianNB"
+    assert toy not in modelfile.allowed()["ObjectNode"]
+    monkeypatch.setitem(HEADS, "nb", Head("nb", "Gaussian naive Bayes", toy, {}, {}))
+    monkeypatch.setitem(
+        HEADS, "calibrated-nb", Head("calibrated-nb", "calibrated", toy, {}, {}, calibrated=True)
+    )
+    assert toy in modelfile.allowed()["ObjectNode"]
+    from sklearn.naive_bayes import GaussianNB
+
+    assert GaussianNB in modelfile._classifier_checks()
+    assert needs_inner_cv(["logreg", "svm"], search=False)
+    assert not needs_inner_cv(["logreg", "nb"], search=False)
+    assert needs_inner_cv(["calibrated-nb"], search=False)
+    assert needs_inner_cv(["nb"], search=True)
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def test_a_list_widens_the_search_grid_and_needs_search(make_synthetic_store):
+    params = parse_params(["logreg.C=10,100,1000", "mlp.hidden_layer_sizes=64,32"])
+    assert isinstance(params["logreg"]["C"], Grid)
+    assert params["mlp"]["hidden_layer_sizes"] == (64, 32)  # a list the parameter itself takes
+    assert search_grid("logreg", params["logreg"]) == {"clf__C": [10, 100, 1000]}
+    path = make_synthetic_store(FOUR)
+    with pytest.raises(CxrError, match="lists 3 values: add `search`"):
+        evaluate(path.parent, heads=["logreg"], params=params, folds=3, bootstrap=20)
+    report = evaluate(
+        path.parent, heads=["logreg"], params=params, folds=3, bootstrap=20, search=True
+    )
+    assert report["results"][0]["search"]["grid"] == {"clf__C": [10, 100, 1000]}
+    assert {b["C"] for b in report["results"][0]["search"]["best_params"]} <= {10, 100, 1000}
+
+
+def test_a_toml_list_of_lists_is_a_grid_and_a_typo_names_the_file(tmp_path):
+    config = tmp_path / "heads.toml"
+    config.write_text("[mlp]\nhidden_layer_sizes = [[128], [256, 64]]\n")
+    assert parse_params([], config)["mlp"]["hidden_layer_sizes"] == Grid(((128,), (256, 64)))
+    config.write_text("[mlp]\nalpah = 0.1\n")
+    with pytest.raises(CxrError, match=rf"^{config}: head 'mlp' has no parameter 'alpah'"):
+        parse_params([], config)
+
+
+def test_search_at_the_edge_of_its_grid_warns():
+    chosen = [{"C": 10.0}] * 9 + [{"C": 1.0}]
+    [warning] = grid_edges("logreg", {"clf__C": [0.01, 0.1, 1.0, 10.0]}, chosen)
+    assert "C=10 is the largest value of its grid in 9 of 10 folds" in warning
+    assert "--set logreg.C=0.01,0.1,1,10,100" in warning
+    assert grid_edges("logreg", {"clf__C": [0.01, 0.1, 1.0, 10.0]}, [{"C": 1.0}] * 10) == []
+    assert grid_edges("mlp", {"clf__alpha": [1e-4, 1e-2]}, [{"alpha": 1e-2}] * 10) == []

@@ -173,7 +173,7 @@ def test_group_by_any_column_keeps_its_values_apart(make_synthetic_store):
 
     fs = load(make_synthetic_store({"covid": 18, "normal": 18}, meta={"site": site}))
     plan = CrossValidation(3, group_by="site").plan(fs, TaskSpec(), seed=0)
-    assert plan.protocol["unit"] == "site" and plan.protocol["grouped"]
+    assert plan.protocol.unit == "site" and plan.protocol.grouped
     column = plan.data.column("site")
     for split in plan.splits:
         assert not set(column[split.train]) & set(column[split.test])

@@ -105,7 +105,7 @@ def test_the_quantised_model_is_reused_and_a_tampered_one_quantised_again(
 
 
 def test_int8_needs_openvino_and_a_data_set(tmp_path):
-    with pytest.raises(CxrError, match="--precision int8 needs --runtime openvino"):
+    with pytest.raises(CxrError, match="`precision` int8 needs `runtime` openvino"):
         runtimes.choose("tensorflow", "int8")
     with pytest.raises(CxrError, match="int8 runs in-process"):
         run(tmp_path, tmp_path / "f", "int8", scheduler="local:1")

@@ -91,13 +91,19 @@ def test_the_wheel_holds_the_package_and_nothing_else(tmp_path):
 
 def test_stage_2_has_no_import_cycle():
     """classify/ modules import each other one way only (a module-level import graph with no
-    cycle), so each can be read and changed on its own."""
+    cycle, imports for type checking counted), so each can be read and changed on its own."""
     graph = {}
     for path in sorted((ROOT / "classify").glob("*.py")):
         tree = ast.parse(path.read_text())
+        typing_only = [
+            item
+            for node in tree.body
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            for item in node.body
+        ]
         graph[path.stem] = {
             node.module.rsplit(".", 1)[1]
-            for node in tree.body  # module level: lazy imports inside functions are not cycles
+            for node in [*tree.body, *typing_only]  # lazy imports in functions are not cycles
             if isinstance(node, ast.ImportFrom)
             and node.module
             and node.module.startswith("cxr.classify.")

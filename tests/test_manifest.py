@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from cxr.classify.tasks import TaskSpec, select
 from cxr.cli import app
-from cxr.extract.headers import pseudonym
+from cxr.extract.headers import StudyKey, pseudonym
+from cxr.extract.layouts import ReadOptions
 from cxr.extract.runner import extract_features
 from cxr.progress import Silent
 from cxr.store import load
@@ -275,3 +276,61 @@ def test_the_manifest_can_go_to_stdout(tmp_path):
     result = runner.invoke(app, ["manifest", str(data), "--out", "-", "--key", "k"])
     assert result.exit_code == 0 and result.stdout.startswith("path,label,patient_id")
     assert "Wrote" in result.stderr and not (tmp_path / "-").exists()
+
+
+# ---- cxr manifest: what leaves the hospital -----------------------------------------------------
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_manifest_writes_an_allow_list_of_columns_and_caps_every_age(tmp_path):
+    """A MIMIC-style export: subject, study and image ids, an accession number, a UID, a URL and
+    free text; before, only names matching a regex were pseudonymised, the rest (and ages over
+    89 from the CSV itself) went out verbatim."""
+    from cxr.extract.manifest import build_manifest
+
+    data = tmp_path / "data"
+    save_png(data / "covid" / "a.png", 1)
+    save_png(data / "normal" / "b.png", 2)
+    given = data / "export.csv"
+    given.write_text(
+        "path,label,subject_id,study_id,dicom_id,AccessionNumber,SOPInstanceUID,finding,"
+        "orig_url,notes,age\n"
+        "covid/a.png,covid,10000032,50414267,02aa804e,ACC-991,1.2.840.1.5,COVID-19,"
+        "https://pacs.example/10000032,seen by Dr Roe,95\n"
+        "normal/b.png,normal,10000033,50414268,02aa804f,ACC-992,1.2.840.1.6,,,,42\n"
+    )
+    summary = build_manifest(given, tmp_path / "out.csv", key=StudyKey(tmp_path, "k"))
+    text = (tmp_path / "out.csv").read_text()
+    for secret in ("10000032", "50414267", "02aa804e", "ACC-991", "1.2.840.1.5", "Roe", "pacs"):
+        assert secret not in text, secret
+    assert set(summary.dropped) == {"orig_url", "notes"}
+    a, b = _csv_rows(tmp_path / "out.csv")
+    assert (a["finding"], a["age"], b["age"]) == ("COVID-19", "90", "42")
+    assert a["subject_id"].startswith("i-") and a["subject_id"] != b["subject_id"]
+
+
+def test_manifest_cells_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_path):
+    """Class folders and files named like formulas (a careless export or an attacker): the CSV
+    shows them as text, and `cxr features` reads the original names back."""
+    from cxr.extract.layouts.table import Manifest
+    from cxr.extract.manifest import build_manifest
+
+    data = tmp_path / "data"
+    names = ["=HYPERLINK(x)/+1.png", "=HYPERLINK(x)/@a.png", "-2/'=b.png", "-2/plain.png"]
+    for i, name in enumerate(names):
+        save_png(data / name, i)
+    out = data / "manifest.csv"
+    build_manifest(data, out, key=StudyKey(tmp_path), keep_ids=True)
+    for line in out.read_text().splitlines()[1:]:
+        assert all(not cell.startswith(("=", "+", "-", "@")) for cell in line.split(","))
+    listing = Manifest(out).read(data, ReadOptions())
+    entries = listing.entries
+    assert not listing.rejects and sorted(e.path for e in entries) == sorted(names)
+    assert {e.label for e in entries} == {"=HYPERLINK(x)", "-2"}
+    assert all(e.file.is_file() for e in entries)

@@ -91,7 +91,7 @@ def test_runtime_and_precision_are_part_of_a_stores_identity(tmp_path, keras_hom
     run(data, tmp_path / "f")  # TensorFlow
     with pytest.raises(CxrError, match="runtime: stored 'tensorflow' vs now 'openvino'"):
         run(data, tmp_path / "f", runtime="openvino")
-    with pytest.raises(CxrError, match="--precision bf16 needs --runtime openvino"):
+    with pytest.raises(CxrError, match="`precision` bf16 needs `runtime` openvino"):
         run(data, tmp_path / "f", precision="bf16")
     import openvino as ov
 

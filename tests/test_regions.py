@@ -54,7 +54,7 @@ def _entry(path: str, mask: Path | None = None) -> Entry:
 def test_a_region_that_cannot_work_is_one_line(text, message):
     with pytest.raises(CxrError, match=message):
         Region.parse(text)
-    with pytest.raises(CxrError, match=r"--region-box 0\.99"):
+    with pytest.raises(CxrError, match=r"`region_box` 0\.99"):
         Region.parse("centre-masked", 0.99)
 
 

@@ -422,7 +422,9 @@ def test_predictions_carry_the_fold_and_the_stores_columns_never_clobbered(make_
         {"covid": 15, "normal": 15},
         meta={"site": site_of, "split": lambda r: split[r["label"]], "fold": lambda r: "f"},
     )
-    ev = cxr.evaluate(path.parent, heads=["logreg"], binary="covid", folds=3, bootstrap=20)
+    ev = cxr.evaluate(
+        path.parent, heads=["logreg"], binary="covid", folds=3, bootstrap=20, predictions=True
+    )
     frame = ev.predictions()
     fs = cxr.load_store(path)
     assert {"fold", "source", "site", "split", "patient_id", "stored_label"} <= set(frame)

@@ -180,13 +180,13 @@ def test_covariate_pipelines_match_scikit_learns_cross_val_predict(make_syntheti
 def test_covariates_are_refused_when_they_would_leak_or_do_not_exist(make_synthetic_store):
     path = marker_store(make_synthetic_store)
     data = select(load(path), TaskSpec())
-    with pytest.raises(CxrError, match="--covariates label: that is what the heads predict"):
+    with pytest.raises(CxrError, match="`covariates` label: that is what the heads predict"):
         with_covariates(data, ["label"], "label")
-    with pytest.raises(CxrError, match="--covariates patient_id: identifies"):
+    with pytest.raises(CxrError, match="`covariates` patient_id: identifies"):
         with_covariates(data, ["patient_id"], "label")
     with pytest.raises(CxrError, match="no column 'sex'; available"):
         with_covariates(data, ["sex"], "label")
-    with pytest.raises(CxrError, match="--covariates-only: name the columns"):
+    with pytest.raises(CxrError, match="`covariates_only`: name the columns"):
         evaluate(path.parent, heads=["logreg"], covariates_only=True)
     result = runner.invoke(app, ["evaluate", "--features", str(path.parent), "--head", "logreg",
                                  "--covariates", "marker,noise", "--folds", "3",

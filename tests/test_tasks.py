@@ -50,7 +50,7 @@ def test_where_without_matches_lists_the_values_that_exist(make_synthetic_store)
     fs = load(make_synthetic_store(FOUR))
     with pytest.raises(
         CxrError,
-        match=r"no rows match --where label=Covid \(label has: "
+        match=r"no rows match `where` label=Covid \(label has: "
         r"bacterial, covid, normal, viral\)",
     ):
         select(fs, TaskSpec.from_options(where=["label=Covid"]))
@@ -70,7 +70,7 @@ def test_where_filters_on_metadata(make_synthetic_store):
     assert "covid" not in data.classes
     with pytest.raises(CxrError, match="no column 'hospital'"):
         select(load(path), TaskSpec.from_options(where=["hospital=x"]))
-    with pytest.raises(CxrError, match="no rows match --where dataset=nih"):
+    with pytest.raises(CxrError, match="no rows match `where` dataset=nih"):
         select(load(path), TaskSpec.from_options(where=["dataset=nih"]))
 
 
@@ -89,9 +89,9 @@ def test_exclude_text_and_json_with_group_overrides(make_synthetic_store, tmp_pa
 @pytest.mark.parametrize(
     "spec, message",
     [
-        (TaskSpec.from_options("covid,flu"), "--classes: no class 'flu'"),
-        (TaskSpec.from_options(merge=["pneumonia=bacterial,fungal"]), "--merge: no class 'fungal'"),
-        (TaskSpec.from_options(binary="flu"), "--binary: no class 'flu'"),
+        (TaskSpec.from_options("covid,flu"), "`classes`: no class 'flu'"),
+        (TaskSpec.from_options(merge=["pneumonia=bacterial,fungal"]), "`merge`: no class 'fungal'"),
+        (TaskSpec.from_options(binary="flu"), "`binary`: no class 'flu'"),
         (TaskSpec.from_options("covid"), "only 1 class left"),
     ],
 )

@@ -11,7 +11,10 @@ import joblib
 import numpy as np
 import pytest
 import skops.io as sio
-from helpers import dicom_bytes
+from helpers import (
+    FOUR,
+    dicom_bytes,
+)
 from typer.testing import CliRunner
 
 from cxr.classify.heads import HEADS, build_head
@@ -267,3 +270,59 @@ def test_predict_finds_dicom_files_whatever_their_name(tmp_path):
     (folder / "IM000001").write_bytes(dicom_bytes(np.ones((40, 40), np.uint16)))
     (folder / "notes").write_text("not an image")
     assert list_images([folder]) == [folder / "IM000001"]
+
+
+# ---- cxr train, refused (moved from tests/test_hostile.py) ----------------------------------
+
+
+def _train(store: Path, out: Path, *extra: str):
+    args = ["train", "--features", str(store.parent), "--out", str(out), *extra]
+    return runner.invoke(app, args)
+
+
+@pytest.mark.parametrize("head", ["svm", "mlp", "knn"])
+def test_train_with_a_class_too_small_to_fit_is_one_line(make_synthetic_store, tmp_path, head):
+    """Before: a ValueError traceback from the SVM's calibration, and the MLP or the kNN saved
+    as a model of a class it had seen once."""
+    store = make_synthetic_store({"a": 6, "b": 6, "c": 1}, seed=1)  # c: one image
+    result = _train(store, tmp_path / "m.skops", "--head", head)
+    assert result.exit_code == 2, result.output
+    assert "class 'c' has 1 row(s)" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "m.skops").exists()
+
+
+def test_two_trains_cannot_both_replace_one_model(make_synthetic_store, tmp_path):
+    """The second `cxr train` on one --out is refused while the first holds its lock (before,
+    both fitted and the last rename won, whatever the other had checked)."""
+    import fcntl
+    import os
+
+    store = make_synthetic_store()
+    out = tmp_path / "m.skops"
+    assert _train(store, out, "--head", "logreg").exit_code == 0
+    before = out.read_bytes()
+    fd = os.open(tmp_path / ".m.skops.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a first `cxr train` would hold it
+        os.pwrite(fd, b"4242", 0)
+        result = _train(store, out, "--head", "logreg", "--seed", "3")
+    finally:
+        os.close(fd)
+    assert result.exit_code == 2 and "another `cxr train` is writing" in result.stderr
+    assert "pid 4242" in result.stderr and out.read_bytes() == before
+    assert _train(store, out, "--head", "logreg", "--seed", "3").exit_code == 0  # lock released
+
+
+# ---- traps a user met (issue 15; moved from tests/test_traps.py) --------------------
+
+
+def test_train_refuses_to_replace_a_model_of_another_task(make_synthetic_store, tmp_path):
+    path = make_synthetic_store(FOUR)
+    out = tmp_path / "m.skops"
+    base = ["train", "--features", str(path.parent), "--head", "logreg", "--out", str(out)]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, base).exit_code == 0  # retraining the same model is fine
+    other = runner.invoke(app, [*base, "--binary", "covid"])
+    assert other.exit_code == 2
+    assert f"{out}: holds a mobilenet_v2 + logreg model for another task" in other.output
+    assert runner.invoke(app, [*base, "--binary", "covid", "--force"]).exit_code == 0

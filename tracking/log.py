@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cxr.classify.designs import design_of
 from cxr.classify.heads import setting_text
+from cxr.classify.presentation import presentation_of
+from cxr.classify.records import Validation
 from cxr.classify.results import EvaluateReport, Outcome
 from cxr.reporting.figures import recorded
 from cxr.tracking import predictions
@@ -72,7 +73,7 @@ def params_of(report: EvaluateReport) -> dict[str, str]:
     prov = report["provenance"]
     found = {
         "task": first["task"]["name"],
-        "design": design_of(first).describe(first),
+        "design": presentation_of(first).describe(first),
         "metric": report["settings"]["metric"],
         "operating_point": str(report["settings"]["operating_point"]),
         "seed": str(prov["seed"]),
@@ -113,7 +114,7 @@ def tags_of(report: EvaluateReport, best: tuple[str, str], settings: str) -> dic
     first = report["results"][0]
     return {
         "cxr.task": first["task"]["name"],
-        "cxr.design": str(first.get("validation", {}).get("kind", "")),
+        "cxr.design": Validation.of(first).kind,
         "cxr.backbones": ",".join(report["provenance"]["stores"]),
         "cxr.heads": ",".join(dict.fromkeys(r["head"] for r in report["results"])),
         "cxr.best": best[0],

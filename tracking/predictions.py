@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from cxr.classify.compare import Scored, row_keys
+from cxr.classify.records import Validation
 from cxr.classify.results import EvaluateReport, Outcome, result_name
 from cxr.errors import CxrError
 
@@ -32,7 +33,7 @@ class Predicted(TypedDict):
 
 def result_key(result: Mapping[str, Any]) -> str:
     """A result's name within its run: ``mobilenet_v2 + mlp``, ``... | held out: kermany``."""
-    held = result.get("validation", {}).get("held_out")
+    held = Validation.of(result).held_out
     return result_name(result) + (f" | held out: {held}" if held is not None else "")
 
 

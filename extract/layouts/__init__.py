@@ -22,6 +22,7 @@ from cxr.extract.layouts.folders import ClassFolders, SplitFolders
 from cxr.extract.layouts.kermany import Kermany
 from cxr.extract.layouts.radiography import Radiography
 from cxr.extract.layouts.table import Manifest
+from cxr.extract.settings import AUTO
 
 __all__ = ["LAYOUTS", "Layout", "Listing", "ReadOptions", "choose"]
 
@@ -29,7 +30,6 @@ LAYOUTS: dict[str, type[Layout]] = {
     c.name: c for c in (ClassFolders, SplitFolders, Manifest, Radiography, Kermany, Covidx, Cohen)
 }
 RECOGNISED: tuple[type[Layout], ...] = (Manifest, Cohen, Covidx, Radiography, Kermany)
-AUTO = "auto"
 NAMES = (AUTO, *LAYOUTS)
 WRAPPERS = 2  # levels of single-folder wrappers looked into
 
@@ -41,13 +41,13 @@ def choose(
     ``for_manifest`` (`cxr manifest`, which writes ``DATA/manifest.csv``), that file is not the
     data set, and one class folder is a start (its labels are edited next), not a mistake."""
     if name not in NAMES:
-        raise CxrError(f"--layout {name}: choose from {', '.join(NAMES)}")
+        raise CxrError(f"`layout` {name}: choose from {', '.join(NAMES)}")
     if manifest is not None:
         if name not in (AUTO, Manifest.name):
-            raise CxrError(f"--manifest is read by --layout manifest, not --layout {name}")
+            raise CxrError(f"`manifest` is read by `layout` manifest, not `layout` {name}")
         return Manifest(manifest), data if data is not None else manifest.parent, ""
     if data is None:
-        raise CxrError("give a data folder (class folders, a collection) or --manifest CSV")
+        raise CxrError("give a data folder (class folders, a collection) or `manifest` CSV")
     if name == ClassFolders.name:
         return ClassFolders(forced=True), data, ""
     wanted = (LAYOUTS[name],) if name != AUTO else RECOGNISED

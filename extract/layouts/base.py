@@ -50,12 +50,14 @@ class ReadOptions:
         for item in columns:
             role, sep, name = item.partition("=")
             if not sep:
-                raise CxrError(f"--column {item}: give ROLE=COLUMN (e.g. --column label=diagnosis)")
+                raise CxrError(
+                    f"`columns` {item}: give ROLE=COLUMN (e.g. `columns` label=diagnosis)"
+                )
             named.append((role.strip(), name.strip()))
         for item in label_map:
             text, sep, label = item.partition("=")
             if not sep:
-                raise CxrError(f"--label-map {item}: give TEXT=LABEL (TEXT= leaves such rows out)")
+                raise CxrError(f"`label_map` {item}: give TEXT=LABEL (TEXT= leaves such rows out)")
             rules.append((text.strip(), label.strip()))
         return cls.of(dict(named), patient_from_name, rules, allow_outside)
 
@@ -73,18 +75,18 @@ class ReadOptions:
         for role, name in named:
             if role not in ROLES or not name:
                 raise CxrError(
-                    f"--column {role}={name}: ROLE is one of {', '.join(ROLES)}, COLUMN a name"
+                    f"`columns` {role}={name}: ROLE is one of {', '.join(ROLES)}, COLUMN a name"
                 )
         if patient_from_name:
             try:
                 re.compile(patient_from_name)
             except re.error as exc:
                 raise CxrError(
-                    f"--patient-from-name {patient_from_name}: not a regular expression ({exc})"
+                    f"`patient_from_name` {patient_from_name}: not a regular expression ({exc})"
                 ) from None
         rules = tuple(label_map.items() if isinstance(label_map, Mapping) else label_map)
         if any(not text for text, _ in rules):
-            raise CxrError("--label-map: give TEXT=LABEL with a TEXT to find in the finding")
+            raise CxrError("`label_map`: give TEXT=LABEL with a TEXT to find in the finding")
         return cls(named, patient_from_name, rules, allow_outside)
 
     def label(self, text: str, rules: Sequence[tuple[str, str]] = (), other: str = "") -> str:
