@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from joblib import Parallel
+from joblib import Parallel, effective_n_jobs
 
 from cxr.interrupt import quiet_tracker
 
@@ -26,15 +26,17 @@ def _import(modules: Sequence[str]) -> None:
 
 def pool(jobs: int, **options: Any) -> Parallel:
     """joblib's ``Parallel`` over ``jobs`` workers, loky's resource tracker started quiet first
-    (`cxr.interrupt.quiet_tracker`: a command stopped mid-fit prints one line, no traceback)."""
-    quiet_tracker()
+    (`cxr.interrupt.quiet_tracker`: a command stopped mid-fit prints one line, no traceback);
+    with one job joblib runs in this process and no tracker is started."""
+    if effective_n_jobs(jobs) > 1:
+        quiet_tracker()
     return Parallel(n_jobs=jobs, **options)
 
 
 def start_workers(jobs: int, heads: Sequence[str] | None) -> threading.Thread | None:
     """Warm ``jobs`` workers in the background with the modules that fitting ``heads`` (None:
     every head) imports; the thread doing it, or None with one job (no pool)."""
-    from joblib import delayed, effective_n_jobs
+    from joblib import delayed
 
     from cxr.classify.heads import HEADS
 
