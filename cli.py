@@ -741,7 +741,8 @@ def predict(
     runtime: RuntimeName | None = typer.Option(
         None,
         "--runtime",
-        help="tensorflow, openvino or auto; default: the runtime the model's store used.",
+        help="auto (the default: the fastest installed that matches TensorFlow), tensorflow or "
+        "openvino.",
     ),
     json_out: Path | None = JSON_OUT,
     csv_out: Path | None = typer.Option(

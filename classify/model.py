@@ -341,8 +341,9 @@ def embed_as_trained(
     """``embed(inputs, ...)`` with the backbone, weights, resize, runtime and region the model
     was trained on; CxrError unless the embeddings' fingerprint is the model's. ``weights``
     defaults to the recorded weights (a weight file where it was, else by name in the offline
-    folders); another f32 runtime than the model's is accepted (the two agree within the
-    probe's tolerance), a precision never changes. ``options`` go to ``embed`` as they are."""
+    folders); ``runtime`` to auto (the runtime is no part of a fingerprint: f32 runtimes agree
+    within the probe's tolerance), a precision never changes. ``options`` go to ``embed`` as
+    they are."""
     expected = bundle["fingerprint"]
     recorded = str(bundle["weights"])
     if recorded == "file":  # where it was at training, else by name in the offline folders
@@ -356,7 +357,7 @@ def embed_as_trained(
             weights=list(weights) or [recorded],
             resize=str(expected["resize"]),
             seed=max(int(expected.get("weights_seed") or 0), 0),  # -1 unless random
-            runtime=runtime or str(expected.get("runtime") or "tensorflow"),
+            runtime=runtime or "auto",
             precision=str(expected.get("precision") or "f32"),
             region=str(expected.get("region") or "full"),
             region_box=float(expected.get("region_box") or 0.0),
@@ -372,9 +373,7 @@ def embed_as_trained(
             f"{bundle['backbone']}=PATH"
         ) from None
     actual = jsonable(fingerprint(embedded.attrs))
-    expected = jsonable(fingerprint(expected))  # models of cxr < 0.3 lack runtime, precision
-    if actual["precision"] == expected["precision"] == "f32":
-        actual["runtime"] = expected["runtime"]  # equivalent within the probe's tolerance
+    expected = jsonable(fingerprint(expected))  # models of cxr < 0.3 lack precision
     if actual != expected:
         differ = ", ".join(k for k in expected if expected[k] != actual.get(k))
         raise CxrError(
@@ -398,8 +397,8 @@ def predict(
 
     ``weights`` uses the `cxr features --weights` syntax and defaults to the recorded weights name;
     the embedding's fingerprint must equal the model's, else CxrError names both weight hashes.
-    ``runtime`` defaults to the model's; another f32 runtime is accepted for an f32 model (the
-    two agree within the probe's tolerance), a precision never changes.
+    ``runtime`` defaults to auto (f32 runtimes agree within the probe's tolerance), a precision
+    never changes.
     """
     bundle = load_model(model_path, trust_pickle=trust_pickle)
     embedded = embed_as_trained(model_path, bundle, inputs, embed, weights, runtime=runtime)

@@ -23,7 +23,7 @@ from cxr.extract.dataset import Entry, list_images, shown_name
 from cxr.extract.reader import decode_stream
 from cxr.extract.regions import LUNGS, Region
 from cxr.extract.registry import get_spec
-from cxr.extract.settings import BOX, FULL, PRECISION, RESIZE, RUNTIME
+from cxr.extract.settings import BOX, FULL, PRECISION, REFERENCE, RESIZE
 from cxr.extract.weights import parse_weights, resolve
 from cxr.store.schema import Reject
 
@@ -53,7 +53,7 @@ def feature_maps(
     region: str = FULL,
     region_box: float = BOX,
     occlusion: int = 0,
-    runtime: str = RUNTIME,
+    runtime: str = REFERENCE,
     precision: str = PRECISION,
 ) -> FeatureMaps:
     """The last feature maps (and, with ``occlusion`` g > 0, the embeddings of the film with
@@ -121,7 +121,7 @@ def feature_maps(
         images=stacked[..., 0] if len(stacked) else np.empty((0, size, size), np.uint8),
         occluded=occluded,
         rejected=rejected,
-        attrs=dict(store_attrs(spec, resolved, resize, Runtime("tensorflow", "f32"), 0.0,
+        attrs=dict(store_attrs(spec, resolved, resize, Runtime(REFERENCE, "f32"), 0.0,
                                zone.attrs())),
     )  # fmt: skip
 

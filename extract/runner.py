@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from cxr.extract.settings import (
     CALIBRATION_SIZE,
     FULL,
     PRECISION,
+    REFERENCE,
     RESIZE,
     RUNTIME,
     SHARD_FILES,
@@ -48,8 +49,9 @@ from cxr.progress import Progress, Silent
 from cxr.store.provenance import library_versions
 from cxr.store.schema import Reject, StoreAttrs, hashes_path, read_attrs, store_name, store_path
 
-REFERENCE = Runtime(RUNTIME, PRECISION)
-LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom")  # recorded in every store
+# Recorded in every store, whichever runtime wrote it (f32 runtimes share stores).
+LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom", "openvino")
+AGREEMENT_FILMS = 8  # stored films a runtime re-embeds before it adds rows beside another's
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,14 @@ class Pending:
     todo: list[Entry]
     batch_size: int
     new: int = 0  # files embedded by this run
+    check: list[Entry] = field(default_factory=list)  # stored films to re-embed first (`agree`)
 
 
 def store_attrs(
     spec: BackboneSpec,
     weights: ResolvedWeights,
     resize_policy: str,
-    runtime: Runtime = REFERENCE,
+    runtime: Runtime = Runtime(REFERENCE, PRECISION),
     max_abs_diff: float | None = None,
     region: dict | None = None,
     calibration: Calibration | None = None,
@@ -103,9 +106,7 @@ def store_attrs(
     ``max_abs_diff``: the runtime's probe against TensorFlow when known before any model is
     built (from the converted-model cache); the embedder's own figure replaces it once built.
     """
-    libraries = (*LIBRARIES, "openvino") if runtime.name == "openvino" else LIBRARIES
-    if calibration is not None:
-        libraries = (*libraries, "nncf")
+    libraries = (*LIBRARIES, "nncf") if calibration is not None else LIBRARIES
     return StoreAttrs(
         backbone=spec.name,
         constructor=spec.constructor_label,
@@ -269,10 +270,13 @@ def extract_features(
                 report.note(
                     f"{spec.name}: resuming after {writer.resumed_batches} committed batch(es)"
                 )
-            jobs.append(Pending(spec, resolved, writer, todo, batch_size))
+            check = _stored_films(writer, discovery.entries) if todo else []
+            jobs.append(Pending(spec, resolved, writer, todo, batch_size, check=check))
         hashes.save()
         started = time.perf_counter()
         if any(job.todo for job in jobs):
+            if engine.why:
+                report.note(engine.said())
             copies: dict[str, list[str]] = {}
             for entry in discovery.entries:
                 copies.setdefault(entry.sha256, []).append(entry.path)
@@ -280,7 +284,12 @@ def extract_features(
                 _compute(jobs, resize, copies, report, engine, zone, sample)
             else:
                 from cxr.extract.distributed import compute_on_cluster
+                from cxr.extract.model import make_embedder
 
+                for job in jobs:  # checked here, before any worker writes a shard
+                    if job.todo and job.check:
+                        embedder = make_embedder(job.spec, job.weights, job.batch_size, engine)
+                        _agree(job, embedder, resize, zone, report)
                 compute_on_cluster(jobs, resize, copies, report, engine, scheduler, shard, zone)
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
@@ -305,12 +314,43 @@ def _stores_weight_file(attrs: dict, backbone: str, weights: Sequence[str]) -> P
     return None
 
 
+def _stored_films(writer: StoreWriter, entries: list[Entry]) -> list[Entry]:
+    """Up to `AGREEMENT_FILMS` films of the data set (spread over it) whose stored rows only
+    other runtimes wrote: this run's runtime embeds them again before it adds rows."""
+    others = set(writer.others)
+    stored = list({e.sha256: e for e in entries if e.sha256 in others}.values())
+    step = max(1, len(stored) // AGREEMENT_FILMS)
+    return stored[::step][:AGREEMENT_FILMS]
+
+
+def _agree(job: Pending, embedder, resize_policy: str, region: Region, report: Progress) -> None:
+    """Re-embed the job's check films with this run's runtime; the writer refuses (CxrError,
+    nothing written) when they differ from the stored vectors by more than the tolerance."""
+    from cxr.extract.model import embed_all
+
+    size = job.spec.input_size
+    ids, images = [], []
+    for entry, result in decode_stream(
+        job.check, lambda e: {size}, resize_policy, 2 * job.batch_size, region
+    ):
+        if not isinstance(result, str):  # decoded when stored; a file gone bad is skipped
+            ids.append(entry.sha256)
+            images.append(result[size])
+    if ids:
+        worst = job.writer.agree(ids, embed_all(embedder, images, job.batch_size, job.spec.dim))
+        report.note(
+            f"{job.spec.name}: {job.writer.runtime} agrees with the stored rows of "
+            f"{'+'.join(job.writer.runtimes)} (largest difference {worst:.2g} on {len(ids)} "
+            "films)"
+        )
+
+
 def _compute(
     jobs: list[Pending],
     resize_policy: str,
     copies: dict[str, list[str]],
     report: Progress,
-    runtime: Runtime = REFERENCE,
+    runtime: Runtime = Runtime(REFERENCE, PRECISION),
     region: Region = WHOLE,
     calibration: Calibration | None = None,
 ) -> None:
@@ -330,6 +370,8 @@ def _compute(
             job.spec, job.weights, job.batch_size, runtime, calibration, report.warn
         )
         job.writer.record_probe(embedder.max_abs_diff)
+        if job.check:
+            _agree(job, embedder, resize_policy, region, report)
         targets[job.spec.name] = Target(
             job.spec.name, job.spec.input_size, job.spec.dim, embedder, job.writer, job.batch_size
         )

@@ -17,7 +17,8 @@ from cxr.settings import Setting, table
 BACKBONE = "mobilenet_v2"
 BATCH = 32  # images per forward pass (and per commit)
 RESIZE = "squash"  # the paper's: stretch to the input
-RUNTIME = "tensorflow"  # the reference
+RUNTIME = "auto"  # the fastest installed that matches the reference (`cxr.extract.runtimes`)
+REFERENCE = "tensorflow"  # the runtime every other is checked against
 PRECISION = "f32"
 FULL = "full"  # the whole film (`cxr.extract.regions`)
 BOX = 0.6  # the central box's share of each side: margins of 20%
@@ -108,8 +109,10 @@ FEATURES = table(
     Setting(
         "runtime",
         RUNTIME,
-        "tensorflow (the reference), openvino (pip install 'cxr-transfer[openvino]'; about 2x "
-        "faster on CPUs, checked against TensorFlow), or auto (openvino when installed).",
+        "auto (the fastest installed that matches TensorFlow: openvino on a CPU, tensorflow "
+        "where a GPU is visible; the run says which), tensorflow (the reference) or openvino "
+        "(pip install 'cxr-transfer[openvino]'; checked against TensorFlow). f32 runtimes "
+        "share one store.",
     ),
     Setting(
         "precision",

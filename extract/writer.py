@@ -10,6 +10,10 @@
   swapped in atomically and the shards removed. Rows of files that left the data set disappear;
   a file whose bytes changed has a new hash and was recomputed.
 - If nothing changed, the published file is left untouched.
+- A store is its backbone, weights, preprocessing, region and precision, not the engine: f32
+  runtimes share it. The runtimes that wrote its rows are recorded (``runtimes``); before a
+  runtime adds rows beside another's, the run re-embeds a few stored films with it and
+  ``agree`` refuses a difference over ``F32_TOLERANCE``, before anything is written.
 - A store belongs to its data: a run over another data root or manifest that would drop any of
   the store's rows is refused (``claim``), naming both, unless the caller says ``replace``.
 - A storage fault (disk full, file too large, unwritable folder) ends the run with RunFailed:
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,7 @@ import numpy as np
 
 from cxr.errors import CxrError, RunFailed
 from cxr.extract.dataset import Discovery
+from cxr.extract.runtimes import F32_TOLERANCE
 from cxr.files import NOT_OWN, own_folder, take_lock
 from cxr.store.schema import (
     ROW_COLUMNS,
@@ -45,6 +50,8 @@ from cxr.store.schema import (
     read_content,
     read_shard,
     reject_table,
+    runtimes_of,
+    runtimes_text,
     store_name,
     store_path,
     write_atomic,
@@ -87,6 +94,10 @@ class StoreWriter:
         self.adopted = 0  # shards committed by Dask workers for this run
         self.moved_aside: list[Path] = []
         self.changes = ""  # what publishing changed, in words ("" when nothing)
+        self.runtime = runtimes_of(attrs)[-1]  # the runtime of this run
+        self.runtimes: list[str] = []  # the runtimes that wrote the stored and resumed rows
+        self.others: list[str] = []  # ids of rows only other runtimes wrote (to check against)
+        self.measured = 0.0  # largest |runtime - TensorFlow| known of the rows kept
 
     def __enter__(self) -> StoreWriter:
         try:
@@ -140,6 +151,8 @@ class StoreWriter:
             self._old = read_content(self.path)
             self._check_compatible(self.path, self._old.attrs)
             self.cache.add(self._old.rows["id"], self._old.X, self._old.rejected)
+            self._written_by(self._old.attrs, self._old.rows["id"])
+            self.measured = float(self._old.attrs.get("runtime_max_abs_diff", 0.0))
         for shard in sorted(self.parts.glob("*.h5")) if self.parts.is_dir() else []:
             try:
                 attrs, ids, X, rejected = read_shard(shard)
@@ -153,8 +166,31 @@ class StoreWriter:
                 ) from None
             self._check_compatible(shard, attrs)
             self.cache.add(ids, X, rejected)
+            self._written_by(attrs, ids)
             self.resumed_batches += 1
             self.committed += len(ids)
+
+    def _written_by(self, attrs: Mapping, ids: Iterable[str]) -> None:
+        names = runtimes_of(attrs)
+        self.runtimes.extend(n for n in names if n not in self.runtimes)
+        if self.runtime not in names:
+            self.others.extend(ids)
+
+    def agree(self, ids: Sequence[str], X: np.ndarray) -> float:
+        """Check this run's embeddings of stored films (``ids``) against the stored ones, before
+        it adds rows beside other runtimes': the largest difference, or CxrError above
+        ``F32_TOLERANCE`` (nothing written)."""
+        stored = np.stack([self.cache.vectors[i] for i in ids])
+        worst = float(np.max(np.abs(stored - X)))
+        if worst > F32_TOLERANCE:
+            raise CxrError(
+                f"{self.path}: {self.runtime}'s embeddings of {len(ids)} stored films differ "
+                f"from those {'+'.join(self.runtimes)} wrote by up to {worst:.3g} (allowed "
+                f"{F32_TOLERANCE:g}); add rows with `runtime` {self.runtimes[0]}, or give "
+                f"{self.runtime} its own --features folder"
+            )
+        self.measured = max(self.measured, worst)
+        return worst
 
     def _move_aside(self, path: Path) -> None:
         """Beside the store (not in the parts folder, which publishing empties)."""
@@ -211,6 +247,16 @@ class StoreWriter:
         TensorFlow itself): the store records it."""
         self.attrs["runtime_max_abs_diff"] = float(max_abs_diff)
 
+    def _provenance(self, attrs: StoreAttrs) -> None:
+        """The runtimes that wrote the rows (this run's if it committed any) and the largest
+        difference to TensorFlow measured of them."""
+        wrote = bool(self._seq or self.adopted)
+        attrs["runtimes"] = runtimes_text(
+            [*self.runtimes, self.runtime] if wrote or not self.runtimes else self.runtimes
+        )
+        probe = float(self.attrs.get("runtime_max_abs_diff", 0.0))
+        attrs["runtime_max_abs_diff"] = max(self.measured, probe if wrote or not self._old else 0)
+
     def commit(self, ids: Sequence[str], X: np.ndarray, rejected: Sequence[Reject]) -> None:
         """Make one finished batch durable: its embeddings by content hash, and its rejects."""
         table = reject_table(rejected)
@@ -232,6 +278,7 @@ class StoreWriter:
             raise StoreError(f"{shard}: unreadable shard from a worker ({exc})") from None
         self._check_compatible(shard, attrs)
         self.cache.add(ids, X, rejected)
+        self._written_by(attrs, ids)
         self.adopted += 1
         self.committed += len(ids)
         return len(ids)
@@ -260,6 +307,7 @@ class StoreWriter:
             created=created,
             now=now,
         )
+        self._provenance(attrs)
         if self._unchanged(rows, meta, rejected, attrs):
             self._remove_shards()
             return False

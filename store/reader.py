@@ -16,6 +16,7 @@ from cxr.store.schema import (
     Table,
     parts_dir,
     read_content,
+    runtimes_of,
     store_name,
     store_path,
 )
@@ -180,8 +181,8 @@ class StoreInfo(TypedDict):
     weights_sha256: str
     input_size: int
     resize: str
-    runtime: str  # tensorflow | openvino, with the precision: "openvino bf16"
-    runtime_max_abs_diff: float  # the runtime's probe against TensorFlow (0 for TensorFlow)
+    runtime: str  # the runtimes that wrote it, with the precision: "tensorflow+openvino f32"
+    runtime_max_abs_diff: float  # largest |runtime - TensorFlow| measured (0: TensorFlow only)
     classes: dict[str, int]  # label -> rows
     rejected: int
     pending_shards: int  # committed batches of an interrupted run, not yet published
@@ -205,7 +206,7 @@ def describe(path: Path) -> StoreInfo:
         weights_sha256=str(attrs.get("weights_sha256", "")),
         input_size=int(attrs["input_size"]),
         resize=str(attrs.get("resize", "")),
-        runtime=f"{attrs.get('runtime', 'tensorflow')} {attrs.get('precision', 'f32')}",
+        runtime=f"{'+'.join(runtimes_of(attrs))} {attrs.get('precision', 'f32')}",
         runtime_max_abs_diff=float(attrs.get("runtime_max_abs_diff", 0.0)),
         classes=dict(sorted(Counter(content.rows["label"].tolist()).items())),
         rejected=len(content.rejected),

@@ -32,6 +32,7 @@ runs the same checks from the datasets' metadata, without reading X.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,14 +49,15 @@ SCHEMA_VERSION = 1
 SUFFIX = ".h5"
 ROW_COLUMNS = ("id", "path", "label", "patient_id", "source")
 REJECT_COLUMNS = ("id", "path", "label", "reason")
-# Attributes that must agree before two pieces of work may share one store.
+# Attributes that must agree before two pieces of work may share one store. The runtime is not
+# one: f32 runtimes agree within a tolerance (checked on stored films before a second one adds
+# rows), so it is provenance (``runtimes``); the precision is identity.
 FINGERPRINT = (
     "backbone",
     "input_size",
     "resize",
     "weights_sha256",
     "weights_seed",
-    "runtime",
     "precision",
     "region",
     "region_box",
@@ -64,7 +66,6 @@ FINGERPRINT = (
 )
 # What a store written before an attribute existed had, in effect.
 FINGERPRINT_DEFAULTS = {
-    "runtime": "tensorflow",
     "precision": "f32",
     "region": "full",
     "region_box": 0.0,
@@ -98,9 +99,10 @@ class StoreAttrs(TypedDict, total=False):
     weights_sha256: str  # sha256 of the weight file ("" for random)
     weights_seed: int  # seed of random weights, -1 otherwise
     weights_path: str  # where the weight file was (a hint for re-runs and predict, not identity)
-    runtime: str  # tensorflow | openvino (absent in stores before 0.3: tensorflow)
+    runtimes: str  # JSON list of the runtimes that wrote rows, first first (`runtimes_of`)
+    runtime: str  # stores before 0.4: the one runtime (absent before 0.3: tensorflow)
     precision: str  # f32 | bf16 | int8 (absent in stores before 0.3: f32)
-    runtime_max_abs_diff: float  # probe |OpenVINO - TensorFlow| (0 for TensorFlow itself)
+    runtime_max_abs_diff: float  # largest |runtime - TensorFlow| measured (0: TensorFlow only)
     region: str  # full | centre-masked | centre-only | lungs-only | lungs-masked (absent: full)
     region_box: float  # the central box's share of each side (centre regions; 0 otherwise)
     region_masks_sha256: str  # digest of every film's mask (lungs regions; "" otherwise)
@@ -136,6 +138,7 @@ ATTR_TYPES = {
     "weights_sha256": str,
     "weights_seed": int,
     "weights_path": str,
+    "runtimes": str,
     "runtime": str,
     "precision": str,
     "region": str,
@@ -273,6 +276,25 @@ def published_attrs(
         updated=now,
         schema_version=SCHEMA_VERSION,
     )
+
+
+def runtimes_text(names: Sequence[str]) -> str:
+    """The ``runtimes`` attribute: the runtimes that wrote a store's rows, each once, in order."""
+    return json.dumps(list(dict.fromkeys(names)))
+
+
+def runtimes_of(attrs: Mapping) -> list[str]:
+    """The runtimes that wrote a store's (or a shard's) rows: ``runtimes``, else the one
+    ``runtime`` of a store before 0.4, else TensorFlow (before 0.3). Damaged if malformed."""
+    if "runtimes" not in attrs:
+        return [str(attrs.get("runtime") or "tensorflow")]
+    try:
+        names = json.loads(attrs["runtimes"])
+    except (TypeError, ValueError):
+        names = None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise Damaged(f"attribute runtimes is {attrs['runtimes']!r}, not a JSON list of names")
+    return names
 
 
 def fingerprint(attrs: Mapping) -> dict:
@@ -428,6 +450,7 @@ def _checked(f: h5py.File, attrs: Mapping) -> tuple[str, ...]:
             fits = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not fits:
             raise Damaged(f"attribute {name} is {value!r}, not {kind.__name__}")
+    runtimes_of(attrs)
     dim = attrs["dim"]
     if not 1 <= dim <= MAX_DIM or attrs["input_size"] < 1:
         raise Damaged(f"attribute dim {dim} or input_size {attrs['input_size']} is impossible")
@@ -495,6 +518,7 @@ def write_shard(
     with _in_memory() as (f, image):
         for key, value in fingerprint(attrs).items():
             f.attrs[key] = value
+        f.attrs["runtimes"] = runtimes_text(runtimes_of(attrs))  # which runtime wrote it
         f.attrs["dim"] = attrs["dim"]
         f.attrs["schema_version"] = SCHEMA_VERSION
         _write_strings(f, "id", _strings(ids))
@@ -528,6 +552,7 @@ def read_shard(path: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:
     with h5py.File(path, "r", locking=False) as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         try:
+            runtimes_of(attrs)
             n = _plain_dataset(f, "id", text=True).shape[0]
             X = _plain_dataset(f, "X")
             dim = attrs.get("dim")
