@@ -43,9 +43,9 @@ def films(tmp_path_factory) -> Path:
     return root
 
 
-def run(data, out, precision="f32", **kw):
+def run(data, out, precision="f32", runtime="openvino", **kw):
     return extract_real(
-        data, out, BACKBONE, 8, runtime="openvino", precision=precision, calibration=12, **kw
+        data, out, BACKBONE, 8, runtime=runtime, precision=precision, calibration=12, **kw
     )
 
 
@@ -59,7 +59,7 @@ def test_an_int8_store_is_near_f32_and_records_its_calibration(films, tmp_path, 
     relative = np.linalg.norm(int8 - f32, axis=1) / np.linalg.norm(f32, axis=1)
     assert 0 < relative.max() < MAX_RELATIVE  # quantised: other vectors, but close ones
     attrs = store.load(tmp_path / "f", INT8).attrs
-    assert (attrs["runtime"], attrs["precision"]) == ("openvino", "int8")
+    assert (json.loads(attrs["runtimes"]), attrs["precision"]) == (["openvino"], "int8")
     assert (attrs["calibration_size"], attrs["calibration_seed"]) == (12, 3)
     assert len(attrs["calibration_sha256"]) == 64
     assert attrs["runtime_max_abs_diff"] > runtimes.F32_TOLERANCE  # measured, not refused
@@ -119,9 +119,20 @@ def test_int8_needs_openvino_and_a_data_set(tmp_path):
 def test_int8_with_tensorflow_is_one_line_before_any_work(tmp_path):
     data = make_class_folders(tmp_path / "d", per_class=2)
     result = runner.invoke(
-        app, ["features", str(data), "--features", str(tmp_path / "f"), "--precision", "int8"]
-    )
+        app,
+        ["features", str(data), "--features", str(tmp_path / "f"), "--precision", "int8",
+         "--runtime", "tensorflow"],
+    )  # fmt: skip
     assert result.exit_code == 2
     assert "--precision int8 needs --runtime openvino" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "f").exists()
+
+
+def test_int8_never_shares_an_f32_store(films, tmp_path, keras_home):
+    """f32 runtimes share a store; a precision is identity: int8 rows are refused in an f32
+    store even when it lies where the int8 store would be."""
+    run(films, tmp_path / "f", runtime="tensorflow")
+    shutil.copy(tmp_path / "f" / f"{BACKBONE}.h5", tmp_path / "f" / f"{INT8}.h5")
+    with pytest.raises(CxrError, match="precision: stored 'f32' vs now 'int8'"):
+        run(films, tmp_path / "f", "int8")
