@@ -561,12 +561,12 @@ def decode_once(weights: list[str], images: int, work: Path) -> dict:
     )
 
 
-def run_python(script: str) -> float:
+def run_python(script: str, *args: str) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"the bare scikit-learn script failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"the bare script failed:\n{done.stderr[-2000:]}")
     return elapsed
 
 
@@ -595,6 +595,79 @@ def warm_rerun(weights: list[str], data: Path, repeats: int, work: Path) -> dict
         higher=False,
         note=f"{images} images, mobilenet_v2, whole processes",
     )
+
+
+# The idiomatic Keras pipeline a user would write instead of `cxr features`, as a whole process:
+# the same films, the same weights, the embeddings saved.
+KERAS_SCRIPT = """
+import sys
+import keras, numpy as np, tensorflow as tf
+from keras.applications.mobilenet_v2 import MobileNetV2, preprocess_input
+model = MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3), pooling="avg")
+if sys.argv[2] != "random":
+    model.load_weights(sys.argv[2])
+ds = keras.utils.image_dataset_from_directory(
+    sys.argv[1], labels=None, image_size=(224, 224), batch_size=32, shuffle=False, verbose=False
+)
+ds = ds.map(preprocess_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+np.save(sys.argv[3], model.predict(ds, verbose=0))
+"""
+PEER_GOALS = {"default": 1.5, "tensorflow": 1.0}  # issue 35: ahead of the peer, never behind
+
+
+def default_vs_keras(weights: list[str], data: Path, repeats: int, work: Path) -> list[dict]:
+    """`cxr features DATA` as a user runs it (no --runtime: auto), cold (a fresh features
+    folder: hashing, decoding, forward, publish), against the idiomatic Keras pipeline, and
+    `--runtime tensorflow` too; whole processes, interleaved, best of ``repeats``. OpenVINO's
+    converted model is cached per user (like Keras' weight files): made once before timing."""
+    from cxr.extract.runtimes import choose
+
+    mine = _mobilenet_v2_weights(weights)
+    path = mine[0].partition("=")[2] or "random"
+    flags = ["-b", "mobilenet_v2", *(f for w in mine for f in ("--weights", w))]
+    films = len(list_images([folder for folder in data.iterdir() if folder.is_dir()]))
+    warm = sample_images(work / "peer-warm", 8)
+    run_cxr("features", str(warm), *flags, "--features", str(work / "peer-warm-f"))
+    chosen = choose()
+    seconds: dict[str, list[float]] = {"default": [], "tensorflow": [], "keras": []}
+    for k in range(repeats):
+        seconds["default"].append(
+            run_cxr("features", str(data), *flags, "--features", str(work / f"peer-d{k}"))
+        )
+        seconds["keras"].append(
+            run_python(KERAS_SCRIPT, str(data), path, str(work / f"peer-k{k}.npy"))
+        )
+        seconds["tensorflow"].append(
+            run_cxr(
+                "features",
+                str(data),
+                *flags,
+                "--features",
+                str(work / f"peer-t{k}"),
+                "--runtime",
+                "tensorflow",
+            )
+        )
+    keras = best(seconds["keras"])
+    rows = []
+    for name, label in (
+        ("default", f"default `cxr features` ({chosen.name})"),
+        ("tensorflow", "`cxr features --runtime tensorflow`"),
+    ):
+        ours = best(seconds[name])
+        rows.append(
+            result(
+                f"{label} vs the idiomatic Keras pipeline (whole processes)",
+                f">= {PEER_GOALS[name]:g}x",
+                f"{ours:.1f} s vs {keras:.1f} s = {keras / ours:.2f}x",
+                keras / ours,
+                PEER_GOALS[name],
+                note=f"{films} films, mobilenet_v2, cold store; the Keras script: "
+                "image_dataset_from_directory, map(preprocess_input), predict, np.save"
+                + (f"; {chosen.why}" if name == "default" else ""),
+            )
+        )
+    return rows
 
 
 def peak_rss(images: int, work: Path) -> dict:
@@ -946,6 +1019,9 @@ def main() -> None:
         shared = CXR_DATA if (CXR_DATA.is_dir() and not quick) else sample_images(work / "w", 24)
         steps.append(
             ("warm re-run", lambda: results.append(warm_rerun(weights, shared, repeats, work)))
+        )
+        steps.append(
+            ("peer", lambda: results.extend(default_vs_keras(weights, shared, repeats, work)))
         )
         steps.append(("peak RSS", lambda: results.append(peak_rss(8 if quick else 256, work))))
         real = store_path(args.features, "mobilenet_v2").is_file() and not quick

@@ -64,17 +64,24 @@ def write_json(path: Path, document: dict) -> None:
 
 def publish(model, folder: Path, meta: dict) -> None:
     """Save ``model`` (f32 weights) as ``folder``, atomically, with ``meta`` and the sha256 of
-    both files in ``meta.json``; a folder another process published first is kept."""
+    both files in ``meta.json``; a folder another process published first is kept. The cache
+    only saves time: where it cannot be written (a full disk, a read-only Keras home) the run
+    goes on with the model in memory, converted again next time."""
     import openvino as ov
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    except OSError:
+        return
     try:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
         files = {name: sha256_file(tmp / name) for name in ("model.xml", "model.bin")}
         write_json(tmp / "meta.json", {**meta, "files": files, "probe": {}})
         os.rename(tmp, folder)
-    except OSError:  # another process published the same model first: use theirs
+    except OSError:  # another process published the same model first (use theirs), or no space
+        pass
+    except RuntimeError:  # OpenVINO's own writer failed (on a full disk: "iostream error")
         pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already once renamed

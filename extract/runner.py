@@ -166,7 +166,10 @@ def extract_features(
     the films (drawn by ``seed``) that NNCF calibrates the quantised model on. ``layout``
     (`cxr.extract.layouts`): how the data set is read, recognised when "auto", with ``read``'s
     options (manifest columns, patients from names, label rules, paths outside the data).
-    ``replace``: let this data set replace the rows of a store built from another."""
+    ``replace``: let this data set replace the rows of a store built from another.
+    ``runtime``: "auto" (the default) chooses and says which (`cxr.extract.runtimes`); before
+    it adds rows to a store another runtime wrote, it re-embeds a few stored films and the
+    store's writer refuses a difference over the f32 tolerance."""
     report = progress or Silent()
     if scheduler is not None:
         from cxr.cluster import local_workers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,18 @@ def make_class_folders(
         for i in range(per_class):
             save_png(root / label / f"img{i:03d}.png", seed)
             seed += 1
+    return root
+
+
+def shared_films(root: Path, per_class: int) -> Path:
+    """The first ``per_class`` shared films of covid, normal and viral, copied into class
+    folders under ``root`` (the test skipped without the shared data)."""
+    if not CXR_DATA.is_dir():
+        pytest.skip("the shared chest X-rays are not here")
+    for label in ("covid", "normal", "viral"):
+        (root / label).mkdir(parents=True)
+        for path in sorted((CXR_DATA / label).iterdir())[:per_class]:
+            shutil.copy(path, root / label / path.name)
     return root
 
 

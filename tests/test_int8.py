@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import by_id, extract_real, make_class_folders
+from helpers import by_id, extract_real, make_class_folders, shared_films
 from typer.testing import CliRunner
 
 from cxr import store
@@ -33,14 +33,7 @@ MAX_RELATIVE = 0.6
 def films(tmp_path_factory) -> Path:
     """A few dozen real shared films in class folders (real weights on real films: vectors
     that mean something)."""
-    if not SHARED.is_dir():
-        pytest.skip("the shared chest X-rays are not here")
-    root = tmp_path_factory.mktemp("films")
-    for label in ("covid", "normal", "viral"):
-        (root / label).mkdir()
-        for path in sorted((SHARED / label).iterdir())[:12]:
-            shutil.copy(path, root / label / path.name)
-    return root
+    return shared_films(tmp_path_factory.mktemp("films"), 12)
 
 
 def run(data, out, precision="f32", runtime="openvino", **kw):

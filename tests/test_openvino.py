@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import CXR_DATA, by_id, extract_real, make_class_folders, real_weights
+from helpers import by_id, extract_real, make_class_folders, real_weights, shared_films
 from typer.testing import CliRunner
 
 from cxr import store
@@ -31,6 +30,13 @@ SAID = "runtime: openvino (auto: fastest installed on CPU; --runtime tensorflow 
 
 def run(data, out, **kw):
     return extract_real(data, out, BACKBONE, 4, **kw)
+
+
+def features(data, out, *flags):
+    """`cxr features` with the real weights, through the CLI."""
+    weights = f"{BACKBONE}={real_weights(BACKBONE)}"
+    args = ["features", str(data), "-b", BACKBONE, "--features", str(out), "--weights", weights]
+    return runner.invoke(app, [*args, *flags])
 
 
 def test_openvino_f32_embeddings_equal_tensorflows(tmp_path, keras_home):
@@ -83,11 +89,7 @@ def test_a_probe_above_the_tolerance_refuses_with_the_figure(tmp_path, keras_hom
         OpenVINOEmbedder, "forward", lambda self, b, n: real_forward(self, b, n) + 0.01
     )
     data = make_class_folders(tmp_path / "d", per_class=2)
-    result = runner.invoke(
-        app,
-        ["features", str(data), "-b", BACKBONE, "--features", str(tmp_path / "f"),
-         "--weights", f"{BACKBONE}={real_weights(BACKBONE)}", "--runtime", "openvino"],
-    )  # fmt: skip
+    result = features(data, tmp_path / "f", "--runtime", "openvino")
     assert result.exit_code == 2
     assert "differ from TensorFlow's by up to 0.01" in result.output
     assert "use --runtime tensorflow" in result.output
@@ -139,11 +141,7 @@ def test_another_runtime_that_disagrees_on_stored_films_is_refused_untouched(
     monkeypatch.setattr(
         OpenVINOEmbedder, "forward", lambda self, b, n: real_forward(self, b, n) + 1e-3
     )
-    result = runner.invoke(
-        app,
-        ["features", str(data), "-b", BACKBONE, "--features", str(tmp_path / "f"),
-         "--weights", f"{BACKBONE}={real_weights(BACKBONE)}"],
-    )  # fmt: skip
+    result = features(data, tmp_path / "f")
     assert result.exit_code == 2, result.output
     line = " ".join(result.output.split())  # Rich wraps the one line at the terminal's width
     assert f"{published}: openvino's embeddings of 8 stored films differ from those" in line
@@ -184,11 +182,7 @@ def test_precision_stays_part_of_a_stores_identity(tmp_path, keras_home):
 
 def test_auto_is_the_default_and_says_it_chose_openvino_on_this_cpu(tmp_path, keras_home):
     data = make_class_folders(tmp_path / "d", per_class=2)
-    result = runner.invoke(
-        app,
-        ["features", str(data), "-b", BACKBONE, "--features", str(tmp_path / "f"),
-         "--weights", f"{BACKBONE}={real_weights(BACKBONE)}"],
-    )  # fmt: skip
+    result = features(data, tmp_path / "f")
     assert result.exit_code == 0, result.output
     assert SAID in result.output
     assert json.loads(store.load(tmp_path / "f", BACKBONE).attrs["runtimes"]) == ["openvino"]
@@ -231,14 +225,7 @@ def test_auto_falls_back_to_tensorflow_without_openvino_or_with_a_gpu(tmp_path, 
 @pytest.fixture(scope="module")
 def films(tmp_path_factory) -> Path:
     """Twelve real shared films in class folders."""
-    if not CXR_DATA.is_dir():
-        pytest.skip("the shared chest X-rays are not here")
-    root = tmp_path_factory.mktemp("films")
-    for label in ("covid", "normal", "viral"):
-        (root / label).mkdir()
-        for path in sorted((CXR_DATA / label).iterdir())[:4]:
-            shutil.copy(path, root / label / path.name)
-    return root
+    return shared_films(tmp_path_factory.mktemp("films"), 4)
 
 
 def test_the_default_path_embeds_real_films_within_the_tolerance_of_tensorflow(
