@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from cxr.errors import CxrError
 from cxr.extract.settings import PRECISION, REFERENCE, RUNTIME
 
-RUNTIMES = ("tensorflow", "openvino", "auto")
+RUNTIMES = ("auto", "tensorflow", "openvino")
 PRECISIONS = ("f32", "bf16", "int8")
 # Largest |difference| allowed between an f32 OpenVINO embedding and TensorFlow's on the probe.
 F32_TOLERANCE = 1e-4

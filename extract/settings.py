@@ -111,8 +111,8 @@ FEATURES = table(
         RUNTIME,
         "auto (the fastest installed that matches TensorFlow: openvino on a CPU, tensorflow "
         "where a GPU is visible; the run says which), tensorflow (the reference) or openvino "
-        "(pip install 'cxr-transfer[openvino]'; checked against TensorFlow). f32 runtimes "
-        "share one store.",
+        "(the openvino extra of cxr-transfer; checked against TensorFlow). f32 runtimes share "
+        "one store.",
     ),
     Setting(
         "precision",
