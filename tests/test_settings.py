@@ -260,49 +260,6 @@ def test_stage_1_errors_name_the_setting_and_the_cli_its_flag(tmp_path):
     assert done.exit_code == 2 and "--region-box 0.99: the central box" in done.output
 
 
-def test_a_new_evaluate_setting_is_one_entry_and_reaches_the_cli_the_api_and_the_config(
-    monkeypatch, make_synthetic_store
-):
-    """A setting added to the table (and read by the evaluation as the configuration's field of
-    its name) is an option of `cxr evaluate` and a keyword of `cxr.evaluate` with its default
-    and help, and its value reaches `EvaluateConfig` from both, with no line in cli.py or
-    api.py: the commands are rebuilt from the table as at import."""
-    from dataclasses import dataclass
-
-    import cxr.classify.config
-    import cxr.classify.evaluate
-    from cxr.cli import _with_settings
-    from cxr.settings import Setting, takes
-
-    monkeypatch.setitem(EVALUATE, "toy_rounds", Setting("toy_rounds", 7, "Rounds of the toy."))
-
-    @dataclass(frozen=True)
-    class WithToy(EvaluateConfig):
-        toy_rounds: int = EVALUATE["toy_rounds"].default
-
-    reached: list[EvaluateConfig] = []
-
-    def stop(features_dir, config, progress=None):
-        reached.append(config)
-        raise CxrError("stopped before any fit")
-
-    monkeypatch.setattr(cxr.classify.config, "EvaluateConfig", WithToy)
-    monkeypatch.setattr(cxr.classify.evaluate, "evaluate", stop)
-    rebuilt = typer.Typer()
-    rebuilt.command()(_with_settings(EVALUATE)(inspect.unwrap(cxr.cli.evaluate)))
-    features = make_synthetic_store().parent
-    done = CliRunner().invoke(rebuilt, ["--features", str(features), "--toy-rounds", "3"])
-    assert "stopped before any fit" in str(done.exception), done.output
-    shown = CliRunner().invoke(rebuilt, ["--help"], env={"COLUMNS": "200"}).output
-    assert "--toy-rounds" in shown and "Rounds of the toy." in shown and "default: 7" in shown
-    with pytest.raises(CxrError, match="stopped before any fit"):
-        cxr.evaluate(features, toy_rounds=5)
-    keywords = inspect.signature(takes(EVALUATE)(lambda **settings: settings)).parameters
-    assert keywords["toy_rounds"].default == 7
-    assert [c.toy_rounds for c in reached] == [3, 5]
-    assert all(isinstance(c, WithToy) for c in reached)
-
-
 def test_the_edges_name_no_setting_that_the_configuration_holds():
     """What makes a new setting one entry: cli.py and api.py never name a setting that reaches
     `EvaluateConfig` or `extract_features` as is (they pass all of them by name); the few they
