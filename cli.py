@@ -54,7 +54,18 @@ err_console = _console_for(stderr=True)
 class _Commands(TyperGroup):
     """The one CLI edge: any CxrError, from any command, is one line on stderr and its status;
     so is Ctrl-C or SIGTERM (`cxr.interrupt`: workers stopped, status 130 or 143), and so is
-    each of the tool's own warnings (a cache entry ignored)."""
+    each of the tool's own warnings (a cache entry ignored). Help is printed as written: Rich
+    would take ``'cxr-transfer[tracking]'`` for markup and drop the brackets."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "escaped", False):
+            for item in [command, *command.params]:
+                text = getattr(item, "help", None)
+                if text:
+                    item.help = escape(text)
+            command.escaped = True  # type: ignore[attr-defined]
+        return command
 
     def invoke(self, ctx):
         try:
