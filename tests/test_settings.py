@@ -170,11 +170,12 @@ def test_no_default_of_a_setting_is_written_again_as_a_literal():
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
 
-@pytest.mark.parametrize("package", ["classify", "extract", "store"])
-def test_no_module_of_the_library_names_a_cli_flag(package):
-    """The library speaks in settings; text that the CLI shows takes its flags from the table
-    (`as_flags` on its errors and stage 1's notes, `flag` in what is stored or reported)."""
-    found = []
+LIBRARY = ["classify", "extract", "store"]
+
+
+def _messages(package: str):
+    """(where, text) of every string literal of a package's modules but their docstrings and
+    the settings tables."""
     for path in sorted((PACKAGE / package).rglob("*.py")):
         if path.name == "settings.py":
             continue
@@ -186,14 +187,35 @@ def test_no_module_of_the_library_names_a_cli_flag(package):
             and node.body
             and isinstance(node.body[0], ast.Expr)
         }
-        found += [
-            f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value.strip()[:60]}"
+        yield from (
+            (f"{path.relative_to(PACKAGE)}:{node.lineno}", node.value)
             for node in ast.walk(tree)
             if isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and id(node) not in docstrings
-            and FLAG.search(node.value)
-        ]
+        )
+
+
+@pytest.mark.parametrize("package", LIBRARY)
+def test_no_module_of_the_library_names_a_cli_flag(package):
+    """The library speaks in settings; text that the CLI shows takes its flags from the table
+    (`as_flags` on its errors and stage 1's notes, `flag` in what is stored or reported)."""
+    found = [f"{at}: {text.strip()[:60]}" for at, text in _messages(package) if FLAG.search(text)]
+    assert not found
+
+
+@pytest.mark.parametrize("package", LIBRARY)
+def test_every_name_in_backticks_is_a_flag_the_cli_has(package):
+    """`as_flags` turns every `name` of a message into ``--name``: each must be an option of
+    a command (else the CLI would print a flag that does not exist)."""
+    command: Any = typer.main.get_command(app)
+    flags = {o for c in command.commands.values() for p in c.params for o in p.opts}
+    found = [
+        f"{at}: `{name}`"
+        for at, text in _messages(package)
+        for name in re.findall(r"`([a-z][a-z0-9_]*)`", text)
+        if flag(name) not in flags
+    ]
     assert not found
 
 
