@@ -244,7 +244,7 @@ class Evaluation:
         """The terminal report, as `cxr evaluate` prints it."""
         from rich.console import Console
 
-        from cxr.classify.report import render
+        from cxr.classify.tables import render
 
         render(self.report, Console())
 

@@ -546,7 +546,7 @@ def evaluate(
     from cxr.classify.config import EvaluateConfig
     from cxr.classify.evaluate import evaluate as run_evaluate
     from cxr.classify.heads import parse_params
-    from cxr.classify.report import render
+    from cxr.classify.tables import render
 
     _writable(json_out, "--json")
     _writable(plots, "--plots", folder=True)
@@ -586,7 +586,7 @@ def _tracking(track: bool, uri: str | None, features_dir: Path, config: Path | N
 
 def _track(evaluated, target, plots: Path | None, console: Console) -> None:
     """Log the evaluation (its files are written already): a failure is one warning."""
-    from cxr.classify.report import best_words, result_settings
+    from cxr.classify.tables import best_words, result_settings
     from cxr.tracking.log import log_run
 
     report = evaluated.report
@@ -616,8 +616,8 @@ def runs(
 ) -> None:
     """List tracked runs (cxr evaluate --track), or compare two: the parameters that differ and
     the paired difference where both used the same images."""
-    from cxr.tracking.report import render_comparison, render_runs
     from cxr.tracking.runs import compare_runs, list_runs
+    from cxr.tracking.tables import render_comparison, render_runs
     from cxr.tracking.target import resolve
 
     _writable(json_out, "--json")
@@ -677,7 +677,7 @@ def train(
     """Fit one head on all selected rows; save it with its backbone, weights and task (skops)."""
     from cxr.classify.heads import parse_params
     from cxr.classify.model import train as run_train
-    from cxr.classify.report import render_training
+    from cxr.classify.tables import render_training
     from cxr.classify.tasks import TaskSpec
 
     _writable(json_out, "--json")
@@ -725,7 +725,7 @@ def predict(
 ) -> None:
     """Class probabilities for new images, embedded with the model's backbone and weights."""
     from cxr.classify.model import predict as run_predict
-    from cxr.classify.report import render_predictions
+    from cxr.classify.tables import render_predictions
     from cxr.extract.runner import embed_images  # stage 1 is handed to stage 2 here, at the edge
 
     _writable(json_out, "--json")
@@ -810,7 +810,7 @@ def explain(
     from cxr.classify.explain import explain as run_explain
     from cxr.classify.heads import parse_params
     from cxr.classify.model import fitted_on, load_model
-    from cxr.classify.report import render_explanation
+    from cxr.classify.tables import render_explanation
     from cxr.classify.tasks import TaskSpec
     from cxr.extract.explain import feature_maps  # stage 1, handed to stage 2 here
 
@@ -890,8 +890,8 @@ def audit(
     quiet: bool = QUIET,
 ) -> None:
     """Find exact and near-duplicate images, label/patient conflicts and source confounds."""
-    from cxr.audit.report import render
     from cxr.audit.run import audit as run_audit
+    from cxr.audit.tables import render
     from cxr.store.exclusions import Exclusions
 
     _writable(json_out, "--json")

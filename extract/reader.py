@@ -20,6 +20,7 @@ from cxr.extract.dataset import Entry
 from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels, resize
 from cxr.extract.regions import Region
 from cxr.files import UnusableFile, read_regular
+from cxr.settings import flag
 
 # Decoding costs about a twentieth of a forward pass (0.8 ms of CPU per shared image against
 # ~16 ms for MobileNetV2): one decoder per four cores keeps ahead of the model, and leaves the
@@ -69,7 +70,7 @@ def _prepare(
         return (
             entry,
             "file changed since it was hashed; run `cxr features` again "
-            "(--rehash if its size and time stayed the same)",
+            f"({flag('rehash')} if its size and time stayed the same)",  # a stored reason
         )
     try:
         pixels = region.apply(decode_pixels(data, entry.file.name), entry)

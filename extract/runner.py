@@ -47,7 +47,7 @@ from cxr.extract.settings import (
 from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.progress import Progress, Silent
-from cxr.settings import listed, unknown
+from cxr.settings import flag, listed, unknown
 from cxr.store.provenance import library_versions
 from cxr.store.schema import Reject, StoreAttrs, hashes_path, read_attrs, store_name, store_path
 
@@ -199,7 +199,7 @@ def extract_features(
         own = _stores_weight_file(existing[spec.name], spec.name, weights)
         if own is not None:
             choices[spec.name] = WeightsChoice("file", path=own)
-            report.note(f"{spec.name}: the store's weight file {own} (--weights to choose others)")
+            report.note(f"{spec.name}: the store's weight file {own} (`weights` to choose others)")
     hashes = HashCache(hashes_path(features_dir), trust=not rehash)
     key = StudyKey(features_dir)
     headers = HeaderCache(features_dir, key)
@@ -208,7 +208,7 @@ def extract_features(
     if zone.kind in LUNGS and zone.masks is None and not any(e.mask for e in discovery.entries):
         raise CxrError(
             f"`region` {region}: the {discovery.layout} layout ships no lung masks; name a "
-            f"folder of them: --region {region}:DIR"
+            f"folder of them: `region` {region}:DIR"
         )
     if discovery.header_ids:
         report.note(
@@ -432,7 +432,7 @@ def embed_images(
     if engine.precision == "int8":  # its quantised model depends on the store's calibration
         raise CxrError(
             "`precision` int8: images outside a data set have no calibration sample; embed "
-            "them with `cxr features --precision int8` beside the store's data, or use f32"
+            f"them with `cxr features {flag('precision')} int8` beside the store's data, or use f32"
         )
     paths = list_images(inputs)
     spec = get_spec(backbone)

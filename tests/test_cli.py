@@ -163,7 +163,7 @@ def test_stage_2_source_has_no_stage_1_import():
 
 
 def test_the_cli_is_a_thin_edge():
-    """Every command's tables live beside its logic (`*/tables.py`, `*/report.py`), the CLI
+    """Every command's tables live beside its logic (`*/tables.py`), the CLI
     imports nothing private from the package, and only `store/` knows its folders' layout."""
     source = (ROOT / "cli.py").read_text()
     assert "Table(" not in source and "def _render" not in source
