@@ -105,7 +105,7 @@ def _one_line_warnings() -> Iterator[None]:
 
     def formatted(message, category, filename, lineno, line=None) -> str:
         if issubclass(category, CacheWarning):
-            return f"warning: {message}\n"
+            return f"warning: {as_flags(str(message))}\n"
         return default(message, category, filename, lineno, line)
 
     warnings.formatwarning = formatted
