@@ -30,15 +30,28 @@ REPRO_WEIGHTS ?= mobilenet_v2=$(SHARED_WEIGHTS)/mobilenet_v2_1.0_no_top.coral_tf
 # files; elsewhere empty, and Keras downloads the ImageNet weights. WEIGHTS=... overrides.
 WEIGHTS   ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(filter $(addsuffix =%,$(BACKBONES)),$(REPRO_WEIGHTS)))
 
-.PHONY: install features evaluate reproduce docs test test-fast lint format bench bench-quick bench-scale clean
+.PHONY: install lock features evaluate reproduce docs test test-fast lint format bench bench-quick bench-scale clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions: every dependency and make install's extras as requirements.lock pins them
+# (with their hashes), then the package itself. `pip install cxr-transfer` still takes any
+# versions pyproject.toml allows; results say which (their `lock` entry beside the versions).
+EXTRAS    := dev dicom openvino dask tracking
+LOCK      := requirements.lock
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dicom,openvino,dask,tracking]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Refresh the lock (needs the network): uv's universal resolution, one file for Linux (x86-64,
+# aarch64), macOS and Windows and every Python the package supports (>= 3.10), markers where
+# they differ. Then `make install` installs it.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml $(foreach e,$(EXTRAS),--extra $(e)) --universal \
+		--python-version 3.10 --generate-hashes --quiet --output-file $(LOCK)
 
 features: install
 	$(BIN)/cxr features $(DATA) $(foreach b,$(BACKBONES),-b $(b)) $(foreach w,$(WEIGHTS),--weights $(w)) \

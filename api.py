@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr.classify.records import Validation  # plain data
-from cxr.classify.settings import default  # plain data
+from cxr.classify.settings import EVALUATE, default  # plain data
 from cxr.errors import CxrError
-from cxr.extract.settings import default as feature  # plain data
+from cxr.extract.settings import FEATURES  # plain data
+from cxr.extract.settings import default as feature
+from cxr.settings import takes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
     from cxr.classify.model import PredictReport, TrainSummary
     from cxr.classify.neighbours import Sample
     from cxr.classify.results import Evaluated, EvaluateReport, Outcome, Result
-    from cxr.classify.tasks import Condition
     from cxr.extract.runner import Summary
     from cxr.progress import Progress
     from cxr.store import FeatureSet
@@ -45,188 +46,63 @@ def load_store(
     return load(location, backbone, where=where)
 
 
+@takes(FEATURES, skip=("backbones",))
 def extract_features(
     data: Path | str,
     backbones: Sequence[str] = feature("backbones"),
     *,
-    weights: Sequence[str] = feature("weights"),
-    manifest: Path | str | None = feature("manifest"),
-    features: Path | str = feature("features"),
-    batch_size: int = feature("batch_size"),
-    resize: str = feature("resize"),
-    seed: int = feature("seed"),
-    rehash: bool = feature("rehash"),
-    rebuild: bool = feature("rebuild"),
-    region: str = feature("region"),
-    region_box: float = feature("region_box"),
-    allow_outside_data: bool = feature("allow_outside_data"),
-    layout: str = feature("layout"),
-    columns: Mapping[str, str] | None = feature("columns"),
-    patient_from_name: str = feature("patient_from_name"),
-    label_map: Mapping[str, str] | None = feature("label_map"),
-    replace: bool = feature("replace"),
-    runtime: str = feature("runtime"),
-    precision: str = feature("precision"),
-    calibration: int = feature("calibration"),
-    scheduler: str | None = feature("scheduler"),
-    shard: int = feature("shard"),
     progress: Progress | None = None,
+    **settings: Any,
 ) -> list[Summary]:
-    """`cxr features`: embed every image once per backbone (incremental); the settings are
-    `cxr.extract.settings`'s, as the CLI's options. ``weights`` takes the CLI's syntax
-    (``"imagenet"``, ``"mobilenet_v2=/path/w.h5"``). ``layout``: how ``data`` is read ("auto"
-    recognises it; "kermany", "covidx", ...), with ``columns`` naming a manifest's columns by
-    role (``{"label": "diagnosis"}``), ``patient_from_name`` a regular expression,
-    ``label_map`` rules (``{"Pneumonia/Fungal": "fungal"}``). ``replace``: rebuild a store that
-    holds another data set's rows. ``scheduler``: a Dask address or ``"local:N"`` (a script
-    using local:N runs under ``if __name__ == "__main__":``), ``shard`` files per task."""
-    from cxr.extract.layouts import ReadOptions
-    from cxr.extract.runner import extract_features as run
+    """`cxr features`: embed every image once per backbone (incremental). The keywords are the
+    settings of `cxr features` (`cxr.extract.settings`, with their defaults; ``help`` lists
+    them), as Python values. ``weights`` takes the CLI's syntax (``"imagenet"``,
+    ``"mobilenet_v2=/path/w.h5"``). ``layout``: how ``data`` is read ("auto" recognises it;
+    "kermany", "covidx", ...), with ``columns`` naming a manifest's columns by role
+    (``{"label": "diagnosis"}``), ``patient_from_name`` a regular expression, ``label_map``
+    rules (``{"Pneumonia/Fungal": "fungal"}``). ``replace``: rebuild a store that holds another
+    data set's rows. ``scheduler``: a Dask address or ``"local:N"`` (a script using local:N runs
+    under ``if __name__ == "__main__":``), ``shard`` files per task."""
+    from cxr.extract.runner import from_settings
 
-    read = ReadOptions.of(columns, patient_from_name, label_map or {}, allow_outside_data)
-    return run(
-        data=Path(data),
-        manifest=Path(manifest) if manifest else None,
-        backbones=list(backbones),
-        weights=list(weights),
-        features_dir=Path(features),
-        batch_size=batch_size,
-        resize=resize,
-        seed=seed,
-        rehash=rehash,
-        rebuild=rebuild,
-        runtime=runtime,
-        precision=precision,
-        progress=progress,
-        scheduler=scheduler,
-        shard=shard,
-        region=region,
-        region_box=region_box,
-        calibration=calibration,
-        layout=layout,
-        read=read,
-        replace=replace,
-    )
+    chosen = {"backbones": backbones, **settings}
+    return from_settings(data, chosen, progress, caller="cxr.extract_features")
 
 
+@takes(EVALUATE, skip=("backbones", "heads"))
 def evaluate(
     features: Path | str = "features",
     backbones: Sequence[str] = default("backbones"),
     heads: Sequence[str] = default("heads"),
     *,
-    classes: Sequence[str] = default("classes"),
-    merge: Mapping[str, Sequence[str]] | None = default("merge"),
-    binary: str | None = default("binary"),
-    where: Sequence[str | Condition] = default("where"),
-    exclude: Path | str | None = default("exclude"),
-    target: str = default("target"),
-    params: Mapping[str, Mapping[str, Any]] | None = default("params"),
     design: Design | None = None,
-    folds: int | None = default("folds"),
-    repeats: int | None = default("repeats"),
-    group_by: str = default("group_by"),
-    leave_out: str | None = default("leave_out"),
-    test_where: Sequence[str | Condition] = default("test_where"),
-    search: bool = default("search"),
-    metric: str = default("metric"),
-    operating_point: float = default("operating_point"),
-    bootstrap: int = default("bootstrap"),
-    seed: int = default("seed"),
-    confounds: Sequence[str] | None = default("confounds"),
-    predictions: bool = default("predictions"),
-    train_sizes: Sequence[int | float | str] = default("train_sizes"),
-    curve_draws: int = default("curve_draws"),
-    curve_margin: float = default("curve_margin"),
-    covariates: Sequence[str] = default("covariates"),
-    covariates_only: bool = default("covariates_only"),
-    jobs: int = default("jobs"),
-    scheduler: str | None = default("scheduler"),
-    cache: bool = default("cache"),
     plots: Path | str | None = None,
     progress: Progress | None = None,
+    **settings: Any,
 ) -> Evaluation:
     """`cxr evaluate`: every (backbone, head) validated on one task.
 
-    The options of `cxr evaluate` as Python values: ``merge={"pneumonia": ["bacterial",
-    "viral"]}``, ``where=["label=covid | dataset=kermany"]`` (the ``--where`` expressions),
-    ``params={"mlp": {"alpha": 1e-3}}`` (a list is a grid for ``search=True``),
-    ``train_sizes=[25, 50, "all"]``, ``covariates=["view"]``, ``confounds=[]`` for none.
-    The design is cross-validation (``folds``, ``repeats``, ``group_by``), ``leave_out=COLUMN``
-    or ``test_where=[...]``; or pass any `cxr.classify.designs.Design` as ``design``.
-    ``cache=False`` fits every head again (`cxr evaluate --no-cache`). ``plots`` writes the
-    figures there. ``predictions=True`` keeps every out-of-fold prediction
-    (``Evaluation.predictions()``). Each keyword's default is its setting's
-    (`cxr.classify.settings`).
+    The keywords are the settings of `cxr evaluate` (`cxr.classify.settings`, with their
+    defaults; ``help(cxr.evaluate)`` lists them), as Python values: ``merge={"pneumonia":
+    ["bacterial", "viral"]}``, ``where=["label=covid | dataset=kermany"]`` (the ``--where``
+    expressions), ``params={"mlp": {"alpha": 1e-3}}`` (a list is a grid for ``search=True``),
+    ``train_sizes=[25, 50, "all"]``, ``covariates=["view"]``, ``confounds=[]`` for none; the
+    CLI's ``"a,b"`` text works for a list too. The design is cross-validation (``folds``,
+    ``repeats``, ``group_by``), ``leave_out=COLUMN`` or ``test_where=[...]``; or pass any
+    `cxr.classify.designs.Design` as ``design``. ``cache=False`` fits every head again
+    (`cxr evaluate --no-cache`). ``plots`` writes the figures there. ``predictions=True`` keeps
+    every out-of-fold prediction (``Evaluation.predictions()``).
     """
     from cxr.classify.config import EvaluateConfig
-    from cxr.classify.curves import parse_sizes
-    from cxr.classify.designs import choose
     from cxr.classify.evaluate import evaluate as run
-    from cxr.classify.metrics import Bootstrap
-    from cxr.classify.tasks import TaskSpec
 
     folder = _plot_folder(plots)
-    config = EvaluateConfig(
-        backbones=_names(backbones, "backbones", "mobilenet_v2"),
-        heads=_names(heads, "heads", "mlp"),
-        task=TaskSpec(
-            classes=_names(classes, "classes", "covid"),
-            merge={new: tuple(olds) for new, olds in (merge or {}).items()},
-            binary=binary,
-            where=_conditions(where, "where"),
-            exclude=Path(exclude) if exclude else None,
-            target=target,
-        ),
-        params={head: dict(values) for head, values in (params or {}).items()},
-        design=design
-        or choose(
-            folds=folds,
-            repeats=repeats,
-            group_by=group_by,
-            leave_out=leave_out,
-            test_where=_conditions(test_where, "test_where"),
-        ),
-        search=search,
-        metric=metric,
-        seed=seed,
-        bootstrap=Bootstrap(bootstrap, seed, operating_point),
-        confounds=None if confounds is None else _names(confounds, "confounds", "view"),
-        predictions=predictions,
-        train_sizes=tuple(parse_sizes(_names(train_sizes, "train_sizes", 25)))
-        if train_sizes
-        else (),
-        curve_draws=curve_draws,
-        curve_margin=curve_margin,
-        covariates=_names(covariates, "covariates", "view"),
-        covariates_only=covariates_only,
-        jobs=jobs,
-        scheduler=scheduler,
-        cache=cache,
-    )
+    chosen = {"backbones": backbones, "heads": heads, **settings}
+    config = EvaluateConfig.of(chosen, design, caller="cxr.evaluate")
     evaluation = Evaluation.of(run(Path(features), config, progress=progress))
     if folder is not None:
         evaluation.plot(folder)
     return evaluation
-
-
-def _names(values: Sequence[Any], option: str, example: Any) -> tuple[Any, ...]:
-    """A list option as a tuple; a text there is a mistake Python would iterate letter by
-    letter (``covariates="view"``), so it is refused."""
-    if isinstance(values, str):
-        raise CxrError(
-            f"{option}: give a list of names, e.g. [{example!r}], not the text {values!r}"
-        )
-    return tuple(values)
-
-
-def _conditions(values: Sequence[str | Condition], option: str) -> tuple[Condition, ...]:
-    """``where``-style conditions: `Condition` values, or their text (``dataset=kermany``)."""
-    from cxr.classify.tasks import Condition
-
-    return tuple(
-        v if isinstance(v, Condition) else Condition.parse(v, option)
-        for v in _names(values, option, "dataset=kermany")
-    )
 
 
 def _plot_folder(plots: Path | str | None) -> Path | None:
@@ -368,7 +244,7 @@ class Evaluation:
         """The terminal report, as `cxr evaluate` prints it."""
         from rich.console import Console
 
-        from cxr.classify.report import render
+        from cxr.classify.tables import render
 
         render(self.report, Console())
 

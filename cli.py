@@ -10,13 +10,14 @@ imported inside the commands, so `cxr --help` starts fast.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from rich.markup import escape
 from rich.text import Text
 from typer.core import TyperGroup
 
-from cxr import cluster  # imports Dask only when connecting
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
 from cxr.classify.metrics import overall_metrics  # numpy only
@@ -54,7 +54,19 @@ err_console = _console_for(stderr=True)
 class _Commands(TyperGroup):
     """The one CLI edge: any CxrError, from any command, is one line on stderr and its status;
     so is Ctrl-C or SIGTERM (`cxr.interrupt`: workers stopped, status 130 or 143), and so is
-    each of the tool's own warnings (a cache entry ignored)."""
+    each of the tool's own warnings (a cache entry ignored). Help is printed as written: Rich
+    would take ``'cxr-transfer[tracking]'`` for markup and drop the brackets."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "escaped", False):
+            items: list[Any] = [command, *command.params]
+            for item in items:
+                text = getattr(item, "help", None)
+                if text:
+                    item.help = escape(text)
+            command.escaped = True  # type: ignore[attr-defined]
+        return command
 
     def invoke(self, ctx):
         try:
@@ -93,7 +105,7 @@ def _one_line_warnings() -> Iterator[None]:
 
     def formatted(message, category, filename, lineno, line=None) -> str:
         if issubclass(category, CacheWarning):
-            return f"warning: {message}\n"
+            return f"warning: {as_flags(str(message))}\n"
         return default(message, category, filename, lineno, line)
 
     warnings.formatwarning = formatted
@@ -213,16 +225,77 @@ def _option(name: str, table: Mapping[str, Setting] = EVALUATE, **checks: Any) -
 _feature = partial(_option, table=FEATURES)
 
 
+def _with_settings(table: Mapping[str, Setting], first: int = 1) -> Callable[[Any], Any]:
+    """A command with an option per setting of ``table`` (default, flags, help and type from its
+    one definition) after its first ``first`` parameters. The command takes their values as
+    ``**settings`` by setting name, in Python's terms (a choice as its name, a ``--no-`` flag as
+    the setting's own value): a new setting needs no line in the command."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(command).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        options = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=_option(name, table),
+                annotation=_cli_type(entry),
+            )
+            for name, entry in table.items()
+        ]
+
+        @wraps(command)
+        def run(**given: Any) -> Any:
+            settings = {name: _python(entry, given.pop(name)) for name, entry in table.items()}
+            return command(**given, **settings)
+
+        run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            own[:first] + options + own[first:]
+        )
+        return run
+
+    return decorate
+
+
+# Settings whose value is a name from a registry: their CLI choices.
+CHOICES: dict[str, Any] = {
+    "heads": HeadName,
+    "metric": MetricName,
+    "resize": ResizePolicy,
+    "runtime": RuntimeName,
+    "precision": PrecisionName,
+}
+
+
+def _cli_type(entry: Setting) -> Any:
+    choice = CHOICES.get(entry.name)
+    if choice is None:
+        return entry.cli_type
+    return list[choice] if isinstance(entry.cli_default, list) else choice  # type: ignore[valid-type]
+
+
+def _python(entry: Setting, value: Any) -> Any:
+    """A CLI value in the library's terms: a choice's name, the setting a ``--no-`` flag turns
+    off."""
+    if entry.negated:
+        return not value
+    if isinstance(value, list):
+        return [v.value if isinstance(v, Enum) else v for v in value]
+    return value.value if isinstance(value, Enum) else value
+
+
 FEATURES_DIR = typer.Option(Path("features"), "--features", help="Folder holding the stores.")
 JSON_OUT = typer.Option(
     None, "--json", help="Write the result as JSON to this file ('-': stdout, JSON only)."
 )
-WEIGHTS = _feature("weights")
 SEED = _option("seed", min=0)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (none either off a terminal).")
-SCHEDULER = typer.Option(None, "--scheduler", help=cluster.HELP)
-# How a data set is read (`cxr.extract.layouts`; the names are checked against its registry by
-# the tests, so that --help does not import the readers).
+SCHEDULER = _option("scheduler")
+# How a data set is read, for `cxr manifest` (`cxr.extract.layouts`; the names are checked
+# against its registry by the tests, so that --help does not import the readers).
 LAYOUT = _feature("layout")
 COLUMN = _feature("columns")
 PATIENT_FROM_NAME = _feature("patient_from_name")
@@ -237,75 +310,31 @@ def _steps(quiet: bool):
 
 
 @app.command()
+@_with_settings(FEATURES)
 def features(
     data: Path | None = typer.Argument(
         None,
         help="The data set: class folders (covid/, normal/, ...), a public collection as its "
         "distributor ships it (see --layout), or the folder the manifest's paths start from.",
     ),
-    backbone: list[str] = _feature("backbones"),
-    weights: list[str] = WEIGHTS,
-    manifest: Path | None = _feature("manifest"),
-    features_dir: Path = _feature("features"),
     out: Path | None = typer.Option(None, "--out", hidden=True),  # the old name of --features
-    batch_size: int = _feature("batch_size", min=1, max=1024),
-    resize: ResizePolicy = _feature("resize"),
-    seed: int = _feature("seed"),
-    rehash: bool = _feature("rehash"),
-    rebuild: bool = _feature("rebuild"),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was rejected."),
-    region: str = _feature("region"),
-    region_box: float = _feature("region_box"),
-    allow_outside_data: bool = _feature("allow_outside_data"),
-    layout: str = LAYOUT,
-    column: list[str] = COLUMN,
-    patient_from_name: str = PATIENT_FROM_NAME,
-    label_map: list[str] = LABEL_MAP,
-    replace: bool = _feature("replace"),
-    runtime: RuntimeName = _feature("runtime"),
-    precision: PrecisionName = _feature("precision"),
-    calibration: int = _feature("calibration", min=1, max=100_000),
-    scheduler: str | None = _feature("scheduler", help=cluster.HELP),
-    shard: int = _feature("shard", min=1, max=100_000),
     json_out: Path | None = JSON_OUT,
+    **settings: Any,
 ) -> None:
     """Embed every image once per backbone into FEATURES/<backbone>.h5 (incremental, resumable)."""
     from dataclasses import asdict
 
-    from cxr.extract.layouts import ReadOptions
-    from cxr.extract.runner import extract_features  # lazy: the model code imports TensorFlow
+    from cxr.extract.runner import from_settings  # lazy: the model code imports TensorFlow
     from cxr.extract.tables import render_features
     from cxr.progress import RichProgress
 
     _writable(json_out, "--json")
-    read = ReadOptions.parse(column, patient_from_name, label_map, allow_outside_data)
-    folder = out or features_dir
+    folder = settings["features"] = out or settings["features"]
     if folder.exists() and not folder.is_dir():  # a typo, not a storage fault: nothing starts
         raise CxrError(f"--features {folder}: is a file")
     try:
-        summaries = extract_features(
-            data=data,
-            manifest=manifest,
-            backbones=backbone,
-            weights=weights,
-            features_dir=folder,
-            batch_size=batch_size,
-            resize=resize.value,
-            seed=seed,
-            rehash=rehash,
-            rebuild=rebuild,
-            runtime=runtime.value,
-            precision=precision.value,
-            progress=RichProgress(_console(json_out), bars=True),
-            scheduler=scheduler,
-            shard=shard,
-            region=region,
-            region_box=region_box,
-            calibration=calibration,
-            layout=layout,
-            read=read,
-            replace=replace,
-        )
+        summaries = from_settings(data, settings, RichProgress(_console(json_out), bars=True))
     except STOPS as stop:
         raise Interrupted(_kept(folder), signal_of(stop)) from None
     stores = [{**asdict(s), "path": str(s.path)} for s in summaries]
@@ -493,30 +522,10 @@ TRACKING_URI = typer.Option(
 
 
 @app.command()
+@_with_settings(EVALUATE)
 def evaluate(
     features_dir: Path = FEATURES_DIR,
-    backbone: list[str] = _option("backbones"),
-    head: list[HeadName] = _option("heads"),
-    classes: str | None = CLASSES,
-    merge: list[str] = MERGE,
-    binary: str | None = BINARY,
-    where: list[str] = WHERE,
-    exclude: Path | None = EXCLUDE,
-    target: str = TARGET,
-    folds: int | None = _option("folds"),
-    repeats: int | None = _option("repeats"),
-    seed: int = SEED,
-    group_by: str = _option("group_by"),
-    leave_out: str | None = _option("leave_out"),
-    test_where: list[str] = _option("test_where"),
-    metric: MetricName = _option("metric"),
-    operating_point: float = _option("operating_point"),
-    confounds: str = _option("confounds"),
-    jobs: int = _option("jobs"),
-    search: bool = _option("search"),
-    head_params: list[str] = HEAD_PARAMS,
     config: Path | None = CONFIG,
-    bootstrap: int = _option("bootstrap"),
     json_out: Path | None = JSON_OUT,
     plots: Path | None = typer.Option(
         None,
@@ -524,14 +533,6 @@ def evaluate(
         help="Write PNGs here: confusion matrix, ROC and reliability per result, a forest plot "
         "per task.",
     ),
-    train_sizes: str | None = _option("train_sizes"),
-    curve_draws: int = _option("curve_draws", min=1),
-    curve_margin: float = _option("curve_margin", min=0.0),
-    covariates: str | None = _option("covariates"),
-    covariates_only: bool = _option("covariates_only"),
-    predictions: bool = _option("predictions"),
-    scheduler: str | None = SCHEDULER,
-    no_cache: bool = _option("cache"),
     quiet: bool = QUIET,
     track: bool = typer.Option(
         False,
@@ -540,53 +541,25 @@ def evaluate(
         "file beside the features folder; also [tracking] enabled = true in --config.",
     ),
     tracking_uri: str | None = TRACKING_URI,
+    **settings: Any,
 ) -> None:
     """Validate scikit-learn heads on cached embeddings (default: every store, every head)."""
     from cxr.classify.config import EvaluateConfig
-    from cxr.classify.curves import parse_sizes
-    from cxr.classify.designs import choose
     from cxr.classify.evaluate import evaluate as run_evaluate
     from cxr.classify.heads import parse_params
-    from cxr.classify.metrics import Bootstrap
-    from cxr.classify.report import render
-    from cxr.classify.tasks import TaskSpec
+    from cxr.classify.tables import render
 
     _writable(json_out, "--json")
     _writable(plots, "--plots", folder=True)
     tracked = _tracking(track, tracking_uri, features_dir, config)
-    if predictions and json_out is None:
+    if settings["predictions"] and json_out is None:
         raise CxrError("--predictions goes into the JSON report: add --json PATH (or --json -)")
-    settings = EvaluateConfig(
-        backbones=tuple(backbone),
-        heads=tuple(h.value for h in head),
-        task=TaskSpec.from_options(classes, merge, binary, where, exclude, target),
-        params=parse_params(head_params, config),
-        design=choose(
-            folds=folds,
-            repeats=repeats,
-            group_by=group_by,
-            leave_out=leave_out,
-            test_where=test_where,
-        ),
-        search=search,
-        metric=metric.value,
-        seed=seed,
-        bootstrap=Bootstrap(bootstrap, seed, operating_point),
-        confounds={"auto": None, "none": ()}.get(confounds, tuple(_listed(confounds))),
-        predictions=predictions,
-        train_sizes=tuple(parse_sizes(train_sizes)) if train_sizes else (),
-        curve_draws=curve_draws,
-        curve_margin=curve_margin,
-        covariates=tuple(_listed(covariates or "")),
-        covariates_only=covariates_only,
-        jobs=jobs,
-        scheduler=scheduler,
-        cache=not no_cache,
-    )
-    evaluated = run_evaluate(features_dir, settings, progress=_steps(quiet))
+    settings["params"] = parse_params(settings["params"], config)
+    chosen = EvaluateConfig.of(settings)
+    evaluated = run_evaluate(features_dir, chosen, progress=_steps(quiet))
     console = _report(evaluated.report, json_out, render, lambda: _plots(evaluated, plots))
-    if scheduler is not None:
-        console.print(f"Fits and bootstraps ran on Dask ({scheduler}).", highlight=False)
+    if chosen.scheduler is not None:
+        console.print(f"Fits and bootstraps ran on Dask ({chosen.scheduler}).", highlight=False)
     if plots is not None:
         written = evaluated.report.get("plots", []) + [
             p for r in evaluated.report["results"] for p in r.get("plots", [])
@@ -614,7 +587,7 @@ def _tracking(track: bool, uri: str | None, features_dir: Path, config: Path | N
 
 def _track(evaluated, target, plots: Path | None, console: Console) -> None:
     """Log the evaluation (its files are written already): a failure is one warning."""
-    from cxr.classify.report import best_words, result_settings
+    from cxr.classify.tables import best_words, result_settings
     from cxr.tracking.log import log_run
 
     report = evaluated.report
@@ -644,8 +617,8 @@ def runs(
 ) -> None:
     """List tracked runs (cxr evaluate --track), or compare two: the parameters that differ and
     the paired difference where both used the same images."""
-    from cxr.tracking.report import render_comparison, render_runs
     from cxr.tracking.runs import compare_runs, list_runs
+    from cxr.tracking.tables import render_comparison, render_runs
     from cxr.tracking.target import resolve
 
     _writable(json_out, "--json")
@@ -705,7 +678,7 @@ def train(
     """Fit one head on all selected rows; save it with its backbone, weights and task (skops)."""
     from cxr.classify.heads import parse_params
     from cxr.classify.model import train as run_train
-    from cxr.classify.report import render_training
+    from cxr.classify.tables import render_training
     from cxr.classify.tasks import TaskSpec
 
     _writable(json_out, "--json")
@@ -754,7 +727,7 @@ def predict(
 ) -> None:
     """Class probabilities for new images, embedded with the model's backbone and weights."""
     from cxr.classify.model import predict as run_predict
-    from cxr.classify.report import render_predictions
+    from cxr.classify.tables import render_predictions
     from cxr.extract.runner import embed_images  # stage 1 is handed to stage 2 here, at the edge
 
     _writable(json_out, "--json")
@@ -839,7 +812,7 @@ def explain(
     from cxr.classify.explain import explain as run_explain
     from cxr.classify.heads import parse_params
     from cxr.classify.model import fitted_on, load_model
-    from cxr.classify.report import render_explanation
+    from cxr.classify.tables import render_explanation
     from cxr.classify.tasks import TaskSpec
     from cxr.extract.explain import feature_maps  # stage 1, handed to stage 2 here
 
@@ -919,8 +892,8 @@ def audit(
     quiet: bool = QUIET,
 ) -> None:
     """Find exact and near-duplicate images, label/patient conflicts and source confounds."""
-    from cxr.audit.report import render
     from cxr.audit.run import audit as run_audit
+    from cxr.audit.tables import render
     from cxr.store.exclusions import Exclusions
 
     _writable(json_out, "--json")

@@ -2,8 +2,9 @@
 
 The work never prints: extraction, evaluation, the audit and the study call a ``Progress``.
 Library calls are silent by default (`Silent`); the CLI hands in `RichProgress`, whose bars
-show only on a terminal unless asked, so logs, pipes and CI stay free of them. A notebook, a
-Dask worker or a test can pass its own.
+show only on a terminal unless asked, so logs, pipes and CI stay free of them, and whose lines
+name settings by their flags, as the CLI's errors do. A notebook, a Dask worker or a test can
+pass its own (its lines name a setting in backticks: `label_map`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from rich.progress import (
     Progress as Bars,
 )
 from rich.text import Text
+
+from cxr.settings import as_flags
 
 Advance = Callable[[int], None]  # n more units done
 AdvanceEach = Callable[[str, int], None]  # n more units of one named part done
@@ -75,18 +78,21 @@ class Silent:
 
 
 class RichProgress:
-    """Lines on ``console`` (printed as text, never as markup); a transient bar per step and a
-    bar per part with its rate, when ``bars`` (default: only if the console is a terminal)."""
+    """Lines on ``console`` (printed as text, never as markup, settings by their flags); a
+    transient bar per step and a bar per part with its rate, when ``bars`` (default: only if the
+    console is a terminal)."""
 
     def __init__(self, console: Console | None = None, *, bars: bool | None = None):
         self.console = console or Console(stderr=True)
         self.bars = self.console.is_terminal if bars is None else bars
 
     def note(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        self.console.print(as_flags(text), markup=False, highlight=False, soft_wrap=True)
 
     def warn(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True, style="yellow")
+        self.console.print(
+            as_flags(text), markup=False, highlight=False, soft_wrap=True, style="yellow"
+        )
 
     @contextmanager
     def step(self, description: str, total: int) -> Iterator[Advance]:

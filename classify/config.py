@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cxr.classify.curves import Size, parse_sizes
-from cxr.classify.designs import CrossValidation, Design
-from cxr.classify.heads import HEADS, Params, grids, validate_params
+from cxr.classify.designs import CrossValidation, Design, choose
+from cxr.classify.heads import HEADS, Params, grids, parse_params, validate_params
 from cxr.classify.metrics import Bootstrap, Metric, overall_metric
-from cxr.classify.settings import default, flag
+from cxr.classify.settings import EVALUATE, default, flag
 from cxr.classify.tasks import TaskSpec
 from cxr.errors import CxrError
+from cxr.settings import listed, unknown
 
 MAX_DRAWS = 100
+# The settings that make a record of the configuration; every other setting is its field.
+TASK = ("classes", "merge", "binary", "where", "exclude", "target")
+DESIGN = ("folds", "repeats", "group_by", "leave_out", "test_where")
 JOBS_PER_CORE = 4  # more parallel fits than this per core only adds waiting
 
 
@@ -73,6 +77,38 @@ class EvaluateConfig:
     scheduler: str | None = default("scheduler")
     cache: bool = default("cache")
 
+    @classmethod
+    def of(
+        cls, settings: Mapping[str, Any], design: Design | None = None, caller: str = "evaluate"
+    ) -> EvaluateConfig:
+        """The configuration from settings by name (`cxr.classify.settings`; the others at
+        their defaults): Python values, or the CLI's text where it has its own syntax (``a,b``
+        for a list, ``--set`` assignments for ``params``, ``auto``/``none`` for ``confounds``).
+        The one place the CLI and the API build it, so a setting that is a field of this class
+        reaches it from both without a line of its own. ``design`` replaces the one the
+        design settings ask for."""
+        unknown(EVALUATE, settings, caller)
+        value = {name: entry.default for name, entry in EVALUATE.items()} | dict(settings)
+        params = value["params"] or {}
+        confounds = value["confounds"]
+        if confounds in ("auto", "none"):
+            confounds = None if confounds == "auto" else ()
+        records: dict[str, Any] = {
+            "backbones": listed(value["backbones"], "backbones"),
+            "heads": listed(value["heads"], "heads"),
+            "task": TaskSpec.from_options(**{name: value[name] for name in TASK}),
+            "design": design or choose(**{name: value[name] for name in DESIGN}),
+            "params": {h: dict(p) for h, p in params.items()}
+            if isinstance(params, Mapping)
+            else parse_params(listed(params, "params")),
+            "bootstrap": Bootstrap(value["bootstrap"], value["seed"], value["operating_point"]),
+            "confounds": None if confounds is None else listed(confounds, "confounds"),
+            "train_sizes": listed(value["train_sizes"], "train_sizes"),
+            "covariates": listed(value["covariates"], "covariates"),
+        }
+        plain = {f.name for f in fields(cls)} & set(EVALUATE) - set(records)
+        return cls(**records, **{name: value[name] for name in plain})
+
     def __post_init__(self) -> None:
         if not isinstance(self.task, TaskSpec):
             raise CxrError(f"task must be a TaskSpec, not {type(self.task).__name__}")
@@ -83,9 +119,9 @@ class EvaluateConfig:
         for head in heads:
             if head not in HEADS:
                 raise CxrError(f"unknown head {head!r}; available: {', '.join(HEADS)}")
-            listed = grids(params.get(head))
-            if listed and not self.search:
-                key, values = next(iter(listed.items()))
+            grid = grids(params.get(head))
+            if grid and not self.search:
+                key, values = next(iter(grid.items()))
                 raise CxrError(
                     f"`params` {head}.{key} lists {len(values)} values: add `search` to tune over "
                     "them, or give one value"

@@ -26,7 +26,7 @@ import numpy as np
 from cxr.classify.folds import Split, derive_seed, kfold
 from cxr.classify.records import CROSS_VALIDATION, Protocol, Validation
 from cxr.classify.settings import FOLDS, GROUP_BY, REPEATS, default, flag
-from cxr.classify.tasks import Condition, TaskData, TaskSpec, select
+from cxr.classify.tasks import Condition, TaskData, TaskSpec, conditions, select
 from cxr.errors import CxrError
 from cxr.store import FeatureSet
 
@@ -92,12 +92,7 @@ def choose(
             "with `leave_out` or `test_where`, whose splits are given by the rows"
         )
     if test_where:
-        return ExternalTest(
-            tuple(
-                c if isinstance(c, Condition) else Condition.parse(c, "`test_where`")
-                for c in test_where
-            )
-        )
+        return ExternalTest(conditions(test_where, "`test_where`"))
     if leave_out:
         return LeaveOneOut(leave_out)
     return CrossValidation(folds or FOLDS, repeats or REPEATS, group_by)

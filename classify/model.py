@@ -31,7 +31,6 @@ from cxr.classify.fitting import INNER_FOLDS
 from cxr.classify.folds import derive_seed
 from cxr.classify.heads import Params, build_head, effective_params
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
-from cxr.classify.settings import flag
 from cxr.classify.tasks import TaskSpec, rows_digest, select
 from cxr.errors import CxrError
 from cxr.files import take_lock, write_atomic
@@ -364,7 +363,7 @@ def embed_as_trained(
             **options,
         )
     except CxrError as exc:
-        if weights or not str(exc).startswith(flag("weights")):
+        if weights or not str(exc).startswith("`weights`"):
             raise
         raise CxrError(
             f"{model_path}: trained with the weight file {bundle.get('weights_file')} (sha256 "

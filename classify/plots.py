@@ -25,8 +25,8 @@ from cxr.classify.metrics import ECE_BINS, overall_metric
 from cxr.classify.neighbours import Neighbourhood, Sample, chance, percent
 from cxr.classify.presentation import presentation_of, slug
 from cxr.classify.records import Inputs, Validation
-from cxr.classify.report import number
 from cxr.classify.results import Evaluated, EvaluateReport, Result, result_name
+from cxr.classify.tables import number
 from cxr.files import replace_file
 from cxr.reporting.figures import written as figures_written
 

@@ -6,13 +6,16 @@ defaults, flags and help; `tests/test_settings.py` fails when an option or a key
 entry here or another default. The library speaks in setting names: an error names one in
 backticks (`folds`), which the CLI prints as its flag (`as_flags`); text that goes into a report
 as the CLI prints it uses `flag`.
-Plain data: imports only `cxr.settings` (the tables' machinery), so every module can read it.
+Plain data: imports only `cxr.settings` (the tables' machinery) and `cxr.cluster`'s help text, so
+every module can read it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from cxr.cluster import HELP as SCHEDULER  # plain text (the module imports Dask only to connect)
 from cxr.settings import Setting, as_flags, flag, table
 
 __all__ = ["EVALUATE", "Setting", "as_flags", "default", "flag"]
@@ -51,6 +54,7 @@ EVALUATE = table(
         "exclude",
         None,
         "Drop images: a file from `cxr audit --exclude-out`, or one id/path per line.",
+        type=Path | None,
     ),
     Setting(
         "target",
@@ -58,8 +62,15 @@ EVALUATE = table(
         f"Column to predict: {TARGET} (default), or any metadata column, e.g. dataset to probe "
         "how well the embeddings recognise the source.",
     ),
-    Setting("folds", None, f"K of stratified K-fold (default {FOLDS}, the paper's)."),
-    Setting("repeats", None, f"Repeat K-fold with reshuffled folds (default {REPEATS})."),
+    Setting(
+        "folds", None, f"K of stratified K-fold (default {FOLDS}, the paper's).", type=int | None
+    ),
+    Setting(
+        "repeats",
+        None,
+        f"Repeat K-fold with reshuffled folds (default {REPEATS}).",
+        type=int | None,
+    ),
     Setting("seed", 0, "Seed for folds, heads and the bootstrap."),
     Setting(
         "group_by",
@@ -135,7 +146,7 @@ EVALUATE = table(
         False,
         "Put every out-of-fold prediction (image, fold, class probabilities) in --json.",
     ),
-    Setting("scheduler", None, ""),  # its help is the cluster's (`cxr.cluster.HELP`)
+    Setting("scheduler", None, SCHEDULER),
     Setting(
         "cache",
         True,

@@ -17,6 +17,7 @@ import numpy as np
 from cxr.classify.folds import patient_groups
 from cxr.classify.settings import TARGET, flag
 from cxr.errors import CxrError
+from cxr.settings import listed
 from cxr.store import FeatureSet
 from cxr.store.exclusions import Exclusions
 
@@ -90,20 +91,23 @@ class TaskSpec:
     @classmethod
     def from_options(
         cls,
-        classes: str | None = None,
-        merge: list[str] | None = None,
+        classes: str | Sequence[str] | None = None,
+        merge: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
         binary: str | None = None,
-        where: list[str] | None = None,
-        exclude: Path | None = None,
+        where: Sequence[str | Condition] | None = None,
+        exclude: Path | str | None = None,
         target: str = TARGET,
     ) -> TaskSpec:
-        """Parse the CLI syntax: ``a,b,c``, ``new=a,b`` (repeatable), ``col=v1,v2 | col2=v3``."""
+        """The task from the settings, as Python values or the CLI's syntax: ``a,b,c``,
+        ``new=a,b`` (repeatable), ``col=v1,v2 | col2=v3``."""
         return cls(
-            classes=_names(classes or "", "`classes`"),
-            merge=_merges(merge or ()),
+            classes=listed(classes, "classes"),
+            merge={new: (o,) if isinstance(o, str) else tuple(o) for new, o in merge.items()}
+            if isinstance(merge, Mapping)
+            else _merges([merge] if isinstance(merge, str) else merge or ()),
             binary=binary or None,
-            where=tuple(Condition.parse(w) for w in where or ()),
-            exclude=exclude,
+            where=conditions(where, "`where`"),
+            exclude=Path(exclude) if exclude else None,
             target=target,
         )
 
@@ -196,6 +200,15 @@ def _names(text: str, option: str) -> tuple[str, ...]:
     if text.strip() and not names:
         raise CxrError(f"{option} {text!r}: expected comma-separated names")
     return names
+
+
+def conditions(values: Sequence[str | Condition] | None, option: str) -> tuple[Condition, ...]:
+    """``where``-style conditions: `Condition` values, or their text (``dataset=kermany``)."""
+    if isinstance(values, str | Condition):
+        values = [values]
+    return tuple(
+        v if isinstance(v, Condition) else Condition.parse(str(v), option) for v in values or ()
+    )
 
 
 def _merges(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:

@@ -161,13 +161,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
 
 
 def stat(value: dict) -> str:
-    from cxr.classify.report import pooled
+    from cxr.classify.tables import pooled
 
     return pooled(value)
 
 
 def versus(result: dict, report: dict) -> str:
-    from cxr.classify.report import versus as text
+    from cxr.classify.tables import versus as text
 
     return text(result.get("comparison"), report["provenance"]["bootstrap"]["replicates"]).replace(
         "\n", " "
@@ -249,7 +249,7 @@ def neighbours(run: Runner) -> str:
     from rich.console import Console
 
     from cxr.classify.neighbours import chance, percent
-    from cxr.classify.report import render_neighbourhoods
+    from cxr.classify.tables import render_neighbourhoods
 
     command = "cxr evaluate -b mobilenet_v2 --head mlp --head logreg"
     [entry] = run(command)["neighbourhoods"]
@@ -400,7 +400,7 @@ def curves(run: Runner) -> str:
     lines += table(["training size", "mobilenet_v2 + mlp: bal. accuracy"], rows)
     full = c["points"][-1]["value"]
     if c["within_margin_from"] is not None:
-        from cxr.classify.report import size_words
+        from cxr.classify.tables import size_words
 
         lines.append(
             f"mobilenet_v2 + mlp: within {c['margin']:g} of its full-data bal. accuracy "
@@ -437,8 +437,8 @@ def covariates(run: Runner) -> str:
         for r in report["results"]
     ]  # fmt: skip
     lines += table(["backbone", "head", "inputs", "n", "bal. accuracy"], rows, right=[3])
-    from cxr.classify.report import gain_text
     from cxr.classify.results import result_name
+    from cxr.classify.tables import gain_text
 
     replicates = report["provenance"]["bootstrap"]["replicates"]
     for r in report["results"]:
@@ -480,7 +480,7 @@ def covariates(run: Runner) -> str:
 
 
 def regions(run: Runner) -> str:
-    from cxr.classify.report import gain_text
+    from cxr.classify.tables import gain_text
 
     lines, said = ["```"], []
     for task in ("", " --binary covid"):
@@ -540,7 +540,7 @@ def tracking(run: Runner) -> str:
 
     from rich.console import Console
 
-    from cxr.tracking.report import render_comparison, render_runs
+    from cxr.tracking.tables import render_comparison, render_runs
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{run.folder / 'mlruns.db'}"
     try:

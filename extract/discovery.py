@@ -77,7 +77,7 @@ def _patients_from_names(entries: list[Entry], options: ReadOptions) -> list[str
         return []
     found = [options.patient_of(e.path) for e in entries]
     matched = [p for p in found if p]
-    pattern = f"--patient-from-name {options.patient_from_name}"
+    pattern = f"`patient_from_name` {options.patient_from_name}"
     if not matched:
         raise CxrError(
             f"{pattern}: finds no patient in any file name (e.g. {Path(entries[0].path).name})"

@@ -270,7 +270,7 @@ def compute_on_cluster(
             except KilledWorker as exc:
                 client.cancel(futures)
                 raise CxrError(
-                    f"--scheduler {scheduler}: a task's workers kept dying ({exc}; "
+                    f"`scheduler` {scheduler}: a task's workers kept dying ({exc}; "
                     "out of memory? each worker holds its backbones and one shard of images); "
                     "the shards already committed are kept: run `cxr features` again to resume"
                 ) from None

@@ -26,6 +26,7 @@ from pathlib import Path
 from cxr.errors import CxrError
 from cxr.extract.images import read_dicom
 from cxr.files import open_regular, printable
+from cxr.settings import flag
 from cxr.trust import CacheWarning, WeakKey, new_key, read_key, read_sealed_json, write_sealed_json
 
 KEY_VARIABLE = "CXR_ID_KEY"
@@ -75,7 +76,7 @@ class StudyKey:
     def source(self) -> str:
         """Where the key came from, for the run's notes (never the key itself)."""
         if self.given:
-            return "--key"
+            return flag("key")  # written into `cxr manifest`'s JSON as it is
         if os.environ.get(KEY_VARIABLE):
             return f"${KEY_VARIABLE}"
         return f"the key file {self.file}" + (" (created now)" if self.created else "")
@@ -103,7 +104,7 @@ class StudyKey:
         except OSError as exc:
             raise CxrError(
                 f"{self.file}: cannot create the key that pseudonymises patient ids "
-                f"({exc.strerror or exc}); give --key or set {KEY_VARIABLE}"
+                f"({exc.strerror or exc}); give `key` or set {KEY_VARIABLE}"
             ) from None
 
 

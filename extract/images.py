@@ -45,6 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cxr.extract.registry import RESIZE_POLICIES
 from cxr.files import open_regular
+from cxr.settings import flag
 
 MIN_SIDE = 32  # smaller is a thumbnail or an icon, not a radiograph
 MAX_PIXELS = (
@@ -90,7 +91,7 @@ def decode_pixels(data: bytes, name: str = "") -> np.ndarray:
     if problem:
         raise Rejected(
             f"{problem}: a mask or a drawing, not a film (a collection's lung masks are read by "
-            "its --layout, and serve --region lungs-only)"
+            f"its {flag('layout')}, and serve {flag('region')} lungs-only)"
         )
     return pixels
 

@@ -92,7 +92,7 @@ class OpenVINOEmbedder:
         model, folder = converted(spec, weights, keras_model)
         if precision == "int8":
             if calibration is None:
-                raise CxrError("--precision int8 needs a calibration sample of the data set")
+                raise CxrError("`precision` int8 needs a calibration sample of the data set")
             from cxr.extract.quantise import quantised
 
             model, folder = quantised(
@@ -122,7 +122,7 @@ class OpenVINOEmbedder:
             raise CxrError(
                 f"{folder}: OpenVINO's f32 embeddings of {self.spec.name} differ from "
                 f"TensorFlow's by up to {known:.3g} on the probe batch (allowed "
-                f"{F32_TOLERANCE:g}); use --runtime tensorflow"
+                f"{F32_TOLERANCE:g}); use `runtime` tensorflow"
             )
         return known
 

@@ -20,6 +20,7 @@ from cxr.extract.dataset import Entry
 from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels, resize
 from cxr.extract.regions import Region
 from cxr.files import UnusableFile, read_regular
+from cxr.settings import flag
 
 # Decoding costs a small share of a forward pass (one thread, shared films, MobileNetV2, two
 # runs on a shared machine: 1.8-2.0 ms of CPU to read, check, decode and resize against 37-38 ms
@@ -75,7 +76,7 @@ def _prepare(
         return (
             entry,
             "file changed since it was hashed; run `cxr features` again "
-            "(--rehash if its size and time stayed the same)",
+            f"({flag('rehash')} if its size and time stayed the same)",  # a stored reason
         )
     try:
         pixels = region.apply(decode_pixels(data, entry.file.name), entry)

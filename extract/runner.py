@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from cxr.extract.settings import (
     BATCH,
     BOX,
     CALIBRATION_SIZE,
+    FEATURES,
     FULL,
     PRECISION,
     REFERENCE,
@@ -46,9 +48,12 @@ from cxr.extract.settings import (
 from cxr.extract.weights import ResolvedWeights, WeightsChoice, parse_weights, resolve
 from cxr.extract.writer import StoreWriter
 from cxr.progress import Progress, Silent
+from cxr.settings import flag, listed, unknown
 from cxr.store.provenance import library_versions
 from cxr.store.schema import Reject, StoreAttrs, hashes_path, read_attrs, store_name, store_path
 
+MAX_BATCH = 1024  # images per forward pass: more only costs memory
+MAX_COUNT = 100_000  # films to calibrate on, files per Dask task
 # Recorded in every store, whichever runtime wrote it (f32 runtimes share stores).
 LIBRARIES = ("tensorflow", "keras", "h5py", "numpy", "PIL", "pydicom", "openvino")
 AGREEMENT_FILMS = 8  # stored films a runtime re-embeds before it adds rows beside another's
@@ -175,13 +180,15 @@ def extract_features(
         from cxr.cluster import local_workers
 
         local_workers(scheduler)  # a malformed local:N fails before any hashing
-    if shard < 1:
-        raise CxrError(f"`shard` {shard}: give at least 1 file per task")
+    if not 1 <= shard <= MAX_COUNT:
+        raise CxrError(f"`shard` {shard}: give 1..{MAX_COUNT} files per task")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise CxrError(f"`batch_size` {batch_size}: give 1..{MAX_BATCH} images per pass")
     engine = runtime if isinstance(runtime, Runtime) else choose(runtime, precision)
     if engine.precision == "int8" and scheduler is not None:
         raise CxrError("`precision` int8 runs in-process: leave out `scheduler`")
-    if calibration < 1:
-        raise CxrError(f"`calibration` {calibration}: give at least 1 image")
+    if not 1 <= calibration <= MAX_COUNT:
+        raise CxrError(f"`calibration` {calibration}: give 1..{MAX_COUNT} images")
     zone = Region.parse(region, region_box)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
     named = {
@@ -196,7 +203,7 @@ def extract_features(
         own = _stores_weight_file(existing[spec.name], spec.name, weights)
         if own is not None:
             choices[spec.name] = WeightsChoice("file", path=own)
-            report.note(f"{spec.name}: the store's weight file {own} (--weights to choose others)")
+            report.note(f"{spec.name}: the store's weight file {own} (`weights` to choose others)")
     hashes = HashCache(hashes_path(features_dir), trust=not rehash)
     key = StudyKey(features_dir)
     headers = HeaderCache(features_dir, key)
@@ -205,7 +212,7 @@ def extract_features(
     if zone.kind in LUNGS and zone.masks is None and not any(e.mask for e in discovery.entries):
         raise CxrError(
             f"`region` {region}: the {discovery.layout} layout ships no lung masks; name a "
-            f"folder of them: --region {region}:DIR"
+            f"folder of them: `region` {region}:DIR"
         )
     if discovery.header_ids:
         report.note(
@@ -304,6 +311,36 @@ def extract_features(
                     f"{s.backbone}: store updated (rows or metadata changed{changed}): {s.path}"
                 )
     return summaries
+
+
+def from_settings(
+    data: Path | str | None,
+    settings: Mapping[str, Any],
+    progress: Progress | None = None,
+    caller: str = "extract_features",
+) -> list[Summary]:
+    """`extract_features` from the settings by name (`cxr.extract.settings`; the others at
+    their defaults), as Python values or the CLI's text (``ROLE=NAME`` items for ``columns``,
+    ``TEXT=LABEL`` for ``label_map``, ``a,b`` for a list). The one call of both edges, so a
+    setting that is a parameter of `extract_features` reaches it from both without a line of
+    its own."""
+    unknown(FEATURES, settings, caller)
+    value = {name: entry.default for name, entry in FEATURES.items()} | dict(settings)
+    read = ReadOptions.parse(
+        value.pop("columns"),
+        value.pop("patient_from_name"),
+        value.pop("label_map"),
+        value.pop("allow_outside_data"),
+    )
+    manifest, folder = value.pop("manifest"), value.pop("features")
+    return extract_features(
+        data=Path(data) if data is not None else None,
+        manifest=Path(manifest) if manifest else None,
+        features_dir=Path(folder),
+        read=read,
+        progress=progress,
+        **value | {name: list(listed(value[name], name)) for name in ("backbones", "weights")},
+    )
 
 
 def _stores_weight_file(attrs: dict, backbone: str, weights: Sequence[str]) -> Path | None:
@@ -440,7 +477,7 @@ def embed_images(
     if engine.precision == "int8":  # its quantised model depends on the store's calibration
         raise CxrError(
             "`precision` int8: images outside a data set have no calibration sample; embed "
-            "them with `cxr features --precision int8` beside the store's data, or use f32"
+            f"them with `cxr features {flag('precision')} int8` beside the store's data, or use f32"
         )
     paths = list_images(inputs)
     spec = get_spec(backbone)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cxr.cluster import HELP as SCHEDULER  # plain text (the module imports Dask only to connect)
 from cxr.settings import Setting, table
 
 BACKBONE = "mobilenet_v2"
@@ -43,6 +44,7 @@ FEATURES = table(
         "manifest",
         None,
         "CSV with path,label[,patient_id,source,...]. Default: DATA/manifest.csv if present.",
+        type=Path | None,
     ),
     Setting("features", Path("features"), "Folder for the <backbone>.h5 stores."),
     Setting("batch_size", BATCH, "Images per forward pass (and per commit)."),
@@ -125,7 +127,7 @@ FEATURES = table(
         CALIBRATION_SIZE,
         "With --precision int8: films drawn (by --seed) to calibrate the quantisation.",
     ),
-    Setting("scheduler", None, ""),  # its help is the cluster's (`cxr.cluster.HELP`)
+    Setting("scheduler", None, SCHEDULER),
     Setting("shard", SHARD_FILES, "With --scheduler: files per Dask task (one shard each)."),
 )
 

@@ -11,6 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from cxr.settings import flag
+
 
 def render_features(document: dict, console: Console) -> None:
     table = Table(title="Feature stores")
@@ -36,7 +38,7 @@ def render_manifest(document: dict, console: Console) -> None:
         f"pseudonymised with {document['key']}: keep it private, and keep it, since the same key "
         "gives the same ids"
         if document["pseudonymised"]
-        else "real (--keep-ids: do not share)"
+        else f"real ({flag('keep_ids')}: do not share)"
     )
     text = partial(console.print, highlight=False, soft_wrap=True, markup=False)  # names: text
     text(
@@ -50,7 +52,7 @@ def render_manifest(document: dict, console: Console) -> None:
     )
     if document["dropped"]:
         text(
-            "Dropped (not on the allow-list of shareable columns; --keep-ids keeps them): "
+            f"Dropped (not on the allow-list of shareable columns; {flag('keep_ids')} keeps them): "
             + ", ".join(document["dropped"])
         )
     for path, reason in document["unreadable"].items():

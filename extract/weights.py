@@ -55,7 +55,7 @@ def parse_weights(values: list[str], backbones: list[str], seed: int) -> dict[st
         get_spec(name)
         if name not in backbones:
             raise CxrError(
-                f"--weights {value}: {name!r} is not a backbone of this run "
+                f"`weights` {value}: {name!r} is not a backbone of this run "
                 f"({', '.join(backbones)})"
             )
         per_backbone[name] = _choice(target, seed, value)
@@ -67,14 +67,14 @@ def _choice(target: str, seed: int, raw: str) -> WeightsChoice:
         return WeightsChoice(target, seed=seed)
     path = Path(target).expanduser()
     if "=" not in raw:
-        raise CxrError(f"--weights {raw}: expected imagenet, random or NAME=PATH")
+        raise CxrError(f"`weights` {raw}: expected imagenet, random or NAME=PATH")
     if not path.is_file() and path.name == target:  # a bare file name: the offline folders
         path = next((f / target for f in _local_folders() if (f / target).is_file()), path)
     if path.is_dir():
-        raise CxrError(f"--weights {raw}: {path} is a folder; name the weight file in it")
+        raise CxrError(f"`weights` {raw}: {path} is a folder; name the weight file in it")
     if not path.is_file():
         looked = "" if path.name != target else f" (nor in {', '.join(map(str, _local_folders()))})"
-        raise CxrError(f"--weights {raw}: weight file {path} does not exist{looked}")
+        raise CxrError(f"`weights` {raw}: weight file {path} does not exist{looked}")
     return WeightsChoice("file", path=path)
 
 
@@ -107,7 +107,7 @@ def _imagenet_file(spec: BackboneSpec) -> Path:
         raise CxrError(
             f"ImageNet weights for {spec.name} are not available: downloading {spec.weights_url} "
             f"failed ({_reason(exc)}). Offline: put {spec.weights_file} in $CXR_WEIGHTS_DIR "
-            f"or ~/.keras/models, or pass --weights {spec.name}=PATH"
+            f"or ~/.keras/models, or pass `weights` {spec.name}=PATH"
         ) from None
 
 

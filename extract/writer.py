@@ -36,6 +36,7 @@ from cxr.errors import CxrError, RunFailed
 from cxr.extract.dataset import Discovery
 from cxr.extract.runtimes import F32_TOLERANCE
 from cxr.files import NOT_OWN, own_folder, take_lock
+from cxr.settings import flag
 from cxr.store.schema import (
     ROW_COLUMNS,
     Reject,
@@ -162,7 +163,7 @@ class StoreWriter:
                     continue
                 raise StoreError(
                     f"{shard}: unreadable shard of an interrupted run ({exc}); run `cxr features "
-                    "... --rebuild` to move it aside"
+                    f"... {flag('rebuild')}` to move it aside"
                 ) from None
             self._check_compatible(shard, attrs)
             self.cache.add(ids, X, rejected)
@@ -212,7 +213,7 @@ class StoreWriter:
             )
             raise StoreError(
                 f"{path}: was built with other settings ({diff}); embeddings must not mix. "
-                "Use another --features folder, or --rebuild to move it aside and start again"
+                "Use another `features` folder, or `rebuild` to move it aside and start again"
             )
 
     def claim(self, discovery: Discovery, replace: bool = False) -> None:
@@ -238,8 +239,8 @@ class StoreWriter:
         )
         raise CxrError(
             f"{self.path}: holds {len(old.rows):,} rows of {built}; this run reads {now} and "
-            f"would drop or replace {lost:,} of them. Give this data its own --features folder "
-            "(make features does, per data root), or --replace to rebuild the store from it"
+            f"would drop or replace {lost:,} of them. Give this data its own `features` folder "
+            "(make features does, per data root), or `replace` to rebuild the store from it"
         )
 
     def record_probe(self, max_abs_diff: float) -> None:

@@ -15,7 +15,7 @@ from cxr.classify.confounds import finer_note
 from cxr.classify.metrics import metric_title
 from cxr.classify.presentation import part_name, presentation_of
 from cxr.classify.records import CROSS_VALIDATION, Validation
-from cxr.classify.report import neighbour_cells, neighbour_columns, p_text
+from cxr.classify.tables import neighbour_cells, neighbour_columns, p_text
 from cxr.reporting.documents import Document
 from cxr.reporting.figures import Figure, recorded
 from cxr.reporting.html import Html, image, interval, items, join, number, table, tag

@@ -197,9 +197,10 @@ def extract_available(
     for name in names:
         try:
             resolved = resolve(get_spec(name), choices[name])
-        except CxrError as exc:
-            status[name] = BackboneStatus(status="unavailable", reason=str(exc))
-            console.print(f"[yellow]{name}: weights not available ({exc})[/]", highlight=False)
+        except CxrError as exc:  # its reason as the CLI prints it (results.json, the doc)
+            reason = as_flags(str(exc))
+            status[name] = BackboneStatus(status="unavailable", reason=reason)
+            console.print(f"[yellow]{name}: weights not available ({reason})[/]", highlight=False)
             continue
         ready.append(name)
         status[name] = BackboneStatus(

@@ -44,6 +44,7 @@ import numpy as np
 
 from cxr.errors import CxrError
 from cxr.files import replace_file
+from cxr.settings import flag
 
 SCHEMA_VERSION = 1
 SUFFIX = ".h5"
@@ -76,9 +77,9 @@ FULL = "full"  # the region of a store of whole films (named after its backbone 
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
 WRITE_BLOCK = 16 * ROW_CHUNK  # rows converted and compressed at a time when writing X
-REBUILD = (
-    "`cxr features DATA -b {backbone} --rebuild` (with the same --weights) moves it aside and "
-    "builds it again"
+REBUILD = (  # a command line, also in `cxr info`'s JSON: written with the CLI's flags
+    f"`cxr features DATA -b {{backbone}} {flag('rebuild')}` (with the same {flag('weights')}) "
+    "moves it aside and builds it again"
 )
 
 

@@ -127,12 +127,21 @@ def test_audit_is_callable_even_after_its_package_is_imported(monkeypatch):
     assert calls == [(("features", "mobilenet_v2"), {"seed": 3})]
 
 
-def test_a_text_where_a_list_belongs_is_one_line_before_any_work(make_synthetic_store):
+def test_a_text_where_a_list_belongs_is_the_clis_list_and_a_misspelt_keyword_is_refused(
+    make_synthetic_store,
+):
+    """``covariates="view"`` is one name, never four letters; ``covariates="view,age"`` two,
+    as ``--covariates view,age``. A keyword no setting defines is Python's TypeError, with the
+    setting it resembles."""
     path = make_synthetic_store(THREE)
-    with pytest.raises(CxrError, match=r"covariates: give a list of names, e.g. \['view'\]"):
+    with pytest.raises(CxrError, match=r"`covariates` view: no column 'view'"):
         cxr.evaluate(path.parent, covariates="view,age")
     with pytest.raises(CxrError, match="unknown head 'lgoreg'"):
         cxr.evaluate(path.parent, heads=["lgoreg"])
+    with pytest.raises(
+        TypeError, match=r"unexpected keyword argument 'fold' \(did you mean 'folds'"
+    ):
+        cxr.evaluate(path.parent, fold=3)
 
 
 def test_api_takes_the_cli_option_names_and_labels_covariate_results(make_synthetic_store):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,7 +163,7 @@ def test_stage_2_source_has_no_stage_1_import():
 
 
 def test_the_cli_is_a_thin_edge():
-    """Every command's tables live beside its logic (`*/tables.py`, `*/report.py`), the CLI
+    """Every command's tables live beside its logic (`*/tables.py`), the CLI
     imports nothing private from the package, and only `store/` knows its folders' layout."""
     source = (ROOT / "cli.py").read_text()
     assert "Table(" not in source and "def _render" not in source
@@ -199,3 +200,22 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"cxr {__version__}"
+
+
+def test_every_commands_help_is_printed_as_written():
+    """Rich markup is not applied to help text: ``pip install 'cxr-transfer[tracking]'`` keeps
+    its brackets (Rich took ``[tracking]`` for a style and dropped it), in every option's help
+    and every command's description."""
+    import typer.main
+
+    command_group: Any = typer.main.get_command(app)
+    written = 0
+    for name, command in command_group.commands.items():
+        shown = runner.invoke(app, [name, "--help"], env={"COLUMNS": "2000"}).output
+        flat = " ".join(shown.replace("│", " ").split())
+        for item in [command, *command.params]:
+            text = getattr(item, "help", None)
+            if text and not getattr(item, "hidden", False):
+                assert " ".join(text.split()) in flat, f"cxr {name}: {text!r}"
+                written += "[" in text
+    assert written >= 3  # the install hints of --track, --tracking-uri and --runtime at least

@@ -206,7 +206,7 @@ def test_the_python_api_reads_a_collection_with_its_options(tmp_path):
 def test_split_folders_as_classes_are_refused(tmp_path):
     for split in ("train", "test", "val"):
         make_class_folders(tmp_path / "d" / split, per_class=2, start=len(split))
-    with pytest.raises(CxrError, match=r"are split folders, not classes: --layout split-folders"):
+    with pytest.raises(CxrError, match=r"are split folders, not classes: `layout` split-folders"):
         discover(tmp_path / "d", None)
     found = discover(tmp_path / "d", None, layout="split-folders")
     assert labels(found) == {"covid": 6, "normal": 6}
@@ -297,7 +297,7 @@ def test_a_table_with_its_own_column_names_needs_no_script(tmp_path):
         + "\n".join(f"{f};{f.split('/')[0]};S{i % 2}" for i, f in enumerate(files))
         + "\n"
     )
-    with pytest.raises(CxrError, match=r"missing required column\(s\) path, label .*--column"):
+    with pytest.raises(CxrError, match=r"missing required column\(s\) path, label .*`columns`"):
         discover(data, table)
     options = ReadOptions.parse(["path=image", "label=diagnosis", "patient=subject"])
     found = discover(data, table, options=options)

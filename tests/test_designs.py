@@ -74,7 +74,7 @@ def test_a_design_written_outside_the_package_runs_end_to_end(make_synthetic_sto
     assert all(Validation.of(r).kind == "column-split" for r in ev.results)
     assert presentation_of(ev.results[0]) is ColumnSplitShown
     console = Console(record=True, width=160)
-    from cxr.classify.report import render
+    from cxr.classify.tables import render
 
     render(ev.report, console)
     text = console.export_text()

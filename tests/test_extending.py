@@ -1,7 +1,7 @@
 """docs/architecture.md's "Where to add one thing" table tells the truth: a toy of each kind (a
-backbone, a head, a metric, an input format, a validation design) is added here by changing only
-the files of its row (through `Change`, which records the file each change lands in) and runs
-end to end."""
+backbone, a head, a metric, an input format, a validation design, an evaluate setting) is added
+here by changing only the files of its row (through `Change`, which records the file each change
+lands in) and runs end to end."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import typer
 from helpers import ROOT, make_class_folders, xray_like
 from PIL import Image
 from typer.testing import CliRunner
@@ -81,6 +82,7 @@ def test_the_table_names_every_kind_a_toy_adds():
         "a metric",
         "an input format",
         "a validation design",
+        "an evaluate setting",
     }
 
 
@@ -140,6 +142,48 @@ def test_an_input_format(change, tmp_path):
     pixels = images.decode(webp, "1.webp")
     assert pixels.shape == (80, 96, 3) and np.array_equal(pixels[..., 0], xray_like(1, (96, 80)))
     assert sorted(change.files) == sorted(_table()["an input format"])
+
+
+def test_an_evaluate_setting(change, make_synthetic_store):
+    """A setting in the table, and the configuration's field that the evaluation reads: it is
+    an option of `cxr evaluate` and a keyword of `cxr.evaluate` with its default and help, and
+    its value reaches the configuration from both (the commands rebuilt from the table as at
+    import; the run stops where the evaluation would read the configuration)."""
+    from dataclasses import dataclass
+
+    from cxr.classify import config, settings
+    from cxr.classify import evaluate as evaluation
+    from cxr.cli import _with_settings
+    from cxr.errors import CxrError
+    from cxr.settings import Setting, takes
+
+    change.add(settings, "EVALUATE", "toy_rounds", Setting("toy_rounds", 7, "Rounds of a toy."))
+
+    @dataclass(frozen=True)
+    class WithToy(config.EvaluateConfig):
+        toy_rounds: int = settings.default("toy_rounds")
+
+    change.set(config, "EvaluateConfig", WithToy)
+    reached: list[Any] = []
+
+    def stop(features_dir, configuration, progress=None):
+        reached.append(configuration)
+        raise CxrError("stopped where the evaluation reads its configuration")
+
+    change.monkeypatch.setattr(evaluation, "evaluate", stop)
+    rebuilt = typer.Typer()
+    rebuilt.command()(_with_settings(settings.EVALUATE)(inspect.unwrap(cxr.cli.evaluate)))
+    features = make_synthetic_store().parent
+    done = CliRunner().invoke(rebuilt, ["--features", str(features), "--toy-rounds", "3"])
+    assert "stopped where" in str(done.exception), done.output
+    shown = CliRunner().invoke(rebuilt, ["--help"], env={"COLUMNS": "200"}).output
+    assert "--toy-rounds" in shown and "Rounds of a toy." in shown and "default: 7" in shown
+    with pytest.raises(CxrError, match="stopped where"):
+        cxr.evaluate(features, toy_rounds=5)
+    keywords = inspect.signature(takes(settings.EVALUATE)(lambda **given: given)).parameters
+    assert keywords["toy_rounds"].default == 7
+    assert [(type(c), c.toy_rounds) for c in reached] == [(WithToy, 3), (WithToy, 5)]
+    assert sorted(change.files) == sorted(_table()["an evaluate setting"])
 
 
 def test_a_validation_design(change, make_synthetic_store):

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 import cxr
-from cxr.classify.report import render, result_settings
+from cxr.classify.tables import render, result_settings
 
 WIDTH = 120
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import re
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 import typer
+from helpers import save_png
+from rich.console import Console
 from typer.testing import CliRunner
 
 import cxr
@@ -25,7 +28,10 @@ from cxr.classify.settings import EVALUATE, as_flags, flag
 from cxr.classify.tasks import TaskSpec
 from cxr.cli import app
 from cxr.errors import CxrError
+from cxr.extract.discovery import discover
+from cxr.extract.layouts import ReadOptions
 from cxr.extract.settings import FEATURES
+from cxr.progress import RichProgress
 
 PACKAGE = Path(cxr.__file__).parent
 # Options of the edge, not of the evaluation: where things are read and written, how it is shown.
@@ -164,10 +170,13 @@ def test_no_default_of_a_setting_is_written_again_as_a_literal():
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
 
-def test_no_module_of_classify_names_a_cli_flag():
-    """The library speaks in settings; text that the CLI shows takes its flags from the table."""
-    found = []
-    for path in sorted((PACKAGE / "classify").glob("*.py")):
+LIBRARY = ["classify", "extract", "store"]
+
+
+def _messages(package: str):
+    """(where, text) of every string literal of a package's modules but their docstrings and
+    the settings tables."""
+    for path in sorted((PACKAGE / package).rglob("*.py")):
         if path.name == "settings.py":
             continue
         tree = ast.parse(path.read_text())
@@ -178,14 +187,35 @@ def test_no_module_of_classify_names_a_cli_flag():
             and node.body
             and isinstance(node.body[0], ast.Expr)
         }
-        found += [
-            f"{path.name}:{node.lineno}: {node.value.strip()[:60]}"
+        yield from (
+            (f"{path.relative_to(PACKAGE)}:{node.lineno}", node.value)
             for node in ast.walk(tree)
             if isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and id(node) not in docstrings
-            and FLAG.search(node.value)
-        ]
+        )
+
+
+@pytest.mark.parametrize("package", LIBRARY)
+def test_no_module_of_the_library_names_a_cli_flag(package):
+    """The library speaks in settings; text that the CLI shows takes its flags from the table
+    (`as_flags` on its errors and stage 1's notes, `flag` in what is stored or reported)."""
+    found = [f"{at}: {text.strip()[:60]}" for at, text in _messages(package) if FLAG.search(text)]
+    assert not found
+
+
+@pytest.mark.parametrize("package", LIBRARY)
+def test_every_name_in_backticks_is_a_flag_the_cli_has(package):
+    """`as_flags` turns every `name` of a message into ``--name``: each must be an option of
+    a command (else the CLI would print a flag that does not exist)."""
+    command: Any = typer.main.get_command(app)
+    flags = {o for c in command.commands.values() for p in c.params for o in p.opts}
+    found = [
+        f"{at}: `{name}`"
+        for at, text in _messages(package)
+        for name in re.findall(r"`([a-z][a-z0-9_]*)`", text)
+        if flag(name) not in flags
+    ]
     assert not found
 
 
@@ -258,3 +288,54 @@ def test_stage_1_errors_name_the_setting_and_the_cli_its_flag(tmp_path):
         app, ["features", str(tmp_path), "--region", "centre-masked", "--region-box", "0.99"]
     )
     assert done.exit_code == 2 and "--region-box 0.99: the central box" in done.output
+
+
+def test_the_edges_name_no_setting_that_the_configuration_holds():
+    """What makes a new setting one entry: cli.py and api.py never name a setting that reaches
+    `EvaluateConfig` or `extract_features` as is (they pass all of them by name); the few they
+    do name are read by the edge itself, for the reason given."""
+    from cxr.extract.runner import extract_features
+
+    edge_reads = {
+        "backbones": "the API's positional arguments",
+        "heads": "the API's positional arguments",
+        "predictions": "the CLI refuses it without --json",
+        "params": "the CLI merges --config's file into --set",
+        "features": "the CLI's old --out and its folder check",
+    }
+    passed = {f.name for f in fields(EvaluateConfig)} | set(
+        inspect.signature(extract_features).parameters
+    )
+    commands = {"cli.py": ("evaluate", "features"), "api.py": ("evaluate", "extract_features")}
+    settings = (set(EVALUATE) | set(FEATURES)) & passed
+    for edge, names in commands.items():
+        tree = ast.parse((PACKAGE / edge).read_text())
+        for command in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names):
+            named = {
+                n.value
+                for n in ast.walk(command)
+                if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            } | {n.arg for n in ast.walk(command) if isinstance(n, ast.arg)}
+            extra = (named & settings) - set(edge_reads)
+            assert not extra, f"{edge} {command.name} names {sorted(extra)}"
+
+
+def test_stage_1_errors_and_notes_name_the_setting_and_the_cli_its_flag(tmp_path):
+    """The same for the layouts' errors and notes: the API names `columns` and `label_map`,
+    the CLI prints --column and --label-map (its errors at the edge, its notes through
+    `RichProgress`)."""
+    save_png(tmp_path / "covid" / "a.png", 1)
+    (tmp_path / "manifest.csv").write_text("file,diagnosis\ncovid/a.png,covid\n")
+    missing = r"name yours with `columns` path=NAME, `columns` label=NAME$"
+    with pytest.raises(CxrError, match=missing):
+        cxr.extract_features(tmp_path)
+    done = CliRunner().invoke(app, ["features", str(tmp_path)])
+    assert done.exit_code == 2
+    assert "name yours with --column path=NAME, --column label=NAME" in done.output
+    (tmp_path / "manifest.csv").unlink()
+    save_png(tmp_path / "normal" / "b.png", 2)
+    found = discover(tmp_path, None, options=ReadOptions.of(label_map={"normal": ""}))
+    assert "left out (`label_map`): normal 1 film(s)" in found.notes
+    shown = io.StringIO()
+    RichProgress(Console(file=shown, width=200), bars=False).note(found.notes[-1])
+    assert shown.getvalue() == "left out (--label-map): normal 1 film(s)\n"

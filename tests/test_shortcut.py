@@ -25,7 +25,7 @@ from cxr.classify.layout import layout, unit_vectors
 from cxr.classify.metrics import bootstrap_weights
 from cxr.classify.neighbours import draw, nearest, neighbourhood
 from cxr.classify.plots import confound_plots
-from cxr.classify.report import render
+from cxr.classify.tables import render
 from cxr.cli import app
 from cxr.reporting import write_report
 from cxr.store import load

@@ -196,7 +196,8 @@ def mlflow_server(tmp_path):
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):  # bounded: at most about a minute
+        deadline = time.monotonic() + 180  # bounded; a loaded machine starts it in minutes
+        while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"mlflow server exited with {proc.returncode}")
             try:

@@ -39,26 +39,16 @@ class ReadOptions:
     @classmethod
     def parse(
         cls,
-        columns: Sequence[str] = (),
+        columns: Mapping[str, str] | Sequence[str] | None = None,
         patient_from_name: str = "",
-        label_map: Sequence[str] = (),
+        label_map: Mapping[str, str] | Sequence[str] | None = None,
         allow_outside: bool = False,
     ) -> ReadOptions:
-        """The CLI's syntax: ``--column label=diagnosis``, ``--patient-from-name 'person\\d+'``,
-        ``--label-map 'Pneumonia/Fungal=fungal'`` (an empty label leaves such rows out)."""
-        named, rules = [], []
-        for item in columns:
-            role, sep, name = item.partition("=")
-            if not sep:
-                raise CxrError(
-                    f"`columns` {item}: give ROLE=COLUMN (e.g. `columns` label=diagnosis)"
-                )
-            named.append((role.strip(), name.strip()))
-        for item in label_map:
-            text, sep, label = item.partition("=")
-            if not sep:
-                raise CxrError(f"`label_map` {item}: give TEXT=LABEL (TEXT= leaves such rows out)")
-            rules.append((text.strip(), label.strip()))
+        """Python values (``columns={"label": "diagnosis"}``, ``label_map={"Fungal":
+        "fungal"}``) or the CLI's items (``label=diagnosis``, ``Pneumonia/Fungal=fungal``: an
+        empty label leaves such rows out), checked by `of`."""
+        named = _pairs(columns, "columns", "ROLE=COLUMN (e.g. `columns` label=diagnosis)")
+        rules = _pairs(label_map, "label_map", "TEXT=LABEL (TEXT= leaves such rows out)")
         return cls.of(dict(named), patient_from_name, rules, allow_outside)
 
     @classmethod
@@ -231,3 +221,18 @@ def unlisted(folders: Iterable[Path], listed: Iterable[Path], root: Path) -> lis
         for file in image_files(folder)
         if has_image_suffix(file) and os.path.abspath(file) not in known
     )
+
+
+def _pairs(
+    given: Mapping[str, str] | Sequence[str] | None, name: str, form: str
+) -> list[tuple[str, str]]:
+    """A mapping's items, or ``KEY=VALUE`` texts split (CxrError naming the setting)."""
+    if isinstance(given, Mapping):
+        return list(given.items())
+    pairs = []
+    for item in [given] if isinstance(given, str) else given or ():
+        key, sep, value = str(item).partition("=")
+        if not sep:
+            raise CxrError(f"`{name}` {item}: give {form}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs

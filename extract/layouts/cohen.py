@@ -118,7 +118,7 @@ class Cohen(Layout):
         if left:
             notes.append(
                 f"left out {sum(left.values())} row(s) of metadata.csv: {counted(left, 8)} "
-                "(frontal X-ray films of covid/bacterial/viral/normal only; --label-map adds "
+                "(frontal X-ray films of covid/bacterial/viral/normal only; `label_map` adds "
                 "findings)"
             )
         return Listing(

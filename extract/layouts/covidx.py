@@ -105,7 +105,7 @@ class Covidx(Layout):
                     entries.append(item)
         notes = junk_note(root)
         if unlabelled:
-            notes.append(f"left out (--label-map): {counted(unlabelled)} film(s)")
+            notes.append(f"left out (`label_map`): {counted(unlabelled)} film(s)")
         folders = [d for d in visible(root) if d.is_dir() and split_name(d)]
         return Listing(
             self.name,

@@ -36,7 +36,7 @@ def folders_of(root: Path) -> list[Path]:
     if not root.exists():
         raise CxrError(f"{root}: data folder does not exist")
     if not root.is_dir():
-        raise CxrError(f"{root}: not a folder (expected one sub-folder per class, or --manifest)")
+        raise CxrError(f"{root}: not a folder (expected one sub-folder per class, or `manifest`)")
     return [d for d in visible(root) if d.is_dir()]
 
 
@@ -84,7 +84,7 @@ class ClassFolders(Layout):
                 continue
             pairs += [entry(root, f, label, patient_id=options.patient_of(f.name)) for f in files]
         if left:
-            notes.append(f"left out (--label-map): {counted(left)} film(s)")
+            notes.append(f"left out (`label_map`): {counted(left)} film(s)")
         if not pairs:
             raise CxrError(
                 f"{root}: no images found (expected one sub-folder per class, e.g. covid/, normal/)"
@@ -107,7 +107,7 @@ class SplitFolders(Layout):
         others = [d.name for d in splits if not split_name(d)]
         if others:
             raise CxrError(
-                f"{root}: --layout split-folders reads split folders (train/, test/, val/, ...), "
+                f"{root}: `layout` split-folders reads split folders (train/, test/, val/, ...), "
                 f"but {', '.join(o + '/' for o in others)} is not one"
             )
         pairs = []
@@ -139,18 +139,18 @@ def refuse_one_class(root: Path, classes: list[Path]) -> None:
     if len(classes) > 1:
         return
     tables = [f.name for f in visible(root) if f.is_file() and f.suffix.lower() in (".csv", ".txt")]
-    beside = f"; the labels may be in {', '.join(tables)} beside it (--manifest)" if tables else ""
+    beside = f"; the labels may be in {', '.join(tables)} beside it (`manifest`)" if tables else ""
     if classes:
         raise CxrError(
             f"{root}: holds one folder, {classes[0].name}/, which would be the only class: point "
-            f"DATA at the folder that holds the class folders{beside} (--layout folders reads "
+            f"DATA at the folder that holds the class folders{beside} (`layout` folders reads "
             "it as one class all the same)"
         )
     films = [f for f in visible(root) if f.is_file() and not f.name.endswith((".csv", ".txt"))]
     if films:
         raise CxrError(
             f"{root}: holds {len(films)} file(s) but no class folders: give their labels in a "
-            f"manifest (--manifest CSV with path,label){beside}, or put them in one folder per "
+            f"manifest (`manifest` CSV with path,label){beside}, or put them in one folder per "
             "class"
         )
 
@@ -162,15 +162,15 @@ def refuse_traps(root: Path, classes: list[Path]) -> None:
     if splits:
         inner = [d for d in classes if split_name(d) and any(c.is_dir() for c in visible(d))]
         how = (
-            "--layout split-folders reads the class folders inside them as labels and the split "
+            "`layout` split-folders reads the class folders inside them as labels and the split "
             "as a column"
             if inner
             else "they hold films but no class folders: give the labels in a manifest "
-            "(--manifest, with a split column)"
+            "(`manifest`, with a split column)"
         )
         raise CxrError(
             f"{root}: {', '.join(s + '/' for s in splits)} {'is a' if len(splits) == 1 else 'are'}"
-            f" split folder{'s' if len(splits) > 1 else ''}, not classes: {how} (--layout "
+            f" split folder{'s' if len(splits) > 1 else ''}, not classes: {how} (`layout` "
             "folders reads them as classes all the same)"
         )
     parts = {d.name: sorted(c.name for c in visible(d) if c.is_dir()) for d in classes}
@@ -178,14 +178,14 @@ def refuse_traps(root: Path, classes: list[Path]) -> None:
     if masks:
         raise CxrError(
             f"{root}: {', '.join(m + '/' for m in masks)} among the class folders: masks, not films"
-            " (the COVID-19 Radiography Database's layout is read by --layout covid-radiography;"
-            " otherwise give the films in a manifest, and the masks with --region lungs-only:DIR)"
+            " (the COVID-19 Radiography Database's layout is read by `layout` covid-radiography;"
+            " otherwise give the films in a manifest, and the masks with `region` lungs-only:DIR)"
         )
     shared = {tuple(names) for names in parts.values()}
     if len(classes) > 1 and len(shared) == 1 and next(iter(shared)):
         names = ", ".join(p + "/" for p in next(iter(shared)))
         raise CxrError(
             f"{root}: every class folder holds the same sub-folders ({names}): parts of each "
-            "class, not its films alone. Give the films in a manifest, or --layout folders to "
+            "class, not its films alone. Give the films in a manifest, or `layout` folders to "
             "read every file below each class folder as its film"
         )

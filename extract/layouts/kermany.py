@@ -104,7 +104,7 @@ class Kermany(Layout):
                 "a second copy of the films as chest_xray/)"
             )
         if unlabelled:
-            notes.append(f"left out (--label-map): {counted(unlabelled)} film(s)")
+            notes.append(f"left out (`label_map`): {counted(unlabelled)} film(s)")
         if nameless:
             notes.append(f"{nameless} film(s) have no patient in their names: each its own")
         entries, rejects = split_entries(pairs)

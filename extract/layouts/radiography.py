@@ -89,7 +89,7 @@ class Radiography(Layout):
                     )
                 )
         if unlabelled:
-            notes.append(f"left out (--label-map): {counted(unlabelled)} film(s)")
+            notes.append(f"left out (`label_map`): {counted(unlabelled)} film(s)")
         if unsourced and sources:
             notes.append(f"{unsourced} film(s) have no row in the metadata sheets: no source")
         notes.append(

@@ -20,10 +20,11 @@ from cxr.errors import CxrError
 from cxr.extract.dataset import MANIFEST_NAME, Entry, outside_data
 from cxr.extract.layouts.base import Layout, Listing, ReadOptions, counted, unlisted
 from cxr.files import printable, read_text, unescape_cell
+from cxr.settings import flag
 
 OUTSIDE = (
-    "outside the data folder ({how}); pass --allow-outside-data to read files the manifest "
-    "names there"
+    f"outside the data folder ({{how}}); pass {flag('allow_outside_data')} to read files the "
+    "manifest names there"  # a reject's reason: stored, and reported as the CLI prints it
 )
 
 
@@ -51,12 +52,12 @@ class Manifest(Layout):
         if missing:
             raise CxrError(
                 f"{file}: missing required column(s) {', '.join(missing)} (has: "
-                f"{', '.join(columns) or 'none'}); name yours with --column path=NAME, "
-                "--column label=NAME"
+                f"{', '.join(columns) or 'none'}); name yours with `columns` path=NAME, "
+                "`columns` label=NAME"
             )
         for role in ("patient", "source"):
             if role in dict(options.columns) and names[role] not in columns:
-                raise CxrError(f"{file}: no column {names[role]} (--column {role}=...)")
+                raise CxrError(f"{file}: no column {names[role]} (`columns` {role}=...)")
         meta_columns = tuple(c for c in columns if c not in names.values())
         entries, rejects, seen, left = [], [], set(), Counter[str]()
         named = [Path(root, row[names["path"]].strip()) for row in rows]  # the rest: unlisted
@@ -94,7 +95,7 @@ class Manifest(Layout):
             rejects,
             meta_columns,
             manifest=file,
-            notes=[f"left out (--label-map): {counted(left)} row(s)"] if left else [],
+            notes=[f"left out (`label_map`): {counted(left)} row(s)"] if left else [],
             unlisted=unlisted([root], named, root),
         )
 

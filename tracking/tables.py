@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.text import Text
 
-from cxr.classify.report import gain_text, report_table
+from cxr.classify.tables import gain_text, report_table
 from cxr.tracking.runs import Comparison, Run
 
 ID = 8  # characters of a run id shown (any unique prefix selects the run)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cxr.classify.report import render_neighbourhoods
+from cxr.classify.tables import render_neighbourhoods
 
 WORST = 10  # clusters shown in the terminal; --json has all of them
 

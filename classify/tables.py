@@ -1,4 +1,4 @@
-"""Show results to people: Rich tables of the evaluate, train and predict reports.
+"""Show results to people: Rich tables of the evaluate, train, predict and explain reports.
 
 Read from the JSON documents only (the plots are `cxr.classify.plots`). Everything that came
 from a user, a file or a store (names, labels, paths, attributes) is printed as text, never as
