@@ -621,6 +621,7 @@ def default_vs_keras(weights: list[str], data: Path, repeats: int, work: Path) -
     `--runtime tensorflow` too; whole processes, interleaved, best of ``repeats``. OpenVINO's
     converted model is cached per user (like Keras' weight files): made once before timing."""
     from cxr.extract.runtimes import choose
+    from cxr.settings import as_flags
 
     mine = _mobilenet_v2_weights(weights)
     path = mine[0].partition("=")[2] or "random"
@@ -664,7 +665,7 @@ def default_vs_keras(weights: list[str], data: Path, repeats: int, work: Path) -
                 PEER_GOALS[name],
                 note=f"{films} films, mobilenet_v2, cold store; the Keras script: "
                 "image_dataset_from_directory, map(preprocess_input), predict, np.save"
-                + (f"; {chosen.why}" if name == "default" else ""),
+                + (f"; {as_flags(chosen.why)}" if name == "default" else ""),
             )
         )
     return rows

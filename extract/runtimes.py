@@ -91,8 +91,8 @@ def _auto(precision: str) -> tuple[str, str]:
     if not openvino_installed():
         return REFERENCE, f"auto: OpenVINO is not installed; {INSTALL} runs faster on CPUs"
     if gpu_visible():
-        return REFERENCE, "auto: a GPU is visible to TensorFlow; --runtime openvino to change"
-    return "openvino", f"auto: fastest installed on CPU; --runtime {REFERENCE} to change"
+        return REFERENCE, "auto: a GPU is visible to TensorFlow; `runtime` openvino to change"
+    return "openvino", f"auto: fastest installed on CPU; `runtime` {REFERENCE} to change"
 
 
 def gpu_visible() -> bool:

@@ -188,7 +188,7 @@ class StoreWriter:
                 f"{self.path}: {self.runtime}'s embeddings of {len(ids)} stored films differ "
                 f"from those {'+'.join(self.runtimes)} wrote by up to {worst:.3g} (allowed "
                 f"{F32_TOLERANCE:g}); add rows with `runtime` {self.runtimes[0]}, or give "
-                f"{self.runtime} its own --features folder"
+                f"{self.runtime} its own `features` folder"
             )
         self.measured = max(self.measured, worst)
         return worst

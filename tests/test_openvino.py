@@ -208,7 +208,7 @@ def test_auto_falls_back_to_tensorflow_without_openvino_or_with_a_gpu(tmp_path, 
     monkeypatch.setattr(runtimes, "gpu_visible", lambda: True)
     chosen = runtimes.choose("auto")
     assert (chosen.name, chosen.why) == (
-        "tensorflow", "auto: a GPU is visible to TensorFlow; --runtime openvino to change"
+        "tensorflow", "auto: a GPU is visible to TensorFlow; `runtime` openvino to change"
     )  # fmt: skip
     assert runtimes._auto("int8")[0] == "openvino"  # only OpenVINO runs other precisions
     monkeypatch.undo()
