@@ -4,9 +4,11 @@
   relative to the repository root, become relative to ``docs/``; the pages' links back to
   ``../README.md`` (which work on GitHub) point at it.
 - The API page's ``::: cxr.api`` is read from the source (mkdocstrings through griffe, without
-  importing it), which finds a package by its folder's name: the repository root is the package
-  ``cxr`` under another name, so a link named ``cxr`` to it goes first on ``sys.path`` (and the
-  folder of the ``mkdocs`` script, where the ``cxr`` console script would answer, goes).
+  importing it), which finds a package by its folder's name and reads every module under it:
+  the repository root is the package ``cxr`` under another name, beside ``.venv/`` and the
+  rest, so a folder named ``cxr`` holding links to the package's own modules and subpackages
+  goes first on ``sys.path`` (and the folder of the ``mkdocs`` script, where the ``cxr``
+  console script would answer, goes).
 - The commands' reference in ``commands.md`` is read from the Typer application when the site
   is built (``PLACEHOLDER``): each command's usage, description and options, as ``cxr COMMAND
   --help`` prints them, never typed by hand.
@@ -28,15 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
-PACKAGE = tempfile.TemporaryDirectory(prefix="cxr-docs-")  # holds the link named cxr
+PACKAGE = tempfile.TemporaryDirectory(prefix="cxr-docs-")  # holds the package's view, cxr/
 
 
 def on_startup(command: str, dirty: bool) -> None:
     """Before any plugin reads ``sys.path``: the package under its name first, the folder of the
     ``mkdocs`` script gone."""
-    link = Path(PACKAGE.name) / "cxr"
-    if not link.is_symlink():
-        link.symlink_to(ROOT, target_is_directory=True)
+    view = Path(PACKAGE.name) / "cxr"
+    if not view.is_dir():
+        view.mkdir()
+        for entry in ROOT.iterdir():  # the modules, and the folders that are subpackages
+            if entry.suffix == ".py" or (entry / "__init__.py").is_file():
+                (view / entry.name).symlink_to(entry)
     scripts = Path(sys.argv[0]).resolve().parent
     sys.path[:] = [PACKAGE.name, *(p for p in sys.path if not p or Path(p).resolve() != scripts)]
 
