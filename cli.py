@@ -60,7 +60,7 @@ class _Commands(TyperGroup):
     def get_command(self, ctx, cmd_name):
         command = super().get_command(ctx, cmd_name)
         if command is not None and not getattr(command, "escaped", False):
-            items: list[Any] = [command, *command.params]
+            items: list[Any] = [command, *command.params]  # a command and its parameters
             for item in items:
                 text = getattr(item, "help", None)
                 if text:

@@ -17,7 +17,7 @@ two images (``distance``) is the smallest Hamming distance between the whole of 
 box of the other, both ways: a copy cropped by c % per side matches the original's c % centre
 crop. Neighbouring boxes differ by 1 % per side (centre) or 2.5 % on one side, within what a
 single global DCT hash tolerates. Crops that differ between x and y, or are off-centre on two or
-more sides, are not followed (nor, mostly, by the embedding detector; see the README).
+more sides, are not followed (nor, mostly, by the embedding detector; see docs/audit.md).
 
 Why 255 bits: chest X-rays all look alike at low frequencies. With the common 63-bit pHash (8 x 8
 DCT), distinct images of different patients in ../shared/data/cxr came as close as 2 bits; with
@@ -26,7 +26,7 @@ DCT), distinct images of different patients in ../shared/data/cxr came as close 
 resized, contrast-shifted and cropped copies stay within 20.
 
 Two images are near-duplicates when their distance is at most a threshold
-(``cxr.audit.thresholds.HASH_THRESHOLD``); see the README's Audit section for the measured margins.
+(``cxr.audit.thresholds.HASH_THRESHOLD``); see docs/audit.md for the measured margins.
 """
 
 from __future__ import annotations

@@ -223,7 +223,8 @@ def _checks(report: StudyReport) -> list[str]:
 
 
 def gap_table(report: StudyReport, backbone: str) -> list[str]:
-    """One backbone's generalisation gap as a Markdown table (the README quotes it too)."""
+    """One backbone's generalisation gap as a Markdown table (docs/evaluation-honesty.md quotes it
+    too)."""
     gap = report.get("generalisation", {}).get(backbone)
     if not gap:
         return []

@@ -1,4 +1,5 @@
-"""The README's performance section says what the last `make bench` measured."""
+"""The performance page's table and the scale page's section say what the last `make bench` and
+`make bench-scale` measured."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ def bench_report():
     return module
 
 
-def test_readme_performance_section_is_generated_from_the_results():
+def test_the_performance_section_is_generated_from_the_results():
     results = ROOT / "benchmarks" / "results.json"
     if not results.is_file():
         pytest.skip("benchmarks/results.json not generated yet (run `make bench`)")
     report = bench_report()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "performance.md").read_text()
     section = readme[readme.index(report.START) : readme.index(report.END) + len(report.END)]
     assert section == report.render_readme(json.loads(results.read_text()))
 
@@ -45,12 +46,12 @@ def test_the_section_reports_every_result_with_its_verdict():
     assert report.replace_section(readme, text) == f"before\n{text}\nafter"
 
 
-def test_readme_scale_section_is_generated_from_the_scale_results():
+def test_the_scale_section_is_generated_from_the_scale_results():
     results = ROOT / "benchmarks" / "scale.json"
     if not results.is_file():
         pytest.skip("benchmarks/scale.json not generated yet (run `make bench-scale`)")
     report = bench_report()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "scale.md").read_text()
     section = readme[readme.index(report.SCALE_START) : readme.index(report.SCALE_END)]
     assert section + report.SCALE_END == report.render_scale(json.loads(results.read_text()))
 

@@ -86,4 +86,4 @@ def test_the_readmes_quick_start_opens_with_the_two_commands():
         text.index("```bash\n", start) + 8 : text.index("```", text.index("```bash\n", start) + 8)
     ]
     commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
-    assert commands == ["make evaluate", "make test"]
+    assert commands == ["make features", "make evaluate"]

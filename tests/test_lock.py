@@ -8,7 +8,6 @@ import re
 import sys
 from importlib import metadata
 
-import pytest
 from helpers import ROOT
 
 from cxr.store import provenance
@@ -70,4 +69,4 @@ def test_every_record_of_versions_carries_the_lock():
     from cxr.classify.provenance import library_versions
 
     assert library_versions()["lock"] == lock_state()
-    assert sys.modules["cxr.store.provenance"].LOCK == ROOT.resolve() / "requirements.lock"
+    assert ROOT.resolve() / "requirements.lock" == sys.modules["cxr.store.provenance"].LOCK

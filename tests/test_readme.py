@@ -1,6 +1,6 @@
-"""Every `cxr` command and the Python example in the README run, on a small slice of the real
-shared data (so the README cannot drift from the tool). Real outputs quoted in the README come
-from runs on the whole set; here each command must simply succeed."""
+"""Every `cxr` command and Python example of the README and the docs pages run, on a small slice
+of the real shared data (so the documentation cannot drift from the tool). Real outputs quoted in
+them come from runs on the whole set; here each command must simply succeed."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ from typer.testing import CliRunner
 from cxr.cli import app
 
 README = ROOT / "README.md"
+# The pages whose commands and examples run here: all but docs/collections.md, whose commands
+# run on each public collection as its distributor ships it (rebuilt by tests/shipped.py, for
+# `make docs` and tests/test_collections.py), not on a slice of the shared set.
+PAGES = [README, *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "collections.md")]
 PER_GROUP = 12  # images per (label, dataset), distinct patients: enough for 10 grouped folds
 runner = CliRunner()
 
@@ -50,12 +54,13 @@ def python_examples(text: str) -> list[str]:
     return [body for language, body in blocks(text) if language == "python"]
 
 
-def test_the_readme_has_examples_to_run():
-    text = README.read_text()
-    found = commands(text)
+def test_the_pages_have_examples_to_run():
+    found = [c for page in PAGES for c in commands(page.read_text())]
     assert ["features", "../shared/data/cxr", "-b", "mobilenet_v2", "-b", "mobilenet_025"] in found
     assert any(c[0] == "evaluate" and "--leave-out" in c for c in found)
-    assert len(python_examples(text)) == 1
+    assert any(c[0] == "evaluate" for c in commands(README.read_text()))
+    for page in (README, ROOT / "docs" / "api.md"):
+        assert len(python_examples(page.read_text())) == 1, page.name
 
 
 def slice_of_shared_data(dest: Path) -> Path:
@@ -83,7 +88,7 @@ def slice_of_shared_data(dest: Path) -> Path:
 
 @pytest.mark.readme
 @pytest.mark.realweights
-def test_every_readme_command_and_the_python_example_run(tmp_path, monkeypatch):
+def test_every_command_and_python_example_of_the_pages_run(tmp_path, monkeypatch):
     if not (CXR_DATA / "manifest.csv").is_file():
         pytest.skip(f"{CXR_DATA} not available")
     weights = {name: REAL_WEIGHTS[name] for name in ("mobilenet_v2", "mobilenet_025")}
@@ -96,8 +101,7 @@ def test_every_readme_command_and_the_python_example_run(tmp_path, monkeypatch):
     (tmp_path / "weights").mkdir()
     for path in weights.values():
         (tmp_path / "weights" / path.name).symlink_to(path)
-    text = README.read_text()
-    found = commands(text)
+    found = [c for page in PAGES for c in commands(page.read_text())]
     ordered = [c for c in found if c[0] == "features"] + [c for c in found if c[0] != "features"]
     for args in ordered:
         args = [a.replace("../shared/data/cxr", str(data)) for a in args]
@@ -106,8 +110,9 @@ def test_every_readme_command_and_the_python_example_run(tmp_path, monkeypatch):
             args += [f for name in named for f in ("--weights", f"{name}={weights[name].name}")]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"cxr {shlex.join(args)}:\n{result.output}"
-    for example in python_examples(text):
-        exec(compile(example, "README.md", "exec"), {})
+    for page in PAGES:
+        for example in python_examples(page.read_text()):
+            exec(compile(example, page.name, "exec"), {})
 
 
 def outputs_module():
@@ -117,20 +122,23 @@ def outputs_module():
     return module
 
 
-def test_the_readmes_real_outputs_are_the_generated_ones():
-    """Every block the README and the generated docs pages call real output is the one
-    `make docs` wrote to docs/outputs.json, and none is missing."""
+def test_the_real_outputs_are_the_generated_ones():
+    """Every block `make docs` wrote to docs/outputs.json stands in exactly one page (the README
+    or a page of docs/), as it was written there, and every block a page shows is one of them."""
     outputs = outputs_module()
     generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
-    in_readme = outputs.sections(README.read_text())
-    in_pages = {
-        k: v for page in outputs.PAGES for k, v in outputs.sections(page.read_text()).items()
+    shown: dict[str, list[tuple[str, str]]] = {}
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for name, text in outputs.sections(page.read_text()).items():
+            shown.setdefault(name, []).append((page.name, text))
+    assert set(shown) == set(generated["blocks"]) == set(outputs.BLOCKS)
+    for name, places in shown.items():
+        assert len(places) == 1, f"{name} stands in {[page for page, _ in places]}"
+        [(page, text)] = places
+        assert text == outputs.section(name, generated["blocks"][name]), f"{name} in {page}"
+    assert {n: page.name for n, page in outputs.placed().items()} == {
+        n: places[0][0] for n, places in shown.items()
     }
-    assert set(in_readme) == set(outputs.BLOCKS)
-    assert set(in_pages) == set(outputs.PAGE_BLOCKS)
-    assert set(generated["blocks"]) == set(outputs.BLOCKS) | set(outputs.PAGE_BLOCKS)
-    for name, text in {**in_readme, **in_pages}.items():
-        assert text == outputs.section(name, generated["blocks"][name]), name
 
 
 def test_the_generated_outputs_come_from_the_current_code():
@@ -139,5 +147,5 @@ def test_the_generated_outputs_come_from_the_current_code():
     `make docs` runs again."""
     generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
     assert generated["fingerprint"] == outputs_module().fingerprint(), (
-        "the README's real outputs are older than the code: run `make docs`"
+        "the pages' real outputs are older than the code: run `make docs`"
     )

@@ -285,10 +285,10 @@ def test_a_report_that_cannot_replace_its_target_is_one_line_and_leaves_nothing(
     assert [p.name for p in target.parent.iterdir()] == ["r.html"]  # no temporary file left
 
 
-def test_the_readme_names_the_items_the_checklist_fills():
+def test_the_commands_page_names_the_items_the_checklist_fills():
     from helpers import ROOT
 
-    text = " ".join((ROOT / "README.md").read_text().split())
+    text = " ".join((ROOT / "docs" / "commands.md").read_text().split())
     answered = {g: [int(i.number) for i in ITEMS if i.guideline == g and i.answer] for g in
                 ("TRIPOD+AI", "CLAIM")}  # fmt: skip
     claim = re.search(r"CLAIM ([\d\-, and]+) and (\d+)\.", text)
