@@ -71,16 +71,20 @@ def test_a_rerun_reuses_the_scores_too(make_synthetic_store, monkeypatch):
     assert len(calls) == 2
 
 
-def test_broken_cached_scores_are_ignored_with_a_warning(make_synthetic_store):
+def test_broken_cached_results_are_ignored_with_a_warning(make_synthetic_store):
+    """Scores, confounds, neighbourhoods and comparisons alike (every .json entry)."""
     features = make_synthetic_store().parent
     first = report(features, heads=["logreg"])
-    (scores,) = (features / FOLDER).glob("*.json")
-    scores.write_text('{"key": "someone else", "value": {}}')
-    with pytest.warns(CacheWarning, match="cached scores ignored"):
-        assert report(features, heads=["logreg"]) == first
-    scores.write_bytes(b"\xff\xfe not json")
-    with pytest.warns(CacheWarning, match="cached scores ignored"):
-        assert report(features, heads=["logreg"]) == first
+    kept = sorted((features / FOLDER).glob("*.json"))
+    assert len(kept) >= 4
+    for broken in ('{"key": "someone else", "value": {}}', "\xff\xfe not json"):
+        for entry in kept:
+            entry.write_bytes(broken.encode("latin-1"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert report(features, heads=["logreg"]) == first
+        ignored = [w for w in caught if "cached result ignored" in str(w.message)]
+        assert len(ignored) == len(kept)
 
 
 def test_the_cli_reuses_fits_and_no_cache_turns_it_off(make_synthetic_store, tmp_path, fits):
