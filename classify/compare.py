@@ -22,6 +22,8 @@ import numpy as np
 from cxr.classify.metrics import Bootstrap, Metric
 from cxr.classify.settings import flag
 
+CACHE_VERSION = 1  # bump when a change here changes a comparison (the fit cache keeps them)
+
 
 class Comparison(TypedDict):
     metric: str

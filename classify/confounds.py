@@ -36,6 +36,7 @@ from cxr.classify.folds import kfold
 from cxr.classify.settings import TARGET, flag
 from cxr.classify.tasks import TaskData
 
+CACHE_VERSION = 1  # bump when a change here changes what `confounds` finds (the fit cache keeps it)
 CRAMERS_V_WARN = 0.5
 MAX_VALUES = 50
 NUMERIC_BINS = 4

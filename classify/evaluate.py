@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from joblib import delayed
 
+from cxr.classify import compare as comparing
+from cxr.classify import confounds as confounding
+from cxr.classify import neighbours as neighbouring
 from cxr.classify.compare import Scored, caution, compare, paired_difference, row_keys
 from cxr.classify.config import EvaluateConfig
 from cxr.classify.confounds import Confound, confounds, strongest
@@ -25,11 +27,12 @@ from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.covariates import Covariates, with_covariates
 from cxr.classify.curves import Curve, curve, curve_splits
 from cxr.classify.designs import Part, Plan
-from cxr.classify.fitcache import FOLDER, FitCache, scores_key
-from cxr.classify.fitting import INNER_FOLDS, check_inner, run_splits
+from cxr.classify.fitcache import FOLDER, FitCache, content_key, remember, scores_key
+from cxr.classify.fitting import INNER_FOLDS, cache_keys, check_inner, run_splits
 from cxr.classify.heads import effective_params, needs_inner_cv, search_grid
 from cxr.classify.metrics import summarize
 from cxr.classify.neighbours import Neighbourhood, Sample, neighbourhood
+from cxr.classify.neighbours import sample as neighbours_sample
 from cxr.classify.predictions import OutOfFold
 from cxr.classify.presentation import presentation_of
 from cxr.classify.provenance import DISCLAIMER, jsonable, library_versions
@@ -68,8 +71,6 @@ def evaluate(
     cache: dict = {}  # stores of one data set share their folds
     for path in paths:
         _check(path, config, cache)
-    if config.scheduler is None:
-        start_workers(config.jobs, config.heads)  # their imports overlap the first store's load
     fits = FitCache(Path(features) / FOLDER) if config.cache else None
     run = _Run(config, progress or Silent(), notes=config.notes, fits=fits)
     with on_cluster(config.scheduler):  # joblib's Dask backend for every Parallel call below
@@ -152,10 +153,29 @@ class _Run:
             "rows_sha256": data.rows_sha256(),
             **fs.attrs,
         }
+        if first and config.scheduler is None and self._fits_ahead(plan):
+            start_workers(config.jobs, config.heads)  # importing while this process checks
         if not self.confounds and config.confounds != ():
             wanted = config.confounds
             whole = {**fs.rows.columns, **fs.meta.columns}  # finer labels: on every stored row
-            found = confounds(data, config.task.target, config.seed, store=whole, asked=wanted)
+            target, seed = config.task.target, config.seed
+            key = content_key(
+                "confounds",
+                confounding.CACHE_VERSION,
+                dict(data.columns),
+                data.y,
+                list(data.classes),
+                data.patients,
+                target,
+                seed,
+                whole,
+                None if wanted is None else list(wanted),
+            )
+            found = remember(
+                self.fits,
+                key,
+                lambda: confounds(data, target, seed, store=whole, asked=wanted),
+            )
             self.confounds = [c for c in found if wanted is None or c["column"] in wanted]
         if first:
             self.column = strongest(self.confounds, data.columns)
@@ -171,23 +191,66 @@ class _Run:
         for inputs, variant, columns in variants:
             self.variant(fs.name, plan, variant, inputs, columns)
 
+    def _fits_ahead(self, plan: Plan) -> bool:
+        """Whether a head will be fitted on this store's embeddings (no cache, or a head not in
+        it): only then are worker processes worth starting early."""
+        if self.fits is None:
+            return True
+        heads = {h: self.config.head_params(h) for h in self.config.heads}
+        keys = cache_keys(
+            plan.data,
+            plan.splits,
+            heads,
+            groups=plan.inner_groups,
+            seed=self.config.seed,
+            search=self.config.search,
+        )
+        return not all(self.fits.has(key) for key in keys.values())
+
     def neighbours(self, name: str, data: TaskData) -> None:
-        """The store's neighbourhood shares (JSON) and the films they asked (for the map)."""
+        """The store's neighbourhood shares (JSON) and the films they asked (for the map); the
+        shares from the cache when these rows, embeddings and settings were searched before."""
         units, unit = (data.groups, data.group_unit) if data.has_groups else (data.ids, "image")
         values = data.columns.get(self.column) if self.column else None
-        found, sample = neighbourhood(
+        column = self.column if values is not None else None
+        seed, replicates = self.config.seed, self.config.scoring.replicates
+        rows = data.rows_sha256()
+        key = content_key(
+            "neighbourhood",
+            neighbouring.CACHE_VERSION,
             name,
             data.X,
             data.y,
-            data.classes,
+            list(data.classes),
             units,
-            self.column if values is not None else None,
+            column,
             values,
-            unit=unit,
-            seed=self.config.seed,
-            replicates=self.config.scoring.replicates,
-            rows_sha256=data.rows_sha256(),
+            unit,
+            seed,
+            replicates,
+            rows,
         )
+        found: Neighbourhood | None = self.fits.get_json(key) if self.fits else None
+        if found is None:
+            found, sample = neighbourhood(
+                name,
+                data.X,
+                data.y,
+                data.classes,
+                units,
+                column,
+                values,
+                unit=unit,
+                seed=seed,
+                replicates=replicates,
+                rows_sha256=rows,
+            )
+            if self.fits:
+                self.fits.put_json(key, found)
+        else:
+            sample = neighbours_sample(
+                name, data.X, data.y, data.classes, column, values, seed=seed
+            )
         self.neighbourhoods.append(found)
         self.samples.append(sample)
 
@@ -242,6 +305,11 @@ class _Run:
         ]
         known = [self.fits.get_json(k) if self.fits else None for k in keys]
         todo = [a for a, found in zip(inputs, known, strict=True) if found is None]
+        if not todo:  # every score from the cache: no pool, no joblib
+            yield from known
+            return
+        from joblib import delayed
+
         # The fitting pool would idle while the main process bootstraps: it bootstraps.
         computed = pool(config.workers, return_as="generator")(delayed(summarize)(*a) for a in todo)
         for key, found in zip(keys, known, strict=True):
@@ -362,12 +430,7 @@ class _Run:
         with self.steps.step("paired comparisons with the best", len(groups)) as compared:
             for group in groups:
                 members = [i for i, (g, _) in enumerate(self.scored) if g == group]
-                comparisons = compare(
-                    [self.scored[i][1] for i in members],
-                    metric,
-                    self.config.scoring,
-                    unit=self.results[members[0]]["bootstrap_unit"],
-                )
+                comparisons = self._compared([self.scored[i][1] for i in members], members[0])
                 for i, comparison in zip(members, comparisons, strict=True):
                     self.results[i]["comparison"] = comparison
                 others = [
@@ -389,6 +452,20 @@ class _Run:
         held_out = presentation_of(first).held_out_column(first)
         found = confound_warnings(self.confounds, self.config.task.target, held_out)
         self.notes[:] = [*found, *self.notes, *cautions]
+
+    def _compared(self, items: list[Scored], first: int) -> list:
+        """`compare` of one group, or its result kept by an earlier run on the same results."""
+        metric, scoring = self.config.chosen_metric, self.config.scoring
+        unit = self.results[first]["bootstrap_unit"]
+        key = content_key(
+            "comparisons",
+            comparing.CACHE_VERSION,
+            [[i.name, i.keys, i.y, i.proba, i.units, i.value] for i in items],
+            metric.name,
+            repr(scoring),
+            unit,
+        )
+        return remember(self.fits, key, lambda: compare(items, metric, scoring, unit=unit))
 
     def covariate_gains(self) -> None:
         """Each embeddings + covariates result against the embeddings alone, paired."""

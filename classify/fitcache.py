@@ -15,6 +15,12 @@ finite, between 0 and 1 and summing to 1) is ignored with one warning and fitted
 directory is checked before any array is read. Writes are atomic (`cxr.files.replace_file`),
 so concurrent runs are safe; the folder is bounded (oldest-used entries evicted), refused if
 it is a symbolic link, and can be deleted at any time.
+
+Beside the fits, the same folder keeps JSON results of the analyses a run repeats on unchanged
+inputs (each result's bootstrap, the confound checks, the neighbourhoods, the paired comparisons):
+`remember` computes one, or reads it under `content_key`, the sha256 of its kind, its code's
+version, the library versions and its inputs (arrays by digest). A value is kept only if JSON
+gives it back as it is, so a report is the same with the cache, without it, or with it deleted.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -49,7 +56,8 @@ MAX_BYTES = 1 << 30  # 1 GiB
 MAX_ENTRY = 256 << 20  # one head's predictions: 112k rows x 15 classes is 14 MB
 MAX_JSON = 1 << 24  # one result's scores are kilobytes
 ARRAYS = ("row", "y", "proba", "fold")
-__all__ = ["CacheWarning", "FitCache"]
+__all__ = ["CacheWarning", "FitCache", "content_key", "remember"]
+T = TypeVar("T")
 
 
 @functools.cache
@@ -101,6 +109,53 @@ def scores_key(*arrays: np.ndarray, classes: list[str], settings: object) -> str
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
+def content_key(kind: str, version: int, *inputs: Any) -> str:
+    """sha256 of what decides one analysis' result: ``kind``, ``version`` (bumped when its code
+    changes what it computes), this tool's and the libraries' versions, and ``inputs`` (arrays by
+    digest, in mappings and sequences too; anything else must be plain JSON)."""
+    from cxr import __version__
+
+    parts = [FIT_VERSION, kind, version, __version__, _versions(), _keyed(list(inputs))]
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _keyed(value: Any) -> Any:
+    """``value`` with every array replaced by its digest (a TypeError for what JSON cannot
+    spell exactly: a key part must never be a lossy ``repr``)."""
+    if isinstance(value, np.ndarray):
+        return {"array": _digest(value)}
+    if isinstance(value, Mapping):
+        return {"mapping": [[str(k), _keyed(v)] for k, v in value.items()]}
+    if isinstance(value, list | tuple):
+        return [_keyed(v) for v in value]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise TypeError(f"not a key part: {type(value).__name__}")
+
+
+def remember(cache: FitCache | None, key: str, compute: Callable[[], T]) -> T:
+    """``compute()``, or the value kept under ``key`` by an earlier run (None: no cache)."""
+    if cache is None:
+        return compute()
+    found = cache.get_json(key)
+    if found is not None:
+        return found
+    value = compute()
+    cache.put_json(key, value)
+    return value
+
+
+def _plain(value: Any) -> bool:
+    """Made of what JSON gives back with the same types: dicts with text keys, lists, text,
+    numbers, booleans and None (a tuple or a number key would come back as something else)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or type(value) in (str, bool, int, float)
+
+
 def entry_key(shared: dict[str, Any], head: str, params: dict, grid: dict | None) -> str:
     """sha256 of the canonical JSON of every key part of one head's fits."""
     parts = {**shared, "head": head, "params": params, "grid": grid}
@@ -129,6 +184,10 @@ class FitCache:
             except OSError:  # a read-only features folder: no cache, and nothing to say
                 self._writable = False
         return self._writable
+
+    def has(self, key: str) -> bool:
+        """An entry exists under ``key`` (a hint, not a check: `get` may still refuse it)."""
+        return os.path.lexists(self.folder / f"{key}.npz")
 
     def get(
         self, key: str, expected_rows: np.ndarray, y: np.ndarray, n_classes: int, fold: np.ndarray
@@ -202,7 +261,7 @@ class FitCache:
         if not isinstance(found, dict) or found.get("key") != key or "value" not in found:
             why = reason or "it holds another key"
             warnings.warn(
-                f"{path}: cached scores ignored ({why}); computing them again", CacheWarning, 2
+                f"{path}: cached result ignored ({why}); computing it again", CacheWarning, 2
             )
             return None
         with contextlib.suppress(OSError):
@@ -211,6 +270,8 @@ class FitCache:
 
     def put_json(self, key: str, value: Any) -> None:
         """Keep ``value`` under ``key`` if it survives JSON unchanged (NaN included)."""
+        if not _plain(value):
+            return
         try:
             text = json.dumps({"key": key, "value": value})
         except (TypeError, ValueError):

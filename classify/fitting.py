@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from joblib import delayed
-from threadpoolctl import threadpool_limits
 
 from cxr.classify.folds import Folds, Split, derive_seed
 from cxr.classify.heads import (
@@ -66,6 +64,8 @@ def _fit_fold(
     inputs: Covariates | None = None,
 ) -> tuple[np.ndarray, dict | None, list[str]]:
     """Fit one head on one training fold; probabilities for the test fold (all classes)."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         transformer = inputs.transformer() if inputs is not None else None
@@ -120,14 +120,12 @@ def run_splits(
     cached: dict[str, OutOfFold] = {}
     keys: dict[str, str] = {}
     if cache is not None:
-        from cxr.classify.fitcache import data_key, entry_key
-
-        shared = data_key(data, groups, splits, seed=seed, search=search, inputs=inputs)
+        keys = cache_keys(
+            data, splits, heads, groups=groups, seed=seed, search=search, inputs=inputs
+        )
         expected = np.concatenate([s.test for s in splits])
         folds = np.concatenate([np.full(len(s.test), i) for i, s in enumerate(splits)])
-        for head, params in heads.items():
-            grid = search_grid(head, params) if search else None
-            keys[head] = entry_key(shared, head, effective_params(head, params), grid)
+        for head in heads:
             hit = cache.get(keys[head], expected, data.y, len(data.classes), folds)
             if hit is not None:
                 cached[head] = hit
@@ -137,6 +135,27 @@ def run_splits(
         for head, oof in fitted.items():
             cache.put(keys[head], oof)
     return {head: cached[head] if head in cached else fitted[head] for head in heads}
+
+
+def cache_keys(
+    data: TaskData,
+    splits: list[Split],
+    heads: Mapping[str, Params],
+    *,
+    groups: np.ndarray | None,
+    seed: int,
+    search: bool = False,
+    inputs: Covariates | None = None,
+) -> dict[str, str]:
+    """Each head's fit-cache key for these fits (`run_splits` reads and writes under them)."""
+    from cxr.classify.fitcache import data_key, entry_key
+
+    shared = data_key(data, groups, splits, seed=seed, search=search, inputs=inputs)
+    keys = {}
+    for head, params in heads.items():
+        grid = search_grid(head, params) if search else None
+        keys[head] = entry_key(shared, head, effective_params(head, params), grid)
+    return keys
 
 
 def _fit_all(
@@ -155,6 +174,8 @@ def _fit_all(
     todo = [head for head in heads if head not in skip]
     if not todo:
         return {}
+    from joblib import delayed
+
     tasks = [(head, index, split) for head in todo for index, split in enumerate(splits)]
     tasks.sort(key=lambda t: -get_head(t[0]).cost)  # slow fits first; results do not depend on it
     fits = pool(jobs, return_as="generator")(

@@ -28,6 +28,7 @@ import numpy as np
 from cxr.classify.layout import Layout, unit_vectors
 from cxr.classify.metrics import bootstrap_weights
 
+CACHE_VERSION = 1  # bump when a change here changes a neighbourhood (the fit cache keeps them)
 K = 10  # neighbours per film
 SAMPLE = 2500  # films asked (and drawn in the map), at most
 CROWD = 64  # a patient's films beyond this are searched past one patient at a time
@@ -274,6 +275,23 @@ def neighbourhood(
         classes=classes_out,
     )
     return report, films(name, X, y, classes, values, asked)
+
+
+def sample(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: Sequence[str],
+    column: str | None,
+    values: np.ndarray | None,
+    *,
+    seed: int,
+    limit: int = SAMPLE,
+) -> Sample:
+    """The films `neighbourhood` asks, drawn alone: when its report comes from the cache, the
+    map still needs them (the draw is seeded, so they are the same films)."""
+    asked, _ = draw(np.asarray(y), values, limit, seed, column or "value")
+    return films(name, X, y, classes, values, asked)
 
 
 def films(

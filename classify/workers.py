@@ -2,9 +2,10 @@
 
 A fresh ``cxr evaluate`` spends about a second importing scikit-learn in the main process, then
 waits another second while each loky worker imports it again on its first task. Started as soon
-as the configuration and the stores' rows are checked, the workers import while the main process
-does: the two costs overlap instead of adding up (the pool is joblib's reusable one, so the
-later ``Parallel`` calls find it running).
+as the first store shows a fit to do, the workers import while the main process loads and
+checks: the two costs overlap instead of adding up (the pool is joblib's reusable one, so the
+later ``Parallel`` calls find it running). A re-run that the fit cache serves starts none, and
+imports no joblib: every worker would cost a core-second of imports for nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Sequence
-from typing import Any
-
-from joblib import Parallel, effective_n_jobs
+from typing import TYPE_CHECKING, Any
 
 from cxr.interrupt import quiet_tracker
+
+if TYPE_CHECKING:
+    from joblib import Parallel
 
 
 def _import(modules: Sequence[str]) -> None:
@@ -28,6 +30,8 @@ def pool(jobs: int, **options: Any) -> Parallel:
     """joblib's ``Parallel`` over ``jobs`` workers, loky's resource tracker started quiet first
     (`cxr.interrupt.quiet_tracker`: a command stopped mid-fit prints one line, no traceback);
     with one job joblib runs in this process and no tracker is started."""
+    from joblib import Parallel, effective_n_jobs
+
     if effective_n_jobs(jobs) > 1:
         quiet_tracker()
     return Parallel(n_jobs=jobs, **options)
@@ -36,7 +40,7 @@ def pool(jobs: int, **options: Any) -> Parallel:
 def start_workers(jobs: int, heads: Sequence[str] | None) -> threading.Thread | None:
     """Warm ``jobs`` workers in the background with the modules that fitting ``heads`` (None:
     every head) imports; the thread doing it, or None with one job (no pool)."""
-    from joblib import delayed
+    from joblib import delayed, effective_n_jobs
 
     from cxr.classify.heads import HEADS
 

@@ -8,7 +8,10 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from cxr.classify import evaluate, fitting
 from cxr.classify.fitcache import FOLDER, CacheWarning, FitCache
 from cxr.classify.predictions import OutOfFold
 from cxr.cli import app
+from cxr.store.schema import read_content, write_atomic
 from cxr.trust import read_sealed, write_sealed
 
 FAST = {"heads": ["logreg", "knn"], "folds": 3, "bootstrap": 50, "jobs": 1, "predictions": True}
@@ -71,16 +75,20 @@ def test_a_rerun_reuses_the_scores_too(make_synthetic_store, monkeypatch):
     assert len(calls) == 2
 
 
-def test_broken_cached_scores_are_ignored_with_a_warning(make_synthetic_store):
+def test_broken_cached_results_are_ignored_with_a_warning(make_synthetic_store):
+    """Scores, confounds, neighbourhoods and comparisons alike (every .json entry)."""
     features = make_synthetic_store().parent
     first = report(features, heads=["logreg"])
-    (scores,) = (features / FOLDER).glob("*.json")
-    scores.write_text('{"key": "someone else", "value": {}}')
-    with pytest.warns(CacheWarning, match="cached scores ignored"):
-        assert report(features, heads=["logreg"]) == first
-    scores.write_bytes(b"\xff\xfe not json")
-    with pytest.warns(CacheWarning, match="cached scores ignored"):
-        assert report(features, heads=["logreg"]) == first
+    kept = sorted((features / FOLDER).glob("*.json"))
+    assert len(kept) >= 4
+    for broken in ('{"key": "someone else", "value": {}}', "\xff\xfe not json"):
+        for entry in kept:
+            entry.write_bytes(broken.encode("latin-1"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert report(features, heads=["logreg"]) == first
+        ignored = [w for w in caught if "cached result ignored" in str(w.message)]
+        assert len(ignored) == len(kept)
 
 
 def test_the_cli_reuses_fits_and_no_cache_turns_it_off(make_synthetic_store, tmp_path, fits):
@@ -239,3 +247,73 @@ def test_cache_must_be_a_bool():
 
     with pytest.raises(CxrError, match="cache"):
         EvaluateConfig(cache="no")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def analyses(monkeypatch):
+    """Count the analyses a run computes (not read from the cache)."""
+    counted: list[str] = []
+    for name in ("confounds", "neighbourhood", "compare"):
+        real = getattr(evaluate, name)
+
+        def counting(*args, real=real, name=name, **kwargs):
+            counted.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(evaluate, name, counting)
+    return counted
+
+
+def site(record: dict) -> str:
+    return "A" if record["label"] == "covid" or record["patient_id"].endswith("1") else "B"
+
+
+def test_a_rerun_reads_the_analyses_and_changed_inputs_compute_them_again(
+    make_synthetic_store, analyses
+):
+    """The confound checks, the neighbourhoods and the paired comparisons are computed once;
+    other embeddings, another column or other predictions compute them again."""
+    path = make_synthetic_store(meta={"site": site})
+    first = report(path.parent)
+    assert sorted(analyses) == ["compare", "confounds", "neighbourhood"]
+    analyses.clear()
+    assert report(path.parent) == first
+    assert analyses == []
+    content = read_content(path)  # the same rows, other embeddings: no fit, no result holds
+    noise = np.random.default_rng(5).normal(size=content.X.shape).astype(np.float32)
+    write_atomic(path, replace(content, X=content.X + 2 * noise))
+    changed = report(path.parent)
+    assert sorted(analyses) == ["compare", "neighbourhood"]  # confounds read rows, not X
+    assert changed != first
+    analyses.clear()
+    make_synthetic_store(meta={"site": lambda r: "A" if site(r) == "B" else "B"})
+    report(path.parent)  # the same embeddings and predictions, another column
+    assert sorted(analyses) == ["confounds", "neighbourhood"]
+    analyses.clear()
+    report(path.parent, bootstrap=60)  # other replicates: other intervals everywhere
+    assert sorted(analyses) == ["compare", "neighbourhood"]
+
+
+def test_cached_analyses_change_no_byte_of_the_report(make_synthetic_store):
+    path = make_synthetic_store(meta={"site": site})
+    uncached = report(path.parent, cache=False)
+    assert report(path.parent) == uncached == report(path.parent)
+
+
+@pytest.mark.slow
+def test_a_rerun_served_by_the_cache_starts_no_worker(make_synthetic_store):
+    """Every fit and score cached: no worker process, and neither joblib nor faiss imported
+    (the old code started two workers that imported scikit-learn for nothing)."""
+    features = make_synthetic_store(meta={"site": site}).parent
+    script = (
+        "import sys, cxr\n"
+        f"cxr.evaluate({str(features)!r}, heads=['logreg', 'knn'], folds=3, bootstrap=50, "
+        "jobs=2)\n"
+        "print(sorted(m for m in ('joblib', 'faiss', 'sklearn') if m in sys.modules))\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    assert runs[0].stdout.split("\n")[0] == "['faiss', 'joblib']"  # cold: it fits (in workers)
+    assert runs[1].stdout.split("\n")[0] == "[]"

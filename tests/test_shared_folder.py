@@ -102,13 +102,33 @@ def test_a_planted_perfect_fit_entry_cannot_forge_the_score(shared):
 
 def test_planted_scores_cannot_forge_the_score(shared):
     features, honest, entry, _ = shared
-    [scores] = entry.parent.glob("*.json")
-    document = json.loads(payload(scores))
+    documents = {p: json.loads(payload(p)) for p in entry.parent.glob("*.json")}
+    [scores] = [p for p, d in documents.items() if "metrics" in d["value"]]
+    document = documents[scores]
     document["value"]["metrics"]["balanced_accuracy"]["pooled"] = 0.99
     plant(features, scores, json.dumps(document).encode())
     again, warned = cache_warnings(lambda: report(features))
     assert again == honest
-    assert len(warned) == 1 and "cached scores ignored (not written by you" in warned[0]
+    assert len(warned) == 1 and "cached result ignored (not written by you" in warned[0]
+
+
+def test_planted_analyses_cannot_hide_a_confound_or_a_difference(shared):
+    """The confound checks, neighbourhoods and paired comparisons are kept in the fit folder
+    too: an entry of the attacker's that empties one is ignored like a planted score."""
+    features, honest, entry, _ = shared
+    planted = 0
+    for path in entry.parent.glob("*.json"):
+        document = json.loads(payload(path))
+        if "metrics" in document["value"]:
+            continue
+        document["value"] = [] if isinstance(document["value"], list) else {}
+        plant(features, path, json.dumps(document).encode())
+        planted += 1
+    assert planted >= 3  # confounds, a neighbourhood, the comparisons
+    again, warned = cache_warnings(lambda: report(features))
+    assert again == honest
+    assert len(warned) == planted
+    assert all("cached result ignored (not written by you" in w for w in warned)
 
 
 def _meta(arrays, **changes) -> np.ndarray:
