@@ -25,8 +25,12 @@ from helpers import save_png
 psutil = pytest.importorskip("psutil")
 pytestmark = pytest.mark.slow  # whole commands in subprocesses (about a minute in all)
 CXR = str(Path(sys.executable).with_name("cxr"))
-# TensorFlow's own start-up lines on a machine without a GPU (printed before any cxr code runs)
-TF_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")
+# TensorFlow's own start-up lines on a machine without a GPU (printed before any cxr code runs,
+# since helpers.py sets TF_CPP_MIN_LOG_LEVEL=2 and cxr then leaves TensorFlow's logs alone): absl's
+# "E0000 ..." format, or "2026-12-07 20:31:43.227793: E ..." (TensorFlow 2.20, the lock's).
+TF_LOG = re.compile(
+    r"^([IWEF]\d{4} |\d{4}-\d\d-\d\d [\d:.]+: [IWEF] |WARNING: All log messages before absl)"
+)
 
 
 def stop(args: list[str], busy: Callable[[psutil.Process], bool], signum: int, limit: float = 240):
