@@ -141,7 +141,8 @@ def _openvino(spec, resolved, runtime: str, entries):
     from cxr.extract.model import build_model, make_embedder
     from cxr.extract.ov_runtime import converted
     from cxr.extract.quantise import quantised
-    from cxr.extract.runtimes import CALIBRATION_SIZE, Runtime
+    from cxr.extract.runtimes import Runtime
+    from cxr.extract.settings import CALIBRATION_SIZE
 
     model, folder = converted(spec, resolved, lambda: build_model(spec, resolved))
     if runtime.endswith("int8"):
