@@ -13,11 +13,12 @@ Each ratio compares two things in one run, interleaved (A B A B ...), best of ``
 - one cross-validation from the cache against fine-tuning (frozen base, dense head, 5 epochs);
 - `cxr --help` start-up.
 
-Writes the results as JSON, prints one table, and with ``--readme`` rewrites the README's
-performance section from that JSON. ``--quick`` runs every measurement at a toy size, to prove
-the benchmark works (CI runs it and asserts nothing about speed).
+Writes the results as JSON and prints one table; `make bench` then has docs/outputs.py rewrite
+the performance page's table and the timings the pages quote from that JSON. ``--quick`` runs
+every measurement at a toy size, to prove the benchmark works (CI runs it and asserts nothing
+about speed).
 
-    python benchmarks/bench.py [--quick] [--repeats 3] [--weights NAME=PATH]... [--readme README.md]
+    python benchmarks/bench.py [--quick] [--repeats 3] [--weights NAME=PATH]...
     python benchmarks/bench.py --only "fit cache" --out /tmp/rows.json   (some steps only)
 """
 
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from common import CXR_DATA, sample_images
-from report import render_readme, replace_section, rows
+from rendering import rows
 from rich.console import Console
 from rich.table import Table
 
@@ -61,7 +62,10 @@ CXR = [sys.executable, "-c", "import sys\nfrom cxr.cli import app\nsys.argv[0] =
 console = Console()
 
 
-def result(name, target, measured, value, goal, higher=True, note="") -> dict:
+def result(name, target, measured, value, goal, higher=True, note="", figures=None) -> dict:
+    """One row. ``figures``: its measurements by name (wall seconds end in ``_s``), for the
+    pages that quote them (docs/outputs.py: a timing in the docs is read from here, never
+    typed)."""
     passed = None if value is None else (value >= goal if higher else value <= goal)
     return {
         "name": name,
@@ -72,6 +76,7 @@ def result(name, target, measured, value, goal, higher=True, note="") -> dict:
         "higher_is_better": higher,
         "passed": passed,
         **({"note": note} if note else {}),
+        **({"figures": {k: round(v, 2) for k, v in figures.items()}} if figures else {}),
     }
 
 
@@ -677,6 +682,7 @@ def default_vs_keras(weights: list[str], data: Path, repeats: int, work: Path) -
                 note=f"{films} films, mobilenet_v2, cold store; the Keras script: "
                 "image_dataset_from_directory, map(preprocess_input), predict, np.save"
                 + (f"; {as_flags(chosen.why)}" if name == "default" else ""),
+                figures={"cxr_s": ours, "keras_s": keras, "films": films},
             )
         )
     return rows
@@ -904,6 +910,7 @@ def fit_cache(features: Path, folds: int, jobs: int, repeats: int, work: Path) -
             higher=False,
             note=f"{where}; empty fit cache (writing it included). That run used {used:.0f} CPU "
             f"seconds (workers included): {used / cores:.0f} s on {cores} cores is its floor",
+            figures={"first_s": c, "again_s": w},
         ),
         result(
             "re-run, nothing changed, one store (whole process)",
@@ -915,6 +922,7 @@ def fit_cache(features: Path, folds: int, jobs: int, repeats: int, work: Path) -
             note=f"mobilenet_v2 x 5 heads x {folds} grouped folds, jobs {jobs}; the first run with "
             f"an empty fit cache. CPU seconds (workers included): {w1_cpu:.2f} vs {c1_cpu:.1f} = "
             f"{w1_cpu / c1_cpu:.0%}",
+            figures={"first_s": c1, "again_s": w1},
         ),
         result(
             "re-run, nothing changed (whole process)",
@@ -1016,6 +1024,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "tensorflow": version("tensorflow"),
         "sklearn": version("scikit-learn"),
+        "load": round(os.getloadavg()[0], 1),  # at the start: this machine is shared
     }
 
 
@@ -1026,13 +1035,10 @@ def main() -> None:
     parser.add_argument("--weights", action="append", default=[], help="NAME=PATH (offline)")
     parser.add_argument("--features", type=Path, default=Path("features"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
-    parser.add_argument("--readme", type=Path, help="rewrite this README's performance section")
     parser.add_argument(
         "--only", action="append", default=[], help="run the steps with this in their name"
     )
     args = parser.parse_args()
-    if args.only and args.readme:
-        parser.error("--only measures some rows: it cannot rewrite the README's table")
     quick = args.quick
     repeats = 1 if quick else args.repeats
     jobs = min(2, os.cpu_count() or 1)
@@ -1122,9 +1128,6 @@ def main() -> None:
         table.add_row(*row)
     console.print(table)
     console.print(f"Wrote {args.out}", highlight=False)
-    if args.readme is not None:
-        args.readme.write_text(replace_section(args.readme.read_text(), render_readme(report)))
-        console.print(f"Rewrote the performance section of {args.readme}", highlight=False)
     shutil.rmtree(work, ignore_errors=True)
     if broken:  # the benchmark itself is broken: CI must say so
         raise SystemExit(f"benchmark steps failed: {', '.join(broken)}")

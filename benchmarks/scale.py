@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 from common import sample_images
-from report import SCALE_END, SCALE_START, render_scale, replace_section
 
 HERE = Path(__file__).resolve()
 CXR = [sys.executable, "-c", "import sys; from cxr.cli import app; sys.argv[0] = 'cxr'; app()"]
@@ -256,7 +255,6 @@ def main() -> None:
     )
     parser.add_argument("--weights", action="append", default=[], help="NAME=PATH (offline)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--readme", type=Path, help="rewrite this README's scale section")
     parser.add_argument("--out", type=Path, default=HERE.parent / "scale.json")
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--phase", help=argparse.SUPPRESS)
@@ -321,11 +319,6 @@ def main() -> None:
             )
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Wrote {args.out}")
-    if args.readme is not None and not args.quick:  # toy sizes never reach the README
-        text = args.readme.read_text()
-        section = render_scale(results)
-        args.readme.write_text(replace_section(text, section, SCALE_START, SCALE_END))
-        print(f"Rewrote the scale section of {args.readme}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from cxr.classify.explain import ExplainReport
     from cxr.classify.model import PredictReport, TrainSummary
 
-PER_CLASS_COLUMNS = 4  # intervals per table: 4 x 20 characters beside a class name
+PER_CLASS_COLUMNS = 4  # intervals per table at most (a wide terminal)
+INTERVAL_CELL = len(" 0.000 [0.000, 0.000] ")  # an interval column: its cell and padding
 SHOWN_TABLES = 2  # contingency tables printed for the strongest confounds; --json has all
 
 
@@ -388,8 +389,13 @@ def _render_best(best: Result, metric: str, op: float, console: Console) -> None
     title = f"Best by {metric}: {_name(best)}"
     title += f" (held out: {where})" if where is not None else ""
     columns = per_class_metrics()
-    for start in range(0, len(columns), PER_CLASS_COLUMNS):  # intervals side by side, 120 wide
-        part_metrics = columns[start : start + PER_CLASS_COLUMNS]
+    # As many intervals side by side as the terminal holds beside the class and its count, so
+    # that no cell is cut (at 100 columns a class name and its n were, to "bacteri…  8…").
+    counts = best["class_counts"]
+    beside = max(map(len, ["class", *counts])) + max(len(str(n)) for n in counts.values()) + 6
+    per_table = max(1, min(PER_CLASS_COLUMNS, (console.width - beside) // INTERVAL_CELL))
+    for start in range(0, len(columns), per_table):
+        part_metrics = columns[start : start + per_table]
         part = "" if start == 0 else " (continued)"
         per_class = report_table(f"{title}, per class: pooled [95% CI]{part}")
         per_class.add_column("class", no_wrap=True)

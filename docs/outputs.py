@@ -4,21 +4,20 @@ Each block runs the commands it shows (through the CLI, in this process) on the 
 the stores `make features` builds, and writes an abridged view of their JSON with the
 formatting of the terminal report, plus the sentences that quote its numbers (the public
 collections' blocks on copies rebuilt as each distributor ships it from the shared films by
-``tests/shipped.py``). The blocks and a fingerprint of the code that made them go to
-``docs/outputs.json``; every page (``pages()``: the README and each Markdown page of docs/) is
-rewritten from it between ``<!-- output: NAME -->`` and ``<!-- end of output: NAME -->``,
-wherever the block stands, each block in exactly one page. `make test` checks, cheaply, that
-the pages say what ``docs/outputs.json`` holds and that the fingerprint is the current code's:
-a change of the code that makes the numbers fails until `make docs` has run again.
+``tests/shipped.py``); the quick start's block is `make evaluate`'s own terminal output, cut to
+its first lines and its summary. Blocks that quote a file (the bench's tables and timings,
+`make reproduce`'s gap) are rendered from it. The blocks go to ``docs/outputs.json``; every page
+(``pages()``: the README and each Markdown page of docs/) is rewritten from it between
+``<!-- output: NAME -->`` and ``<!-- end of output: NAME -->``, wherever the block stands, each
+block in exactly one page. CI runs `make docs` on a fresh clone and fails on any difference
+(`git diff --exit-code`): the locked environment makes the numbers the same.
 
-    python docs/outputs.py [--features features]
+    python docs/outputs.py [--features features] [--only NAME]... [--shown-in FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import hashlib
 import io
 import json
 import re
@@ -38,19 +37,11 @@ FIGURE = ROOT / "docs" / "figures" / "learning-curve-mobilenet_v2-mlp.png"
 MAP = ROOT / "docs" / "figures" / "embedding-map-mobilenet_v2.png"
 WIDTH = 100  # of a wrapped line
 PAPER = '--where "label=covid | dataset=kermany" --classes covid,bacterial,normal'
-# Folders whose code makes the numbers: the package, and this script.
 QUIET = ("evaluate", "audit", "features")  # the commands with progress bars
 REGIONS = "-b mobilenet_v2 -b mobilenet_v2@centre-masked -b mobilenet_v2@centre-only"
-SOURCES = (
-    "*.py",
-    "extract/*.py",
-    "classify/*.py",
-    "store/*.py",
-    "audit/*.py",
-    "reporting/*.py",
-    "tracking/*.py",
-    "docs/outputs.py",
-)
+BENCH = ROOT / "benchmarks" / "results.json"  # `make bench`'s
+SCALE = ROOT / "benchmarks" / "scale.json"  # `make bench-scale`'s
+CUT = "[...]"  # between two excerpts of one command's terminal output
 
 
 def start(name: str) -> str:
@@ -59,28 +50,6 @@ def start(name: str) -> str:
 
 def end(name: str) -> str:
     return f"<!-- end of output: {name} -->"
-
-
-def fingerprint() -> str:
-    """sha256 of the code that makes the README's numbers, docstrings and comments left out
-    (so that rewording one does not call every number stale)."""
-    digest = hashlib.sha256()
-    for pattern in SOURCES:
-        for path in sorted(ROOT.glob(pattern)):
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                body = getattr(node, "body", None)
-                if (
-                    isinstance(body, list)
-                    and body
-                    and isinstance(body[0], ast.Expr)
-                    and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)
-                ):
-                    body[0] = ast.Pass()
-            digest.update(path.relative_to(ROOT).as_posix().encode())
-            digest.update(ast.dump(tree).encode())
-    return digest.hexdigest()
 
 
 def sections(page: str) -> dict[str, str]:
@@ -121,12 +90,14 @@ def section(name: str, text: str) -> str:
 
 
 class Runner:
-    """Runs `cxr` commands in this process and keeps their JSON (each command once)."""
+    """Runs `cxr` commands in this process and keeps their JSON and what they printed (each
+    command once), at WIDTH columns as `COLUMNS=100 make evaluate` prints."""
 
     def __init__(self, features: Path):
         self.features = features
         self.folder = Path(tempfile.mkdtemp(prefix="cxr-docs-"))
         self.cache: dict[str, dict] = {}
+        self.printed: dict[str, str] = {}
 
     def __call__(self, command: str) -> dict:
         if command not in self.cache:
@@ -139,13 +110,14 @@ class Runner:
             args += ["--features", str(self.features), "--json", str(out)]
             args += ["--quiet"] if args[0] in QUIET else []
             started = time.perf_counter()
-            result = CliRunner().invoke(app, args)
+            result = CliRunner().invoke(app, args, env={"COLUMNS": str(WIDTH)})
             if result.exit_code != 0:
                 if result.exception is not None and not isinstance(result.exception, SystemExit):
                     raise result.exception
                 raise SystemExit(f"{command}: exit {result.exit_code}\n{result.output}")
             print(f"{time.perf_counter() - started:6.1f} s  {command}", file=sys.stderr)
             self.cache[command] = json.loads(out.read_text())
+            self.printed[command] = result.stdout
         return self.cache[command]
 
 
@@ -237,9 +209,57 @@ def summary(command: str, report: dict, warnings: Sequence[str] = ("confound: ",
     return [*lines, *table(headers, rows, right=[2])]
 
 
+def between(lines: list[str], first: str, stop: str) -> list[str]:
+    """The lines from the one that holds ``first`` to the one before ``stop``'s, trailing blank
+    lines left out."""
+    begin = next(i for i, line in enumerate(lines) if first in line)
+    end = next(i for i in range(begin, len(lines)) if stop in lines[i])
+    kept = lines[begin:end]
+    while kept and not kept[-1]:
+        kept.pop()
+    return kept
+
+
 def quick_start(run: Runner) -> str:
-    command = "cxr evaluate -b mobilenet_v2 --head mlp --head logreg"
-    return "\n".join(["```", *summary(command, run(command)), "```"])
+    """`make evaluate`'s terminal output on the shared set, as a fresh clone prints it (its one
+    store, every head): the first lines (task, design, warnings), the summary and the caution,
+    the rest cut (``CUT``). CI checks it against `COLUMNS=100 make evaluate` (``--shown-in``)."""
+    command = "cxr evaluate -b mobilenet_v2"
+    run(command)
+    lines = [line.rstrip() for line in run.printed[command].splitlines()]
+    head = lines[: next(i for i, line in enumerate(lines) if line.startswith(" "))]
+    summary = between(lines, "Cross-validated heads", "Every summary metric")
+    caution = between(lines, "caution: ", "Provenance")
+    return "\n".join(["```", "$ make evaluate", *head, CUT, *summary, CUT, *caution, CUT, "```"])
+
+
+def excerpts(block: str) -> list[list[str]]:
+    """A quick-start block's runs of printed lines, between its cuts."""
+    body = block.splitlines()[2:-1]  # the fence and the command, the closing fence
+    runs: list[list[str]] = [[]]
+    for line in body:
+        if line == CUT:
+            runs.append([])
+        else:
+            runs[-1].append(line)
+    return [r for r in runs if r]
+
+
+def missing(block: str, printed: str) -> list[str]:
+    """The block's excerpts that do not stand in ``printed``, in order, line for line (trailing
+    spaces aside: the terminal pads its tables)."""
+    lines = [line.rstrip() for line in printed.splitlines()]
+    absent, at = [], 0
+    for run in excerpts(block):
+        found = next(
+            (i for i in range(at, len(lines) - len(run) + 1) if lines[i : i + len(run)] == run),
+            None,
+        )
+        if found is None:
+            absent.append(run[0])
+        else:
+            at = found + len(run)
+    return absent
 
 
 def confounds(run: Runner) -> str:
@@ -608,6 +628,48 @@ def gap(run: Runner | None = None) -> str:
     )
 
 
+def bench_rendering():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import rendering
+
+    return rendering
+
+
+def performance(run: Runner | None = None) -> str:
+    """Not a command: the table of the last `make bench`, from benchmarks/results.json."""
+    return bench_rendering().performance(json.loads(BENCH.read_text()))
+
+
+def scale(run: Runner | None = None) -> str:
+    """Not a command: the last `make bench-scale`, from benchmarks/scale.json."""
+    return bench_rendering().scale(json.loads(SCALE.read_text()))
+
+
+def timings(run: Runner | None = None) -> str:
+    """How long the quick start takes, read from the last `make bench` (never typed)."""
+    bench = json.loads(BENCH.read_text())
+
+    def figures(name: str) -> dict:
+        return next(r for r in bench["results"] if r["name"].startswith(name))["figures"]
+
+    default, tensorflow = figures("default `cxr features`"), figures("`cxr features --runtime")
+    one = figures("re-run, nothing changed, one store")
+    machine = bench["machine"]
+    load = f", load average {machine['load']}" if "load" in machine else ""
+    return "\n".join(
+        wrapped(
+            f"Measured by `make bench` on {bench['generated']} ({machine['cpus']} CPUs, no GPU"
+            f"{load}): `cxr features` embeds the {default['films']:,} shared films with "
+            f"MobileNetV2 in {default['cxr_s']:.0f} s from nothing (hashing, decoding, the "
+            f"forward passes, the store; {tensorflow['cxr_s']:.0f} s with `--runtime tensorflow`, "
+            f"{default['keras_s']:.0f} s for the idiomatic Keras script), and the first `cxr "
+            f"evaluate` of that store (5 heads, 10 patient-grouped folds, 95% CIs, without "
+            f"`--plots`) takes {one['first_s']:.0f} s; run again unchanged, {one['again_s']:.1f} s "
+            "(the fit cache)."
+        )
+    )
+
+
 def audit(run: Runner) -> str:
     command = "cxr audit -b mobilenet_v2"
     report = run(command)
@@ -769,6 +831,9 @@ BLOCKS: dict[str, Callable[[Runner], str]] = {
     "explain": explain,
     "tracking": tracking,
     "gap": gap,
+    "performance": performance,
+    "scale": scale,
+    "timings": timings,
     "audit": audit,
     "report": report,
     "collection-kermany": kermany_block,
@@ -794,13 +859,23 @@ def embedding_map_figure(run: Runner) -> None:
     MAP.write_bytes(made.read_bytes())
 
 
-def generate(features: Path) -> dict:
+# The figures, with the block whose runs draw them.
+FIGURES: dict[str, Callable[[Runner], None]] = {
+    "curves": learning_curve_figure,
+    "report": embedding_map_figure,
+}
+
+
+def generate(features: Path, only: Sequence[str] = ()) -> dict:
+    """Every block (or those named, the others kept from docs/outputs.json) and its figure."""
     run = Runner(features)
-    blocks = {name: make(run) for name, make in BLOCKS.items()}
-    learning_curve_figure(run)
-    embedding_map_figure(run)
-    return {"fingerprint": fingerprint(), "generated": time.strftime("%Y-%m-%d %H:%M UTC",
-            time.gmtime()), "blocks": blocks}  # fmt: skip
+    blocks = json.loads(OUTPUTS.read_text())["blocks"] if only else {}
+    for name, make in BLOCKS.items():
+        if not only or name in only:
+            blocks[name] = make(run)
+            if name in FIGURES:
+                FIGURES[name](run)
+    return {"blocks": {name: blocks[name] for name in BLOCKS}}
 
 
 def rewrite(page: str, outputs: dict) -> str:
@@ -812,12 +887,30 @@ def rewrite(page: str, outputs: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, default=Path("features"))
+    parser.add_argument(
+        "--only", action="append", default=[], choices=BLOCKS, help="these blocks (repeatable)"
+    )
+    parser.add_argument(
+        "--shown-in",
+        type=Path,
+        help="check that the quick start's excerpts stand in this capture of `make evaluate`",
+    )
     args = parser.parse_args(argv)
+    if args.shown_in is not None:
+        block = json.loads(OUTPUTS.read_text())["blocks"]["quick-start"]
+        absent = missing(block, args.shown_in.read_text())
+        if absent:
+            raise SystemExit(
+                f"{args.shown_in}: the README's `make evaluate` output is not what `make "
+                f"evaluate` printed; from: {absent[0]!r}"
+            )
+        print(f"The README's `make evaluate` output stands in {args.shown_in}", file=sys.stderr)
+        return
     where = placed()  # before the minutes of work: every block in one page, and known
     if set(where) != set(BLOCKS):
-        unknown, missing = sorted(set(where) - set(BLOCKS)), sorted(set(BLOCKS) - set(where))
-        raise SystemExit(f"blocks in no page: {missing}; markers of no block: {unknown}")
-    outputs = generate(args.features)
+        unknown, absent = sorted(set(where) - set(BLOCKS)), sorted(set(BLOCKS) - set(where))
+        raise SystemExit(f"blocks in no page: {absent}; markers of no block: {unknown}")
+    outputs = generate(args.features, args.only)
     OUTPUTS.write_text(json.dumps(outputs, indent=1, ensure_ascii=False) + "\n")
     for page in sorted(set(where.values())):
         page.write_text(rewrite(page.read_text(), outputs))

@@ -1,5 +1,5 @@
-"""The performance page's table and the scale page's section say what the last `make bench` and
-`make bench-scale` measured."""
+"""The performance page's table, the scale page's section and the quick start's timings say what
+the last `make bench` and `make bench-scale` measured."""
 
 from __future__ import annotations
 
@@ -10,21 +10,24 @@ import pytest
 from helpers import ROOT
 
 
+def module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
 def bench_report():
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module(ROOT / "benchmarks" / "rendering.py", "bench_rendering")
 
 
-def test_the_performance_section_is_generated_from_the_results():
-    results = ROOT / "benchmarks" / "results.json"
-    if not results.is_file():
-        pytest.skip("benchmarks/results.json not generated yet (run `make bench`)")
-    report = bench_report()
-    readme = (ROOT / "docs" / "performance.md").read_text()
-    section = readme[readme.index(report.START) : readme.index(report.END) + len(report.END)]
-    assert section == report.render_readme(json.loads(results.read_text()))
+@pytest.mark.parametrize("name", ["performance", "scale", "timings"])
+def test_the_quoted_measurements_are_rendered_from_the_committed_results(name):
+    """The pages' blocks that quote the benchmarks (their tables, the quick start's timings)
+    are what the committed JSON renders to: a `make bench` committed without its pages fails."""
+    outputs = module(ROOT / "docs" / "outputs.py", "docs_outputs")
+    generated = json.loads((ROOT / "docs" / "outputs.json").read_text())["blocks"]
+    assert generated[name] == outputs.BLOCKS[name](None)
 
 
 def test_the_section_reports_every_result_with_its_verdict():
@@ -39,21 +42,11 @@ def test_the_section_reports_every_result_with_its_verdict():
             {"name": "b", "target": "< 60 s", "measured": "90 s", "passed": False, "note": "why"},
         ],
     }
-    text = report.render_readme(fake)
+    text = report.performance(fake)
     assert "| a | >= 1 | 2 | pass |" in text and "| b | < 60 s | 90 s | FAIL |" in text
-    assert "- b: why" in text and text.startswith(report.START) and text.endswith(report.END)
-    readme = f"before\n{report.START}\nold\n{report.END}\nafter"
-    assert report.replace_section(readme, text) == f"before\n{text}\nafter"
-
-
-def test_the_scale_section_is_generated_from_the_scale_results():
-    results = ROOT / "benchmarks" / "scale.json"
-    if not results.is_file():
-        pytest.skip("benchmarks/scale.json not generated yet (run `make bench-scale`)")
-    report = bench_report()
-    readme = (ROOT / "docs" / "scale.md").read_text()
-    section = readme[readme.index(report.SCALE_START) : readme.index(report.SCALE_END)]
-    assert section + report.SCALE_END == report.render_scale(json.loads(results.read_text()))
+    assert "- b: why" in text and "load average" not in text
+    fake["machine"]["load"] = 4.5
+    assert "load average 4.5 at the start" in report.performance(fake)
 
 
 def test_the_scale_section_judges_the_audit_target():
@@ -69,8 +62,8 @@ def test_the_scale_section_judges_the_audit_target():
         "audit": {"seconds": 10, "peak_mb": 2, "recall_cosine": 1.0, "recall_phash": 0.5},
     }
     fake["sizes"]["embeddings_mb"] = 0
-    assert "FAIL" in report.render_scale(fake)
+    assert "FAIL" in report.scale(fake)
     fake["audit"]["recall_phash"] = 1.0
-    assert "pass" in report.render_scale(fake)
+    assert "pass" in report.scale(fake)
     fake["audit"]["seconds"] = 400
-    assert "FAIL" in report.render_scale(fake)
+    assert "FAIL" in report.scale(fake)

@@ -141,11 +141,15 @@ def test_the_real_outputs_are_the_generated_ones():
     }
 
 
-def test_the_generated_outputs_come_from_the_current_code():
-    """A cheap staleness check: the code's fingerprint when `make docs` last ran is today's.
-    Changing the code that makes the numbers (docstrings and comments aside) fails this until
-    `make docs` runs again."""
-    generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
-    assert generated["fingerprint"] == outputs_module().fingerprint(), (
-        "the pages' real outputs are older than the code: run `make docs`"
-    )
+def test_the_make_evaluate_check_finds_a_changed_number():
+    """CI's `docs/outputs.py --shown-in`: the README's `make evaluate` block against a capture
+    of `make evaluate` (here, its own excerpts amid other lines; then one digit changed)."""
+    outputs = outputs_module()
+    block = json.loads((ROOT / "docs" / "outputs.json").read_text())["blocks"]["quick-start"]
+    runs = outputs.excerpts(block)
+    assert block.splitlines()[1] == "$ make evaluate" and len(runs) >= 2
+    printed = "\n".join(f"{line}   " for run in runs for line in ["(cut)", *run, "(cut)"])
+    assert outputs.missing(block, printed) == []
+    assert outputs.missing(block, "\n".join(line for run in runs[::-1] for line in run))
+    digit = next(c for c in printed if c.isdigit())
+    assert outputs.missing(block, printed.replace(digit, str((int(digit) + 1) % 10)))

@@ -78,3 +78,19 @@ def test_settings_compare_with_the_heads_defaults_as_json_reads_them():
     searched = {"head": "logreg", "params": {"C": 1.0}, "search": {"grid": {"clf__C": [1, 10]}}}
     assert result_settings(searched) == "searched C"
     assert result_settings({"head": "svm", "params": {"pca": None}}) == "pca=none"
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_the_per_class_tables_cut_no_cell_at_the_terminal_width(make_synthetic_store, width):
+    """At 100 columns the per-class table cut the class names and counts ("bacteri…  8…")."""
+    path = make_synthetic_store({"bacterial": 10, "covid": 10, "normal": 10})
+    ev = cxr.evaluate(path.parent, heads=["logreg"], bootstrap=50, jobs=1)
+    console = Console(width=width, record=True)
+    render(ev.report, console)
+    lines = console.export_text().splitlines()
+    rows = [line for line in lines if line.split()[:1] in (["bacterial"], ["covid"], ["normal"])]
+    assert rows and not any("…" in line for line in rows)
+    assert all(len(line.rstrip()) <= width for line in lines)
+    headers = " ".join(line for line in lines if line.lstrip().startswith("class "))
+    for title in ("sensitivity", "specificity", "F1", "ROC AUC", "spec. @ 95% sens."):
+        assert title in headers
