@@ -34,7 +34,7 @@ from cxr.classify.settings import EVALUATE, Setting, as_flags  # plain data
 from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data
 from cxr.extract.runtimes import PRECISIONS, RUNTIMES  # plain data
-from cxr.extract.settings import FEATURES  # plain data
+from cxr.extract.settings import DECODES, FEATURES  # plain data
 from cxr.files import write_atomic
 from cxr.interrupt import STOPS, signal_of, stop_workers, stopping
 
@@ -148,6 +148,7 @@ ResizePolicy = Enum("ResizePolicy", {n: n for n in RESIZE_POLICIES}, type=str)  
 MetricName = Enum("MetricName", {m.name: m.name for m in overall_metrics()}, type=str)  # type: ignore[misc]
 RuntimeName = Enum("RuntimeName", {name: name for name in RUNTIMES}, type=str)  # type: ignore[misc]
 PrecisionName = Enum("PrecisionName", {n: n for n in PRECISIONS}, type=str)  # type: ignore[misc]
+DecodeName = Enum("DecodeName", {n: n for n in DECODES}, type=str)  # type: ignore[misc]
 
 
 def _console(json_out: Path | None) -> Console:
@@ -267,6 +268,7 @@ CHOICES: dict[str, Any] = {
     "resize": ResizePolicy,
     "runtime": RuntimeName,
     "precision": PrecisionName,
+    "decode": DecodeName,
 }
 
 

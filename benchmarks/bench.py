@@ -484,42 +484,50 @@ def int8_study(weights: list[str], work: Path, repeats: int, images: int = 2109)
     from cxr.reproduce.protocols import POSITIVE, TASKS
 
     for name in ("dataset 1, 3-class", "dataset 1, covid vs rest"):
-        rows.append(_paired_int8(side, name, TASKS[name], POSITIVE))
+        stores = {"f32": "mobilenet_v2", "int8": "mobilenet_v2+int8"}
+        rows.append(_paired(side, name, TASKS[name], stores, (POSITIVE, "COVID-19")))
     return rows
 
 
-def _paired_int8(features: Path, name: str, task: TaskSpec, positive: str) -> dict:
-    """One paper task on the f32 and int8 stores, evaluated side by side: int8 minus f32 in
-    balanced accuracy and COVID-19 sensitivity by the report's paired bootstrap (its function,
-    draws and unit), "indistinguishable" when both 95% intervals contain 0."""
+def _paired(
+    features: Path,
+    name: str,
+    task: TaskSpec,
+    stores: dict[str, str],
+    positive: tuple[str, str] = ("covid", "COVID-19"),
+    **config,
+) -> dict:
+    """One paper task on two stores of the same films (``stores``: shown name -> store, the
+    reference first), evaluated side by side: the other minus the reference in balanced
+    accuracy and, when the task has the ``positive`` class (its name, as shown), its
+    sensitivity, by the report's paired bootstrap (its function, draws and unit);
+    "indistinguishable" when every 95% interval contains 0. ``config``: more `EvaluateConfig`
+    fields (a design for toy sizes)."""
     from cxr.classify.compare import Scored, paired_difference, row_keys
     from cxr.classify.metrics import Bootstrap, Metric, overall_metric, sensitivity
 
-    config = EvaluateConfig(
-        ("mobilenet_v2", "mobilenet_v2+int8"), ("mlp",), task, jobs=2, predictions=True
+    (ref, ref_store), (mine, mine_store) = stores.items()
+    evaluated = EvaluateConfig(
+        (ref_store, mine_store), ("mlp",), task, jobs=2, predictions=True, **config
     )
-    report = evaluate(features, config).report
+    report = evaluate(features, evaluated).report
     by_store = {r["backbone"]: r for r in report["results"]}
-    f32, int8 = by_store["mobilenet_v2"], by_store["mobilenet_v2+int8"]
-    classes = list(f32["classes"])
-    covid_at = classes.index(positive)
-    covid = Metric(
-        "covid_sensitivity", "COVID-19 sensitivity", lambda o: sensitivity(o.cm)[covid_at]
-    )
+    classes = list(by_store[ref_store]["classes"])
+    metrics = [(overall_metric("balanced_accuracy"), "bal. accuracy")]
+    if positive[0] in classes:
+        at, label = classes.index(positive[0]), f"{positive[1]} sensitivity"
+        metrics.append((Metric("sensitivity", label, lambda o: sensitivity(o.cm)[at]), label))
 
-    def scored(r) -> Scored:
-        p = r["predictions"]
+    def scored(store: str) -> Scored:
+        p = by_store[store]["predictions"]
         y = np.asarray([classes.index(label) for label in p["label"]])
         proba = np.column_stack([p["proba"][c] for c in classes])
         keys = row_keys(np.asarray(p["path"], dtype=object))
-        return Scored(r["backbone"], keys, y, proba, np.asarray(p["group"], dtype=object), None)
+        return Scored(store, keys, y, proba, np.asarray(p["group"], dtype=object), None)
 
     measured, same = [], True
-    for metric, label in (
-        (overall_metric("balanced_accuracy"), "bal. accuracy"),
-        (covid, "COVID-19 sensitivity"),
-    ):
-        a, b = scored(int8), scored(f32)
+    a, b = scored(mine_store), scored(ref_store)
+    for metric, label in metrics:
         diff, ci, _, _ = paired_difference(a, b, metric, Bootstrap())
         same = same and ci[0] is not None and ci[1] is not None and ci[0] <= 0 <= ci[1]
         values = [float(metric.fn(Bootstrap().outcomes(x.y, x.proba))) for x in (a, b)]
@@ -528,13 +536,169 @@ def _paired_int8(features: Path, name: str, task: TaskSpec, positive: str) -> di
             f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
         )
     return result(
-        f"paper protocol ({name}, MLP), int8 vs f32 store",
+        f"paper protocol ({name}, MLP), {mine} vs {ref} store",
         "indistinguishable (paired 95% CI contains 0)",
         "; ".join(measured),
         1.0 if same else 0.0,
         1.0,
-        note="int8 minus f32 on the same rows: the paired bootstrap over patients of "
+        note=f"{mine} minus {ref} on the same rows: the paired bootstrap over patients of "
         "`cxr evaluate`'s comparisons, 1,000 replicates",
+    )
+
+
+def _cosines(a: Path, b: Path) -> np.ndarray:
+    """Row by row (same films, by id), the cosine between two stores' vectors."""
+    A, B = (load(p) for p in (a, b))
+    if not np.array_equal(np.sort(A.ids), np.sort(B.ids)):
+        raise ValueError(f"{a} and {b} hold other films")
+    X, Y = A.X[np.argsort(A.ids)], B.X[np.argsort(B.ids)]
+    return (X * Y).sum(axis=1) / (np.linalg.norm(X, axis=1) * np.linalg.norm(Y, axis=1))
+
+
+def _drafted(files: list[Path], size: int) -> list[Path]:
+    """The JPEG files that `decode` draft reads at a reduced scale for an input of ``size``."""
+    from PIL import Image
+
+    drafted = []
+    for f in files:
+        with Image.open(f, formats=("JPEG", "PNG", "BMP", "TIFF")) as image:
+            if image.format == "JPEG" and min(image.width // size, image.height // size) >= 2:
+                drafted.append(f)
+    return drafted
+
+
+def decode_study(weights: list[str], work: Path, repeats: int, quick: bool) -> list[dict]:
+    """`decode` draft against exact: `cxr features` as whole processes, interleaved (A B A B),
+    best of ``repeats``, at the default runtime and at int8 (its quantised model built once,
+    on exact films, before timing); the draft vectors' cosine to the exact ones; the paper's
+    protocol on both stores, paired; and decode + resize CPU per film, on the shared films and
+    on stand-ins for full-resolution exports (each film enlarged to the size its source
+    published, re-saved as JPEG)."""
+    from cxr.extract.hashing import sha256_file
+    from cxr.reproduce.protocols import POSITIVE, TASKS
+
+    data = sample_images(work / "decode-data", 24) if quick else CXR_DATA
+    files = sorted(p for p in data.glob("*/*") if p.is_file() and p.suffix != ".csv")
+    mine = _mobilenet_v2_weights(weights)
+    flags = ["-b", "mobilenet_v2", *(f for w in mine for f in ("--weights", w))]
+    # int8 at full size only (its quantisation costs a toy run a minute), as in the bound
+    modes = ["f32", "int8"] if not quick and _unavailable("int8") is None else ["f32"]
+    configs = [(p, d) for p in modes for d in ("exact", "draft")]
+
+    def run(precision: str, decode: str, k: int) -> float:
+        extra = ["--precision", "int8"] if precision == "int8" else []
+        out = work / f"decode-{precision}-{decode}-{k}"
+        return run_cxr(
+            "features", str(data), *flags, *extra, "--decode", decode, "--features", str(out)
+        )
+
+    for precision in modes:  # untimed: OpenVINO's converted (and quantised) model, cached
+        run(precision, "exact", -1)
+    seconds: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
+    for k in range(repeats):
+        for config in configs:
+            seconds[config].append(run(*config, k))
+    drafted = _drafted(files, 224)
+    rows = []
+    for precision in modes:
+        exact, draft = best(seconds[(precision, "exact")]), best(seconds[(precision, "draft")])
+        label = "default runtime" if precision == "f32" else "OpenVINO int8"
+        rows.append(
+            result(
+                f"`cxr features --decode draft` vs exact, {label} (whole processes)",
+                "(reported)",
+                f"{draft:.1f} s vs {exact:.1f} s = {exact / draft:.2f}x",
+                None,
+                0,
+                note=f"{len(files)} films, mobilenet_v2, cold stores; {len(drafted)} of them JPEG "
+                "files at least twice the input on each side, the only ones draft decodes "
+                "otherwise",
+            )
+        )
+    exact_dir = work / "decode-f32-exact-0"
+    draft_store = work / "decode-f32-draft-0" / "mobilenet_v2+draft.h5"
+    cosine = _cosines(exact_dir / "mobilenet_v2.h5", draft_store)
+    ids = [sha256_file(f) for f in drafted]
+    changed = cosine[np.isin(np.sort(load(draft_store).ids), ids)]
+    shown = (
+        f"min {changed.min():.4f}, median {np.median(changed):.4f} on the {len(changed)} films "
+        "draft decodes otherwise"
+        if len(changed)
+        else "no film here is decoded otherwise"
+    )
+    rows.append(
+        result(
+            "draft vs exact embeddings, mobilenet_v2 (cosine)",
+            "(reported)",
+            f"{shown}; min {cosine.min():.4f} over all {len(cosine)}",
+            None,
+            0,
+        )
+    )
+    shutil.copy(draft_store, exact_dir / draft_store.name)  # side by side, to be paired
+    stores = {"exact": "mobilenet_v2", "draft": "mobilenet_v2+draft"}
+    if quick:  # no paper composition in a toy sample: its own classes, 3 folds
+        rows.append(_paired(exact_dir, "toy sample", TaskSpec(), stores, design=CrossValidation(3)))
+    else:
+        name = "dataset 1, 3-class"
+        rows.append(_paired(exact_dir, name, TASKS[name], stores, (POSITIVE, "COVID-19")))
+    rows.append(_decode_cpu(files, work, 8 if quick else 64))
+    return rows
+
+
+def _decode_cpu(files: list[Path], work: Path, count: int) -> dict:
+    """Decode + resize (224, gray) CPU per film, exact and draft, best of 3 each: on ``count``
+    of ``files``, and on the same films enlarged to the size their source published (the
+    shared manifest's orig_width x orig_height, else 4x), re-saved as JPEG quality 90."""
+    import csv
+
+    from PIL import Image
+
+    from cxr.extract.images import decode_pixels, resize
+
+    manifest = CXR_DATA / "manifest.csv"
+    published = {}
+    if manifest.is_file():
+        with manifest.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                published[Path(row["path"]).name] = (
+                    int(row["orig_width"]),
+                    int(row["orig_height"]),
+                )
+    chosen = files[:: max(1, len(files) // count)][:count]
+    large = work / "decode-large"
+    large.mkdir(exist_ok=True)
+    for f in chosen:
+        with Image.open(f) as image:
+            size = published.get(f.name, (4 * image.width, 4 * image.height))
+            image.convert("L").resize(size, Image.Resampling.BICUBIC).save(
+                large / f"{f.stem}.jpg", quality=90
+            )
+    measured = {}
+    for what, folder in (("shared", chosen), ("full-size", sorted(large.iterdir()))):
+        blobs = [(f.read_bytes(), f.name) for f in folder]
+        for decode, draft in (("exact", 0), ("draft", 224)):
+            times = []
+            for _ in range(3):
+                start = time.process_time()
+                for blob, name in blobs:
+                    resize(decode_pixels(blob, name, draft), 224, "squash", rgb=False)
+                times.append((time.process_time() - start) / len(blobs))
+            measured[what, decode] = 1000 * best(times)
+    parts = [
+        f"{what} films {measured[what, 'draft']:.2f} vs {measured[what, 'exact']:.2f} ms = "
+        f"{measured[what, 'exact'] / measured[what, 'draft']:.1f}x"
+        for what in ("shared", "full-size")
+    ]
+    return result(
+        "decode + resize CPU per film, draft vs exact (one thread)",
+        "(reported)",
+        "; ".join(parts),
+        None,
+        0,
+        note=f"{len(chosen)} films; full-size: each enlarged to its source's published size "
+        "(the manifest's orig_width x orig_height), JPEG quality 90: stand-ins for a "
+        "hospital's exports, which the shared set's 512-px copies are not",
     )
 
 
@@ -1097,6 +1261,9 @@ def main() -> None:
             steps.append(("int8", lambda: results.extend(int8_study(weights, work, repeats))))
         steps.append(
             ("bound", lambda: results.extend(machine_bound(weights, work, repeats, quick)))
+        )
+        steps.append(
+            ("decode draft", lambda: results.extend(decode_study(weights, work, repeats, quick)))
         )
         steps.append(("start-up", lambda: results.extend(startup(repeats))))
         steps = [s for s in steps if not args.only or any(o in s[0] for o in args.only)]

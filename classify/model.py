@@ -117,6 +117,7 @@ class ImageEmbedder(Protocol):
         precision: str,
         region: str,
         region_box: float,
+        decode: str,
     ) -> Embedded: ...
 
 
@@ -337,8 +338,8 @@ def embed_as_trained(
     runtime: str | None = None,
     **options: Any,
 ) -> Any:
-    """``embed(inputs, ...)`` with the backbone, weights, resize, runtime and region the model
-    was trained on; CxrError unless the embeddings' fingerprint is the model's. ``weights``
+    """``embed(inputs, ...)`` with the backbone, weights, resize, runtime, region and decode the
+    model was trained on; CxrError unless the embeddings' fingerprint is the model's. ``weights``
     defaults to the recorded weights (a weight file where it was, else by name in the offline
     folders); ``runtime`` to auto (the runtime is no part of a fingerprint: f32 runtimes agree
     within the probe's tolerance), a precision never changes. ``options`` go to ``embed`` as
@@ -360,6 +361,7 @@ def embed_as_trained(
             precision=str(expected.get("precision") or "f32"),
             region=str(expected.get("region") or "full"),
             region_box=float(expected.get("region_box") or 0.0),
+            decode=str(expected.get("decode") or "exact"),
             **options,
         )
     except CxrError as exc:

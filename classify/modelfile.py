@@ -47,7 +47,8 @@ FINGERPRINT_TYPES = {  # store.schema.FINGERPRINT, as a model file must hold it
     "weights_sha256": str,
     "weights_seed": int,
 }
-OPTIONAL_FINGERPRINT = {"runtime": str, "precision": str}  # absent before cxr 0.3
+# Absent in older model files: runtime, precision (before cxr 0.3), decode (exact).
+OPTIONAL_FINGERPRINT = {"runtime": str, "precision": str, "decode": str}
 SAFE_METRICS = {"euclidean", "l2", "minkowski", "manhattan", "l1", "cityblock", "chebyshev"}
 
 

@@ -39,7 +39,7 @@ from cxr.extract.regions import Region
 from cxr.extract.registry import get_spec
 from cxr.extract.runner import Pending
 from cxr.extract.runtimes import Runtime
-from cxr.extract.settings import SHARD_FILES
+from cxr.extract.settings import EXACT, SHARD_FILES
 from cxr.extract.weights import ResolvedWeights
 from cxr.files import own_folder
 from cxr.progress import Progress
@@ -76,6 +76,7 @@ class Task:
     batch_size: int
     runtime: Runtime
     region: Region = WHOLE
+    decode: str = EXACT
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def embed_task(task: Task) -> Done:
         task.resize,
         lambda e, reason: rejected.append(e.reject(reason)),
         task.region,
+        task.decode,
     )
     for sink in sinks.values():
         sink.write()
@@ -197,6 +199,7 @@ def plan_tasks(
     runtime: Runtime,
     shard: int = SHARD_FILES,
     region: Region = WHOLE,
+    decode: str = EXACT,
 ) -> list[Task]:
     """Cut the union of the jobs' pending files into tasks of ``shard`` files."""
     needs: dict[str, list[str]] = {}
@@ -220,7 +223,9 @@ def plan_tasks(
             for job in jobs
             if job.spec.name in wanted
         )
-        tasks.append(Task(f"{run}{index:07d}", mine, targets, resize, batch, runtime, region))
+        tasks.append(
+            Task(f"{run}{index:07d}", mine, targets, resize, batch, runtime, region, decode)
+        )
     return tasks
 
 
@@ -233,6 +238,7 @@ def compute_on_cluster(
     scheduler: str,
     shard: int = SHARD_FILES,
     region: Region = WHOLE,
+    decode: str = EXACT,
 ) -> None:
     """The distributed counterpart of the runner's local loop: tasks out, shards adopted."""
     from distributed import KilledWorker, as_completed
@@ -242,7 +248,7 @@ def compute_on_cluster(
     busy = [job for job in jobs if job.todo]
     for job in busy:
         own_folder(job.writer.parts)
-    tasks = plan_tasks(busy, resize, runtime, shard, region)
+    tasks = plan_tasks(busy, resize, runtime, shard, region, decode)
     by_name = {job.spec.name: job for job in busy}
     paths = {f.path: f.sha256 for task in tasks for f in task.files}
     with connect(scheduler) as client:

@@ -23,7 +23,7 @@ from cxr.extract.dataset import Entry, list_images, shown_name
 from cxr.extract.reader import decode_stream
 from cxr.extract.regions import LUNGS, Region
 from cxr.extract.registry import get_spec
-from cxr.extract.settings import BOX, FULL, PRECISION, REFERENCE, RESIZE
+from cxr.extract.settings import BOX, EXACT, FULL, PRECISION, REFERENCE, RESIZE
 from cxr.extract.weights import parse_weights, resolve
 from cxr.store.schema import Reject
 
@@ -55,6 +55,7 @@ def feature_maps(
     occlusion: int = 0,
     runtime: str = REFERENCE,
     precision: str = PRECISION,
+    decode: str = EXACT,
 ) -> FeatureMaps:
     """The last feature maps (and, with ``occlusion`` g > 0, the embeddings of the film with
     each of g x g patches blacked out) of image files and folders, in listing order. The
@@ -66,12 +67,13 @@ def feature_maps(
     import keras
 
     from cxr.extract.model import build_model
-    from cxr.extract.runner import store_attrs
+    from cxr.extract.runner import check_decode, store_attrs
     from cxr.extract.runtimes import Runtime
 
     if region.startswith(LUNGS):
         raise _refuse(region)
     zone = Region.parse(region, region_box)
+    check_decode(decode)
     spec = get_spec(backbone)
     resolved = resolve(spec, parse_weights(list(weights), [backbone], seed)[backbone])
     model = build_model(spec, resolved)
@@ -89,7 +91,8 @@ def feature_maps(
             entries.append(entry)
     size = spec.input_size
     kept, images = [], []
-    for entry, result in decode_stream(entries, lambda e: {size}, resize, 2 * BATCH, zone):
+    stream = decode_stream(entries, lambda e: {size}, resize, 2 * BATCH, zone, decode=decode)
+    for entry, result in stream:
         if isinstance(result, str):
             rejected.append(entry.reject(result))
         else:
@@ -122,7 +125,7 @@ def feature_maps(
         occluded=occluded,
         rejected=rejected,
         attrs=dict(store_attrs(spec, resolved, resize, Runtime(REFERENCE, "f32"), 0.0,
-                               zone.attrs())),
+                               zone.attrs(), decode=decode)),
     )  # fmt: skip
 
 

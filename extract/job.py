@@ -23,6 +23,7 @@ from cxr.extract.dataset import Entry
 from cxr.extract.preprocess import Preprocessing
 from cxr.extract.reader import WHOLE, decode_stream
 from cxr.extract.regions import Region
+from cxr.extract.settings import EXACT
 from cxr.store.schema import Reject
 
 PREFETCH = 4  # batches decoded ahead of the forward pass
@@ -115,16 +116,18 @@ def run_job(
     resize: str,
     on_reject: Callable[[Entry, str], None] = lambda entry, reason: None,
     region: Region = WHOLE,
+    decode: str = EXACT,
 ) -> None:
-    """Decode each of ``files`` once (``region`` applied), resized for every target that
-    ``needs`` it (by sha256), and feed the targets; every target's last batch is committed
-    when this returns."""
+    """Decode each of ``files`` once (``region`` applied; ``decode`` draft: a JPEG at a reduced
+    scale), resized for every target that ``needs`` it (by sha256), and feed the targets; every
+    target's last batch is committed when this returns."""
     with ExitStack() as stack:
         for target in targets.values():
             stack.callback(target.close)
         sizes = lambda e: {targets[n].input_size for n in needs[e.sha256]}  # noqa: E731
         window = PREFETCH * max((t.batch_size for t in targets.values()), default=1)
-        for entry, result in decode_stream(files, sizes, resize, window, region, gray=True):
+        stream = decode_stream(files, sizes, resize, window, region, gray=True, decode=decode)
+        for entry, result in stream:
             for name in needs[entry.sha256]:
                 target = targets[name]
                 if isinstance(result, str):

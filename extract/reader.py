@@ -19,6 +19,7 @@ import numpy as np
 from cxr.extract.dataset import Entry
 from cxr.extract.images import MAX_FILE_BYTES, Rejected, decode_pixels, resize
 from cxr.extract.regions import Region
+from cxr.extract.settings import EXACT
 from cxr.files import UnusableFile, read_regular
 from cxr.settings import flag
 
@@ -44,14 +45,16 @@ def decode_stream(
     window: int,
     region: Region = WHOLE,
     gray: bool = False,
+    decode: str = EXACT,
 ) -> Iterator[tuple[Entry, Decoded]]:
     """Decoded, resized images in input order, ``window`` files ahead; a str is a reject reason.
     ``region`` is applied to the decoded film, before it is resized. With ``gray`` a gray film
-    stays (s, s) (`cxr.extract.preprocess` expands it), else every image is (s, s, 3)."""
+    stays (s, s) (`cxr.extract.preprocess` expands it), else every image is (s, s, 3).
+    ``decode`` draft: a JPEG decoded at a reduced scale, never below the largest of its sizes."""
     entries = iter(entries)
 
     def submit(pool: ThreadPoolExecutor, entry: Entry):
-        return pool.submit(_prepare, entry, sizes(entry), policy, region, gray)
+        return pool.submit(_prepare, entry, sizes(entry), policy, region, gray, decode)
 
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
         pending = deque(submit(pool, e) for e in islice(entries, window))
@@ -64,7 +67,12 @@ def decode_stream(
 
 
 def _prepare(
-    entry: Entry, sizes: set[int], policy: str, region: Region = WHOLE, gray: bool = False
+    entry: Entry,
+    sizes: set[int],
+    policy: str,
+    region: Region = WHOLE,
+    gray: bool = False,
+    decode: str = EXACT,
 ) -> tuple[Entry, Decoded]:
     try:
         data = read_regular(entry.file, MAX_FILE_BYTES)  # a FIFO swapped in cannot block it
@@ -79,7 +87,8 @@ def _prepare(
             f"({flag('rehash')} if its size and time stayed the same)",  # a stored reason
         )
     try:
-        pixels = region.apply(decode_pixels(data, entry.file.name), entry)
+        draft = max(sizes, default=0) if decode != EXACT else 0
+        pixels = region.apply(decode_pixels(data, entry.file.name, draft), entry)
         return entry, {size: resize(pixels, size, policy, rgb=not gray) for size in sizes}
     except Rejected as exc:
         return entry, str(exc)

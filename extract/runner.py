@@ -37,6 +37,8 @@ from cxr.extract.settings import (
     BATCH,
     BOX,
     CALIBRATION_SIZE,
+    DECODES,
+    EXACT,
     FEATURES,
     FULL,
     PRECISION,
@@ -105,6 +107,7 @@ def store_attrs(
     max_abs_diff: float | None = None,
     region: dict | None = None,
     calibration: Calibration | None = None,
+    decode: str = EXACT,
 ) -> StoreAttrs:
     """The attributes this run gives the store (the writer adds where the data came from).
 
@@ -125,6 +128,7 @@ def store_attrs(
         runtime_max_abs_diff=float(max_abs_diff or 0.0),
         **(region or WHOLE.attrs()),
         **(calibration.attrs() if calibration else {}),
+        decode=decode,
         versions=json.dumps(library_versions(*libraries), sort_keys=True),
     )
 
@@ -162,6 +166,7 @@ def extract_features(
     layout: str = AUTO,
     read: ReadOptions | None = None,
     replace: bool = False,
+    decode: str = EXACT,
 ) -> list[Summary]:
     """Bring ``features_dir/<backbone>.h5`` up to date with the data set, for every backbone.
 
@@ -172,6 +177,8 @@ def extract_features(
     (`cxr.extract.layouts`): how the data set is read, recognised when "auto", with ``read``'s
     options (manifest columns, patients from names, label rules, paths outside the data).
     ``replace``: let this data set replace the rows of a store built from another.
+    ``decode`` draft: JPEG films decoded at a reduced scale (`cxr.extract.images`), into
+    stores of their own (``<backbone>+draft.h5``); the int8 calibration stays exact.
     ``runtime``: "auto" (the default) chooses and says which (`cxr.extract.runtimes`); before
     it adds rows to a store another runtime wrote, it re-embeds a few stored films and the
     store's writer refuses a difference over the f32 tolerance."""
@@ -190,9 +197,12 @@ def extract_features(
     if not 1 <= calibration <= MAX_COUNT:
         raise CxrError(f"`calibration` {calibration}: give 1..{MAX_COUNT} images")
     zone = Region.parse(region, region_box)
+    check_decode(decode)
     specs = [get_spec(name) for name in dict.fromkeys(backbones)]
     named = {
-        s.name: store_name({"backbone": s.name, "region": zone.kind, **engine.attrs()})
+        s.name: store_name(
+            {"backbone": s.name, "region": zone.kind, "decode": decode, **engine.attrs()}
+        )
         for s in specs
     }
     if resize not in RESIZE_POLICIES:
@@ -264,6 +274,7 @@ def extract_features(
                         _known_difference(spec, resolved, engine, existing[spec.name]),
                         region_attrs,
                         sample,
+                        decode,
                     ),
                     rebuild=rebuild,
                 )
@@ -291,7 +302,7 @@ def extract_features(
             for entry in discovery.entries:
                 copies.setdefault(entry.sha256, []).append(entry.path)
             if scheduler is None:
-                _compute(jobs, resize, copies, report, engine, zone, sample)
+                _compute(jobs, resize, copies, report, engine, zone, sample, decode)
             else:
                 from cxr.extract.distributed import compute_on_cluster
                 from cxr.extract.model import make_embedder
@@ -299,8 +310,10 @@ def extract_features(
                 for job in jobs:  # checked here, before any worker writes a shard
                     if job.todo and job.check:
                         embedder = make_embedder(job.spec, job.weights, job.batch_size, engine)
-                        _agree(job, embedder, resize, zone, report)
-                compute_on_cluster(jobs, resize, copies, report, engine, scheduler, shard, zone)
+                        _agree(job, embedder, resize, zone, report, decode)
+                compute_on_cluster(
+                    jobs, resize, copies, report, engine, scheduler, shard, zone, decode
+                )
         else:
             report.note(f"No new images to embed: all {len(discovery.entries)} files are stored.")
         summaries = [_publish(job, discovery, time.perf_counter() - started) for job in jobs]
@@ -363,7 +376,20 @@ def _stored_films(writer: StoreWriter, entries: list[Entry]) -> list[Entry]:
     return stored[::step][:AGREEMENT_FILMS]
 
 
-def _agree(job: Pending, embedder, resize_policy: str, region: Region, report: Progress) -> None:
+def check_decode(decode: str) -> None:
+    """`decode` checked at the boundary, before any work: CxrError naming the choices."""
+    if decode not in DECODES:
+        raise CxrError(f"`decode` {decode}: choose from {', '.join(DECODES)}")
+
+
+def _agree(
+    job: Pending,
+    embedder,
+    resize_policy: str,
+    region: Region,
+    report: Progress,
+    decode: str = EXACT,
+) -> None:
     """Re-embed the job's check films with this run's runtime; the writer refuses (CxrError,
     nothing written) when they differ from the stored vectors by more than the tolerance."""
     from cxr.extract.model import embed_all
@@ -371,7 +397,7 @@ def _agree(job: Pending, embedder, resize_policy: str, region: Region, report: P
     size = job.spec.input_size
     ids, images = [], []
     for entry, result in decode_stream(
-        job.check, lambda e: {size}, resize_policy, 2 * job.batch_size, region
+        job.check, lambda e: {size}, resize_policy, 2 * job.batch_size, region, decode=decode
     ):
         if not isinstance(result, str):  # decoded when stored; a file gone bad is skipped
             ids.append(entry.sha256)
@@ -393,6 +419,7 @@ def _compute(
     runtime: Runtime = Runtime(REFERENCE, PRECISION),
     region: Region = WHOLE,
     calibration: Calibration | None = None,
+    decode: str = EXACT,
 ) -> None:
     """One job over every file still to embed, the stores' writers its sinks; ``copies``
     names every path that holds the same bytes (a reject is said for each)."""
@@ -411,7 +438,7 @@ def _compute(
         )
         job.writer.record_probe(embedder.max_abs_diff)
         if job.check:
-            _agree(job, embedder, resize_policy, region, report)
+            _agree(job, embedder, resize_policy, region, report, decode)
         targets[job.spec.name] = Target(
             job.spec.name, job.spec.input_size, job.spec.dim, embedder, job.writer, job.batch_size
         )
@@ -423,7 +450,7 @@ def _compute(
     with report.parts({job.spec.name: len(job.todo) for job in busy}) as advance:
         for name, target in targets.items():
             target.on_commit = partial(advance, name)
-        run_job(union, needs, targets, resize_policy, rejected, region)
+        run_job(union, needs, targets, resize_policy, rejected, region, decode)
     for job in busy:
         job.new += targets[job.spec.name].new
 
@@ -459,10 +486,11 @@ def embed_images(
     precision: str = PRECISION,
     region: str = FULL,
     region_box: float = BOX,
+    decode: str = EXACT,
 ) -> EmbedResult:
     """Embeddings of image files and folders of images (`cxr predict`), in listing order, of
     the ``region`` of each film a model was trained on (the centre regions: lungs regions need a
-    mask per film, which loose files do not have).
+    mask per film, which loose files do not have), decoded as it was (``decode``).
 
     Matches `cxr.classify.model.ImageEmbedder`, so stage 2 can be handed this function without
     importing stage 1.
@@ -474,6 +502,7 @@ def embed_images(
             "predict embeds whole films or their centre regions only"
         )
     engine = choose(runtime, precision)
+    check_decode(decode)
     if engine.precision == "int8":  # its quantised model depends on the store's calibration
         raise CxrError(
             "`precision` int8: images outside a data set have no calibration sample; embed "
@@ -485,7 +514,9 @@ def embed_images(
     from cxr.extract.model import embed_all, make_embedder
 
     embed = make_embedder(spec, resolved, batch_size, engine)
-    attrs = store_attrs(spec, resolved, resize, engine, embed.max_abs_diff, zone.attrs())
+    attrs = store_attrs(
+        spec, resolved, resize, engine, embed.max_abs_diff, zone.attrs(), decode=decode
+    )
     kept, images, rejected, entries = [], [], [], []
     for p in paths:
         name, problem = shown_name(str(p))
@@ -495,7 +526,7 @@ def embed_images(
         else:
             entries.append(entry)
     for entry, result in decode_stream(
-        entries, lambda e: {spec.input_size}, resize, 2 * batch_size, zone
+        entries, lambda e: {spec.input_size}, resize, 2 * batch_size, zone, decode=decode
     ):
         if isinstance(result, str):
             rejected.append(entry.reject(result))

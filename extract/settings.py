@@ -24,6 +24,8 @@ PRECISION = "f32"
 FULL = "full"  # the whole film (`cxr.extract.regions`)
 BOX = 0.6  # the central box's share of each side: margins of 20%
 AUTO = "auto"  # the layout recognised (`cxr.extract.layouts`)
+EXACT = "exact"  # every pixel, as Keras decodes it (`cxr.extract.images`)
+DECODES = (EXACT, "draft")
 CALIBRATION_SIZE = 300  # int8: films NNCF calibrates on (its own default subset size)
 SHARD_FILES = 256  # files per task: a few batches, so a lost worker costs little to redo
 
@@ -121,6 +123,13 @@ FEATURES = table(
         PRECISION,
         "f32, bf16 (OpenVINO on a CPU with bf16) or int8 (OpenVINO, quantised by NNCF on "
         "--calibration films of the data): faster, other vectors, a store of its own.",
+    ),
+    Setting(
+        "decode",
+        EXACT,
+        "exact (every pixel, as Keras decodes it) or draft (a JPEG decoded by libjpeg at 1/2 to "
+        "1/8 scale, never below the input size; other formats exactly): faster, other pixels, "
+        "a store of its own (<backbone>+draft.h5).",
     ),
     Setting(
         "calibration",

@@ -311,7 +311,7 @@ def neighbourhoods(doc: Document) -> Html | None:
 
 def provenance(doc: Document) -> Html:
     p = doc.data["provenance"]
-    keys = ("path", "rows_sha256", "constructor", "preprocessing", "resize", "region",
+    keys = ("path", "rows_sha256", "constructor", "preprocessing", "resize", "region", "decode",
             "weights_file", "weights_sha256", "runtimes", "created")  # fmt: skip
     stores = p.get("stores", {})
     rows = [[k, *(text(s.get(k, "")) for s in stores.values())] for k in keys]

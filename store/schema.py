@@ -64,6 +64,7 @@ FINGERPRINT = (
     "region_box",
     "region_masks_sha256",
     "calibration_sha256",
+    "decode",
 )
 # What a store written before an attribute existed had, in effect.
 FINGERPRINT_DEFAULTS = {
@@ -72,8 +73,10 @@ FINGERPRINT_DEFAULTS = {
     "region_box": 0.0,
     "region_masks_sha256": "",
     "calibration_sha256": "",
+    "decode": "exact",
 }
 FULL = "full"  # the region of a store of whole films (named after its backbone alone)
+EXACT = "exact"  # the decode of a store of every pixel (`cxr.extract.settings`)
 STR = h5py.string_dtype(encoding="utf-8")
 ROW_CHUNK = 256
 WRITE_BLOCK = 16 * ROW_CHUNK  # rows converted and compressed at a time when writing X
@@ -111,6 +114,7 @@ class StoreAttrs(TypedDict, total=False):
     calibration_size: int  # int8: films in the calibration sample (absent otherwise)
     calibration_seed: int  # int8: the seed that drew them
     calibration_sha256: str  # int8: digest of the sampled files' sha256s (absent: "")
+    decode: str  # exact | draft (JPEG at a reduced scale; absent in older stores: exact)
     versions: str  # JSON object: python, tensorflow, keras, h5py, numpy, PIL, pydicom, cxr
     # Set when the store is published:
     data_root: str  # folder the rows' paths are relative to
@@ -149,6 +153,7 @@ ATTR_TYPES = {
     "calibration_size": int,
     "calibration_seed": int,
     "calibration_sha256": str,
+    "decode": str,
     "runtime_max_abs_diff": float,
     "data_root": str,
     "manifest": str,
@@ -213,13 +218,15 @@ class StoreContent:
 
 def store_name(attrs: Mapping) -> str:
     """A store's name, and its file's: the backbone's for whole films at f32,
-    ``backbone@region`` for a store of masked films (``mobilenet_v2@centre-masked``), and
-    ``+precision`` for other vectors than f32's (``mobilenet_v2+int8``), so such stores sit
-    beside the f32 one and `cxr evaluate` pairs them."""
+    ``backbone@region`` for a store of masked films (``mobilenet_v2@centre-masked``),
+    ``+precision`` for other vectors than f32's (``mobilenet_v2+int8``) and ``+draft`` for
+    films decoded at a reduced scale (``mobilenet_v2+int8+draft``), so such stores sit beside
+    the exact f32 one and `cxr evaluate` pairs them."""
     region = str(attrs.get("region") or FULL)
     precision = str(attrs.get("precision") or "f32")
     name = str(attrs["backbone"]) if region == FULL else f"{attrs['backbone']}@{region}"
-    return name if precision == "f32" else f"{name}+{precision}"
+    name = name if precision == "f32" else f"{name}+{precision}"
+    return name if str(attrs.get("decode") or EXACT) == EXACT else f"{name}+{attrs['decode']}"
 
 
 def store_path(directory: Path | str, name: str) -> Path:
