@@ -93,8 +93,9 @@ docs: install
 docs-site: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# The slowest tests listed at the end (--durations), to keep the suite well under 20 minutes.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # Every test but the README run and those marked slow (whole commands in subprocesses, large
 # backbones, Dask clusters): the loop while changing code.
