@@ -678,12 +678,12 @@ def timings(run: Runner | None = None) -> str:
     load = f", load average {machine['load']}" if "load" in machine else ""
     return "\n".join(
         wrapped(
-            f"Measured by `make bench` on {bench['generated']} ({machine['cpus']} CPUs, no GPU"
-            f"{load}): `cxr features` embeds the {default['films']:,} shared films with "
+            f"Measured by `{bench['command']}` on {bench['generated']} ({machine['cpus']} CPUs, "
+            f"no GPU{load}): `cxr features` embeds the {default['films']:,} shared films with "
             f"MobileNetV2 in {default['cxr_s']:.0f} s from nothing (hashing, decoding, the "
             f"forward passes, the store; {tensorflow['cxr_s']:.0f} s with `--runtime tensorflow`, "
             f"{default['keras_s']:.0f} s for the idiomatic Keras script), and the first `cxr "
-            f"evaluate` of that store (5 heads, 10 patient-grouped folds, 95% CIs, without "
+            f"evaluate` of that store (5 heads, patient-grouped folds, 95% CIs, without "
             f"`--plots`) takes {one['first_s']:.0f} s; run again unchanged, {one['again_s']:.1f} s "
             "(the fit cache)."
         )
