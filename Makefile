@@ -114,7 +114,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Every performance target, measured side by side (about 40 minutes here); rewrites
+# Every performance target, measured side by side (over an hour here); rewrites
 # benchmarks/results.json, then the pages' blocks quoting it (the table of docs/performance.md,
 # the timings of docs/getting-started.md). BENCH_FEATURES: the stores of the evaluation rows
 # (the grid is every store there).

@@ -1,6 +1,7 @@
 """Every `cxr` command and Python example of the README and the docs pages run, on a small slice
 of the real shared data (so the documentation cannot drift from the tool). Real outputs quoted in
-them come from runs on the whole set; here each command must simply succeed."""
+them come from runs on the whole set by `make docs` (which CI runs, failing on any difference);
+here every other command must simply succeed."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def test_every_command_and_python_example_of_the_pages_run(tmp_path, monkeypatch
     (tmp_path / "weights").mkdir()
     for path in weights.values():
         (tmp_path / "weights" / path.name).symlink_to(path)
-    found = [c for page in PAGES for c in commands(page.read_text())]
+    found = [c for page in PAGES for c in commands(typed(page.read_text()))]
     found = [c for i, c in enumerate(found) if c not in found[:i]]  # a page repeating one: once
     ordered = [c for c in found if c[0] == "features"] + [c for c in found if c[0] != "features"]
     for args in ordered:
@@ -114,6 +115,14 @@ def test_every_command_and_python_example_of_the_pages_run(tmp_path, monkeypatch
     for page in PAGES:
         for example in python_examples(page.read_text()):
             exec(compile(example, page.name, "exec"), {})
+
+
+def typed(page: str) -> str:
+    """A page without its generated blocks: `make docs` runs their commands on the whole shared
+    set, and CI runs `make docs` and fails on any difference, so here they would run twice."""
+    for generated in outputs_module().sections(page).values():
+        page = page.replace(generated, "")
+    return page
 
 
 def outputs_module():
