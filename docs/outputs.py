@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # shipped: the collections as shipped, for docs/ pages
+sys.path.insert(0, str(ROOT / "benchmarks"))  # rendering: the bench's tables
 OUTPUTS = ROOT / "docs" / "outputs.json"
 RESULTS = ROOT / "docs" / "results.json"  # `make reproduce`'s
 FIGURE = ROOT / "docs" / "figures" / "learning-curve-mobilenet_v2-mlp.png"
@@ -590,7 +591,7 @@ def tracking(run: Runner) -> str:
 
     from rich.console import Console
 
-    from cxr.tracking.tables import render_comparison, render_runs
+    from cxr.tracking.tables import ID, render_comparison, render_runs
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{run.folder / 'mlruns.db'}"
     try:
@@ -606,7 +607,7 @@ def tracking(run: Runner) -> str:
     # pages: they are shown masked, the oldest run first (`cxr runs` lists the newest first).
     ids = [r["id"] for r in reversed(listed)]
     stand_ins = {i: f"run-{n:04d}" for n, i in enumerate(ids, 1)}
-    stand_ins |= {i[:8]: f"run-{n:04d}" for n, i in enumerate(ids, 1)}
+    stand_ins |= {i[:ID]: f"run-{n:04d}" for n, i in enumerate(ids, 1)}
     stand_ins |= {r["started"]: "YYYY-MM-DD hh:mm" for r in listed}
     listed, compared = masked(listed, stand_ins), masked(compared, stand_ins)
     console = Console(width=120, record=True)  # the width the report is made for
@@ -648,21 +649,18 @@ def gap(run: Runner | None = None) -> str:
     )
 
 
-def bench_rendering():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import rendering
-
-    return rendering
-
-
 def performance(run: Runner | None = None) -> str:
     """Not a command: the table of the last `make bench`, from benchmarks/results.json."""
-    return bench_rendering().performance(json.loads(BENCH.read_text()))
+    import rendering
+
+    return rendering.performance(json.loads(BENCH.read_text()))
 
 
 def scale(run: Runner | None = None) -> str:
     """Not a command: the last `make bench-scale`, from benchmarks/scale.json."""
-    return bench_rendering().scale(json.loads(SCALE.read_text()))
+    import rendering
+
+    return rendering.scale(json.loads(SCALE.read_text()))
 
 
 def timings(run: Runner | None = None) -> str:
