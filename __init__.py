@@ -10,13 +10,6 @@ The Python interface (``cxr.load_store``, ``cxr.extract_features``, ``cxr.evalua
 ``cxr.train``, ``cxr.predict``) lives in ``cxr.api`` and is loaded on first use.
 """
 
-from importlib import metadata
-
-try:
-    __version__ = metadata.version("cxr-transfer")
-except metadata.PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "unknown"
-
 _API = (
     "load_store",
     "extract_features",
@@ -35,7 +28,17 @@ def __dir__() -> list[str]:
 
 
 def __getattr__(name: str):
-    """``cxr.evaluate`` and friends, imported when first used (PEP 562)."""
+    """``cxr.evaluate`` and friends, and ``__version__`` (importlib.metadata costs a start-up
+    that `cxr --help` does not need), imported when first used (PEP 562)."""
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            version = metadata.version("cxr-transfer")
+        except metadata.PackageNotFoundError:  # a checkout that was never installed
+            version = "unknown"
+        globals()["__version__"] = version
+        return version
     if name in _API:
         from cxr import api
 

@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 
 from cxr.audit.thresholds import COSINE_THRESHOLD, HASH_THRESHOLD  # plain data
 from cxr.classify.heads import HEADS  # plain data
-from cxr.classify.metrics import overall_metrics  # numpy only
+from cxr.classify.metric_table import overall_metrics  # plain data
 from cxr.classify.settings import EVALUATE, Setting, as_flags  # plain data
 from cxr.errors import CxrError, Interrupted, RunFailed
 from cxr.extract.registry import RESIZE_POLICIES  # plain data

@@ -504,7 +504,9 @@ def _paired(
     "indistinguishable" when every 95% interval contains 0. ``config``: more `EvaluateConfig`
     fields (a design for toy sizes)."""
     from cxr.classify.compare import Scored, paired_difference, row_keys
-    from cxr.classify.metrics import Bootstrap, Metric, overall_metric, sensitivity
+    from cxr.classify.metric_table import Metric, overall_metric
+    from cxr.classify.metrics import Bootstrap
+    from cxr.classify.outcomes import sensitivity
 
     (ref, ref_store), (mine, mine_store) = stores.items()
     evaluated = EvaluateConfig(

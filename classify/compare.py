@@ -19,7 +19,8 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify.metrics import Bootstrap, Metric
+from cxr.classify.metric_table import Metric
+from cxr.classify.metrics import Bootstrap
 from cxr.classify.settings import flag
 
 CACHE_VERSION = 1  # bump when a change here changes a comparison (the fit cache keeps them)

@@ -16,7 +16,8 @@ from typing import Any
 from cxr.classify.curves import Size, parse_sizes
 from cxr.classify.designs import CrossValidation, Design, choose
 from cxr.classify.heads import HEADS, Params, grids, parse_params, validate_params
-from cxr.classify.metrics import Bootstrap, Metric, overall_metric
+from cxr.classify.metric_table import Metric, overall_metric
+from cxr.classify.metrics import Bootstrap
 from cxr.classify.settings import EVALUATE, default, flag
 from cxr.classify.tasks import TaskSpec
 from cxr.errors import CxrError

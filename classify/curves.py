@@ -21,7 +21,9 @@ from typing import TypedDict
 import numpy as np
 
 from cxr.classify.folds import Split, derive_seed
-from cxr.classify.metrics import Bootstrap, Metric, sensitivity
+from cxr.classify.metric_table import Metric
+from cxr.classify.metrics import Bootstrap
+from cxr.classify.outcomes import sensitivity
 from cxr.classify.predictions import OutOfFold
 from cxr.classify.settings import DRAWS, MARGIN
 from cxr.errors import CxrError

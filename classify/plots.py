@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from cxr.classify.layout import Layout, layout
-from cxr.classify.metrics import ECE_BINS, overall_metric
+from cxr.classify.metric_table import overall_metric
 from cxr.classify.neighbours import Neighbourhood, Sample, chance, percent
+from cxr.classify.outcomes import ECE_BINS
 from cxr.classify.presentation import presentation_of, slug
 from cxr.classify.records import Inputs, Validation
 from cxr.classify.results import Evaluated, EvaluateReport, Result, result_name

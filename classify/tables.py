@@ -19,7 +19,7 @@ from rich.text import Text
 from cxr.classify.confounds import finer_note
 from cxr.classify.confounds import warnings as confound_warnings
 from cxr.classify.heads import changed_params, setting_text
-from cxr.classify.metrics import Metric, overall_metric, overall_metrics, per_class_metrics
+from cxr.classify.metric_table import Metric, overall_metric, overall_metrics, per_class_metrics
 from cxr.classify.neighbours import MEASURES, Neighbourhood, chance, percent
 from cxr.classify.presentation import presentation_of
 from cxr.classify.provenance import DISCLAIMER

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr.classify.confounds import finer_note
-from cxr.classify.metrics import metric_title
+from cxr.classify.metric_table import metric_title
 from cxr.classify.presentation import part_name, presentation_of
 from cxr.classify.records import CROSS_VALIDATION, Validation
 from cxr.classify.tables import neighbour_cells, neighbour_columns, p_text

@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT
 from typer.testing import CliRunner
 
-from cxr.classify import metrics
+from cxr.classify import metric_table, outcomes
 from cxr.cli import app
 from cxr.errors import CxrError, RunFailed
 from cxr.extract.runner import Summary
@@ -84,15 +84,17 @@ def test_json_means_a_path_or_dash_for_stdout_everywhere(make_synthetic_store, t
 
 def test_a_metric_is_one_registry_entry(make_synthetic_store, monkeypatch, tmp_path):
     """Registered once, a metric reaches the CV summary, the JSON and the terminal report."""
-    monkeypatch.setattr(metrics, "METRICS", list(metrics.METRICS))
+    monkeypatch.setattr(metric_table, "METRICS", list(metric_table.METRICS))
 
     def npv(o):
-        _, fn, _, tn = metrics._counts(o.cm)
-        return metrics._ratio(tn, tn + fn)
+        _, fn, _, tn = outcomes._counts(o.cm)
+        return outcomes._ratio(tn, tn + fn)
 
-    metrics.register(metrics.Metric("npv", "NPV", npv, per_class=True))
-    metrics.register(
-        metrics.Metric("youden", "Youden J", lambda o: metrics.balanced_accuracy(o.cm) * 2 - 1)
+    metric_table.register(metric_table.Metric("npv", "NPV", npv, per_class=True))
+    metric_table.register(
+        metric_table.Metric(
+            "youden", "Youden J", lambda o: outcomes.balanced_accuracy(o.cm) * 2 - 1
+        )
     )
     out = tmp_path / "e.json"
     args = ["evaluate", "--features", str(make_synthetic_store().parent), "--head", "logreg"]
@@ -112,7 +114,7 @@ def test_a_metric_is_one_registry_entry(make_synthetic_store, monkeypatch, tmp_p
     )
     assert len(youden["folds"]) == 3 and youden["ci95"][0] <= youden["pooled"] <= youden["ci95"][1]
     with pytest.raises(ValueError, match="already registered"):
-        metrics.register(metrics.Metric("npv", "again", npv, per_class=True))
+        metric_table.register(metric_table.Metric("npv", "again", npv, per_class=True))
 
 
 @pytest.mark.slow

@@ -107,11 +107,13 @@ def test_a_head(change, make_synthetic_store, tmp_path):
 
 
 def test_a_metric(change, make_synthetic_store, monkeypatch):
-    from cxr.classify import metrics
+    from cxr.classify import metric_table, outcomes
 
-    monkeypatch.setattr(metrics, "METRICS", list(metrics.METRICS))
-    youden = metrics.Metric("youden", "Youden J", lambda o: metrics.balanced_accuracy(o.cm) * 2 - 1)
-    change.call(metrics.register, youden)
+    monkeypatch.setattr(metric_table, "METRICS", list(metric_table.METRICS))
+    youden = metric_table.Metric(
+        "youden", "Youden J", lambda o: outcomes.balanced_accuracy(o.cm) * 2 - 1
+    )
+    change.call(metric_table.register, youden)
     ev = cxr.evaluate(
         make_synthetic_store().parent, heads=["logreg"], folds=3, bootstrap=20, jobs=1, cache=False
     )

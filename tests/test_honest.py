@@ -12,7 +12,7 @@ from helpers import CXR_DATA
 from sklearn.metrics import balanced_accuracy_score
 from typer.testing import CliRunner
 
-from cxr.classify import metrics
+from cxr.classify import metric_table, metrics, outcomes
 from cxr.classify.compare import Scored, compare, paired_difference
 from cxr.classify.confounds import cramers_v
 from cxr.classify.designs import CrossValidation
@@ -181,11 +181,11 @@ def test_group_by_any_column_keeps_its_values_apart(make_synthetic_store):
 
 def scored(name, y, proba, units):
     keys = np.asarray([f"img{i}#1" for i in range(len(y))], dtype=object)
-    value = float(metrics.balanced_accuracy(metrics.confusion(y, proba.argmax(1), 2)))
+    value = float(outcomes.balanced_accuracy(outcomes.confusion(y, proba.argmax(1), 2)))
     return Scored(name, keys, y, proba, np.asarray(units, dtype=object), value)
 
 
-BALANCED = metrics.overall_metric("balanced_accuracy")
+BALANCED = metric_table.overall_metric("balanced_accuracy")
 
 
 def test_paired_difference_by_hand():

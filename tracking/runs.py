@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from cxr.classify.compare import paired_difference
-from cxr.classify.metrics import Bootstrap, overall_metric
+from cxr.classify.metric_table import overall_metric
+from cxr.classify.metrics import Bootstrap
 from cxr.errors import CxrError
 from cxr.files import read_text
 from cxr.tracking import predictions
