@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import shutil
@@ -23,6 +24,17 @@ REAL_WEIGHTS = {
 }
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def script(relative: str):
+    """One of the repository's scripts (docs/outputs.py, benchmarks/rendering.py) as a module:
+    they are run by path, not installed with the package."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
 # ---- stage 1: images and small data sets -------------------------------------------------

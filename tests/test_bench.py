@@ -3,29 +3,21 @@ the last `make bench` and `make bench-scale` measured."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from helpers import ROOT
-
-
-def module(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
+from helpers import ROOT, script
 
 
 def bench_report():
-    return module(ROOT / "benchmarks" / "rendering.py", "bench_rendering")
+    return script("benchmarks/rendering.py")
 
 
 @pytest.mark.parametrize("name", ["performance", "scale", "timings"])
 def test_the_quoted_measurements_are_rendered_from_the_committed_results(name):
     """The pages' blocks that quote the benchmarks (their tables, the quick start's timings)
     are what the committed JSON renders to: a `make bench` committed without its pages fails."""
-    outputs = module(ROOT / "docs" / "outputs.py", "docs_outputs")
+    outputs = script("docs/outputs.py")
     generated = json.loads((ROOT / "docs" / "outputs.json").read_text())["blocks"]
     assert generated[name] == outputs.BLOCKS[name](None)
 

@@ -6,7 +6,6 @@ here every other command must simply succeed."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 import shlex
@@ -14,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import CXR_DATA, REAL_WEIGHTS, ROOT
+from helpers import CXR_DATA, REAL_WEIGHTS, ROOT, script
 from typer.testing import CliRunner
 
 from cxr.cli import app
@@ -120,22 +119,15 @@ def test_every_command_and_python_example_of_the_pages_run(tmp_path, monkeypatch
 def typed(page: str) -> str:
     """A page without its generated blocks: `make docs` runs their commands on the whole shared
     set, and CI runs `make docs` and fails on any difference, so here they would run twice."""
-    for generated in outputs_module().sections(page).values():
+    for generated in script("docs/outputs.py").sections(page).values():
         page = page.replace(generated, "")
     return page
-
-
-def outputs_module():
-    spec = importlib.util.spec_from_file_location("docs_outputs", ROOT / "docs" / "outputs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_real_outputs_are_the_generated_ones():
     """Every block `make docs` wrote to docs/outputs.json stands in exactly one page (the README
     or a page of docs/), as it was written there, and every block a page shows is one of them."""
-    outputs = outputs_module()
+    outputs = script("docs/outputs.py")
     generated = json.loads((ROOT / "docs" / "outputs.json").read_text())
     shown: dict[str, list[tuple[str, str]]] = {}
     for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
@@ -154,7 +146,7 @@ def test_the_real_outputs_are_the_generated_ones():
 def test_the_make_evaluate_check_finds_a_changed_number():
     """CI's `docs/outputs.py --shown-in`: the README's `make evaluate` block against a capture
     of `make evaluate` (here, its own excerpts amid other lines; then one digit changed)."""
-    outputs = outputs_module()
+    outputs = script("docs/outputs.py")
     block = json.loads((ROOT / "docs" / "outputs.json").read_text())["blocks"]["quick-start"]
     runs = outputs.excerpts(block)
     assert block.splitlines()[1] == "$ make evaluate" and len(runs) >= 2

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, save_png
+from helpers import ROOT, save_png, script
 
 from cxr.reproduce.render import UNAVAILABLE, headline, pct, render, share
 from cxr.reproduce.run import run_study
@@ -180,9 +179,7 @@ def test_the_case_study_quotes_the_generated_headline():
 def test_the_docs_show_the_generated_generalisation_gap():
     """The gap table the docs show (in whichever page holds it) is the one of the current
     docs/results.json (`make docs` copies it after `make reproduce`)."""
-    spec = importlib.util.spec_from_file_location("docs_outputs", ROOT / "docs" / "outputs.py")
-    outputs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(outputs)
+    outputs = script("docs/outputs.py")
     shown = outputs.sections(outputs.placed()["gap"].read_text())["gap"]
     assert shown == outputs.section("gap", outputs.gap())
     assert "| dataset 1, 3-class | centre masked |" in shown
