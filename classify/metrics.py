@@ -12,7 +12,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from cxr.classify import metric_table
+from cxr.classify import metric_table  # its METRICS read when scoring: a later register() counts
 from cxr.classify.metric_table import Metric, overall_metrics, per_class_metrics
 from cxr.classify.outcomes import Outcomes, confusion, nanmean
 from cxr.classify.settings import OPERATING_POINT, REPLICATES
