@@ -6,6 +6,7 @@ import importlib.util
 import io
 import os
 import shutil
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ REAL_WEIGHTS = {
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@cache
 def script(relative: str):
     """One of the repository's scripts (docs/outputs.py, benchmarks/rendering.py) as a module:
-    they are run by path, not installed with the package."""
+    they are run by path, not installed with the package. Loaded once: docs/outputs.py puts
+    folders on sys.path each time it runs, and the README run reads it for every page."""
     path = ROOT / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None, path
